@@ -1,0 +1,1 @@
+int hv_bench_placeholder(void);

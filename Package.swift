@@ -1,0 +1,83 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "HVKit",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "HVCore", targets: ["HVCore"]),
+        .library(name: "HVKVM", targets: ["HVKVM"]),
+        .library(name: "HVParavirt", targets: ["HVParavirt"]),
+        .library(name: "HVDevices", targets: ["HVDevices"]),
+        .executable(name: "hv-hello", targets: ["hv-hello"]),
+        .executable(name: "hv-bench", targets: ["hv-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C shims: what Swift cannot import on its own.
+        .target(name: "CKVM"),
+        .target(name: "CHVCoreShims"),
+        .systemLibrary(
+            name: "CLibAIO",
+            providers: [.apt(["libaio-dev"])]
+        ),
+
+        // Libraries.
+        .target(
+            name: "HVCore",
+            dependencies: [
+                "CHVCoreShims",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "HVKVM",
+            dependencies: [
+                "HVCore", "CKVM",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "HVParavirt",
+            dependencies: [
+                "HVCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "HVDevices",
+            dependencies: [
+                "HVCore", "CLibAIO",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // Examples and benchmarks.
+        .executableTarget(
+            name: "hv-hello",
+            dependencies: ["HVCore", "HVKVM"],
+            path: "Examples/hv-hello"
+        ),
+        .target(
+            name: "CBenchBaseline",
+            dependencies: ["CKVM"],
+            path: "Benchmarks/CBenchBaseline"
+        ),
+        .executableTarget(
+            name: "hv-bench",
+            dependencies: ["HVCore", "HVKVM", "CBenchBaseline"],
+            path: "Benchmarks/hv-bench"
+        ),
+
+        // Tests.
+        .testTarget(name: "HVCoreTests", dependencies: ["HVCore"]),
+        .testTarget(name: "HVKVMTests", dependencies: ["HVKVM", "HVCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

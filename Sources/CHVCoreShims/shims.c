@@ -1,0 +1,1 @@
+// Intentionally empty: every helper in CHVCoreShims.h is static inline.

@@ -1,0 +1,8 @@
+/// HVCore: what every other HVKit module builds on, and knows nothing about KVM.
+///
+/// - Guest-physical addresses with checked arithmetic: ``GuestAddress``, ``GuestAddressRange``.
+/// - Guest memory: the ``GuestMemory`` protocol that devices consume and the
+///   ``GuestMemoryMmap`` backend, with bounds-checked typed, byte and atomic accesses.
+/// - Buses: ``Bus`` (port I/O and MMIO) and the ``BusDevice`` protocol.
+/// - Interrupts and notifications: ``InterruptLine``, ``Notifier``, ``EventFD``.
+public enum HVCore {}

@@ -1,0 +1,72 @@
+import Glibc
+
+/// Guest RAM made of host mappings: several regions, with holes between them where devices
+/// live. Immutable once created, so it is shared freely between vCPU and device threads.
+public final class GuestMemoryMmap: GuestMemory {
+    /// The regions, sorted by guest address.
+    public let regions: [GuestMemoryRegion]
+    public let ramRanges: [GuestAddressRange]
+
+    /// The host's page size, which every region start and size must be a multiple of.
+    public static var pageSize: UInt64 { UInt64(sysconf(Int32(_SC_PAGESIZE))) }
+
+    /// Maps every region of `layout`. Refuses an empty layout, empty, unaligned, overflowing
+    /// or overlapping regions; on error nothing stays mapped.
+    public init(_ layout: [MemoryRegionSpec]) throws(MemoryMappingError) {
+        guard !layout.isEmpty else { throw .emptyLayout }
+        let page = Self.pageSize
+        let sorted = layout.sorted { $0.start < $1.start }
+        var regions: [GuestMemoryRegion] = []
+        for spec in sorted {
+            let region = try GuestMemoryRegion(spec, pageSize: page)
+            if let previous = regions.last, previous.range.overlaps(region.range) {
+                throw .overlap(previous.range, region.range)
+            }
+            regions.append(region)
+        }
+        self.regions = regions
+        self.ramRanges = regions.map(\.range)
+    }
+
+    /// One anonymous region of `size` bytes at guest address 0.
+    public convenience init(size: UInt64, options: MemoryRegionOptions = []) throws(MemoryMappingError) {
+        try self.init([MemoryRegionSpec(start: GuestAddress(0), size: size, options: options)])
+    }
+
+    /// The region that contains `address`, if any.
+    public func region(containing address: GuestAddress) -> GuestMemoryRegion? {
+        var low = 0
+        var high = regions.count - 1
+        while low <= high {
+            let middle = (low + high) / 2
+            let range = regions[middle].range
+            if address < range.start {
+                high = middle - 1
+            } else if address > range.lastAddress {
+                low = middle + 1
+            } else {
+                return regions[middle]
+            }
+        }
+        return nil
+    }
+
+    public func unsafeHostBuffer(
+        at address: GuestAddress, length: UInt64, for access: MemoryAccess
+    ) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        let requested = try GuestAddressRange(start: address, length: length)
+        guard let region = region(containing: address) else {
+            throw .outOfBounds(address: address, length: length)
+        }
+        guard region.range.contains(requested) else {
+            // Distinguish a hole from a neighbouring region, because callers that can split
+            // a copy (see GuestMemory.read(into:from:)) handle only the second.
+            let next = region.range.end.flatMap { self.region(containing: $0) }
+            throw next == nil
+                ? .crossesHole(address: address, length: length)
+                : .crossesRegionBoundary(address: address, length: length)
+        }
+        if access == .write, region.isReadOnly { throw .readOnly(address: address, length: length) }
+        return region.buffer(at: address, length: length)
+    }
+}

@@ -1,0 +1,162 @@
+import CHVCoreShims
+import Glibc
+import SystemPackage
+
+/// What backs a region of guest RAM.
+public enum MemoryBacking: Sendable {
+    /// Private anonymous memory (the usual case).
+    case anonymous
+    /// A memfd, shared with whoever receives its descriptor (vhost-user style backends,
+    /// snapshots). The name shows in /proc/PID/fd and is for debugging only.
+    case memfd(name: String)
+    /// A file mapped shared at `offset`; guest writes reach the file unless the region is
+    /// read-only. HVKit does not take ownership of the descriptor.
+    case file(FileDescriptor, offset: Int64)
+}
+
+/// How a region is mapped.
+public struct MemoryRegionOptions: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// Map with MAP_NORESERVE: no swap is reserved up front, so large sparse guests are cheap.
+    public static let noReserve = MemoryRegionOptions(rawValue: 1 << 0)
+    /// Back with explicit huge pages (MAP_HUGETLB or MFD_HUGETLB). Fails with ENOMEM when the
+    /// host has none reserved; see ``transparentHugePages`` for the best-effort variant.
+    public static let hugePages = MemoryRegionOptions(rawValue: 1 << 1)
+    /// Ask for transparent huge pages with madvise(MADV_HUGEPAGE); ignored if unsupported.
+    public static let transparentHugePages = MemoryRegionOptions(rawValue: 1 << 2)
+    /// Map read-only: the host API refuses writes, and a hypervisor should map the slot
+    /// read-only too (guest writes then arrive as MMIO exits).
+    public static let readOnly = MemoryRegionOptions(rawValue: 1 << 3)
+}
+
+/// A request for one region of guest RAM.
+public struct MemoryRegionSpec: Sendable {
+    public var start: GuestAddress
+    public var size: UInt64
+    public var backing: MemoryBacking
+    public var options: MemoryRegionOptions
+
+    public init(start: GuestAddress, size: UInt64, backing: MemoryBacking = .anonymous, options: MemoryRegionOptions = []) {
+        self.start = start
+        self.size = size
+        self.backing = backing
+        self.options = options
+    }
+}
+
+/// Why guest memory could not be set up.
+public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertible {
+    case emptyLayout
+    case zeroSize(start: GuestAddress)
+    case unaligned(start: GuestAddress, size: UInt64, pageSize: UInt64)
+    case overflow(start: GuestAddress, size: UInt64)
+    case overlap(GuestAddressRange, GuestAddressRange)
+    case systemCall(String, Errno, start: GuestAddress, size: UInt64)
+
+    public var description: String {
+        switch self {
+        case .emptyLayout: return "guest memory layout has no regions"
+        case let .zeroSize(start): return "memory region at \(start) has size 0"
+        case let .unaligned(start, size, page):
+            return "memory region at \(start) of size \(size) is not aligned to the page size \(page)"
+        case let .overflow(start, size): return "memory region at \(start) of size \(size) overflows the address space"
+        case let .overlap(a, b): return "memory regions \(a) and \(b) overlap"
+        case let .systemCall(call, errno, start, size):
+            return "\(call) failed for the memory region at \(start) of size \(size): \(errno)"
+        }
+    }
+}
+
+/// One mapped region of guest RAM. Owns its host mapping (and memfd, if any) and releases
+/// them when the last reference goes away.
+public final class GuestMemoryRegion: Sendable {
+    public let range: GuestAddressRange
+    public let options: MemoryRegionOptions
+    /// The descriptor behind a memfd- or file-backed region, and the file offset of the start.
+    public let fileDescriptor: FileDescriptor?
+    public let fileOffset: Int64
+    private let ownsDescriptor: Bool
+    // SAFETY: the pointer is written once in init and the mapping lives until deinit.
+    nonisolated(unsafe) private let base: UnsafeMutableRawPointer
+
+    /// The host address of the first byte, for registering the region with a hypervisor.
+    public var hostAddress: UInt { UInt(bitPattern: base) }
+    public var size: UInt64 { range.length }
+    public var isReadOnly: Bool { options.contains(.readOnly) }
+
+    init(_ spec: MemoryRegionSpec, pageSize: UInt64) throws(MemoryMappingError) {
+        guard spec.size > 0 else { throw .zeroSize(start: spec.start) }
+        let hugeSize: UInt64 = 2 << 20
+        let alignment = spec.options.contains(.hugePages) ? hugeSize : pageSize
+        guard spec.start.isAligned(to: alignment), spec.size % alignment == 0 else {
+            throw .unaligned(start: spec.start, size: spec.size, pageSize: alignment)
+        }
+        guard let range = try? GuestAddressRange(start: spec.start, length: spec.size),
+              spec.size <= UInt64(Int.max) else {
+            throw .overflow(start: spec.start, size: spec.size)
+        }
+        let fail = { (call: String) -> MemoryMappingError in
+            .systemCall(call, Errno(rawValue: errno), start: spec.start, size: spec.size)
+        }
+
+        var descriptor: Int32 = -1
+        var offset: Int64 = 0
+        var owns = false
+        var flags: Int32
+        switch spec.backing {
+        case .anonymous:
+            flags = MAP_PRIVATE | MAP_ANONYMOUS
+            if spec.options.contains(.hugePages) { flags |= HV_MAP_HUGETLB }
+        case let .memfd(name):
+            var memfdFlags = HV_MFD_CLOEXEC
+            if spec.options.contains(.hugePages) { memfdFlags |= HV_MFD_HUGETLB }
+            descriptor = hv_memfd_create(name, memfdFlags)
+            guard descriptor >= 0 else { throw fail("memfd_create") }
+            owns = true
+            guard ftruncate(descriptor, off_t(spec.size)) == 0 else {
+                let error = fail("ftruncate")
+                close(descriptor)
+                throw error
+            }
+            flags = MAP_SHARED
+        case let .file(fd, fileOffset):
+            descriptor = fd.rawValue
+            offset = fileOffset
+            flags = MAP_SHARED
+        }
+        if spec.options.contains(.noReserve) { flags |= HV_MAP_NORESERVE }
+        let protection = spec.options.contains(.readOnly) ? PROT_READ : PROT_READ | PROT_WRITE
+
+        let mapped = mmap(nil, Int(spec.size), protection, flags, descriptor, off_t(offset))
+        guard let mapped, mapped != MAP_FAILED else {
+            let error = fail("mmap")
+            if owns { close(descriptor) }
+            throw error
+        }
+        if spec.options.contains(.transparentHugePages) {
+            // Best effort by definition: a kernel without THP simply keeps small pages.
+            _ = madvise(mapped, Int(spec.size), HV_MADV_HUGEPAGE)
+        }
+        self.base = mapped
+        self.range = range
+        self.options = spec.options
+        self.fileDescriptor = descriptor >= 0 ? FileDescriptor(rawValue: descriptor) : nil
+        self.fileOffset = offset
+        self.ownsDescriptor = owns
+    }
+
+    deinit {
+        // SAFETY: base/size are exactly what mmap returned; nobody can use them after deinit.
+        munmap(base, Int(range.length))
+        if ownsDescriptor, let fileDescriptor { close(fileDescriptor.rawValue) }
+    }
+
+    /// Host buffer for `[address, address + length)`, which the caller has checked lies in
+    /// this region.
+    func buffer(at address: GuestAddress, length: UInt64) -> UnsafeMutableRawBufferPointer {
+        let offset = Int(address.rawValue - range.start.rawValue)
+        return UnsafeMutableRawBufferPointer(start: base + offset, count: Int(length))
+    }
+}

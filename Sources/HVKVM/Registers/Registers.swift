@@ -1,0 +1,254 @@
+import CKVM
+
+/// The general-purpose registers, RIP and RFLAGS (struct kvm_regs).
+public struct Registers: Hashable, Sendable {
+    public var rax: UInt64 = 0, rbx: UInt64 = 0, rcx: UInt64 = 0, rdx: UInt64 = 0
+    public var rsi: UInt64 = 0, rdi: UInt64 = 0, rsp: UInt64 = 0, rbp: UInt64 = 0
+    public var r8: UInt64 = 0, r9: UInt64 = 0, r10: UInt64 = 0, r11: UInt64 = 0
+    public var r12: UInt64 = 0, r13: UInt64 = 0, r14: UInt64 = 0, r15: UInt64 = 0
+    public var rip: UInt64 = 0
+    /// Bit 1 is reserved and always set on x86; the default value respects that.
+    public var rflags: UInt64 = 0x2
+
+    public init() {}
+
+    init(_ raw: kvm_regs) {
+        rax = raw.rax; rbx = raw.rbx; rcx = raw.rcx; rdx = raw.rdx
+        rsi = raw.rsi; rdi = raw.rdi; rsp = raw.rsp; rbp = raw.rbp
+        r8 = raw.r8; r9 = raw.r9; r10 = raw.r10; r11 = raw.r11
+        r12 = raw.r12; r13 = raw.r13; r14 = raw.r14; r15 = raw.r15
+        rip = raw.rip; rflags = raw.rflags
+    }
+
+    var raw: kvm_regs {
+        kvm_regs(rax: rax, rbx: rbx, rcx: rcx, rdx: rdx, rsi: rsi, rdi: rdi, rsp: rsp, rbp: rbp,
+                 r8: r8, r9: r9, r10: r10, r11: r11, r12: r12, r13: r13, r14: r14, r15: r15,
+                 rip: rip, rflags: rflags)
+    }
+}
+
+/// A segment register as KVM describes it (struct kvm_segment): the hidden part included.
+public struct Segment: Hashable, Sendable {
+    public var base: UInt64 = 0
+    public var limit: UInt32 = 0xFFFF
+    public var selector: UInt16 = 0
+    /// The descriptor type field (for example 0xB: execute/read code, accessed).
+    public var type: UInt8 = 0
+    public var present: Bool = true
+    public var dpl: UInt8 = 0
+    /// Default operation size (1: 32-bit segment).
+    public var db: Bool = false
+    /// Code or data (true) versus system segment (false).
+    public var s: Bool = true
+    /// 64-bit code segment.
+    public var l: Bool = false
+    /// Granularity: the limit counts 4 KiB units.
+    public var g: Bool = false
+    public var avl: Bool = false
+    public var unusable: Bool = false
+
+    public init() {}
+
+    public init(base: UInt64, limit: UInt32, selector: UInt16, type: UInt8, present: Bool = true, dpl: UInt8 = 0,
+                db: Bool = false, s: Bool = true, l: Bool = false, g: Bool = false) {
+        self.base = base
+        self.limit = limit
+        self.selector = selector
+        self.type = type
+        self.present = present
+        self.dpl = dpl
+        self.db = db
+        self.s = s
+        self.l = l
+        self.g = g
+    }
+
+    init(_ raw: kvm_segment) {
+        base = raw.base; limit = raw.limit; selector = raw.selector; type = raw.type
+        present = raw.present != 0; dpl = raw.dpl; db = raw.db != 0; s = raw.s != 0
+        l = raw.l != 0; g = raw.g != 0; avl = raw.avl != 0; unusable = raw.unusable != 0
+    }
+
+    var raw: kvm_segment {
+        var segment = kvm_segment()
+        segment.base = base; segment.limit = limit; segment.selector = selector; segment.type = type
+        segment.present = present ? 1 : 0; segment.dpl = dpl; segment.db = db ? 1 : 0; segment.s = s ? 1 : 0
+        segment.l = l ? 1 : 0; segment.g = g ? 1 : 0; segment.avl = avl ? 1 : 0; segment.unusable = unusable ? 1 : 0
+        return segment
+    }
+
+    /// The 8-byte GDT descriptor that loads as this segment (for code and data segments).
+    public var gdtEntry: UInt64 {
+        let flags = (UInt64(g ? 1 : 0) << 3) | (UInt64(db ? 1 : 0) << 2) | (UInt64(l ? 1 : 0) << 1) | UInt64(avl ? 1 : 0)
+        let access = (UInt64(present ? 1 : 0) << 7) | (UInt64(dpl & 3) << 5) | (UInt64(s ? 1 : 0) << 4) | UInt64(type & 0xF)
+        return (base & 0xFF00_0000) << 32 | flags << 52 | (UInt64(limit) & 0xF_0000) << 32
+            | access << 40 | (base & 0xFF_FFFF) << 16 | UInt64(limit) & 0xFFFF
+    }
+}
+
+/// The GDT or IDT register.
+public struct DescriptorTable: Hashable, Sendable {
+    public var base: UInt64 = 0
+    public var limit: UInt16 = 0xFFFF
+
+    public init(base: UInt64 = 0, limit: UInt16 = 0xFFFF) {
+        self.base = base
+        self.limit = limit
+    }
+}
+
+/// Segment registers, descriptor tables, control registers, EFER and the APIC base
+/// (struct kvm_sregs).
+public struct SpecialRegisters: Hashable, Sendable {
+    public var cs = Segment(), ds = Segment(), es = Segment(), fs = Segment()
+    public var gs = Segment(), ss = Segment(), tr = Segment(), ldt = Segment()
+    public var gdt = DescriptorTable(), idt = DescriptorTable()
+    public var cr0: UInt64 = 0, cr2: UInt64 = 0, cr3: UInt64 = 0, cr4: UInt64 = 0, cr8: UInt64 = 0
+    public var efer: UInt64 = 0
+    public var apicBase: UInt64 = 0
+    /// Pending external interrupts, one bit per vector (256 bits).
+    public var interruptBitmap: [UInt64] = [0, 0, 0, 0]
+
+    public init() {}
+
+    init(_ raw: kvm_sregs) {
+        cs = Segment(raw.cs); ds = Segment(raw.ds); es = Segment(raw.es); fs = Segment(raw.fs)
+        gs = Segment(raw.gs); ss = Segment(raw.ss); tr = Segment(raw.tr); ldt = Segment(raw.ldt)
+        gdt = DescriptorTable(base: raw.gdt.base, limit: raw.gdt.limit)
+        idt = DescriptorTable(base: raw.idt.base, limit: raw.idt.limit)
+        cr0 = raw.cr0; cr2 = raw.cr2; cr3 = raw.cr3; cr4 = raw.cr4; cr8 = raw.cr8
+        efer = raw.efer; apicBase = raw.apic_base
+        let bitmap = raw.interrupt_bitmap
+        interruptBitmap = [bitmap.0, bitmap.1, bitmap.2, bitmap.3]
+    }
+
+    var raw: kvm_sregs {
+        var sregs = kvm_sregs()
+        sregs.cs = cs.raw; sregs.ds = ds.raw; sregs.es = es.raw; sregs.fs = fs.raw
+        sregs.gs = gs.raw; sregs.ss = ss.raw; sregs.tr = tr.raw; sregs.ldt = ldt.raw
+        sregs.gdt.base = gdt.base; sregs.gdt.limit = gdt.limit
+        sregs.idt.base = idt.base; sregs.idt.limit = idt.limit
+        sregs.cr0 = cr0; sregs.cr2 = cr2; sregs.cr3 = cr3; sregs.cr4 = cr4; sregs.cr8 = cr8
+        sregs.efer = efer; sregs.apic_base = apicBase
+        let bitmap = interruptBitmap + [0, 0, 0, 0]
+        sregs.interrupt_bitmap = (bitmap[0], bitmap[1], bitmap[2], bitmap[3])
+        return sregs
+    }
+}
+
+/// The x87 and SSE state (struct kvm_fpu).
+public struct FPURegisters: Hashable, Sendable {
+    /// ST0..ST7, each an 80-bit value in the low bytes of 16.
+    public var x87: [UInt128] = Array(repeating: 0, count: 8)
+    public var fcw: UInt16 = 0x37F
+    public var fsw: UInt16 = 0
+    /// The abridged tag word (one bit per register).
+    public var ftwx: UInt8 = 0
+    public var lastOpcode: UInt16 = 0
+    public var lastIP: UInt64 = 0
+    public var lastDP: UInt64 = 0
+    /// XMM0..XMM15.
+    public var xmm: [UInt128] = Array(repeating: 0, count: 16)
+    public var mxcsr: UInt32 = 0x1F80
+
+    public init() {}
+
+    init(_ raw: kvm_fpu) {
+        var copy = raw
+        x87 = withUnsafeBytes(of: &copy.fpr) { bytes in (0..<8).map { bytes.loadUnaligned(fromByteOffset: $0 * 16, as: UInt128.self) } }
+        xmm = withUnsafeBytes(of: &copy.xmm) { bytes in (0..<16).map { bytes.loadUnaligned(fromByteOffset: $0 * 16, as: UInt128.self) } }
+        fcw = raw.fcw; fsw = raw.fsw; ftwx = raw.ftwx; lastOpcode = raw.last_opcode
+        lastIP = raw.last_ip; lastDP = raw.last_dp; mxcsr = raw.mxcsr
+    }
+
+    var raw: kvm_fpu {
+        var fpu = kvm_fpu()
+        withUnsafeMutableBytes(of: &fpu.fpr) { bytes in
+            for (index, value) in x87.prefix(8).enumerated() { bytes.storeBytes(of: value, toByteOffset: index * 16, as: UInt128.self) }
+        }
+        withUnsafeMutableBytes(of: &fpu.xmm) { bytes in
+            for (index, value) in xmm.prefix(16).enumerated() { bytes.storeBytes(of: value, toByteOffset: index * 16, as: UInt128.self) }
+        }
+        fpu.fcw = fcw; fpu.fsw = fsw; fpu.ftwx = ftwx; fpu.last_opcode = lastOpcode
+        fpu.last_ip = lastIP; fpu.last_dp = lastDP; fpu.mxcsr = mxcsr
+        return fpu
+    }
+}
+
+/// DR0-DR3, DR6 and DR7 (struct kvm_debugregs).
+public struct DebugRegisters: Hashable, Sendable {
+    public var db: [UInt64] = [0, 0, 0, 0]
+    public var dr6: UInt64 = 0xFFFF0FF0
+    public var dr7: UInt64 = 0x400
+
+    public init() {}
+
+    init(_ raw: kvm_debugregs) {
+        db = [raw.db.0, raw.db.1, raw.db.2, raw.db.3]
+        dr6 = raw.dr6
+        dr7 = raw.dr7
+    }
+
+    var raw: kvm_debugregs {
+        var regs = kvm_debugregs()
+        let values = db + [0, 0, 0, 0]
+        regs.db = (values[0], values[1], values[2], values[3])
+        regs.dr6 = dr6
+        regs.dr7 = dr7
+        return regs
+    }
+}
+
+/// The local APIC's register page (struct kvm_lapic_state, 1 KiB).
+public struct LAPICState: Hashable, Sendable {
+    public static let size = 1024
+    public var bytes: [UInt8]
+
+    public init(bytes: [UInt8]) {
+        self.bytes = Array(bytes.prefix(Self.size)) + Array(repeating: 0, count: max(0, Self.size - bytes.count))
+    }
+
+    /// The 32-bit register at byte `offset` (for example 0x20 for the APIC ID, 0x350 LINT0).
+    public subscript(register offset: Int) -> UInt32 {
+        get {
+            guard offset >= 0, offset + 4 <= Self.size else { return 0 }
+            return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
+        }
+        set {
+            guard offset >= 0, offset + 4 <= Self.size else { return }
+            bytes.withUnsafeMutableBytes { $0.storeBytes(of: newValue, toByteOffset: offset, as: UInt32.self) }
+        }
+    }
+}
+
+/// The multiprocessing state of a vCPU (KVM_MP_STATE_*).
+public enum MPState: Hashable, Sendable {
+    case runnable
+    case uninitialized
+    case initReceived
+    case halted
+    case sipiReceived
+    case other(UInt32)
+
+    init(_ raw: UInt32) {
+        switch Int32(raw) {
+        case KVM_MP_STATE_RUNNABLE: self = .runnable
+        case KVM_MP_STATE_UNINITIALIZED: self = .uninitialized
+        case KVM_MP_STATE_INIT_RECEIVED: self = .initReceived
+        case KVM_MP_STATE_HALTED: self = .halted
+        case KVM_MP_STATE_SIPI_RECEIVED: self = .sipiReceived
+        default: self = .other(raw)
+        }
+    }
+
+    var raw: UInt32 {
+        switch self {
+        case .runnable: return UInt32(KVM_MP_STATE_RUNNABLE)
+        case .uninitialized: return UInt32(KVM_MP_STATE_UNINITIALIZED)
+        case .initReceived: return UInt32(KVM_MP_STATE_INIT_RECEIVED)
+        case .halted: return UInt32(KVM_MP_STATE_HALTED)
+        case .sipiReceived: return UInt32(KVM_MP_STATE_SIPI_RECEIVED)
+        case let .other(value): return value
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import CKVM
+import Glibc
+import SystemPackage
+
+/// A joinable host thread with a name, for code that must not run on Swift's cooperative
+/// pool (a vCPU blocks in KVM_RUN for as long as the guest runs).
+final class HostThread: Sendable {
+    private final class Box {
+        let name: String
+        let body: @Sendable () -> Void
+        init(name: String, body: @escaping @Sendable () -> Void) {
+            self.name = name
+            self.body = body
+        }
+    }
+
+    let handle: pthread_t
+
+    /// Starts `body` on a new thread named `name` (truncated to the kernel's 15 characters).
+    init(name: String, _ body: @escaping @Sendable () -> Void) throws(KVMError) {
+        let box = Unmanaged.passRetained(Box(name: name, body: body)).toOpaque()
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, { context in
+            // SAFETY: context is the Box retained just above; this thread takes that reference.
+            guard let context else { return nil }
+            let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
+            _ = ckvm_set_thread_name(String(box.name.prefix(15)))
+            box.body()
+            return nil
+        }, box)
+        guard result == 0 else {
+            Unmanaged<Box>.fromOpaque(box).release()
+            throw .systemCall("pthread_create", Errno(rawValue: result))
+        }
+        handle = thread
+    }
+
+    /// Waits for the thread to end. Call once.
+    func join() {
+        _ = pthread_join(handle, nil)
+    }
+}

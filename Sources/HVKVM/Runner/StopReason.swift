@@ -1,0 +1,34 @@
+/// Why a VM (or one of its vCPUs) stopped running.
+public enum StopReason: Sendable, Hashable, CustomStringConvertible {
+    /// The vCPU executed `hlt` with no in-kernel irqchip to wait on.
+    case halted(vcpu: UInt32)
+    /// The guest shut down: on x86 this is a triple fault.
+    case shutdown(vcpu: UInt32)
+    /// The guest asked for a reset, a power-off, or reported a crash.
+    case systemEvent(SystemEvent, vcpu: UInt32)
+    /// KVM failed to emulate an instruction or to deliver an event.
+    case internalError(vcpu: UInt32, suberror: UInt32, data: [UInt64])
+    /// The hardware refused to enter the guest.
+    case failEntry(vcpu: UInt32, reason: UInt64)
+    /// An exit nobody handles (for example an unknown reason, or a hypercall without a
+    /// handler); `exit` describes it.
+    case unhandledExit(vcpu: UInt32, exit: String)
+    /// A KVM call failed on this vCPU (including during setup).
+    case failed(vcpu: UInt32, error: KVMError)
+    /// The embedding program (or an exit handler) asked the VM to stop.
+    case stopRequested
+
+    public var description: String {
+        switch self {
+        case let .halted(vcpu): return "vCPU \(vcpu) halted"
+        case let .shutdown(vcpu): return "vCPU \(vcpu) shut down (triple fault)"
+        case let .systemEvent(event, vcpu): return "vCPU \(vcpu) raised system event \(event)"
+        case let .internalError(vcpu, suberror, data):
+            return "vCPU \(vcpu): KVM internal error, suberror \(suberror), data \(data.map { "0x" + String($0, radix: 16) })"
+        case let .failEntry(vcpu, reason): return "vCPU \(vcpu): entry failed, hardware reason 0x\(String(reason, radix: 16))"
+        case let .unhandledExit(vcpu, exit): return "vCPU \(vcpu): unhandled exit \(exit)"
+        case let .failed(vcpu, error): return "vCPU \(vcpu): \(error)"
+        case .stopRequested: return "stop requested"
+        }
+    }
+}

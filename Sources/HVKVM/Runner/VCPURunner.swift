@@ -1,0 +1,267 @@
+import HVCore
+import Logging
+import Synchronization
+import SystemPackage
+
+/// Runs a VM's vCPUs, one host thread each, and dispatches their port-I/O and MMIO exits to
+/// the buses. Lifecycle: ``start(vcpuCount:setup:)``, then ``stop()`` from any thread, and
+/// ``join()`` or ``wait()`` for the ``StopReason``.
+///
+/// The first vCPU that stops for a reason of its own (halt, triple fault, system event,
+/// error) stops the whole VM: the other vCPUs are kicked out and end with
+/// ``StopReason/stopRequested``; the VM's reason is the first one.
+public final class VCPURunner: Sendable {
+    /// What an exit handler decided.
+    public enum ExitAction: Sendable {
+        /// The exit is dealt with; run the guest again.
+        case resume
+        /// Stop the VM for this reason.
+        case stop(StopReason)
+    }
+
+    /// Prepares vCPU `vcpu.id` on its own thread before it first runs: registers, CPUID, ...
+    public typealias Setup = @Sendable (VCPU) throws(KVMError) -> Void
+    /// Sees every exit first, on the vCPU's thread; return nil for the default handling.
+    public typealias ExitHandler = @Sendable (VCPU, VMExit) -> ExitAction?
+
+    public let vm: VirtualMachine
+    public let pio: Bus
+    public let mmio: Bus
+    private let exitHandler: ExitHandler?
+    private let logger: Logger
+
+    private struct State {
+        var started = false
+        var threads: [HostThread] = []
+        var kickers: [VCPUKicker] = []
+        var reasons: [UInt32: StopReason] = [:]
+        var vmReason: StopReason?
+        var running = 0
+        var joined = false
+        var waiters: [CheckedContinuation<StopReason, Never>] = []
+    }
+
+    private let state = Mutex(State())
+    private let stopRequested = Atomic<Bool>(false)
+
+    public init(vm: VirtualMachine, pio: Bus, mmio: Bus, logger: Logger? = nil, exitHandler: ExitHandler? = nil) {
+        self.vm = vm
+        self.pio = pio
+        self.mmio = mmio
+        self.exitHandler = exitHandler
+        self.logger = logger ?? Logger(label: "hvkit.runner")
+    }
+
+    /// Creates vCPUs 0..<vcpuCount, each on its own thread named `vcpu-N`, runs `setup` on
+    /// each, and lets them all enter the guest together. If any setup fails, none runs and
+    /// the first error is thrown (the threads are already gone when it is).
+    public func start(vcpuCount: Int, setup: @escaping Setup) throws(KVMError) {
+        guard vcpuCount > 0 else { throw .invalidArgument("vCPU count \(vcpuCount)") }
+        let alreadyStarted = state.withLock { state in
+            defer { state.started = true }
+            return state.started
+        }
+        guard !alreadyStarted else { throw .invalidArgument("VCPURunner.start called twice") }
+
+        let barrier = try StartBarrier()
+        let ready = barrier.ready
+        let go = barrier.go
+
+        for index in 0..<vcpuCount {
+            let id = UInt32(index)
+            state.withLock { $0.running += 1 }
+            let thread: HostThread
+            do throws(KVMError) {
+                thread = try HostThread(name: "vcpu-\(id)") { [self] in
+                    vcpuThread(id: id, setup: setup, barrier: barrier)
+                }
+            } catch {
+                state.withLock { $0.running -= 1 }
+                barrier.errors.withLock { $0.append(error) }
+                // Count the missing thread as ready so the wait below ends.
+                try? ready.signal()
+                continue
+            }
+            state.withLock { $0.threads.append(thread) }
+        }
+
+        // Wait until every vCPU reports setup done (or failed).
+        var reported: UInt64 = 0
+        while reported < UInt64(vcpuCount) {
+            guard let count = try? ready.consume() else { break }
+            reported += count
+        }
+        if let error = barrier.errors.withLock({ $0.first }) {
+            stopRequested.store(true, ordering: .releasing)
+            try? go.signal(UInt64(vcpuCount))
+            _ = join()
+            throw error
+        }
+        try? go.signal(UInt64(vcpuCount))
+    }
+
+    private func vcpuThread(id: UInt32, setup: Setup, barrier: StartBarrier) {
+        let ready = barrier.ready
+        var reason: StopReason = .stopRequested
+        do throws(KVMError) {
+            let vcpu = try vm.createVCPU(id: id)
+            state.withLock { $0.kickers.append(vcpu.kicker) }
+            do throws(KVMError) {
+                try setup(vcpu)
+            } catch {
+                barrier.errors.withLock { $0.append(error) }
+                try? ready.signal()
+                finish(id: id, reason: .failed(vcpu: id, error: error))
+                return
+            }
+            try? ready.signal()
+            _ = try? barrier.go.consume()
+            reason = runLoop(vcpu)
+        } catch {
+            barrier.errors.withLock { $0.append(error) }
+            try? ready.signal()
+            reason = .failed(vcpu: id, error: error)
+        }
+        finish(id: id, reason: reason)
+    }
+
+    private func runLoop(_ vcpu: VCPU) -> StopReason {
+        let id = vcpu.id
+        while true {
+            if stopRequested.load(ordering: .acquiring) { return .stopRequested }
+            let exit: VMExit
+            do { exit = try vcpu.run() } catch { return .failed(vcpu: id, error: error) }
+            if let exitHandler, let action = exitHandler(vcpu, exit) {
+                switch action {
+                case .resume: continue
+                case let .stop(reason): return reason
+                }
+            }
+            switch exit {
+            case let .ioOut(port, size, data):
+                guard let width = AccessWidth(byteCount: size) else { return .unhandledExit(vcpu: id, exit: "out of size \(size)") }
+                for element in 0..<(data.count / size) {
+                    pio.write(at: GuestAddress(UInt64(port)), width: width, value: data.value(element: element, width: size))
+                }
+            case let .ioIn(port, size, data):
+                guard let width = AccessWidth(byteCount: size) else { return .unhandledExit(vcpu: id, exit: "in of size \(size)") }
+                for element in 0..<(data.count / size) {
+                    data.setValue(pio.read(at: GuestAddress(UInt64(port)), width: width), element: element, width: size)
+                }
+            case let .mmioWrite(address, data):
+                if let width = AccessWidth(byteCount: data.count) {
+                    mmio.write(at: address, width: width, value: data.value(width: data.count))
+                } else {
+                    // Odd lengths (3, 5, 6, 7 bytes) match no device register: dropped like
+                    // any write to nothing.
+                    logger.debug("MMIO write of odd length dropped", metadata: ["vcpu": "\(id)", "address": "\(address)", "length": "\(data.count)"])
+                }
+            case let .mmioRead(address, data):
+                if let width = AccessWidth(byteCount: data.count) {
+                    data.setValue(mmio.read(at: address, width: width), width: data.count)
+                } else {
+                    for index in 0..<data.count { data[index] = 0xFF }
+                }
+            case .interrupted, .interruptWindowOpen:
+                continue
+            case .halt:
+                return .halted(vcpu: id)
+            case .shutdown:
+                return .shutdown(vcpu: id)
+            case let .systemEvent(event):
+                return .systemEvent(event, vcpu: id)
+            case let .internalError(suberror, data):
+                return .internalError(vcpu: id, suberror: suberror, data: data)
+            case let .failEntry(reason, _):
+                return .failEntry(vcpu: id, reason: reason)
+            case let .hypercall(number, _, _):
+                return .unhandledExit(vcpu: id, exit: "hypercall \(number)")
+            case let .exception(number, errorCode):
+                return .unhandledExit(vcpu: id, exit: "exception \(number) (error code \(errorCode))")
+            case .debug:
+                return .unhandledExit(vcpu: id, exit: "debug")
+            case let .unknown(reason):
+                return .unhandledExit(vcpu: id, exit: "KVM exit reason \(reason)")
+            }
+        }
+    }
+
+    private func finish(id: UInt32, reason: StopReason) {
+        logger.debug("vCPU stopped", metadata: ["vcpu": "\(id)", "reason": "\(reason)"])
+        let (waiters, vmReason): ([CheckedContinuation<StopReason, Never>], StopReason?) = state.withLock { state in
+            state.reasons[id] = reason
+            if state.vmReason == nil || state.vmReason == .stopRequested, reason != .stopRequested || state.vmReason == nil {
+                state.vmReason = reason
+            }
+            state.running -= 1
+            guard state.running == 0 else { return ([], nil) }
+            defer { state.waiters = [] }
+            return (state.waiters, state.vmReason)
+        }
+        // A vCPU that stops for its own reason takes the others down with it.
+        if reason != .stopRequested { requestStop() }
+        if let vmReason { for waiter in waiters { waiter.resume(returning: vmReason) } }
+    }
+
+    private func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        for kicker in state.withLock({ $0.kickers }) { kicker.kick() }
+    }
+
+    /// Asks every vCPU to leave the guest and stop. Returns at once; use ``join()`` or
+    /// ``wait()`` to know when they have. Callable from any thread, any number of times.
+    public func stop() {
+        requestStop()
+    }
+
+    /// Blocks until every vCPU thread has ended, and returns why the VM stopped.
+    @discardableResult
+    public func join() -> StopReason {
+        let threads = state.withLock { state in
+            defer { state.threads = [] }
+            return state.threads
+        }
+        for thread in threads { thread.join() }
+        return state.withLock { $0.vmReason } ?? .stopRequested
+    }
+
+    /// Suspends until every vCPU has stopped, and returns why the VM stopped. Does not join
+    /// the threads (they are about to end); ``join()`` still may be called.
+    public func wait() async -> StopReason {
+        await withCheckedContinuation { continuation in
+            let reason: StopReason? = state.withLock { state in
+                if state.running == 0, state.started {
+                    return state.vmReason ?? .stopRequested
+                }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let reason { continuation.resume(returning: reason) }
+        }
+    }
+
+    /// Why each vCPU stopped, by vCPU id (filled in as they stop).
+    public var vcpuStopReasons: [UInt32: StopReason] { state.withLock { $0.reasons } }
+
+    /// Why the VM stopped, once it has.
+    public var stopReason: StopReason? {
+        state.withLock { $0.running == 0 && $0.started ? $0.vmReason : nil }
+    }
+}
+
+/// How ``VCPURunner/start(vcpuCount:setup:)`` and its threads meet: each thread adds 1 to
+/// `ready` when its setup is done (or failed), and waits for one unit of `go`.
+private final class StartBarrier: Sendable {
+    let ready: EventFD
+    let go: EventFD
+    let errors = Mutex<[KVMError]>([])
+
+    init() throws(KVMError) {
+        do {
+            ready = try EventFD()
+            go = try EventFD(semaphore: true)
+        } catch {
+            throw .systemCall("eventfd", error)
+        }
+    }
+}

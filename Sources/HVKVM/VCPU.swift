@@ -1,0 +1,321 @@
+import CKVM
+import Glibc
+import HVCore
+import Synchronization
+import SystemPackage
+
+/// One virtual CPU. Not `Sendable`: KVM wants a vCPU's ioctls from the thread that created
+/// it, so a `VCPU` stays on its thread. Other threads reach it through its ``kicker``.
+public final class VCPU {
+    public let vm: VirtualMachine
+    public let id: UInt32
+    public let fileDescriptor: FileDescriptor
+    let runMapping: KVMRunMapping
+    /// Makes this vCPU leave the guest from any thread.
+    public let kicker: VCPUKicker
+
+    /// Register sets KVM copies into kvm_run on every exit (see ``enableSyncRegisters(_:)``).
+    public private(set) var syncedRegisterSets: SyncRegisterSet = []
+    /// Whether the sync area holds this vCPU's state (true after the first exit with sync on).
+    private var syncAreaValid = false
+
+    init(vm: VirtualMachine, id: UInt32, fileDescriptor: FileDescriptor, run: KVMRunMapping) {
+        self.vm = vm
+        self.id = id
+        self.fileDescriptor = fileDescriptor
+        self.runMapping = run
+        self.kicker = VCPUKicker(run: run)
+        kicker.bind(to: pthread_self())
+    }
+
+    deinit {
+        kicker.unbind()
+        fileDescriptor.closeQuietly()
+    }
+
+    // MARK: Running
+
+    /// Enters the guest until the next exit and decodes it. Returns ``VMExit/interrupted``
+    /// when a kick or a signal ended the run; any `immediate_exit` request is then cleared.
+    public func run() throws(KVMError) -> VMExit {
+        let result = ckvm_ioctl_value(fileDescriptor.rawValue, CKVM_RUN, 0)
+        if result < 0 {
+            let error = errno
+            if error == EINTR || error == EAGAIN {
+                ckvm_set_immediate_exit(runMapping.pointer, 0)
+                return .interrupted
+            }
+            throw .ioctl("KVM_RUN", Errno(rawValue: error))
+        }
+        if !syncedRegisterSets.isEmpty { syncAreaValid = true }
+        return decodeExit()
+    }
+
+    private func decodeExit() -> VMExit {
+        let state = runMapping.pointer
+        let reason = state.pointee.exit_reason
+        switch Int32(reason) {
+        case KVM_EXIT_IO:
+            let io = state.pointee.io
+            let total = Int(io.size) &* Int(io.count)
+            // The kernel computed these, but a wrong offset would make us touch memory
+            // outside the mapping, so check before trusting them.
+            guard io.size > 0, total > 0, io.data_offset <= UInt64(runMapping.size),
+                  UInt64(total) <= UInt64(runMapping.size) - io.data_offset else {
+                return .unknown(reason: reason)
+            }
+            let data = ExitData(base: runMapping.raw + Int(io.data_offset), count: total)
+            return io.direction == KVM_EXIT_IO_OUT
+                ? .ioOut(port: io.port, size: Int(io.size), data: data)
+                : .ioIn(port: io.port, size: Int(io.size), data: data)
+        case KVM_EXIT_MMIO:
+            let mmio = state.pointee.mmio
+            let length = min(Int(mmio.len), 8)
+            let offset = MemoryLayout<kvm_run>.offset(of: \kvm_run.mmio.data) ?? 0
+            let data = ExitData(base: runMapping.raw + offset, count: length)
+            let address = GuestAddress(mmio.phys_addr)
+            return mmio.is_write != 0 ? .mmioWrite(address: address, data: data) : .mmioRead(address: address, data: data)
+        case KVM_EXIT_HLT:
+            return .halt
+        case KVM_EXIT_SHUTDOWN:
+            return .shutdown
+        case KVM_EXIT_SYSTEM_EVENT:
+            let event = state.pointee.system_event
+            switch Int32(event.type) {
+            case KVM_SYSTEM_EVENT_SHUTDOWN: return .systemEvent(.shutdown)
+            case KVM_SYSTEM_EVENT_RESET: return .systemEvent(.reset)
+            case KVM_SYSTEM_EVENT_CRASH: return .systemEvent(.crash)
+            default: return .systemEvent(.other(type: event.type, flags: event.flags))
+            }
+        case KVM_EXIT_INTERNAL_ERROR:
+            let failure = state.pointee.`internal`
+            var data = failure.data
+            let count = min(Int(failure.ndata), 16)
+            let values = withUnsafeBytes(of: &data) { Array($0.bindMemory(to: UInt64.self).prefix(count)) }
+            return .internalError(suberror: failure.suberror, data: values)
+        case KVM_EXIT_FAIL_ENTRY:
+            let failure = state.pointee.fail_entry
+            return .failEntry(reason: failure.hardware_entry_failure_reason, cpu: failure.cpu)
+        case KVM_EXIT_HYPERCALL:
+            let call = state.pointee.hypercall
+            let a = call.args
+            return .hypercall(number: call.nr, arguments: [a.0, a.1, a.2, a.3, a.4, a.5], longMode: call.longmode != 0)
+        case KVM_EXIT_EXCEPTION:
+            return .exception(number: state.pointee.ex.exception, errorCode: state.pointee.ex.error_code)
+        case KVM_EXIT_DEBUG:
+            return .debug
+        case KVM_EXIT_INTR:
+            ckvm_set_immediate_exit(runMapping.pointer, 0)
+            return .interrupted
+        case KVM_EXIT_IRQ_WINDOW_OPEN:
+            return .interruptWindowOpen
+        default:
+            return .unknown(reason: reason)
+        }
+    }
+
+    /// The value `vmcall` returns to the guest, for a pending ``VMExit/hypercall(number:arguments:longMode:)``.
+    public func setHypercallResult(_ value: UInt64) {
+        runMapping.pointer.pointee.hypercall.ret = value
+    }
+
+    /// Asks KVM to exit with ``VMExit/interruptWindowOpen`` as soon as the guest can take an
+    /// interrupt (for userspace interrupt controllers).
+    public var requestInterruptWindow: Bool {
+        get { runMapping.pointer.pointee.request_interrupt_window != 0 }
+        set { runMapping.pointer.pointee.request_interrupt_window = newValue ? 1 : 0 }
+    }
+
+    // MARK: Sync registers
+
+    /// Makes KVM copy `sets` into the shared kvm_run page on every exit and take changes back
+    /// from it on entry, so reading and writing registers around an exit costs no ioctl.
+    /// Each exit then costs a little more (KVM copies the registers out), so enable it only
+    /// where exits need registers (hypercalls). Needs KVM_CAP_SYNC_REGS.
+    public func enableSyncRegisters(_ sets: SyncRegisterSet = [.general, .special]) throws(KVMError) {
+        let supported = vm.kvm.checkExtension(.syncRegisters)
+        guard supported > 0, UInt64(supported) & sets.rawValue == sets.rawValue else {
+            throw .missingCapability("KVM_CAP_SYNC_REGS for \(sets)")
+        }
+        runMapping.pointer.pointee.kvm_valid_regs = sets.rawValue
+        syncedRegisterSets = sets
+        syncAreaValid = false
+    }
+
+    /// Stops syncing registers through kvm_run; pending changes are flushed first.
+    public func disableSyncRegisters() throws(KVMError) {
+        if syncAreaValid, runMapping.pointer.pointee.kvm_dirty_regs != 0 {
+            // Apply what was written to the sync area before dropping it.
+            let pending = runMapping.pointer.pointee.kvm_dirty_regs
+            if pending & SyncRegisterSet.general.rawValue != 0 {
+                var regs = runMapping.pointer.pointee.s.regs.regs
+                try kvmIoctl(fileDescriptor, CKVM_SET_REGS, &regs, "KVM_SET_REGS")
+            }
+            if pending & SyncRegisterSet.special.rawValue != 0 {
+                var sregs = runMapping.pointer.pointee.s.regs.sregs
+                try kvmIoctl(fileDescriptor, CKVM_SET_SREGS, &sregs, "KVM_SET_SREGS")
+            }
+        }
+        runMapping.pointer.pointee.kvm_valid_regs = 0
+        runMapping.pointer.pointee.kvm_dirty_regs = 0
+        syncedRegisterSets = []
+        syncAreaValid = false
+    }
+
+    // MARK: Registers
+
+    /// The general registers; from the sync area when it is valid, else KVM_GET_REGS.
+    public func registers() throws(KVMError) -> Registers {
+        if syncAreaValid, syncedRegisterSets.contains(.general) {
+            return Registers(runMapping.pointer.pointee.s.regs.regs)
+        }
+        var regs = kvm_regs()
+        try kvmIoctl(fileDescriptor, CKVM_GET_REGS, &regs, "KVM_GET_REGS")
+        return Registers(regs)
+    }
+
+    /// Sets the general registers; through the sync area (applied on the next run) when it is
+    /// valid, else KVM_SET_REGS.
+    public func setRegisters(_ registers: Registers) throws(KVMError) {
+        if syncAreaValid, syncedRegisterSets.contains(.general) {
+            runMapping.pointer.pointee.s.regs.regs = registers.raw
+            runMapping.pointer.pointee.kvm_dirty_regs |= SyncRegisterSet.general.rawValue
+            return
+        }
+        var regs = registers.raw
+        try kvmIoctl(fileDescriptor, CKVM_SET_REGS, &regs, "KVM_SET_REGS")
+    }
+
+    /// Segment, control and descriptor-table registers (sync area when valid).
+    public func specialRegisters() throws(KVMError) -> SpecialRegisters {
+        if syncAreaValid, syncedRegisterSets.contains(.special) {
+            return SpecialRegisters(runMapping.pointer.pointee.s.regs.sregs)
+        }
+        var sregs = kvm_sregs()
+        try kvmIoctl(fileDescriptor, CKVM_GET_SREGS, &sregs, "KVM_GET_SREGS")
+        return SpecialRegisters(sregs)
+    }
+
+    public func setSpecialRegisters(_ registers: SpecialRegisters) throws(KVMError) {
+        if syncAreaValid, syncedRegisterSets.contains(.special) {
+            runMapping.pointer.pointee.s.regs.sregs = registers.raw
+            runMapping.pointer.pointee.kvm_dirty_regs |= SyncRegisterSet.special.rawValue
+            return
+        }
+        var sregs = registers.raw
+        try kvmIoctl(fileDescriptor, CKVM_SET_SREGS, &sregs, "KVM_SET_SREGS")
+    }
+
+    public func fpuRegisters() throws(KVMError) -> FPURegisters {
+        var fpu = kvm_fpu()
+        try kvmIoctl(fileDescriptor, CKVM_GET_FPU, &fpu, "KVM_GET_FPU")
+        return FPURegisters(fpu)
+    }
+
+    public func setFPURegisters(_ registers: FPURegisters) throws(KVMError) {
+        var fpu = registers.raw
+        try kvmIoctl(fileDescriptor, CKVM_SET_FPU, &fpu, "KVM_SET_FPU")
+    }
+
+    public func debugRegisters() throws(KVMError) -> DebugRegisters {
+        var regs = kvm_debugregs()
+        try kvmIoctl(fileDescriptor, CKVM_GET_DEBUGREGS, &regs, "KVM_GET_DEBUGREGS")
+        return DebugRegisters(regs)
+    }
+
+    public func setDebugRegisters(_ registers: DebugRegisters) throws(KVMError) {
+        var regs = registers.raw
+        try kvmIoctl(fileDescriptor, CKVM_SET_DEBUGREGS, &regs, "KVM_SET_DEBUGREGS")
+    }
+
+    // MARK: MSRs, CPUID, LAPIC, MP state
+
+    /// Reads the MSRs `indices`. Throws naming the first MSR KVM refused.
+    public func msrs(_ indices: [UInt32]) throws(KVMError) -> [UInt32: UInt64] {
+        var entries = indices.map { (index: $0, value: UInt64(0)) }
+        try transferMSRs(&entries, CKVM_GET_MSRS, "KVM_GET_MSRS")
+        return Dictionary(entries.map { ($0.index, $0.value) }, uniquingKeysWith: { _, last in last })
+    }
+
+    /// Writes MSRs. Throws naming the first MSR KVM refused; the ones before it were written.
+    public func setMSRs(_ values: [(index: UInt32, value: UInt64)]) throws(KVMError) {
+        var entries = values
+        try transferMSRs(&entries, CKVM_SET_MSRS, "KVM_SET_MSRS")
+    }
+
+    private func transferMSRs(_ entries: inout [(index: UInt32, value: UInt64)], _ request: UInt, _ name: StaticString) throws(KVMError) {
+        guard !entries.isEmpty else { return }
+        let header = MemoryLayout<kvm_msrs>.size
+        let stride = MemoryLayout<kvm_msr_entry>.stride
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: header + entries.count * stride, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: header + entries.count * stride)
+        buffer.bindMemory(to: kvm_msrs.self, capacity: 1).pointee.nmsrs = UInt32(entries.count)
+        let slots = (buffer + header).bindMemory(to: kvm_msr_entry.self, capacity: entries.count)
+        for (offset, entry) in entries.enumerated() {
+            slots[offset].index = entry.index
+            slots[offset].data = entry.value
+        }
+        let done = Int(try kvmIoctl(fileDescriptor, request, buffer, name))
+        for offset in 0..<min(done, entries.count) { entries[offset].value = slots[offset].data }
+        if done < entries.count {
+            throw .invalidArgument("\(name) stopped at MSR 0x\(String(entries[done].index, radix: 16)) (\(done) of \(entries.count) done)")
+        }
+    }
+
+    /// Sets the CPUID the guest sees (KVM_SET_CPUID2). Typically KVM's supported list,
+    /// possibly filtered. Must happen before the first run.
+    public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
+        try CPUIDEntry.submit(entries, fileDescriptor, CKVM_SET_CPUID2, "KVM_SET_CPUID2")
+    }
+
+    /// The CPUID the guest sees (KVM_GET_CPUID2).
+    public func cpuid() throws(KVMError) -> [CPUIDEntry] {
+        try CPUIDEntry.query(fileDescriptor, CKVM_GET_CPUID2, "KVM_GET_CPUID2")
+    }
+
+    /// The local APIC's registers. Needs the in-kernel irqchip.
+    public func lapic() throws(KVMError) -> LAPICState {
+        var state = kvm_lapic_state()
+        try kvmIoctl(fileDescriptor, CKVM_GET_LAPIC, &state, "KVM_GET_LAPIC")
+        let bytes = withUnsafeBytes(of: &state.regs) { Array($0) }
+        return LAPICState(bytes: bytes)
+    }
+
+    public func setLAPIC(_ lapicState: LAPICState) throws(KVMError) {
+        var state = kvm_lapic_state()
+        withUnsafeMutableBytes(of: &state.regs) { destination in
+            lapicState.bytes.withUnsafeBytes { destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(destination.count))) }
+        }
+        try kvmIoctl(fileDescriptor, CKVM_SET_LAPIC, &state, "KVM_SET_LAPIC")
+    }
+
+    public func mpState() throws(KVMError) -> MPState {
+        var state = kvm_mp_state()
+        try kvmIoctl(fileDescriptor, CKVM_GET_MP_STATE, &state, "KVM_GET_MP_STATE")
+        return MPState(state.mp_state)
+    }
+
+    public func setMPState(_ state: MPState) throws(KVMError) {
+        var raw = kvm_mp_state(mp_state: state.raw)
+        try kvmIoctl(fileDescriptor, CKVM_SET_MP_STATE, &raw, "KVM_SET_MP_STATE")
+    }
+}
+
+/// Register sets that can live in kvm_run's sync area (KVM_SYNC_X86_*).
+public struct SyncRegisterSet: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let general = SyncRegisterSet(rawValue: UInt64(KVM_SYNC_X86_REGS))
+    public static let special = SyncRegisterSet(rawValue: UInt64(KVM_SYNC_X86_SREGS))
+    public static let events = SyncRegisterSet(rawValue: UInt64(KVM_SYNC_X86_EVENTS))
+
+    public var description: String {
+        var names: [String] = []
+        if contains(.general) { names.append("general") }
+        if contains(.special) { names.append("special") }
+        if contains(.events) { names.append("events") }
+        return "[" + names.joined(separator: ", ") + "]"
+    }
+}
