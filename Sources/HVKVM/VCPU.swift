@@ -71,8 +71,7 @@ public final class VCPU {
         case KVM_EXIT_MMIO:
             let mmio = state.pointee.mmio
             let length = min(Int(mmio.len), 8)
-            let offset = MemoryLayout<kvm_run>.offset(of: \kvm_run.mmio.data) ?? 0
-            let data = ExitData(base: runMapping.raw + offset, count: length)
+            let data = ExitData(base: runMapping.raw + CKVM_RUN_MMIO_DATA_OFFSET, count: length)
             let address = GuestAddress(mmio.phys_addr)
             return mmio.is_write != 0 ? .mmioWrite(address: address, data: data) : .mmioRead(address: address, data: data)
         case KVM_EXIT_HLT:

@@ -60,6 +60,9 @@ extern const uint32_t CKVM_IOEVENTFD_FLAG_DATAMATCH;
 extern const uint32_t CKVM_IOEVENTFD_FLAG_PIO;
 extern const uint32_t CKVM_IOEVENTFD_FLAG_DEASSIGN;
 
+// Offsets inside struct kvm_run that Swift cannot compute through its anonymous union.
+extern const size_t CKVM_RUN_MMIO_DATA_OFFSET;
+
 // ioctl(2) is variadic and so not callable from Swift; these are its two shapes.
 // Both return the ioctl's result, or -1 with errno set.
 int ckvm_ioctl_pointer(int fd, unsigned long request, void *argument);

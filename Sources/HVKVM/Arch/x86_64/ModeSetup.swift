@@ -81,7 +81,10 @@ public enum X86Tables {
             let pml4 = layout.pageTableAddress
             let pdpt = try pml4.checkedAdd(4096)
             try memory.fill(0, at: pml4, length: layout.pageTableBytes)
-            let flags = X86.pagePresent | X86.pageWritable
+            // Accessed and dirty are set up front so the guest's page walks never write to
+            // the tables: such writes would otherwise dirty these pages in a dirty-page log
+            // (and some software hypervisors fail to emulate them on write-protected pages).
+            let flags = X86.pagePresent | X86.pageWritable | X86.pageAccessed
             try memory.write((pdpt.rawValue | flags).littleEndian, at: pml4)
             let directories = layout.identityMapSize / gib
             for directory in 0..<directories {
@@ -90,7 +93,7 @@ public enum X86Tables {
                 var entries = [UInt64](repeating: 0, count: 512)
                 for entry in 0..<512 {
                     let physical = directory * gib + UInt64(entry) * (2 << 20)
-                    entries[entry] = (physical | flags | X86.pageSize).littleEndian
+                    entries[entry] = (physical | flags | X86.pageDirty | X86.pageSize).littleEndian
                 }
                 try memory.write(contentsOf: entries, to: pd)
             }

@@ -20,6 +20,8 @@ public enum X86 {
     public static let pagePresent: UInt64 = 1 << 0
     public static let pageWritable: UInt64 = 1 << 1
     public static let pageSize: UInt64 = 1 << 7
+    public static let pageAccessed: UInt64 = 1 << 5
+    public static let pageDirty: UInt64 = 1 << 6
 
     /// Segment descriptor types (with the accessed bit set, as loaded segments have it).
     public static let segmentCodeExecuteRead: UInt8 = 0xB
