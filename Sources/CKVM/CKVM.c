@@ -84,3 +84,10 @@ int ckvm_kick_signal(void) {
 int ckvm_set_thread_name(const char *name) {
     return pthread_setname_np(pthread_self(), name);
 }
+
+int ckvm_unblock_kick_signal(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMIN);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}

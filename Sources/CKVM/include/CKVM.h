@@ -76,6 +76,11 @@ int ckvm_install_kick_handler(int signo);
 // at run time, so Swift cannot import it as a constant).
 int ckvm_kick_signal(void);
 
+// Unblocks the kick signal on the calling thread. Threads inherit their creator's signal
+// mask, and Swift's concurrency pool blocks nearly everything, so a vCPU thread must do this
+// itself or kicks stay pending while the guest runs. Returns 0 or an errno value.
+int ckvm_unblock_kick_signal(void);
+
 // Names the calling thread (pthread_setname_np needs _GNU_SOURCE, which Swift cannot set).
 int ckvm_set_thread_name(const char *name);
 

@@ -6,6 +6,9 @@ import Synchronization
 /// catches a vCPU that is about to enter) and sends the kick signal to the vCPU's thread
 /// (which interrupts one already inside KVM_RUN). The vCPU's run returns
 /// ``VMExit/interrupted``; whoever kicked should have set whatever flag says why first.
+///
+/// The signal's handler does nothing and does not restart system calls, so on a vCPU thread
+/// other blocking calls may also return EINTR after a kick; HVKit's own calls retry.
 public final class VCPUKicker: Sendable {
     private let run: KVMRunMapping
     private let thread = Mutex<pthread_t?>(nil)
@@ -20,8 +23,10 @@ public final class VCPUKicker: Sendable {
         _ = Self.handlerInstalled
     }
 
-    /// Records the thread that runs the vCPU.
+    /// Records the thread that runs the vCPU, which must be the calling thread, and makes
+    /// sure the kick signal is not blocked on it.
     func bind(to thread: pthread_t) {
+        _ = ckvm_unblock_kick_signal()
         self.thread.withLock { $0 = thread }
     }
 
