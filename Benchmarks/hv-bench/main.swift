@@ -1,1 +1,62 @@
-print("")
+// hv-bench: HVKit's benchmark program. Each figure is measured next to a baseline taken in
+// the same run (a C program doing the same KVM work), because these machines are shared and
+// noisy: compare the ratio, not the absolute value.
+//
+//   hv-bench                  all figures, one readable line each
+//   hv-bench --json [NAME...] one JSON object per line; only the named figures if any
+import Glibc
+import CBenchBaseline
+import HVKVM
+
+hvb_line_buffer_stdout()  // One line at a time, even into a pipe.
+
+let allNames = ["rss_outside_guest", "pio_exit", "mmio_exit", "vm_create"]
+
+var arguments = Array(CommandLine.arguments.dropFirst())
+let json = arguments.contains("--json")
+arguments.removeAll { $0 == "--json" }
+if let unknown = arguments.first(where: { !allNames.contains($0) }) {
+    print("hv-bench: unknown figure '\(unknown)'; known: \(allNames.joined(separator: ", "))")
+    exit(2)
+}
+// RSS first, before the other figures' allocations grow the heap.
+let selected = allNames.filter { arguments.isEmpty || arguments.contains($0) }
+
+if let reason = KVM.unavailabilityReason() {
+    print("hv-bench: \(reason)")
+    exit(1)
+}
+
+func format(_ value: Double) -> String {
+    guard value.isFinite else { return "null" }
+    let scaled = (value * 1000).rounded() / 1000
+    return "\(scaled)"
+}
+
+func emit(_ figure: Figure) {
+    if json {
+        let baseline = figure.baseline.map(format) ?? "null"
+        let ratio = figure.ratio.map(format) ?? "null"
+        print("{\"name\": \"\(figure.name)\", \"value\": \(format(figure.value)), \"baseline\": \(baseline), \"ratio\": \(ratio), \"unit\": \"\(figure.unit)\"}")
+    } else {
+        let against = figure.baseline.map { " vs C \(format($0)) \(figure.unit), ratio \(format(figure.value / $0))" } ?? ""
+        print("\(figure.name): \(format(figure.value)) \(figure.unit)\(against)  (\(figure.note))")
+    }
+}
+
+var failed = false
+for name in selected {
+    do {
+        switch name {
+        case "rss_outside_guest": emit(try rssOutsideGuestFigure())
+        case "pio_exit": emit(try exitFigure(.pio, rounds: 7, exits: 20_000))
+        case "mmio_exit": emit(try exitFigure(.mmio, rounds: 7, exits: 20_000))
+        case "vm_create": emit(try vmCreateFigure(rounds: 21))
+        default: break
+        }
+    } catch {
+        print("hv-bench: \(name): \(error)")
+        failed = true
+    }
+}
+exit(failed ? 1 : 0)

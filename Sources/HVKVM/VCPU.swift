@@ -165,44 +165,48 @@ public final class VCPU {
 
     /// The general registers; from the sync area when it is valid, else KVM_GET_REGS.
     public func registers() throws(KVMError) -> Registers {
-        if syncAreaValid, syncedRegisterSets.contains(.general) {
-            return Registers(runMapping.pointer.pointee.s.regs.regs)
-        }
-        var regs = kvm_regs()
-        try kvmIoctl(fileDescriptor, CKVM_GET_REGS, &regs, "KVM_GET_REGS")
-        return Registers(regs)
+        Registers(try readRegisterSet(.general, \.regs, CKVM_GET_REGS, "KVM_GET_REGS"))
     }
 
     /// Sets the general registers; through the sync area (applied on the next run) when it is
     /// valid, else KVM_SET_REGS.
     public func setRegisters(_ registers: Registers) throws(KVMError) {
-        if syncAreaValid, syncedRegisterSets.contains(.general) {
-            runMapping.pointer.pointee.s.regs.regs = registers.raw
-            runMapping.pointer.pointee.kvm_dirty_regs |= SyncRegisterSet.general.rawValue
-            return
-        }
-        var regs = registers.raw
-        try kvmIoctl(fileDescriptor, CKVM_SET_REGS, &regs, "KVM_SET_REGS")
+        try writeRegisterSet(.general, \.regs, registers.raw, CKVM_SET_REGS, "KVM_SET_REGS")
     }
 
     /// Segment, control and descriptor-table registers (sync area when valid).
     public func specialRegisters() throws(KVMError) -> SpecialRegisters {
-        if syncAreaValid, syncedRegisterSets.contains(.special) {
-            return SpecialRegisters(runMapping.pointer.pointee.s.regs.sregs)
-        }
-        var sregs = kvm_sregs()
-        try kvmIoctl(fileDescriptor, CKVM_GET_SREGS, &sregs, "KVM_GET_SREGS")
-        return SpecialRegisters(sregs)
+        SpecialRegisters(try readRegisterSet(.special, \.sregs, CKVM_GET_SREGS, "KVM_GET_SREGS"))
     }
 
+    /// Sets the special registers (sync area when valid, applied on the next run).
     public func setSpecialRegisters(_ registers: SpecialRegisters) throws(KVMError) {
-        if syncAreaValid, syncedRegisterSets.contains(.special) {
-            runMapping.pointer.pointee.s.regs.sregs = registers.raw
-            runMapping.pointer.pointee.kvm_dirty_regs |= SyncRegisterSet.special.rawValue
+        try writeRegisterSet(.special, \.sregs, registers.raw, CKVM_SET_SREGS, "KVM_SET_SREGS")
+    }
+
+    /// Reads one register set from kvm_run's sync area when KVM keeps it there, else by ioctl.
+    private func readRegisterSet<Raw>(
+        _ set: SyncRegisterSet, _ field: WritableKeyPath<kvm_sync_regs, Raw>, _ request: UInt, _ name: StaticString
+    ) throws(KVMError) -> Raw {
+        if syncAreaValid, syncedRegisterSets.contains(set) {
+            return runMapping.pointer.pointee.s.regs[keyPath: field]
+        }
+        var raw = runMapping.pointer.pointee.s.regs[keyPath: field]  // Any value; the ioctl overwrites it.
+        try kvmIoctl(fileDescriptor, request, &raw, name)
+        return raw
+    }
+
+    /// Writes one register set into the sync area (marking it dirty) or by ioctl.
+    private func writeRegisterSet<Raw>(
+        _ set: SyncRegisterSet, _ field: WritableKeyPath<kvm_sync_regs, Raw>, _ value: Raw, _ request: UInt, _ name: StaticString
+    ) throws(KVMError) {
+        if syncAreaValid, syncedRegisterSets.contains(set) {
+            runMapping.pointer.pointee.s.regs[keyPath: field] = value
+            runMapping.pointer.pointee.kvm_dirty_regs |= set.rawValue
             return
         }
-        var sregs = registers.raw
-        try kvmIoctl(fileDescriptor, CKVM_SET_SREGS, &sregs, "KVM_SET_SREGS")
+        var raw = value
+        try kvmIoctl(fileDescriptor, request, &raw, name)
     }
 
     public func fpuRegisters() throws(KVMError) -> FPURegisters {

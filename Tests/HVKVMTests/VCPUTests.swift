@@ -72,9 +72,7 @@ struct VCPUTests {
     @Test("registers written through the sync area reach the guest without an ioctl")
     func syncRegisters() throws {
         let vm = try TestVM(code: TestGuests.syncRegs)
-        let vcpu = try vm.vm.createVCPU(id: 0)
-        try vcpu.setCPUID(try vm.kvm.supportedCPUID())
-        try vcpu.setupLongMode(memory: vm.memory, entry: TestVM.entry, stackPointer: 0x8000)
+        let vcpu = try vm.makeLongModeVCPU()
         var regs = try vcpu.registers()
         regs.rax = 7
         try vcpu.setRegisters(regs)
@@ -103,9 +101,7 @@ struct VCPUTests {
     @Test("a kick before entry makes the next run return at once")
     func kickBeforeRun() throws {
         let vm = try TestVM(code: TestGuests.spin)
-        let vcpu = try vm.vm.createVCPU(id: 0)
-        try vcpu.setCPUID(try vm.kvm.supportedCPUID())
-        try vcpu.setupLongMode(memory: vm.memory, entry: TestVM.entry, stackPointer: 0x8000)
+        let vcpu = try vm.makeLongModeVCPU()
         vcpu.kicker.kick()
         guard case .interrupted = try vcpu.run() else {
             Issue.record("a kicked vCPU entered the guest")

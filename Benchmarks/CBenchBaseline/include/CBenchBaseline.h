@@ -1,1 +1,22 @@
-int hv_bench_placeholder(void);
+// The C baseline for hv-bench: the same KVM work as the Swift side, written as a plain C
+// program would, so hv-bench can report Swift/C ratios measured in the same run.
+#ifndef CBENCHBASELINE_H
+#define CBENCHBASELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Runs `code` (a real-mode guest loaded at 0x10000, CS=0x1000) in a fresh VM with 640 KiB of
+// RAM (so 0xD0000 is a hole) and handles `exits` port-I/O or MMIO exits (whichever the guest makes) in a plain
+// KVM_RUN loop. Returns the nanoseconds from the first exit to the last, divided by
+// (exits - 1), or a negative errno value on failure.
+double hvb_c_exit_loop(const uint8_t *code, size_t code_size, int exits);
+
+// Opens /dev/kvm, creates a VM, maps 2 MiB, creates one vCPU, loads `code` and runs to the
+// first port-I/O exit. Returns the nanoseconds that took, or a negative errno value.
+double hvb_c_vm_create(const uint8_t *code, size_t code_size);
+
+// Makes stdout line-buffered (Swift 6 cannot touch the C global `stdout` safely).
+void hvb_line_buffer_stdout(void);
+
+#endif

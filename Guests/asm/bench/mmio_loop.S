@@ -1,9 +1,10 @@
-// 64-bit: writes to MMIO address 0xD0000000 forever (the MMIO exit-cost benchmark).
-    .code64
+// Real mode: writes a byte to MMIO at physical 0xD0000 forever (the MMIO exit benchmark).
+    .code16
     .intel_syntax noprefix
     .globl _start
 _start:
-    mov rbx, 0xD0000000
+    mov ax, 0xD000
+    mov ds, ax
 1:
-    mov dword ptr [rbx], eax
+    mov byte ptr [0], al
     jmp 1b

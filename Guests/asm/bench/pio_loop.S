@@ -1,5 +1,6 @@
-// 64-bit: writes to port 0x10 forever (the exit-cost benchmark counts exits and stops it).
-    .code64
+// Real mode: writes to port 0x10 forever. The exit-cost benchmark counts the exits and stops
+// it; the Swift and C sides run exactly these bytes.
+    .code16
     .intel_syntax noprefix
     .globl _start
 _start:

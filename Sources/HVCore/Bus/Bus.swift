@@ -96,21 +96,10 @@ public final class Bus: Sendable {
     func resolve(_ address: GuestAddress, width: AccessWidth) -> (any BusDevice, UInt64)? {
         guard let last = address.adding(UInt64(width.byteCount - 1)) else { return nil }
         return entries.withLock { entries in
-            var low = 0
-            var high = entries.count - 1
-            while low <= high {
-                let middle = (low + high) / 2
-                let range = entries[middle].range
-                if address < range.start {
-                    high = middle - 1
-                } else if address > range.lastAddress {
-                    low = middle + 1
-                } else {
-                    guard last <= range.lastAddress else { return nil }
-                    return (entries[middle].device, address.rawValue - range.start.rawValue)
-                }
-            }
-            return nil
+            guard let index = indexOfRange(containing: address, in: entries, range: \.range) else { return nil }
+            let range = entries[index].range
+            guard last <= range.lastAddress else { return nil }
+            return (entries[index].device, address.rawValue - range.start.rawValue)
         }
     }
 

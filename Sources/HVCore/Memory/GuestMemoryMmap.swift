@@ -35,20 +35,7 @@ public final class GuestMemoryMmap: GuestMemory {
 
     /// The region that contains `address`, if any.
     public func region(containing address: GuestAddress) -> GuestMemoryRegion? {
-        var low = 0
-        var high = regions.count - 1
-        while low <= high {
-            let middle = (low + high) / 2
-            let range = regions[middle].range
-            if address < range.start {
-                high = middle - 1
-            } else if address > range.lastAddress {
-                low = middle + 1
-            } else {
-                return regions[middle]
-            }
-        }
-        return nil
+        indexOfRange(containing: address, in: regions, range: \.range).map { regions[$0] }
     }
 
     public func unsafeHostBuffer(

@@ -5,12 +5,9 @@ import SystemPackage
 /// The one funnel for KVM ioctls: retries EINTR and turns failures into ``KVMError``.
 /// (KVM_RUN does not go through here: for it EINTR is a result, not a nuisance.)
 @inline(__always)
-@discardableResult
-func kvmIoctl(
-    _ fd: FileDescriptor, _ request: UInt, _ argument: UnsafeMutableRawPointer?, _ name: StaticString
-) throws(KVMError) -> Int32 {
+func retryingInterrupts(_ name: StaticString, _ call: () -> Int32) throws(KVMError) -> Int32 {
     while true {
-        let result = ckvm_ioctl_pointer(fd.rawValue, request, argument)
+        let result = call()
         if result >= 0 { return result }
         let error = errno
         if error == EINTR { continue }
@@ -18,17 +15,20 @@ func kvmIoctl(
     }
 }
 
-/// The same for ioctls whose argument is a plain integer.
+/// An ioctl whose argument is a pointer.
+@inline(__always)
+@discardableResult
+func kvmIoctl(
+    _ fd: FileDescriptor, _ request: UInt, _ argument: UnsafeMutableRawPointer?, _ name: StaticString
+) throws(KVMError) -> Int32 {
+    try retryingInterrupts(name) { ckvm_ioctl_pointer(fd.rawValue, request, argument) }
+}
+
+/// An ioctl whose argument is a plain integer.
 @inline(__always)
 @discardableResult
 func kvmIoctl(_ fd: FileDescriptor, _ request: UInt, value: UInt, _ name: StaticString) throws(KVMError) -> Int32 {
-    while true {
-        let result = ckvm_ioctl_value(fd.rawValue, request, value)
-        if result >= 0 { return result }
-        let error = errno
-        if error == EINTR { continue }
-        throw .ioctl(name.description, Errno(rawValue: error))
-    }
+    try retryingInterrupts(name) { ckvm_ioctl_value(fd.rawValue, request, value) }
 }
 
 /// An ioctl whose argument is a C struct passed by pointer.

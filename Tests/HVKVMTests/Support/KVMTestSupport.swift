@@ -90,6 +90,14 @@ struct TestVM {
         return (reason, timedOut.load(ordering: .relaxed))
     }
 
+    /// vCPU 0, created on the calling thread, in long mode at `entry` with KVM's CPUID: for
+    /// tests that drive `run()` themselves.
+    func makeLongModeVCPU(entry: GuestAddress = TestVM.entry) throws -> VCPU {
+        let vcpu = try vm.createVCPU(id: 0)
+        try longMode(entry: entry)(vcpu)
+        return vcpu
+    }
+
     /// Setup for a 64-bit guest at `entry` with KVM's supported CPUID.
     func longMode(entry: GuestAddress = TestVM.entry) throws -> VCPURunner.Setup {
         let cpuid = try kvm.supportedCPUID()

@@ -1,0 +1,36 @@
+# HVKit: the two commands a fresh machine needs are `make demo` and `make test`.
+# Both install what the build needs first (libaio-dev, for the virtio-blk AIO backend).
+
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test bench deps guests clean
+
+## Installs the system packages HVKit builds against, where they are missing.
+deps:
+	@if ! dpkg -s libaio-dev >/dev/null 2>&1 || ! dpkg -s linux-libc-dev >/dev/null 2>&1; then \
+		echo "installing libaio-dev and linux-libc-dev"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libaio-dev linux-libc-dev; \
+	fi
+
+## Runs the demo VMM on its built-in default guest (for now hv-hello).
+demo: deps
+	$(SWIFT) build --product hv-hello
+	./.build/debug/hv-hello
+
+## Runs the whole test suite (KVM tests are skipped, with the reason, where /dev/kvm is absent).
+test: deps
+	$(SWIFT) test
+
+## Builds hv-bench as a release binary with the Swift runtime linked in, and runs it.
+## Pass figures with NAMES="pio_exit vm_create"; JSON=1 for one JSON object per line.
+bench: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product hv-bench
+	./.build/release/hv-bench $(if $(JSON),--json) $(NAMES)
+
+## Re-assembles the tiny guests in Guests/asm into the committed Swift byte arrays.
+guests:
+	sh Guests/assemble.sh
+
+clean:
+	rm -rf .build
