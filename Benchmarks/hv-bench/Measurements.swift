@@ -190,14 +190,17 @@ func rssOutsideGuestFigure() throws -> Figure {
         }
         guestResident += vector.reduce(0) { $0 + Int($1 & 1) } * page
     }
-    let rss = try residentBytes()
+    let status = try processStatus()
+    let rss = status["VmRSS"] ?? 0
     withExtendedLifetime(machine) {}
     return Figure(name: "rss_outside_guest", value: Double(rss - guestResident) / Double(1 << 20), baseline: nil,
-                  unit: "MiB", note: "VmRSS \(rss >> 10) KiB, guest resident \(guestResident >> 10) KiB")
+                  unit: "MiB",
+                  note: "VmRSS \(rss >> 10) KiB = anonymous \((status["RssAnon"] ?? 0) >> 10) KiB + file \((status["RssFile"] ?? 0) >> 10) KiB"
+                      + " (mostly the executable's code) + shared \((status["RssShmem"] ?? 0) >> 10) KiB; guest resident \(guestResident >> 10) KiB")
 }
 
-/// VmRSS from /proc/self/status, in bytes.
-func residentBytes() throws -> Int {
+/// The memory lines of /proc/self/status (VmRSS, RssAnon, RssFile, RssShmem, ...), in bytes.
+func processStatus() throws -> [String: Int] {
     let fd = open("/proc/self/status", O_RDONLY)
     guard fd >= 0 else { throw BenchError.unexpected("cannot open /proc/self/status") }
     defer { close(fd) }
@@ -205,9 +208,12 @@ func residentBytes() throws -> Int {
     let count = read(fd, &bytes, bytes.count)
     guard count > 0 else { throw BenchError.unexpected("cannot read /proc/self/status") }
     let text = String(decoding: bytes[..<count], as: UTF8.self)
-    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-        let digits = line.filter(\.isNumber)
-        if let kib = Int(digits) { return kib * 1024 }
+    var fields: [String: Int] = [:]
+    for line in text.split(separator: "\n") where line.hasSuffix(" kB") {
+        let parts = line.split(separator: ":", maxSplits: 1)
+        guard parts.count == 2, let kib = Int(parts[1].filter(\.isNumber)) else { continue }
+        fields[String(parts[0])] = kib * 1024
     }
-    throw BenchError.unexpected("no VmRSS line in /proc/self/status")
+    guard fields["VmRSS"] != nil else { throw BenchError.unexpected("no VmRSS line in /proc/self/status") }
+    return fields
 }

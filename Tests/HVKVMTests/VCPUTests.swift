@@ -116,3 +116,16 @@ extension VMExit {
         return false
     }
 }
+
+@Suite("Segment descriptors")
+struct SegmentDescriptorTests {
+    @Test("flat segments encode as the well-known GDT entries", arguments: [
+        (Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 0xB, l: true, g: true), UInt64(0x00AF_9B00_0000_FFFF)),
+        (Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x08, type: 0xB, db: true, g: true), UInt64(0x00CF_9B00_0000_FFFF)),
+        (Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0x10, type: 0x3, db: true, g: true), UInt64(0x00CF_9300_0000_FFFF)),
+        (Segment(base: 0x1234_5678, limit: 0x67, selector: 0x18, type: 0xB, s: false), UInt64(0x1200_8B34_5678_0067)),
+    ])
+    func encoding(segment: Segment, expected: UInt64) {
+        #expect(segment.gdtEntry == expected)
+    }
+}

@@ -30,6 +30,7 @@ public struct Registers: Hashable, Sendable {
 /// A segment register as KVM describes it (struct kvm_segment): the hidden part included.
 public struct Segment: Hashable, Sendable {
     public var base: UInt64 = 0
+    /// The limit in bytes (KVM expands the descriptor's 4 KiB units when `g` is set).
     public var limit: UInt32 = 0xFFFF
     public var selector: UInt16 = 0
     /// The descriptor type field (for example 0xB: execute/read code, accessed).
@@ -78,7 +79,10 @@ public struct Segment: Hashable, Sendable {
     }
 
     /// The 8-byte GDT descriptor that loads as this segment (for code and data segments).
+    /// `limit` here is in bytes, as KVM wants it; with `g` set the descriptor stores it in
+    /// 4 KiB units.
     public var gdtEntry: UInt64 {
+        let limit = g ? self.limit >> 12 : self.limit
         let flags = (UInt64(g ? 1 : 0) << 3) | (UInt64(db ? 1 : 0) << 2) | (UInt64(l ? 1 : 0) << 1) | UInt64(avl ? 1 : 0)
         let access = (UInt64(present ? 1 : 0) << 7) | (UInt64(dpl & 3) << 5) | (UInt64(s ? 1 : 0) << 4) | UInt64(type & 0xF)
         return (base & 0xFF00_0000) << 32 | flags << 52 | (UInt64(limit) & 0xF_0000) << 32

@@ -27,6 +27,24 @@ struct GuestIOTests {
         ])
     }
 
+    @Test func protectedModeRoundTrips() async throws {
+        let vm = try TestVM(code: TestGuests.protectedModeIo)
+        let port = EchoDevice()
+        let mmio = EchoDevice()
+        try vm.pio.register(port, at: GuestAddress(0x10), length: 4)
+        try vm.mmio.register(mmio, at: GuestAddress(0xD000_0000), length: 0x10)
+        let memory = vm.memory
+        let (reason, timedOut) = try await vm.run { vcpu throws(KVMError) in
+            try vcpu.setupProtectedMode(memory: memory, entry: TestVM.entry, stackPointer: TestVM.stackTop)
+        }
+        #expect(!timedOut)
+        #expect(reason == .halted(vcpu: 0))
+        #expect(port.writes.map(\.value) == [0x3333_3334])
+        #expect(mmio.writes.map(\.value) == [0x3333_3334])
+        let sregs = try vm.vm.createVCPU(id: 1).specialRegisters()
+        #expect(sregs.cr0 & X86.cr0ProtectionEnable == 0, "a fresh vCPU starts in real mode")
+    }
+
     @Test func longModeRoundTripsEachWidth() async throws {
         let vm = try TestVM(code: TestGuests.longModeIo)
         let port = EchoDevice()

@@ -33,7 +33,8 @@ public enum GDTSelector {
 /// Builds the guest-memory side of CPU mode setup: GDTs and identity-mapped page tables.
 /// Write them once per VM; then put each vCPU into the mode with the `VCPU` helpers.
 public enum X86Tables {
-    static let flatLimit: UInt32 = 0xFFFFF
+    /// 4 GiB in bytes, as kvm_segment wants it (the GDT entry stores 0xFFFFF pages).
+    static let flatLimit: UInt32 = 0xFFFF_FFFF
     static let tssSize: UInt64 = 0x68
 
     /// The flat code segment for a mode (64-bit when `longMode`, else 32-bit).
