@@ -190,9 +190,11 @@ public final class VCPURunner: Sendable {
         logger.debug("vCPU stopped", metadata: ["vcpu": "\(id)", "reason": "\(reason)"])
         let (waiters, vmReason): ([CheckedContinuation<StopReason, Never>], StopReason?) = state.withLock { state in
             state.reasons[id] = reason
-            if state.vmReason == nil || state.vmReason == .stopRequested, reason != .stopRequested || state.vmReason == nil {
-                state.vmReason = reason
-            }
+            // The VM's reason is the first vCPU's, except that a real reason (an error, a
+            // halt) replaces a plain stop request that happened to be recorded first.
+            let isFirst = state.vmReason == nil
+            let explainsStop = state.vmReason == .stopRequested && reason != .stopRequested
+            if isFirst || explainsStop { state.vmReason = reason }
             state.running -= 1
             guard state.running == 0 else { return ([], nil) }
             defer { state.waiters = [] }
