@@ -50,9 +50,16 @@ public final class VirtualMachine: Sendable {
                 flags |= UInt32(KVM_MEM_READONLY)
             }
             if logDirtyPages { flags |= UInt32(KVM_MEM_LOG_DIRTY_PAGES) }
-            let slot = slots.withLock { slots in (0...UInt32.max).first { slots[$0] == nil } ?? 0 }
-            try setMemorySlot(slot, guestAddress: region.range.start, size: region.size,
-                              hostAddress: region.hostAddress, flags: flags)
+            // Choosing the free slot and registering it under one lock keeps two concurrent
+            // map() calls from picking the same number.
+            let slot = try slots.withLock { (slots) throws(KVMError) -> UInt32 in
+                // count + 1 numbers hold at most count slots, so 0...count has a free one.
+                let last = UInt32(slots.count)
+                let slot = (0...last).first { slots[$0] == nil } ?? last
+                try applyMemorySlot(slot, Slot(guestAddress: region.range.start.rawValue, size: region.size,
+                                               hostAddress: region.hostAddress, flags: flags), in: &slots)
+                return slot
+            }
             assigned.append(slot)
         }
         mappedMemory.withLock { $0.append(memory) }
@@ -66,17 +73,18 @@ public final class VirtualMachine: Sendable {
     public func setMemorySlot(
         _ slot: UInt32, guestAddress: GuestAddress, size: UInt64, hostAddress: UInt, flags: UInt32 = 0
     ) throws(KVMError) {
+        let wanted = Slot(guestAddress: guestAddress.rawValue, size: size, hostAddress: hostAddress, flags: flags)
+        try slots.withLock { (slots) throws(KVMError) in try applyMemorySlot(slot, wanted, in: &slots) }
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION and the bookkeeping, done while the caller holds the lock
+    /// on `slots`, so the kernel's view and ours never disagree.
+    private func applyMemorySlot(_ number: UInt32, _ slot: Slot, in slots: inout [UInt32: Slot]) throws(KVMError) {
         var region = kvm_userspace_memory_region(
-            slot: slot, flags: flags, guest_phys_addr: guestAddress.rawValue,
-            memory_size: size, userspace_addr: UInt64(hostAddress))
+            slot: number, flags: slot.flags, guest_phys_addr: slot.guestAddress,
+            memory_size: slot.size, userspace_addr: UInt64(slot.hostAddress))
         try kvmIoctl(fileDescriptor, CKVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION")
-        slots.withLock { slots in
-            if size == 0 {
-                slots[slot] = nil
-            } else {
-                slots[slot] = Slot(guestAddress: guestAddress.rawValue, size: size, hostAddress: hostAddress, flags: flags)
-            }
-        }
+        slots[number] = slot.size == 0 ? nil : slot
     }
 
     /// The registered slots: number, guest range and flags.
@@ -93,13 +101,12 @@ public final class VirtualMachine: Sendable {
 
     /// Turns dirty-page logging on or off for `slot`.
     public func setDirtyLogging(slot: UInt32, enabled: Bool) throws(KVMError) {
-        guard let current = slots.withLock({ $0[slot] }) else {
-            throw .invalidArgument("memory slot \(slot) is not registered")
+        try slots.withLock { (slots) throws(KVMError) in
+            guard var current = slots[slot] else { throw .invalidArgument("memory slot \(slot) is not registered") }
+            let bit = UInt32(KVM_MEM_LOG_DIRTY_PAGES)
+            current.flags = enabled ? current.flags | bit : current.flags & ~bit
+            try applyMemorySlot(slot, current, in: &slots)
         }
-        let bit = UInt32(KVM_MEM_LOG_DIRTY_PAGES)
-        let flags = enabled ? current.flags | bit : current.flags & ~bit
-        try setMemorySlot(slot, guestAddress: GuestAddress(current.guestAddress), size: current.size,
-                          hostAddress: current.hostAddress, flags: flags)
     }
 
     /// The pages of `slot` written since the last call (KVM_GET_DIRTY_LOG, which also resets
