@@ -9,10 +9,7 @@ struct GuestIOTests {
     @Test func realModeRoundTripsEachWidth() async throws {
         // The real-mode guest runs at 0x1000:0000; MMIO is at 0xD0000, above its 64 KiB RAM.
         let vm = try TestVM(code: TestGuests.realModeIo, memory: GuestMemoryMmap(size: 128 << 10))
-        let port = EchoDevice()
-        let mmio = EchoDevice()
-        try vm.pio.register(port, at: GuestAddress(0x10), length: 4)
-        try vm.mmio.register(mmio, at: GuestAddress(0xD0000), length: 0x10)
+        let (port, mmio) = try vm.attachEchoDevices(mmioBase: GuestAddress(0xD0000))
         let (reason, timedOut) = try await vm.run { vcpu throws(KVMError) in
             try vcpu.setupRealMode(codeSegment: 0x1000, offset: 0)
         }
@@ -29,10 +26,7 @@ struct GuestIOTests {
 
     @Test func protectedModeRoundTrips() async throws {
         let vm = try TestVM(code: TestGuests.protectedModeIo)
-        let port = EchoDevice()
-        let mmio = EchoDevice()
-        try vm.pio.register(port, at: GuestAddress(0x10), length: 4)
-        try vm.mmio.register(mmio, at: GuestAddress(0xD000_0000), length: 0x10)
+        let (port, mmio) = try vm.attachEchoDevices(mmioBase: GuestAddress(0xD000_0000))
         let memory = vm.memory
         let (reason, timedOut) = try await vm.run { vcpu throws(KVMError) in
             try vcpu.setupProtectedMode(memory: memory, entry: TestVM.entry, stackPointer: TestVM.stackTop)
@@ -47,10 +41,7 @@ struct GuestIOTests {
 
     @Test func longModeRoundTripsEachWidth() async throws {
         let vm = try TestVM(code: TestGuests.longModeIo)
-        let port = EchoDevice()
-        let mmio = EchoDevice()
-        try vm.pio.register(port, at: GuestAddress(0x10), length: 4)
-        try vm.mmio.register(mmio, at: GuestAddress(0xD000_0000), length: 0x1000)
+        let (port, mmio) = try vm.attachEchoDevices(mmioBase: GuestAddress(0xD000_0000), mmioLength: 0x1000)
         let (reason, timedOut) = try await vm.run(setup: try vm.longMode())
         #expect(!timedOut)
         #expect(reason == .halted(vcpu: 0))

@@ -65,6 +65,16 @@ struct TestVM {
         try self.memory.write(code, to: entry)
     }
 
+    /// An echo device on ports 0x10-0x13 and another at `mmioBase`, the pair the I/O
+    /// round-trip guests talk to.
+    func attachEchoDevices(mmioBase: GuestAddress, mmioLength: UInt64 = 0x10) throws -> (port: EchoDevice, mmio: EchoDevice) {
+        let port = EchoDevice()
+        let mmio = EchoDevice()
+        try pio.register(port, at: GuestAddress(0x10), length: 4)
+        try self.mmio.register(mmio, at: mmioBase, length: mmioLength)
+        return (port, mmio)
+    }
+
     /// Runs one vCPU set up by `setup` until it stops, or until `timeout` passes, after which
     /// it is stopped; `timedOut` says whether that happened.
     func run(
