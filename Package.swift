@@ -78,6 +78,10 @@ let package = Package(
         // Tests.
         .testTarget(name: "HVCoreTests", dependencies: ["HVCore"]),
         .testTarget(name: "HVKVMTests", dependencies: ["HVKVM", "HVCore"]),
+        .testTarget(
+            name: "HVDevicesTests",
+            dependencies: ["HVDevices", "HVCore", .product(name: "SystemPackage", package: "swift-system")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

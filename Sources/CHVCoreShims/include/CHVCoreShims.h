@@ -11,6 +11,8 @@
 #include <sys/syscall.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 // Atomic accesses to naturally aligned locations in guest memory. The guest may write these
@@ -26,6 +28,32 @@ static inline void hv_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_C
 long syscall(long number, ...);
 static inline int hv_memfd_create(const char *name, unsigned int flags) { return (int)syscall(SYS_memfd_create, name, flags); }
 static inline int hv_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
+
+// Thread names through prctl, which needs no _GNU_SOURCE (pthread_setname_np does).
+int prctl(int option, ...);
+static inline int hv_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+// epoll with the event's data as a plain 64-bit token: struct epoll_event is packed on x86-64,
+// which Swift does not import faithfully, so it never crosses into Swift.
+static inline int hv_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+static inline int hv_epoll_control(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event event = { .events = events, .data = { .u64 = token } };
+    return epoll_ctl(epfd, op, fd, &event);
+}
+/// Waits for up to `capacity` events; on success fills tokens[i] and events[i] and returns the count.
+static inline int hv_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int capacity, int timeout_ms) {
+    struct epoll_event ready[64];
+    if (capacity > 64) capacity = 64;
+    int count = epoll_wait(epfd, ready, capacity, timeout_ms);
+    for (int i = 0; i < count; i++) { tokens[i] = ready[i].data.u64; events[i] = ready[i].events; }
+    return count;
+}
+static const int HV_EPOLL_CTL_ADD = EPOLL_CTL_ADD;
+static const int HV_EPOLL_CTL_DEL = EPOLL_CTL_DEL;
+static const uint32_t HV_EPOLLIN = EPOLLIN;
+static const uint32_t HV_EPOLLOUT = EPOLLOUT;
+static const uint32_t HV_EPOLLERR = EPOLLERR;
+static const uint32_t HV_EPOLLHUP = EPOLLHUP;
 
 static const int HV_MAP_NORESERVE = MAP_NORESERVE;
 static const int HV_MAP_HUGETLB = MAP_HUGETLB;

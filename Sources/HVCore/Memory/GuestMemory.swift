@@ -78,6 +78,27 @@ extension GuestMemory {
         for (buffer, offset) in pieces { try body(buffer, offset) }
     }
 
+    /// Checks that `[address, address + length)` is RAM the access may use (possibly spread
+    /// over adjacent regions), and says why not otherwise.
+    public func validateRange(_ address: GuestAddress, length: UInt64, for access: MemoryAccess) throws(GuestMemoryError) {
+        try forEachChunk(at: address, length: length, for: access) { _, _ throws(GuestMemoryError) in }
+    }
+
+    /// The host buffers backing `[address, address + length)`, in order: one per region the
+    /// range touches. For zero-copy I/O (preadv/pwritev, libaio) straight into guest RAM.
+    ///
+    /// The buffers stay valid while `self` is alive; the guest may change their contents at any
+    /// time. Refuses the same ranges as ``read(into:from:)`` and, for `.write`, read-only regions.
+    public func unsafeHostBuffers(
+        at address: GuestAddress, length: UInt64, for access: MemoryAccess
+    ) throws(GuestMemoryError) -> [UnsafeMutableRawBufferPointer] {
+        var buffers: [UnsafeMutableRawBufferPointer] = []
+        try forEachChunk(at: address, length: length, for: access) { chunk, _ throws(GuestMemoryError) in
+            buffers.append(chunk)
+        }
+        return buffers
+    }
+
     // MARK: Byte buffers
 
     /// Copies `buffer.count` bytes of guest memory at `address` into `buffer`.

@@ -71,13 +71,13 @@ public final class VCPURunner: Sendable {
             let id = UInt32(index)
             state.withLock { $0.running += 1 }
             let thread: HostThread
-            do throws(KVMError) {
+            do throws(Errno) {
                 thread = try HostThread(name: "vcpu-\(id)") { [self] in
                     vcpuThread(id: id, setup: setup, barrier: barrier)
                 }
             } catch {
                 state.withLock { $0.running -= 1 }
-                barrier.errors.withLock { $0.append(error) }
+                barrier.errors.withLock { $0.append(.systemCall("pthread_create", error)) }
                 // Count the missing thread as ready so the wait below ends.
                 try? ready.signal()
                 continue

@@ -1,10 +1,11 @@
-import CKVM
+import CHVCoreShims
 import Glibc
 import SystemPackage
 
 /// A joinable host thread with a name, for code that must not run on Swift's cooperative
-/// pool (a vCPU blocks in KVM_RUN for as long as the guest runs).
-final class HostThread: Sendable {
+/// pool: a vCPU blocks in KVM_RUN for as long as the guest runs, and an event loop blocks in
+/// epoll_wait.
+public final class HostThread: Sendable {
     private final class Box {
         let name: String
         let body: @Sendable () -> Void
@@ -14,29 +15,32 @@ final class HostThread: Sendable {
         }
     }
 
-    let handle: pthread_t
+    private let handle: pthread_t
 
     /// Starts `body` on a new thread named `name` (truncated to the kernel's 15 characters).
-    init(name: String, _ body: @escaping @Sendable () -> Void) throws(KVMError) {
+    public init(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) {
         let box = Unmanaged.passRetained(Box(name: name, body: body)).toOpaque()
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, { context in
             // SAFETY: context is the Box retained just above; this thread takes that reference.
             guard let context else { return nil }
             let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
-            _ = ckvm_set_thread_name(String(box.name.prefix(15)))
+            _ = hv_set_thread_name(String(box.name.prefix(15)))
             box.body()
             return nil
         }, box)
         guard result == 0 else {
             Unmanaged<Box>.fromOpaque(box).release()
-            throw .systemCall("pthread_create", Errno(rawValue: result))
+            throw Errno(rawValue: result)
         }
         handle = thread
     }
 
-    /// Waits for the thread to end. Call once.
-    func join() {
+    /// Whether the caller is running on this thread.
+    public var isCurrent: Bool { pthread_equal(pthread_self(), handle) != 0 }
+
+    /// Waits for the thread to end. Call once, and never from the thread itself.
+    public func join() {
         _ = pthread_join(handle, nil)
     }
 }

@@ -1,0 +1,124 @@
+import CHVCoreShims
+import Glibc
+import Logging
+import Synchronization
+import SystemPackage
+
+/// One host thread waiting in epoll for file descriptors to become readable, and calling a
+/// handler for each one that does.
+///
+/// Device backends that wait run here: a virtqueue's ioeventfd (a guest kick that needed no
+/// userspace exit), libaio's completion eventfd, a tap device. Handlers run on the loop's
+/// thread one at a time, so they must not block; a handler that reads an eventfd must drain it
+/// (the loop is level-triggered and calls it again while the descriptor stays readable).
+public final class EventLoop: Sendable {
+    /// Identifies one registration, for ``unregister(_:)``.
+    public struct Registration: Hashable, Sendable {
+        fileprivate let token: UInt64
+        fileprivate let fileDescriptor: FileDescriptor
+    }
+
+    private struct State {
+        var handlers: [UInt64: @Sendable () -> Void] = [:]
+        var nextToken: UInt64 = 1
+        var thread: HostThread?
+    }
+
+    private static let wakeToken: UInt64 = 0
+
+    private let epoll: FileDescriptor
+    private let wake: EventFD
+    private let stopping = Atomic<Bool>(false)
+    private let state = Mutex(State())
+    private let logger: Logger
+
+    /// Creates the loop and starts its thread, named `name`.
+    public init(name: String = "hv-events", logger: Logger = Logger(label: "hvkit.eventloop")) throws(Errno) {
+        let fd = hv_epoll_create()
+        guard fd >= 0 else { throw Errno(rawValue: errno) }
+        epoll = FileDescriptor(rawValue: fd)
+        do {
+            wake = try EventFD(nonBlocking: true)
+        } catch {
+            close(fd)
+            throw error
+        }
+        self.logger = logger
+        guard hv_epoll_control(fd, HV_EPOLL_CTL_ADD, wake.fileDescriptor.rawValue, HV_EPOLLIN, Self.wakeToken) == 0 else {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            throw error
+        }
+        let thread = try HostThread(name: name) { [self] in run() }
+        state.withLock { $0.thread = thread }
+    }
+
+    deinit {
+        close(epoll.rawValue)
+    }
+
+    /// Calls `handler` on the loop's thread whenever `fileDescriptor` is readable (or reports
+    /// an error or hang-up). The caller keeps the descriptor open until it unregisters it.
+    @discardableResult
+    public func register(
+        _ fileDescriptor: FileDescriptor, handler: @escaping @Sendable () -> Void
+    ) throws(Errno) -> Registration {
+        let token = state.withLock { state in
+            let token = state.nextToken
+            state.nextToken += 1
+            state.handlers[token] = handler
+            return token
+        }
+        guard hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_ADD, fileDescriptor.rawValue, HV_EPOLLIN, token) == 0 else {
+            let error = Errno(rawValue: errno)
+            _ = state.withLock { $0.handlers.removeValue(forKey: token) }
+            throw error
+        }
+        return Registration(token: token, fileDescriptor: fileDescriptor)
+    }
+
+    /// Stops watching a descriptor. A call of its handler already under way on the loop's
+    /// thread may still finish after this returns, unless this is called from that handler.
+    public func unregister(_ registration: Registration) {
+        _ = state.withLock { $0.handlers.removeValue(forKey: registration.token) }
+        // The descriptor may already be closed, which removed it from the epoll set.
+        _ = hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_DEL, registration.fileDescriptor.rawValue, 0, 0)
+    }
+
+    /// Whether the caller is the loop's own thread (that is, a handler).
+    public var isLoopThread: Bool { state.withLock { $0.thread?.isCurrent ?? false } }
+
+    /// Ends the loop's thread and waits for it. Registered handlers are dropped. Idempotent;
+    /// must not be called from a handler.
+    public func shutdown() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        try? wake.signal()
+        let thread = state.withLock { state in
+            state.handlers.removeAll()
+            return state.thread.take()
+        }
+        thread?.join()
+    }
+
+    private func run() {
+        let capacity = 64
+        var tokens = [UInt64](repeating: 0, count: capacity)
+        var events = [UInt32](repeating: 0, count: capacity)
+        while !stopping.load(ordering: .acquiring) {
+            let count = tokens.withUnsafeMutableBufferPointer { tokenBuffer in
+                events.withUnsafeMutableBufferPointer { eventBuffer in
+                    hv_epoll_wait(epoll.rawValue, tokenBuffer.baseAddress, eventBuffer.baseAddress, Int32(capacity), -1)
+                }
+            }
+            if count < 0 {
+                if errno == EINTR { continue }
+                logger.error("epoll_wait failed; the event loop stops", metadata: ["errno": "\(Errno(rawValue: errno))"])
+                return
+            }
+            for index in 0..<Int(count) where tokens[index] != Self.wakeToken {
+                let handler = state.withLock { $0.handlers[tokens[index]] }
+                handler?()
+            }
+        }
+    }
+}

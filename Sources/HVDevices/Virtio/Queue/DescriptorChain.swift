@@ -1,0 +1,214 @@
+import HVCore
+
+/// One buffer of a chain, already checked to be guest RAM (writable RAM when the device writes
+/// it) with no overflow.
+public struct ChainSegment: Hashable, Sendable {
+    public let address: GuestAddress
+    public let length: UInt32
+    /// Whether the device writes this buffer (VIRTQ_DESC_F_WRITE).
+    public let isWritable: Bool
+}
+
+/// A validated descriptor chain taken from a ``SplitQueue``: the buffers the driver offered for
+/// one request, device-readable ones first. Its descriptors were read from guest memory once;
+/// the segments are the host's copy.
+public struct DescriptorChain: Sendable {
+    /// The head index, which identifies the chain when it is returned with ``SplitQueue/addUsed(head:length:in:)``.
+    public let head: UInt16
+    /// Every non-empty buffer, readable ones first.
+    public let segments: [ChainSegment]
+    /// Bytes the device may read.
+    public let readableLength: UInt64
+    /// Bytes the device may write.
+    public let writableLength: UInt64
+
+    /// A cursor over the device-readable buffers.
+    public func reader(in memory: any GuestMemory) -> ChainReader {
+        ChainReader(memory: memory, segments: segments.filter { !$0.isWritable })
+    }
+
+    /// A cursor over the device-writable buffers.
+    public func writer(in memory: any GuestMemory) -> ChainWriter {
+        ChainWriter(memory: memory, segments: segments.filter(\.isWritable))
+    }
+}
+
+/// Why a read from or a write to a chain's buffers failed.
+public enum ChainAccessError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The request needs `requested` bytes but only `remaining` are left in the chain.
+    case notEnoughSpace(requested: UInt64, remaining: UInt64)
+    /// Guest memory refused the access (the guest remapped nothing we know of, so this is a
+    /// read-only region or a bug).
+    case memory(GuestMemoryError)
+
+    public var description: String {
+        switch self {
+        case let .notEnoughSpace(requested, remaining): "\(requested) bytes asked for but the chain has \(remaining) left"
+        case let .memory(error): "\(error)"
+        }
+    }
+}
+
+/// Walks a list of segments: the position shared by ``ChainReader`` and ``ChainWriter``.
+struct SegmentCursor {
+    let segments: [ChainSegment]
+    private var index = 0
+    private var offset: UInt64 = 0
+    private(set) var remaining: UInt64
+
+    init(segments: [ChainSegment]) {
+        self.segments = segments
+        remaining = segments.reduce(0) { $0 + UInt64($1.length) }
+    }
+
+    /// Takes the next `count` bytes as guest ranges, or fails without moving.
+    mutating func take(_ count: UInt64) throws(ChainAccessError) -> [(GuestAddress, UInt64)] {
+        guard count <= remaining else { throw .notEnoughSpace(requested: count, remaining: remaining) }
+        var pieces: [(GuestAddress, UInt64)] = []
+        var left = count
+        while left > 0 {
+            let segment = segments[index]
+            let available = UInt64(segment.length) - offset
+            let piece = min(available, left)
+            // The segment was validated as RAM, so its start plus any offset inside it fits.
+            pieces.append((GuestAddress(segment.address.rawValue + offset), piece))
+            left -= piece
+            offset += piece
+            if offset == UInt64(segment.length) {
+                index += 1
+                offset = 0
+            }
+        }
+        remaining -= count
+        return pieces
+    }
+}
+
+/// Reads the device-readable part of a chain in order. Each byte is copied out of guest memory
+/// once; validate what you read in your own copy.
+public struct ChainReader {
+    private let memory: any GuestMemory
+    private var cursor: SegmentCursor
+
+    init(memory: any GuestMemory, segments: [ChainSegment]) {
+        self.memory = memory
+        cursor = SegmentCursor(segments: segments)
+    }
+
+    /// Bytes not yet read.
+    public var remaining: UInt64 { cursor.remaining }
+
+    /// Fills `buffer` from the chain.
+    public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(ChainAccessError) {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+        var done = 0
+        for (address, length) in try cursor.take(UInt64(buffer.count)) {
+            do {
+                try memory.read(into: UnsafeMutableRawBufferPointer(start: base + done, count: Int(length)), from: address)
+            } catch {
+                throw .memory(error)
+            }
+            done += Int(length)
+        }
+    }
+
+    /// Reads a plain value (little-endian on HVKit's hosts).
+    public mutating func read<T: BitwiseCopyable>(_ type: T.Type = T.self) throws(ChainAccessError) -> T {
+        try withUnsafeTemporaryAllocation(
+            byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment
+        ) { buffer throws(ChainAccessError) -> T in
+            try read(into: buffer)
+            return buffer.load(as: T.self)
+        }
+    }
+
+    /// Reads `count` bytes into a new array.
+    public mutating func readBytes(_ count: Int) throws(ChainAccessError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: ChainAccessError?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(ChainAccessError) { try read(into: buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// Host buffers for the next `count` bytes, for zero-copy I/O from guest memory; the
+    /// cursor moves past them.
+    public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
+        try hostBuffersForRanges(cursor.take(count), in: memory, for: .read)
+    }
+
+    /// Moves past `count` bytes.
+    public mutating func skip(_ count: UInt64) throws(ChainAccessError) {
+        _ = try cursor.take(count)
+    }
+}
+
+/// Writes the device-writable part of a chain in order.
+public struct ChainWriter {
+    private let memory: any GuestMemory
+    private var cursor: SegmentCursor
+    /// Bytes written so far: what the device reports as the used length.
+    public private(set) var bytesWritten: UInt64 = 0
+
+    init(memory: any GuestMemory, segments: [ChainSegment]) {
+        self.memory = memory
+        cursor = SegmentCursor(segments: segments)
+    }
+
+    /// Room left.
+    public var remaining: UInt64 { cursor.remaining }
+
+    /// Writes `bytes`.
+    public mutating func write(_ bytes: UnsafeRawBufferPointer) throws(ChainAccessError) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        var done = 0
+        for (address, length) in try cursor.take(UInt64(bytes.count)) {
+            do {
+                try memory.write(UnsafeRawBufferPointer(start: base + done, count: Int(length)), to: address)
+            } catch {
+                throw .memory(error)
+            }
+            done += Int(length)
+        }
+        bytesWritten += UInt64(bytes.count)
+    }
+
+    /// Writes a plain value (little-endian on HVKit's hosts).
+    public mutating func write<T: BitwiseCopyable>(_ value: T) throws(ChainAccessError) {
+        var copy = value
+        try withUnsafeBytes(of: &copy) { buffer throws(ChainAccessError) in try write(buffer) }
+    }
+
+    /// Writes the bytes of an array.
+    public mutating func write(_ bytes: [UInt8]) throws(ChainAccessError) {
+        var failure: ChainAccessError?
+        bytes.withUnsafeBytes { buffer in
+            do throws(ChainAccessError) { try write(buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Host buffers for the next `count` bytes, for zero-copy I/O into guest memory; they count
+    /// as written.
+    public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
+        let buffers = try hostBuffersForRanges(cursor.take(count), in: memory, for: .write)
+        bytesWritten += count
+        return buffers
+    }
+}
+
+private func hostBuffersForRanges(
+    _ ranges: [(GuestAddress, UInt64)], in memory: any GuestMemory, for access: MemoryAccess
+) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
+    var buffers: [UnsafeMutableRawBufferPointer] = []
+    for (address, length) in ranges {
+        do {
+            buffers += try memory.unsafeHostBuffers(at: address, length: length, for: access)
+        } catch {
+            throw .memory(error)
+        }
+    }
+    return buffers
+}

@@ -1,0 +1,356 @@
+import HVCore
+
+/// The device side of one split virtqueue (virtio 1.2, section 2.7).
+///
+/// The queue holds no memory: every operation takes the guest memory it works on. It is a
+/// value that one owner mutates under its own lock (``Virtqueue`` provides one). Everything it
+/// reads from the rings is treated as hostile: ring indices are read with acquire loads,
+/// descriptors are copied once and validated, chains are bounded and loop-checked, a head
+/// cannot be in flight twice, and an avail index that runs ahead breaks the queue instead of
+/// making the device spin.
+public struct SplitQueue: Sendable {
+    /// The largest size the device supports (a power of two, at most 32768).
+    public let maxSize: UInt16
+    /// The size the driver chose (QueueNum).
+    public var size: UInt16
+    /// Guest-physical address of the descriptor table.
+    public var descriptorTable = GuestAddress(0)
+    /// Guest-physical address of the available ("driver") ring.
+    public var availableRing = GuestAddress(0)
+    /// Guest-physical address of the used ("device") ring.
+    public var usedRing = GuestAddress(0)
+    /// Whether VIRTIO_F_EVENT_IDX was negotiated.
+    public var eventIndexEnabled = false
+    /// Whether VIRTIO_F_INDIRECT_DESC was negotiated.
+    public var indirectEnabled = false
+
+    /// Whether the driver made the queue ready and its layout was accepted.
+    public private(set) var isReady = false
+    /// The avail ring position the device reads next.
+    public private(set) var nextAvailable: UInt16 = 0
+    /// The used ring position the device writes next.
+    public private(set) var nextUsed: UInt16 = 0
+    /// Why the queue broke, if it did.
+    public private(set) var fault: QueueFault?
+
+    /// The most entries an indirect table may have. The spec sets no limit; Linux never makes
+    /// one larger than its queue size, and a bound keeps a hostile table from costing much.
+    public static let maxIndirectTableEntries: UInt32 = 1024
+    /// The most bytes a chain may describe (virtio 1.2, 2.7.5.2).
+    public static let maxChainBytes: UInt64 = 1 << 32
+
+    private var usedAtLastNotificationCheck: UInt16 = 0
+    private var inFlight: [UInt64]
+    private var directVisits: [UInt32]
+    private var indirectVisits: [UInt32]
+    private var chainSerial: UInt32 = 0
+
+    /// A queue of at most `maxSize` entries; `maxSize` is rounded down to a power of two and
+    /// clamped to 1...32768.
+    public init(maxSize: UInt16) {
+        let clamped = min(max(maxSize, 1), 32768)
+        let power = UInt16(1) << (15 - UInt16(clamped.leadingZeroBitCount))
+        self.maxSize = power
+        self.size = power
+        inFlight = [UInt64](repeating: 0, count: (Int(power) + 63) / 64)
+        directVisits = [UInt32](repeating: 0, count: Int(power))
+        indirectVisits = []
+    }
+
+    // MARK: Setup
+
+    /// Checks the layout the driver wrote and makes the queue ready: QueueNum a power of two
+    /// no larger than ``maxSize``, each area naturally aligned and entirely in guest RAM (the
+    /// used ring writable).
+    public mutating func makeReady(in memory: some GuestMemory) throws(QueueFault) {
+        guard size > 0, size <= maxSize, size & (size - 1) == 0 else {
+            throw .invalidLayout("queue size \(size) is not a power of two in 1...\(maxSize)")
+        }
+        let areas: [(String, GuestAddress, UInt64, UInt64, MemoryAccess)] = [
+            ("descriptor table", descriptorTable, SplitRingLayout.descriptorTableSize(size), SplitRingLayout.descriptorTableAlignment, .read),
+            ("available ring", availableRing, SplitRingLayout.availableRingSize(size), SplitRingLayout.availableRingAlignment, .read),
+            ("used ring", usedRing, SplitRingLayout.usedRingSize(size), SplitRingLayout.usedRingAlignment, .write),
+        ]
+        for (name, address, length, alignment, access) in areas {
+            guard address.isAligned(to: alignment) else {
+                throw .invalidLayout("\(name) at \(address) is not aligned to \(alignment) bytes")
+            }
+            do {
+                try memory.validateRange(address, length: length, for: access)
+            } catch {
+                throw .invalidLayout("\(name): \(error)")
+            }
+        }
+        isReady = true
+        fault = nil
+        nextAvailable = 0
+        nextUsed = 0
+        usedAtLastNotificationCheck = 0
+        for index in inFlight.indices { inFlight[index] = 0 }
+    }
+
+    /// Returns the queue to its state after a device reset: not ready, size ``maxSize``, no
+    /// addresses, indices zero, no fault.
+    public mutating func reset() {
+        self = SplitQueue(maxSize: maxSize)
+    }
+
+    // MARK: Taking requests
+
+    /// Takes the next available chain, or returns nil when the driver has made none available.
+    ///
+    /// A malformed chain is completed at once with a used length of zero and reported as
+    /// ``VirtqueueError/invalidChain(head:_:)``; call again for the next one. A fault that
+    /// makes the ring itself untrustworthy breaks the queue (``VirtqueueError/broken(_:)``).
+    public mutating func popChain(in memory: some GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
+        try checkUsable()
+        let available = try ringLoad(availableRing, offset: 2, in: memory)
+        let pending = available &- nextAvailable
+        if pending == 0 { return nil }
+        guard pending <= size else {
+            throw breakQueue(.availableIndexTooFarAhead(available: available, next: nextAvailable, size: size))
+        }
+        let slot = UInt64(nextAvailable & (size - 1))
+        let head: UInt16
+        do {
+            // The acquire load of idx above orders this read after the driver's ring write.
+            head = try memory.read(UInt16.self, at: availableRing.checkedAdd(4 + 2 * slot))
+        } catch {
+            throw breakQueue(.ringAccess(error))
+        }
+        nextAvailable &+= 1
+        guard head < size else { throw breakQueue(.headOutOfRange(head: head, size: size)) }
+        guard !isInFlight(head) else { throw breakQueue(.duplicateHead(head)) }
+        setInFlight(head, true)
+        do {
+            return try parseChain(head: head, in: memory)
+        } catch {
+            try addUsed(head: head, length: 0, in: memory)
+            throw .invalidChain(head: head, error)
+        }
+    }
+
+    /// Whether the driver has made chains available that the device has not taken.
+    public func hasAvailable(in memory: some GuestMemory) throws(VirtqueueError) -> Bool {
+        try checkUsable()
+        return try ringLoad(availableRing, offset: 2, in: memory) != nextAvailable
+    }
+
+    // MARK: Completing requests
+
+    /// Returns chain `head` to the driver, saying the device wrote `length` bytes into it.
+    public mutating func addUsed(head: UInt16, length: UInt32, in memory: some GuestMemory) throws(VirtqueueError) {
+        try checkUsable()
+        guard head < size, isInFlight(head) else { throw breakQueue(.headNotInFlight(head)) }
+        let slot = UInt64(nextUsed & (size - 1))
+        do {
+            let element = try usedRing.checkedAdd(4 + 8 * slot)
+            try memory.write(UInt32(head), at: element)
+            try memory.write(length, at: element.checkedAdd(4))
+            // Release: the element is visible before the index that publishes it.
+            try memory.storeRelease(nextUsed &+ 1, at: usedRing.checkedAdd(2))
+        } catch {
+            throw breakQueue(.ringAccess(error))
+        }
+        nextUsed &+= 1
+        setInFlight(head, false)
+    }
+
+    /// Whether the driver wants an interrupt for what was used since the last call (it may
+    /// suppress them with VIRTQ_AVAIL_F_NO_INTERRUPT or, with EVENT_IDX, with used_event).
+    public mutating func needsNotification(in memory: some GuestMemory) throws(VirtqueueError) -> Bool {
+        try checkUsable()
+        let old = usedAtLastNotificationCheck
+        let new = nextUsed
+        guard new != old else { return false }
+        usedAtLastNotificationCheck = new
+        // Our used idx store must be visible before we read the driver's suppression state,
+        // or a driver that just re-enabled interrupts could miss this one.
+        memoryFence()
+        if eventIndexEnabled {
+            let usedEvent = try ringLoad(availableRing, offset: 4 + 2 * UInt64(size), in: memory)
+            return new &- usedEvent &- 1 < new &- old
+        }
+        let flags = try ringLoad(availableRing, offset: 0, in: memory)
+        return flags & SplitRingLayout.availableNoInterrupt == 0
+    }
+
+    /// Asks the driver for notifications again (after ``disableNotifications(in:)``) and returns
+    /// whether chains arrived meanwhile, in which case the caller should process them before
+    /// waiting for the next notification.
+    public mutating func enableNotifications(in memory: some GuestMemory) throws(VirtqueueError) -> Bool {
+        try checkUsable()
+        if eventIndexEnabled {
+            try ringStore(nextAvailable, usedRing, offset: 4 + 8 * UInt64(size), in: memory)
+        } else {
+            try ringStore(0, usedRing, offset: 0, in: memory)
+        }
+        memoryFence()
+        return try hasAvailable(in: memory)
+    }
+
+    /// Tells the driver it need not notify the device (a hint; with EVENT_IDX the device simply
+    /// does not move avail_event).
+    public mutating func disableNotifications(in memory: some GuestMemory) throws(VirtqueueError) {
+        try checkUsable()
+        if !eventIndexEnabled {
+            try ringStore(SplitRingLayout.usedNoNotify, usedRing, offset: 0, in: memory)
+        }
+    }
+
+    /// How many chains the device holds (taken and not yet used).
+    public var inFlightCount: Int { inFlight.reduce(0) { $0 + $1.nonzeroBitCount } }
+
+    // MARK: Chain parsing
+
+    private mutating func parseChain(head: UInt16, in memory: some GuestMemory) throws(ChainError) -> DescriptorChain {
+        chainSerial &+= 1
+        if chainSerial == 0 {
+            // The marks wrapped: forget every old mark so none can look current.
+            for index in directVisits.indices { directVisits[index] = 0 }
+            for index in indirectVisits.indices { indirectVisits[index] = 0 }
+            chainSerial = 1
+        }
+        var builder = ChainBuilder(head: head)
+        var index = head
+        while true {
+            guard index < size else {
+                throw .descriptorIndexOutOfRange(index: index, tableSize: UInt32(size))
+            }
+            guard directVisits[Int(index)] != chainSerial else { throw .descriptorLoop(index: index, indirect: false) }
+            directVisits[Int(index)] = chainSerial
+            let descriptor = try readDescriptor(table: descriptorTable, index: UInt32(index), in: memory)
+            let flags = descriptor.descriptorFlags
+            if flags.contains(.indirect) {
+                guard indirectEnabled else { throw .indirectNotNegotiated }
+                // The spec forbids INDIRECT with NEXT, so an indirect table ends the chain.
+                guard !flags.contains(.next) else { throw .indirectWithNext }
+                try parseIndirectTable(descriptor, into: &builder, in: memory)
+                break
+            }
+            try builder.append(descriptor, index: index, in: memory)
+            guard flags.contains(.next) else { break }
+            index = descriptor.next
+        }
+        return builder.chain
+    }
+
+    private mutating func parseIndirectTable(
+        _ indirect: Descriptor, into builder: inout ChainBuilder, in memory: some GuestMemory
+    ) throws(ChainError) {
+        let length = indirect.length
+        let entries = length / UInt32(Descriptor.size)
+        guard length > 0, length % UInt32(Descriptor.size) == 0, entries <= Self.maxIndirectTableEntries else {
+            throw .badIndirectTableLength(length)
+        }
+        let table = GuestAddress(indirect.address)
+        do {
+            try memory.validateRange(table, length: UInt64(length), for: .read)
+        } catch {
+            throw .badBuffer(error)
+        }
+        if indirectVisits.count < Int(entries) {
+            indirectVisits.append(contentsOf: repeatElement(0, count: Int(entries) - indirectVisits.count))
+        }
+        var index: UInt16 = 0
+        while true {
+            guard UInt32(index) < entries else {
+                throw .descriptorIndexOutOfRange(index: index, tableSize: entries)
+            }
+            guard indirectVisits[Int(index)] != chainSerial else { throw .descriptorLoop(index: index, indirect: true) }
+            indirectVisits[Int(index)] = chainSerial
+            let descriptor = try readDescriptor(table: table, index: UInt32(index), in: memory)
+            let flags = descriptor.descriptorFlags
+            guard !flags.contains(.indirect) else { throw .nestedIndirect }
+            try builder.append(descriptor, index: index, in: memory)
+            guard flags.contains(.next) else { return }
+            index = descriptor.next
+        }
+    }
+
+    /// Copies descriptor `index` of `table` out of guest memory: the one and only read of it.
+    private func readDescriptor(table: GuestAddress, index: UInt32, in memory: some GuestMemory) throws(ChainError) -> Descriptor {
+        do {
+            return try memory.read(Descriptor.self, at: table.checkedAdd(UInt64(index) * Descriptor.size))
+        } catch {
+            throw .badBuffer(error)
+        }
+    }
+
+    // MARK: Helpers
+
+    private func checkUsable() throws(VirtqueueError) {
+        if let fault { throw .broken(fault) }
+        guard isReady else { throw .notReady }
+    }
+
+    private mutating func breakQueue(_ fault: QueueFault) -> VirtqueueError {
+        self.fault = fault
+        return .broken(fault)
+    }
+
+    private func ringLoad(_ base: GuestAddress, offset: UInt64, in memory: some GuestMemory) throws(VirtqueueError) -> UInt16 {
+        do {
+            return try memory.loadAcquire(UInt16.self, at: base.checkedAdd(offset))
+        } catch {
+            throw .broken(.ringAccess(error))
+        }
+    }
+
+    private mutating func ringStore(_ value: UInt16, _ base: GuestAddress, offset: UInt64, in memory: some GuestMemory) throws(VirtqueueError) {
+        do {
+            try memory.storeRelease(value, at: base.checkedAdd(offset))
+        } catch {
+            throw breakQueue(.ringAccess(error))
+        }
+    }
+
+    private func isInFlight(_ head: UInt16) -> Bool {
+        inFlight[Int(head) >> 6] & (1 << UInt64(head & 63)) != 0
+    }
+
+    private mutating func setInFlight(_ head: UInt16, _ value: Bool) {
+        if value {
+            inFlight[Int(head) >> 6] |= 1 << UInt64(head & 63)
+        } else {
+            inFlight[Int(head) >> 6] &= ~(1 << UInt64(head & 63))
+        }
+    }
+}
+
+/// Accumulates a chain's validated segments.
+private struct ChainBuilder {
+    let head: UInt16
+    var segments: [ChainSegment] = []
+    var readableLength: UInt64 = 0
+    var writableLength: UInt64 = 0
+    var sawWritable = false
+
+    init(head: UInt16) {
+        self.head = head
+        segments.reserveCapacity(4)
+    }
+
+    var chain: DescriptorChain {
+        DescriptorChain(head: head, segments: segments, readableLength: readableLength, writableLength: writableLength)
+    }
+
+    /// Validates one buffer descriptor and adds it. Zero-length buffers carry nothing and are
+    /// skipped.
+    mutating func append(_ descriptor: Descriptor, index: UInt16, in memory: some GuestMemory) throws(ChainError) {
+        let writable = descriptor.descriptorFlags.contains(.write)
+        if !writable, sawWritable { throw .readableAfterWritable(index: index) }
+        sawWritable = sawWritable || writable
+        guard descriptor.length > 0 else { return }
+        let address = GuestAddress(descriptor.address)
+        let length = UInt64(descriptor.length)
+        do {
+            try memory.validateRange(address, length: length, for: writable ? .write : .read)
+        } catch {
+            throw .badBuffer(error)
+        }
+        if writable { writableLength += length } else { readableLength += length }
+        guard readableLength + writableLength <= SplitQueue.maxChainBytes else { throw .chainTooLarge }
+        segments.append(ChainSegment(address: address, length: descriptor.length, isWritable: writable))
+    }
+}

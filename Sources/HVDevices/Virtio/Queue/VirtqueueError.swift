@@ -1,0 +1,90 @@
+import HVCore
+
+/// Why one descriptor chain was refused. The queue completes such a chain with a used length of
+/// zero and goes on with the next one.
+public enum ChainError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// A `next` field (or an indirect table entry's) names a descriptor past the table.
+    case descriptorIndexOutOfRange(index: UInt16, tableSize: UInt32)
+    /// The chain visits descriptor `index` twice.
+    case descriptorLoop(index: UInt16, indirect: Bool)
+    /// An indirect descriptor inside an indirect table.
+    case nestedIndirect
+    /// A descriptor with both INDIRECT and NEXT set, which the spec forbids.
+    case indirectWithNext
+    /// An indirect descriptor although VIRTIO_F_INDIRECT_DESC was not negotiated.
+    case indirectNotNegotiated
+    /// An indirect table whose length is zero, not a multiple of 16, or above the limit.
+    case badIndirectTableLength(UInt32)
+    /// A device-readable descriptor after a device-writable one.
+    case readableAfterWritable(index: UInt16)
+    /// The buffers add up to more than 2^32 bytes.
+    case chainTooLarge
+    /// A buffer (or indirect table) is not entirely guest RAM, or its end overflows.
+    case badBuffer(GuestMemoryError)
+
+    public var description: String {
+        switch self {
+        case let .descriptorIndexOutOfRange(index, size): "descriptor index \(index) is outside the table of \(size)"
+        case let .descriptorLoop(index, indirect): "descriptor \(index)\(indirect ? " of an indirect table" : "") is visited twice (a loop)"
+        case .nestedIndirect: "an indirect table contains an indirect descriptor"
+        case .indirectWithNext: "a descriptor has both INDIRECT and NEXT set"
+        case .indirectNotNegotiated: "an indirect descriptor, but VIRTIO_F_INDIRECT_DESC was not negotiated"
+        case let .badIndirectTableLength(length): "indirect table length \(length) is zero, not a multiple of 16, or too large"
+        case let .readableAfterWritable(index): "readable descriptor \(index) follows a writable one"
+        case .chainTooLarge: "the chain's buffers add up to more than 4 GiB"
+        case let .badBuffer(error): "bad buffer: \(error)"
+        }
+    }
+}
+
+/// What went wrong with a virtqueue.
+public enum VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// One chain was malformed; it was completed with length zero and the queue goes on.
+    case invalidChain(head: UInt16, ChainError)
+    /// The queue cannot go on; the device should set DEVICE_NEEDS_RESET. Every later call
+    /// fails the same way until the queue is reset.
+    case broken(QueueFault)
+    /// The queue is not ready (not set up, or reset).
+    case notReady
+
+    /// Whether the error leaves the queue unusable.
+    public var isFatal: Bool {
+        if case .invalidChain = self { false } else { true }
+    }
+
+    public var description: String {
+        switch self {
+        case let .invalidChain(head, error): "chain at head \(head) refused: \(error)"
+        case let .broken(fault): "virtqueue broken: \(fault)"
+        case .notReady: "virtqueue is not ready"
+        }
+    }
+}
+
+/// Why a queue broke.
+public enum QueueFault: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The driver's avail index is more than a queue size ahead of the device's.
+    case availableIndexTooFarAhead(available: UInt16, next: UInt16, size: UInt16)
+    /// An avail ring entry names a head past the descriptor table.
+    case headOutOfRange(head: UInt16, size: UInt16)
+    /// A head that is already in flight was made available again.
+    case duplicateHead(UInt16)
+    /// The device tried to complete a head it does not hold.
+    case headNotInFlight(UInt16)
+    /// A ring could not be accessed.
+    case ringAccess(GuestMemoryError)
+    /// The queue's layout is invalid (size or ring placement).
+    case invalidLayout(String)
+
+    public var description: String {
+        switch self {
+        case let .availableIndexTooFarAhead(available, next, size):
+            "avail idx \(available) is more than the queue size \(size) ahead of the device's \(next)"
+        case let .headOutOfRange(head, size): "avail ring names head \(head) in a queue of \(size)"
+        case let .duplicateHead(head): "head \(head) was made available while still in flight"
+        case let .headNotInFlight(head): "head \(head) is not in flight"
+        case let .ringAccess(error): "ring access failed: \(error)"
+        case let .invalidLayout(reason): "invalid queue layout: \(reason)"
+        }
+    }
+}

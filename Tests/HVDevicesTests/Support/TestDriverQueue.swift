@@ -1,0 +1,153 @@
+import HVCore
+@testable import HVDevices
+import Synchronization
+import SystemPackage
+
+/// Guest RAM for device tests: [0, 1 MiB) and [2 MiB, 3 MiB) with a hole between them, and a
+/// read-only region at [4 MiB, 4 MiB + 64 KiB).
+func testMemory() throws -> GuestMemoryMmap {
+    try GuestMemoryMmap([
+        MemoryRegionSpec(start: GuestAddress(0), size: 1 << 20),
+        MemoryRegionSpec(start: GuestAddress(2 << 20), size: 1 << 20),
+        MemoryRegionSpec(start: GuestAddress(4 << 20), size: 64 << 10, options: [.readOnly]),
+    ])
+}
+
+/// The guest address of the hole in ``testMemory()``.
+let holeAddress = GuestAddress(1 << 20)
+/// An address in the read-only region of ``testMemory()``.
+let readOnlyAddress = GuestAddress(4 << 20)
+
+/// The driver side of a split virtqueue, written the way a guest driver would: it lays out the
+/// descriptor table, avail ring and used ring in guest memory, adds chains and reads back what
+/// the device used. Hostile tests use its raw writers to break the rules on purpose.
+struct TestDriverQueue {
+    let memory: GuestMemoryMmap
+    let size: UInt16
+    let descriptorTable: GuestAddress
+    let availableRing: GuestAddress
+    let usedRing: GuestAddress
+    private(set) var availableIndex: UInt16 = 0
+    private var nextFreeDescriptor: UInt16 = 0
+    private var lastUsedSeen: UInt16 = 0
+
+    /// Lays the rings out from `base` (16-byte aligned) and zeroes them.
+    init(memory: GuestMemoryMmap, size: UInt16, base: GuestAddress = GuestAddress(0x1000)) throws {
+        self.memory = memory
+        self.size = size
+        descriptorTable = base
+        availableRing = GuestAddress(base.rawValue + 16 * UInt64(size))
+        let usedStart = availableRing.rawValue + 6 + 2 * UInt64(size)
+        usedRing = GuestAddress((usedStart + 3) & ~3)
+        try memory.fill(0, at: base, length: usedRing.rawValue + 6 + 8 * UInt64(size) - base.rawValue)
+    }
+
+    /// A device-side queue pointed at these rings and made ready.
+    func makeDeviceQueue(maxSize: UInt16? = nil, eventIndex: Bool = false, indirect: Bool = true) throws -> SplitQueue {
+        var queue = SplitQueue(maxSize: maxSize ?? size)
+        queue.size = size
+        queue.descriptorTable = descriptorTable
+        queue.availableRing = availableRing
+        queue.usedRing = usedRing
+        queue.eventIndexEnabled = eventIndex
+        queue.indirectEnabled = indirect
+        try queue.makeReady(in: memory)
+        return queue
+    }
+
+    // MARK: Raw writers
+
+    func writeDescriptor(_ index: UInt16, _ descriptor: Descriptor, table: GuestAddress? = nil) throws {
+        try memory.write(descriptor, at: GuestAddress((table ?? descriptorTable).rawValue + 16 * UInt64(index)))
+    }
+
+    /// Puts `head` in the next avail slot and publishes it.
+    mutating func publish(_ head: UInt16) throws {
+        try memory.write(head, at: GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(availableIndex % size)))
+        availableIndex &+= 1
+        try memory.storeRelease(availableIndex, at: GuestAddress(availableRing.rawValue + 2))
+    }
+
+    /// Writes the avail idx directly (hostile drivers).
+    mutating func setAvailableIndex(_ index: UInt16) throws {
+        availableIndex = index
+        try memory.storeRelease(index, at: GuestAddress(availableRing.rawValue + 2))
+    }
+
+    func setAvailableFlags(_ flags: UInt16) throws {
+        try memory.write(flags, at: availableRing)
+    }
+
+    func setUsedEvent(_ value: UInt16) throws {
+        try memory.write(value, at: GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(size)))
+    }
+
+    var availEvent: UInt16 {
+        get throws { try memory.read(UInt16.self, at: GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(size))) }
+    }
+
+    var usedFlags: UInt16 {
+        get throws { try memory.read(UInt16.self, at: usedRing) }
+    }
+
+    // MARK: Chains
+
+    /// Writes a chain of direct descriptors for `buffers` (readable ones should come first)
+    /// into free table slots, publishes it, and returns its head.
+    @discardableResult
+    mutating func addChain(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)]) throws -> UInt16 {
+        let head = nextFreeDescriptor
+        for (offset, buffer) in buffers.enumerated() {
+            let index = (head &+ UInt16(offset)) % size
+            let last = offset == buffers.count - 1
+            var flags: Descriptor.Flags = buffer.writable ? [.write] : []
+            if !last { flags.insert(.next) }
+            try writeDescriptor(index, Descriptor(address: buffer.address.rawValue, length: buffer.length, flags: flags, next: (index &+ 1) % size))
+        }
+        nextFreeDescriptor = (head &+ UInt16(buffers.count)) % size
+        try publish(head)
+        return head
+    }
+
+    /// Writes `buffers` as an indirect table at `table` and publishes one descriptor pointing at it.
+    @discardableResult
+    mutating func addIndirectChain(
+        _ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)], table: GuestAddress
+    ) throws -> UInt16 {
+        for (index, buffer) in buffers.enumerated() {
+            var flags: Descriptor.Flags = buffer.writable ? [.write] : []
+            if index < buffers.count - 1 { flags.insert(.next) }
+            try writeDescriptor(UInt16(index), Descriptor(address: buffer.address.rawValue, length: buffer.length, flags: flags, next: UInt16(index + 1)), table: table)
+        }
+        let head = nextFreeDescriptor
+        try writeDescriptor(head, Descriptor(address: table.rawValue, length: UInt32(16 * buffers.count), flags: [.indirect]))
+        nextFreeDescriptor = (head &+ 1) % size
+        try publish(head)
+        return head
+    }
+
+    // MARK: Used ring
+
+    var usedIndex: UInt16 {
+        get throws { try memory.loadAcquire(UInt16.self, at: GuestAddress(usedRing.rawValue + 2)) }
+    }
+
+    /// The used elements the device added since the last call.
+    mutating func takeUsed() throws -> [(id: UInt32, length: UInt32)] {
+        let end = try usedIndex
+        var result: [(UInt32, UInt32)] = []
+        while lastUsedSeen != end {
+            let element = GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(lastUsedSeen % size))
+            result.append((try memory.read(UInt32.self, at: element), try memory.read(UInt32.self, at: GuestAddress(element.rawValue + 4))))
+            lastUsedSeen &+= 1
+        }
+        return result
+    }
+}
+
+/// An interrupt line that counts.
+final class CountingInterruptLine: InterruptLine {
+    private let counter = Atomic<Int>(0)
+    var count: Int { counter.load(ordering: .acquiring) }
+    func trigger() throws(Errno) { counter.add(1, ordering: .acquiringAndReleasing) }
+}

@@ -1,0 +1,181 @@
+import HVCore
+@testable import HVDevices
+import Testing
+
+private let data = GuestAddress(0x8000)
+private let data2 = GuestAddress(0x9000)
+private let table = GuestAddress(0xA000)
+
+@Suite("SplitQueue: well-formed chains")
+struct SplitQueueTests {
+    @Test func emptyQueuePopsNothing() throws {
+        let memory = try testMemory()
+        let driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        #expect(try queue.popChain(in: memory) == nil)
+        #expect(try !queue.hasAvailable(in: memory))
+    }
+
+    @Test func directChainSplitsReadableAndWritable() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        let head = try driver.addChain([(data, 16, false), (data2, 512, true), (GuestAddress(0x9200), 1, true)])
+        let chain = try #require(try queue.popChain(in: memory))
+        #expect(chain.head == head)
+        #expect(chain.readableLength == 16)
+        #expect(chain.writableLength == 513)
+        #expect(chain.segments.map(\.isWritable) == [false, true, true])
+        try queue.addUsed(head: chain.head, length: 513, in: memory)
+        let used = try driver.takeUsed()
+        #expect(used.count == 1 && used[0].id == UInt32(head) && used[0].length == 513)
+        #expect(queue.inFlightCount == 0)
+    }
+
+    @Test func indirectChainIsFollowed() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        try driver.addIndirectChain([(data, 16, false), (data2, 64, true)], table: table)
+        let chain = try #require(try queue.popChain(in: memory))
+        #expect(chain.readableLength == 16 && chain.writableLength == 64)
+        #expect(chain.segments.count == 2)
+    }
+
+    @Test func buffersMaySpanTouchingRegionsButCarryTheirOwnChecks() throws {
+        // A buffer at the very end of the first region is fine.
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 4)
+        var queue = try driver.makeDeviceQueue()
+        try driver.addChain([(GuestAddress((1 << 20) - 8), 8, false)])
+        #expect(try queue.popChain(in: memory)?.readableLength == 8)
+    }
+
+    @Test func zeroLengthDescriptorsAreSkipped() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 4)
+        var queue = try driver.makeDeviceQueue()
+        try driver.addChain([(data, 0, false), (data2, 8, true)])
+        let chain = try #require(try queue.popChain(in: memory))
+        #expect(chain.segments.count == 1 && chain.writableLength == 8)
+    }
+
+    @Test func indicesWrapAroundSixteenBits() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 2)
+        var queue = try driver.makeDeviceQueue()
+        for round in 0..<(Int(UInt16.max) + 10) {
+            try driver.addChain([(data, 4, true)])
+            let chain = try #require(try queue.popChain(in: memory), "round \(round)")
+            try queue.addUsed(head: chain.head, length: 4, in: memory)
+        }
+        #expect(queue.nextAvailable == 9 && queue.nextUsed == 9)
+        #expect(try driver.usedIndex == 9)
+    }
+
+    @Test func noInterruptFlagSuppressesNotification() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 4)
+        var queue = try driver.makeDeviceQueue()
+        try driver.addChain([(data, 4, true)])
+        let chain = try #require(try queue.popChain(in: memory))
+        try queue.addUsed(head: chain.head, length: 0, in: memory)
+        try driver.setAvailableFlags(1)
+        #expect(try !queue.needsNotification(in: memory))
+        try driver.setAvailableFlags(0)
+        try driver.addChain([(data, 4, true)])
+        let second = try #require(try queue.popChain(in: memory))
+        try queue.addUsed(head: second.head, length: 0, in: memory)
+        #expect(try queue.needsNotification(in: memory))
+        // Nothing new used: no second interrupt.
+        #expect(try !queue.needsNotification(in: memory))
+    }
+
+    @Test func eventIndexNotifiesOnlyWhenUsedEventIsCrossed() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue(eventIndex: true)
+        // The driver wants an interrupt once the used index passes 2 (used_event = 2).
+        try driver.setUsedEvent(2)
+        var notified: [Bool] = []
+        for _ in 0..<4 {
+            try driver.addChain([(data, 4, true)])
+            let chain = try #require(try queue.popChain(in: memory))
+            try queue.addUsed(head: chain.head, length: 4, in: memory)
+            notified.append(try queue.needsNotification(in: memory))
+        }
+        #expect(notified == [false, false, true, false])
+    }
+
+    @Test func eventIndexPublishesAvailEvent() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue(eventIndex: true)
+        try driver.addChain([(data, 4, true)])
+        _ = try queue.popChain(in: memory)
+        #expect(try !queue.enableNotifications(in: memory))
+        #expect(try driver.availEvent == 1)
+        try driver.addChain([(data, 4, true)])
+        // Work arrived after the device looked: enabling reports it.
+        #expect(try queue.enableNotifications(in: memory))
+    }
+
+    @Test func withoutEventIndexTheNoNotifyFlagIsUsed() throws {
+        let memory = try testMemory()
+        let driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        try queue.disableNotifications(in: memory)
+        #expect(try driver.usedFlags == 1)
+        _ = try queue.enableNotifications(in: memory)
+        #expect(try driver.usedFlags == 0)
+    }
+
+    @Test func resetForgetsEverything() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        try driver.addChain([(data, 4, true)])
+        _ = try queue.popChain(in: memory)
+        queue.reset()
+        #expect(!queue.isReady && queue.size == 8 && queue.inFlightCount == 0)
+        #expect(throws: VirtqueueError.notReady) { try queue.popChain(in: memory) }
+    }
+}
+
+@Suite("ChainReader and ChainWriter")
+struct ChainCursorTests {
+    @Test func readerCrossesSegmentsAndWriterCountsBytes() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        try memory.write([1, 2, 3, 4, 5, 6] as [UInt8], to: data)
+        try memory.write([7, 8] as [UInt8], to: data2)
+        try driver.addChain([(data, 6, false), (data2, 2, false), (GuestAddress(0xB000), 3, true), (GuestAddress(0xC000), 5, true)])
+        let chain = try #require(try queue.popChain(in: memory))
+        var reader = chain.reader(in: memory)
+        #expect(try reader.read(UInt32.self) == 0x0403_0201)
+        #expect(try reader.readBytes(4) == [5, 6, 7, 8])
+        #expect(reader.remaining == 0)
+        #expect(throws: ChainAccessError.notEnoughSpace(requested: 1, remaining: 0)) { try reader.readBytes(1) }
+
+        var writer = chain.writer(in: memory)
+        try writer.write([0xAA, 0xBB, 0xCC, 0xDD] as [UInt8])
+        #expect(writer.bytesWritten == 4)
+        #expect(throws: ChainAccessError.notEnoughSpace(requested: 5, remaining: 4)) { try writer.write([UInt8](repeating: 0, count: 5)) }
+        #expect(writer.bytesWritten == 4)
+        #expect(try memory.readBytes(at: GuestAddress(0xB000), count: 3) == [0xAA, 0xBB, 0xCC])
+        #expect(try memory.read(UInt8.self, at: GuestAddress(0xC000)) == 0xDD)
+    }
+
+    @Test func hostBuffersCoverExactlyTheAskedBytes() throws {
+        let memory = try testMemory()
+        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        try driver.addChain([(data, 100, true), (data2, 100, true)])
+        let chain = try #require(try queue.popChain(in: memory))
+        var writer = chain.writer(in: memory)
+        let buffers = try writer.hostBuffers(150)
+        #expect(buffers.map(\.count) == [100, 50])
+        #expect(writer.remaining == 50 && writer.bytesWritten == 150)
+    }
+}
