@@ -20,6 +20,7 @@ let package = Package(
         // C shims: what Swift cannot import on its own.
         .target(name: "CKVM"),
         .target(name: "CHVCoreShims"),
+        .target(name: "CHVDevicesShims"),
         .systemLibrary(
             name: "CLibAIO",
             providers: [.apt(["libaio-dev"])]
@@ -52,7 +53,7 @@ let package = Package(
         .target(
             name: "HVDevices",
             dependencies: [
-                "HVCore", "CLibAIO",
+                "HVCore", "CLibAIO", "CHVDevicesShims",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,0 +1,77 @@
+import CHVDevicesShims
+import Glibc
+import HVCore
+import Logging
+import Synchronization
+
+/// virtio-rng (virtio 1.2, section 5.4): one queue of device-writable buffers that the device
+/// fills from the host's getrandom(2).
+///
+/// Each request is filled up to ``maxBytesPerRequest``, so one huge buffer cannot keep a
+/// thread busy for long; the driver asks again for more.
+public final class EntropyDevice: VirtioDevice {
+    /// The most bytes one request receives.
+    public let maxBytesPerRequest: UInt32
+    public let queueMaxSizes: [UInt16]
+    private let queue = Mutex<Virtqueue?>(nil)
+    private let logger: Logger
+
+    public init(queueSize: UInt16 = 256, maxBytesPerRequest: UInt32 = 64 << 10,
+                logger: Logger = Logger(label: "hvkit.virtio-rng")) {
+        queueMaxSizes = [queueSize]
+        self.maxBytesPerRequest = maxBytesPerRequest
+        self.logger = logger
+    }
+
+    public var deviceType: VirtioDeviceType { .entropy }
+    public var offeredFeatures: VirtioFeatures { .transportDefaults }
+    public var configuration: [UInt8] { [] }
+
+    public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
+        let requests = try activation.queue(0)
+        queue.withLock { $0 = requests }
+    }
+
+    public func queueNotified(_ index: Int) {
+        // Holding the lock while serving makes reset() wait for a request under way.
+        queue.withLock { queue in
+            guard let queue else { return }
+            queue.processAvailable { chain in fill(chain, in: queue.memory) }
+        }
+    }
+
+    public func reset() {
+        queue.withLock { $0 = nil }
+    }
+
+    private func fill(_ chain: DescriptorChain, in memory: any GuestMemory) -> UInt32 {
+        var writer = chain.writer(in: memory)
+        let count = min(writer.remaining, UInt64(maxBytesPerRequest))
+        guard count > 0 else { return 0 }
+        let buffers: [UnsafeMutableRawBufferPointer]
+        do {
+            buffers = try writer.hostBuffers(count)
+        } catch {
+            logger.warning("virtio-rng request refused", metadata: ["error": "\(error)"])
+            return 0
+        }
+        // Only a prefix counts as written if getrandom fails part way.
+        var total = 0
+        for buffer in buffers {
+            guard let base = buffer.baseAddress else { continue }
+            var filled = 0
+            while filled < buffer.count {
+                // SAFETY: buffer is guest RAM the queue checked writable; the queue keeps memory alive.
+                let got = hvd_getrandom(base + filled, buffer.count - filled, 0)
+                if got < 0 {
+                    if errno == EINTR { continue }
+                    logger.error("getrandom failed", metadata: ["errno": "\(errno)"])
+                    return UInt32(total + filled)
+                }
+                filled += got
+            }
+            total += filled
+        }
+        return UInt32(total)
+    }
+}
