@@ -1,0 +1,75 @@
+import HVCore
+
+/// How the host caches a disk's writes, after Firecracker's block caching modes.
+public enum BlockCacheMode: String, Sendable, CaseIterable {
+    /// Writes go to the host page cache; the device offers VIRTIO_BLK_F_FLUSH and a flush
+    /// request calls fdatasync. What Linux guests expect; the default.
+    case writeback
+    /// Every write is durable before it completes (the file is opened O_DSYNC); flush also
+    /// syncs. Slower, for guests that never flush.
+    case writethrough
+    /// Writes go to the page cache and flushes are acknowledged without syncing, so a host
+    /// crash may lose data the guest believes durable. For scratch disks and benchmarks.
+    case unsafe
+}
+
+/// The outcome of one block operation, as the virtio-blk status byte reports it.
+public enum BlockStatus: UInt8, Sendable {
+    case ok = 0
+    case ioError = 1
+    case unsupported = 2
+}
+
+/// Host buffers in guest RAM that one operation reads into or writes from.
+///
+/// SAFETY: the buffers point into guest memory that the device's ``Virtqueue`` keeps mapped
+/// until the request completes, and only the one operation they belong to uses them on the
+/// host side; so they may cross to the thread that completes the I/O.
+public struct GuestBuffers: @unchecked Sendable {
+    public let buffers: [UnsafeMutableRawBufferPointer]
+    public var byteCount: Int { buffers.reduce(0) { $0 + $1.count } }
+    public init(_ buffers: [UnsafeMutableRawBufferPointer]) { self.buffers = buffers }
+}
+
+/// One operation on a disk, in bytes. The device has checked every range against the capacity.
+public enum BlockOperation: Sendable {
+    case read(offset: UInt64, into: GuestBuffers)
+    case write(offset: UInt64, from: GuestBuffers)
+    case flush
+    case discard(offset: UInt64, length: UInt64)
+    case writeZeroes(offset: UInt64, length: UInt64, mayUnmap: Bool)
+}
+
+/// An operation and the token its completion carries back.
+public struct BlockRequest: Sendable {
+    public let token: UInt64
+    public let operation: BlockOperation
+    public init(token: UInt64, operation: BlockOperation) {
+        self.token = token
+        self.operation = operation
+    }
+}
+
+/// Receives finished operations: (token, status) pairs. Called exactly once per token, from
+/// the submitting thread or the backend's completion thread.
+public typealias BlockCompletionHandler = @Sendable ([(token: UInt64, status: BlockStatus)]) -> Void
+
+/// Where a virtio-blk device's requests go. ``SyncBlockBackend`` does the I/O on the calling
+/// thread; ``AIOBlockBackend`` hands it to Linux AIO and completes it on an event loop.
+public protocol BlockBackend: AnyObject, Sendable {
+    /// The disk's size in bytes (a multiple of 512).
+    var capacity: UInt64 { get }
+    /// Whether writes are refused.
+    var isReadOnly: Bool { get }
+    /// The cache mode, which decides whether the device offers flush.
+    var cacheMode: BlockCacheMode { get }
+    /// Whether discard and write-zeroes can be offered (the file supports fallocate modes).
+    var supportsDiscard: Bool { get }
+    /// Where completions go; set once by the device before the first submit.
+    func setCompletionHandler(_ handler: @escaping BlockCompletionHandler)
+    /// Starts `requests`. Each completes exactly once through the completion handler, possibly
+    /// before this returns.
+    func submit(_ requests: [BlockRequest])
+    /// Returns once every submitted request has completed.
+    func drain()
+}

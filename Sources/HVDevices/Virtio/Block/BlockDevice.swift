@@ -1,0 +1,156 @@
+import HVCore
+import Logging
+import Synchronization
+
+extension VirtioFeatures {
+    /// VIRTIO_BLK_F_SEG_MAX: seg_max is valid.
+    public static let blockSegmentMax = bit(2)
+    /// VIRTIO_BLK_F_RO: the disk is read-only.
+    public static let blockReadOnly = bit(5)
+    /// VIRTIO_BLK_F_BLK_SIZE: blk_size is valid.
+    public static let blockSize = bit(6)
+    /// VIRTIO_BLK_F_FLUSH: flush requests are honoured.
+    public static let blockFlush = bit(9)
+    /// VIRTIO_BLK_F_DISCARD.
+    public static let blockDiscard = bit(13)
+    /// VIRTIO_BLK_F_WRITE_ZEROES.
+    public static let blockWriteZeroes = bit(14)
+}
+
+/// virtio-blk (virtio 1.2, section 5.2): one request queue served by a ``BlockBackend``.
+///
+/// Requests are read, write, flush, get-id, discard and write-zeroes. Each chain is checked
+/// before any I/O (see the parser), malformed requests get IOERR or UNSUPP, a chain without a
+/// writable status byte is returned empty, and a write to a read-only disk moves no data.
+/// Requests the backend finishes later complete from its thread.
+public final class BlockDevice: VirtioDevice {
+    public let backend: any BlockBackend
+    public let queueMaxSizes: [UInt16]
+    public let offeredFeatures: VirtioFeatures
+    public let configuration: [UInt8]
+
+    private struct Pending {
+        let queue: Virtqueue
+        let statusAddress: GuestAddress
+        let usedLength: UInt32
+    }
+
+    private let parser: BlockRequestParser
+    private let active = Mutex<Virtqueue?>(nil)
+    private let pending = Mutex<[UInt64: Pending]>([:])
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - backend: where the I/O goes.
+    ///   - identifier: the serial the guest reads with GET_ID (at most 20 bytes are used).
+    ///   - queueSize: the request queue's maximum size.
+    public init(backend: any BlockBackend, identifier: String = "hvkit", queueSize: UInt16 = 256,
+                logger: Logger = Logger(label: "hvkit.virtio-blk")) {
+        self.backend = backend
+        self.logger = logger
+        let queue = SplitQueue(maxSize: queueSize)
+        queueMaxSizes = [queue.maxSize]
+        var features: VirtioFeatures = VirtioFeatures.transportDefaults.union([.blockSegmentMax, .blockSize])
+        if backend.isReadOnly { features.insert(.blockReadOnly) }
+        if backend.cacheMode != .unsafe { features.insert(.blockFlush) }
+        if backend.supportsDiscard, !backend.isReadOnly { features.formUnion([.blockDiscard, .blockWriteZeroes]) }
+        offeredFeatures = features
+        parser = BlockRequestParser(
+            capacity: backend.capacity, isReadOnly: backend.isReadOnly, supportsDiscard: backend.supportsDiscard,
+            identifier: Array(identifier.utf8.prefix(BlockRequestParser.identifierLength))
+                + [UInt8](repeating: 0, count: max(0, BlockRequestParser.identifierLength - identifier.utf8.count))
+        )
+        configuration = BlockConfiguration(
+            capacitySectors: backend.capacity / DiskImage.sectorSize,
+            segmentMax: UInt32(max(Int(queue.maxSize) - 2, 1))
+        ).bytes
+        backend.setCompletionHandler { [weak self] results in self?.finish(results) }
+    }
+
+    public var deviceType: VirtioDeviceType { .block }
+
+    /// Requests handed to the backend and not finished.
+    public var pendingCount: Int { pending.withLock { $0.count } }
+
+    public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
+        let queue = try activation.queue(0)
+        active.withLock { $0 = queue }
+    }
+
+    public func queueNotified(_ index: Int) {
+        // Holding `active` while parsing and submitting makes reset() wait for this.
+        active.withLock { queue in
+            guard let queue else { return }
+            var requests: [BlockRequest] = []
+            queue.processAvailable { chain in
+                switch parser.parse(chain, in: queue.memory) {
+                case let .unanswerable(reason):
+                    logger.warning("virtio-blk request cannot be answered", metadata: ["head": "\(chain.head)", "reason": "\(reason)"])
+                    return 0
+                case let .immediate(status, statusAddress, usedLength):
+                    return writeStatus(status, at: statusAddress, in: queue.memory) ? usedLength : 0
+                case let .io(operation, statusAddress, usedLength):
+                    let token = UInt64(chain.head)
+                    pending.withLock { $0[token] = Pending(queue: queue, statusAddress: statusAddress, usedLength: usedLength) }
+                    requests.append(BlockRequest(token: token, operation: operation))
+                    return nil
+                }
+            }
+            if !requests.isEmpty { backend.submit(requests) }
+        }
+    }
+
+    public func reset() {
+        active.withLock { $0 = nil }
+        // Nothing may write guest memory once reset returns.
+        backend.drain()
+        pending.withLock { $0.removeAll() }
+    }
+
+    private func finish(_ results: [(token: UInt64, status: BlockStatus)]) {
+        var byQueue: [ObjectIdentifier: (Virtqueue, [(head: UInt16, length: UInt32)])] = [:]
+        let finished = pending.withLock { pending in
+            results.compactMap { result in pending.removeValue(forKey: result.token).map { (result, $0) } }
+        }
+        for (result, request) in finished {
+            let written = writeStatus(result.status, at: request.statusAddress, in: request.queue.memory)
+            let length: UInt32 = written ? (result.status == .ok ? request.usedLength : 1) : 0
+            byQueue[ObjectIdentifier(request.queue), default: (request.queue, [])].1.append((UInt16(truncatingIfNeeded: result.token), length))
+        }
+        for (queue, completions) in byQueue.values { queue.complete(completions) }
+    }
+
+    private func writeStatus(_ status: BlockStatus, at address: GuestAddress, in memory: any GuestMemory) -> Bool {
+        do {
+            try memory.write(status.rawValue, at: address)
+            return true
+        } catch {
+            logger.warning("cannot write virtio-blk status", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+}
+
+/// The virtio-blk configuration space (struct virtio_blk_config), 60 bytes little-endian.
+struct BlockConfiguration {
+    var capacitySectors: UInt64
+    var segmentMax: UInt32
+
+    var bytes: [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 60)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            for index in 0..<(T.bitWidth / 8) { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
+        }
+        put(capacitySectors, at: 0)  // capacity
+        put(segmentMax, at: 12)  // seg_max
+        put(UInt32(DiskImage.sectorSize), at: 20)  // blk_size
+        put(UInt16(1), at: 34)  // num_queues
+        put(UInt32.max / UInt32(DiskImage.sectorSize), at: 36)  // max_discard_sectors
+        put(UInt32(1), at: 40)  // max_discard_seg
+        put(UInt32(1), at: 44)  // discard_sector_alignment
+        put(UInt32.max / UInt32(DiskImage.sectorSize), at: 48)  // max_write_zeroes_sectors
+        put(UInt32(1), at: 52)  // max_write_zeroes_seg
+        bytes[56] = 1  // write_zeroes_may_unmap
+        return bytes
+    }
+}

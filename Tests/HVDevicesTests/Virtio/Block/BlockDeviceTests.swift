@@ -1,0 +1,298 @@
+import HVCore
+@testable import HVDevices
+import Synchronization
+import Testing
+
+enum BackendKind: String, CaseIterable, CustomTestStringConvertible {
+    case sync, aio
+    var testDescription: String { rawValue }
+}
+
+private let headerAddress = GuestAddress(0x8000)
+private let dataAddress = GuestAddress(0x10000)
+private let status = GuestAddress(0x9000)
+
+/// A virtio-blk device on a temporary file behind the MMIO transport, with a driver.
+final class BlockRig {
+    let file: TempFile
+    let memory: GuestMemoryMmap
+    let loop: EventLoop
+    let device: BlockDevice
+    let transport: VirtioMMIODevice
+    let mmio: TestMMIODriver
+    var queue: TestDriverQueue
+
+    init(_ kind: BackendKind, sectors: Int = 64, readOnly: Bool = false, cacheMode: BlockCacheMode = .writeback,
+         backend: ((DiskImage) -> any BlockBackend)? = nil) throws {
+        file = try TempFile(size: sectors * 512)
+        memory = try testMemory()
+        loop = try EventLoop(name: "blk-test")
+        let disk = try DiskImage(path: file.path, readOnly: readOnly, cacheMode: cacheMode)
+        let chosen: any BlockBackend
+        if let backend {
+            chosen = backend(disk)
+        } else {
+            chosen = kind == .sync ? SyncBlockBackend(disk: disk) : try AIOBlockBackend(disk: disk, eventLoop: loop, depth: 64)
+        }
+        device = BlockDevice(backend: chosen, identifier: "hvkit-test-disk", queueSize: 128)
+        transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: CountingInterruptLine())
+        mmio = TestMMIODriver(transport: transport)
+        // 128 entries: room for 32 three-descriptor chains at once.
+        queue = try TestDriverQueue(memory: memory, size: 128)
+        mmio.initialize(queues: [queue])
+    }
+
+    deinit { loop.shutdown() }
+
+    /// Writes a request header at `at` and returns its buffer.
+    func header(type: UInt32, sector: UInt64, at address: GuestAddress = headerAddress) throws -> (address: GuestAddress, length: UInt32, writable: Bool) {
+        try memory.write(type, at: address)
+        try memory.write(UInt32(0), at: GuestAddress(address.rawValue + 4))
+        try memory.write(sector, at: GuestAddress(address.rawValue + 8))
+        return (address, 16, false)
+    }
+
+    /// Submits one chain, notifies, waits for it to be used and returns (used length, status byte).
+    @discardableResult
+    func run(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)], statusAt: GuestAddress = status) throws -> (length: UInt32, status: UInt8) {
+        try memory.write(UInt8(0xEE), at: statusAt)
+        try queue.addChain(buffers)
+        mmio.notify(0)
+        var used: [(id: UInt32, length: UInt32)] = []
+        _ = try waitUntil { used += try queue.takeUsed(); return !used.isEmpty }
+        try #require(used.count == 1, "the request was not completed")
+        return (used[0].length, try memory.read(UInt8.self, at: statusAt))
+    }
+
+    var statusBuffer: (address: GuestAddress, length: UInt32, writable: Bool) { (status, 1, true) }
+}
+
+@Suite("virtio-blk")
+struct BlockDeviceTests {
+    @Test(arguments: BackendKind.allCases)
+    func readsSectorsIntoGuestMemory(kind: BackendKind) throws {
+        let rig = try BlockRig(kind)
+        let result = try rig.run([try rig.header(type: 0, sector: 3), (dataAddress, 1024, true), rig.statusBuffer])
+        #expect(result.length == 1025 && result.status == 0)
+        #expect(try rig.memory.readBytes(at: dataAddress, count: 1024) == Array(rig.file.contents()[1536..<2560]))
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func writesSectorsFromGuestMemory(kind: BackendKind) throws {
+        let rig = try BlockRig(kind)
+        try rig.memory.fill(0x5A, at: dataAddress, length: 512)
+        try rig.memory.fill(0xA5, at: GuestAddress(0x20000), length: 512)
+        let result = try rig.run([try rig.header(type: 1, sector: 10), (dataAddress, 512, false), (GuestAddress(0x20000), 512, false), rig.statusBuffer])
+        #expect(result.length == 1 && result.status == 0)
+        let contents = rig.file.contents()
+        #expect(contents[5120..<5632].allSatisfy { $0 == 0x5A })
+        #expect(contents[5632..<6144].allSatisfy { $0 == 0xA5 })
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func flushSucceeds(kind: BackendKind) throws {
+        let rig = try BlockRig(kind)
+        #expect(rig.transport.negotiatedFeatures.contains(.blockFlush))
+        #expect(try rig.run([try rig.header(type: 4, sector: 0), rig.statusBuffer]).status == 0)
+    }
+
+    @Test func getIDReturnsTheSerial() throws {
+        let rig = try BlockRig(.sync)
+        let result = try rig.run([try rig.header(type: 8, sector: 0), (dataAddress, 20, true), rig.statusBuffer])
+        #expect(result.length == 21 && result.status == 0)
+        #expect(try rig.memory.readBytes(at: dataAddress, count: 15) == Array("hvkit-test-disk".utf8))
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func discardAndWriteZeroesClearSectors(kind: BackendKind) throws {
+        let rig = try BlockRig(kind)
+        for (type, sector) in [(UInt32(11), UInt64(4)), (13, 8)] {
+            try rig.memory.write(sector, at: GuestAddress(0xB000))
+            try rig.memory.write(UInt32(2), at: GuestAddress(0xB008))
+            try rig.memory.write(UInt32(0), at: GuestAddress(0xB00C))
+            #expect(try rig.run([try rig.header(type: type, sector: 0), (GuestAddress(0xB000), 16, false), rig.statusBuffer]).status == 0)
+        }
+        let contents = rig.file.contents()
+        #expect(contents.count == 64 * 512)
+        #expect(contents[2048..<3072].allSatisfy { $0 == 0 })
+        #expect(contents[4096..<5120].allSatisfy { $0 == 0 })
+        #expect(contents[3072..<4096].contains { $0 != 0 })
+    }
+
+    @Test func configurationReportsCapacityAndLimits() throws {
+        let rig = try BlockRig(.sync, sectors: 100)
+        let capacity = rig.transport.read(offset: 0x100, width: .doubleWord) | rig.transport.read(offset: 0x104, width: .doubleWord) << 32
+        #expect(capacity == 100)
+        #expect(rig.transport.read(offset: 0x100 + 20, width: .doubleWord) == 512)
+        #expect(rig.transport.read(offset: 0x100 + 34, width: .word) == 1)
+        #expect(rig.transport.read(offset: 0x100 + 60, width: .byte) == 0)
+        #expect(rig.transport.refusedAccessCount == 1)
+    }
+
+    @Test func aioKeepsManyRequestsInFlight() throws {
+        let rig = try BlockRig(.aio)
+        let count = 32
+        for index in 0..<count {
+            let headerAddress = GuestAddress(0x8000 + UInt64(index) * 32)
+            let statusAddress = GuestAddress(0xC000 + UInt64(index))
+            try rig.memory.write(UInt8(0xEE), at: statusAddress)
+            try rig.queue.addChain([
+                try rig.header(type: 0, sector: UInt64(index), at: headerAddress),
+                (GuestAddress(0x20000 + UInt64(index) * 4096), 4096 - 512, true),
+                (statusAddress, 1, true),
+            ])
+        }
+        rig.mmio.notify(0)
+        var used: [(id: UInt32, length: UInt32)] = []
+        #expect(try waitUntil { used += try rig.queue.takeUsed(); return used.count == count })
+        #expect(used.allSatisfy { $0.length == 4096 - 512 + 1 }, "\(used)")
+        #expect(try rig.memory.readBytes(at: GuestAddress(0xC000), count: count).allSatisfy { $0 == 0 })
+        #expect(rig.device.pendingCount == 0)
+    }
+
+    @Test func resetWaitsForRequestsInFlight() throws {
+        let rig = try BlockRig(.aio)
+        for index in 0..<16 {
+            try rig.queue.addChain([
+                try rig.header(type: 0, sector: UInt64(index), at: GuestAddress(0x8000 + UInt64(index) * 32)),
+                (GuestAddress(0x20000 + UInt64(index) * 512), 512, true),
+                (GuestAddress(0xC000 + UInt64(index)), 1, true),
+            ])
+        }
+        rig.mmio.notify(0)
+        rig.mmio.setStatus([])
+        #expect(rig.device.pendingCount == 0)
+        #expect((rig.device.backend as? AIOBlockBackend)?.pendingCount == 0)
+    }
+}
+
+/// A backend whose every operation fails, as a disk with a dying host file system would.
+final class FailingBackend: BlockBackend {
+    let handler = Mutex<BlockCompletionHandler?>(nil)
+    var capacity: UInt64 { 1 << 20 }
+    var isReadOnly: Bool { false }
+    var cacheMode: BlockCacheMode { .writeback }
+    var supportsDiscard: Bool { true }
+    func setCompletionHandler(_ handler: @escaping BlockCompletionHandler) { self.handler.withLock { $0 = handler } }
+    func submit(_ requests: [BlockRequest]) { handler.withLock { $0 }?(requests.map { ($0.token, .ioError) }) }
+    func drain() {}
+}
+
+@Suite("virtio-blk: hostile and failing requests")
+struct BlockDeviceHostileTests {
+    @Test(arguments: [
+        (UInt32(0), UInt64(64)),  // read at the first sector past the end
+        (0, 63),  // read that starts inside and runs past the end
+        (1, 64),  // write past the end
+        (0, UInt64.max),  // sector * 512 overflows
+        (0, UInt64.max / 512),  // offset fits, offset + length does not
+    ] as [(UInt32, UInt64)])
+    func sectorsBeyondCapacityFailWithIOErr(type: UInt32, sector: UInt64) throws {
+        let rig = try BlockRig(.sync, sectors: 64)
+        let before = rig.file.contents()
+        let result = try rig.run([try rig.header(type: type, sector: sector), (dataAddress, 1024, type == 0), rig.statusBuffer])
+        #expect(result.status == 1 && result.length == 1)
+        #expect(rig.file.contents() == before)
+    }
+
+    @Test(arguments: [UInt32(0), 1])
+    func partialSectorsFailWithIOErr(type: UInt32) throws {
+        let rig = try BlockRig(.sync)
+        #expect(try rig.run([try rig.header(type: type, sector: 0), (dataAddress, 100, type == 0), rig.statusBuffer]).status == 1)
+    }
+
+    @Test func writeToAReadOnlyDiskMovesNoData() throws {
+        let rig = try BlockRig(.sync, readOnly: true)
+        #expect(rig.transport.negotiatedFeatures.contains(.blockReadOnly))
+        #expect(!rig.transport.negotiatedFeatures.contains(.blockDiscard))
+        let before = rig.file.contents()
+        try rig.memory.fill(0xFF, at: dataAddress, length: 512)
+        for type in [UInt32(1), 11, 13] {
+            #expect(try rig.run([try rig.header(type: type, sector: 0), (dataAddress, 512, false), rig.statusBuffer]).status == 1)
+        }
+        #expect(rig.file.contents() == before)
+    }
+
+    @Test(arguments: BackendKind.allCases)
+    func writeToAReadOnlyDiskFailsInTheBackendToo(kind: BackendKind) throws {
+        // Even if a device forgot the check, the backend refuses.
+        let rig = try BlockRig(kind, readOnly: true)
+        let before = rig.file.contents()
+        let backend = rig.device.backend
+        let done = Mutex<[BlockStatus]>([])
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 512, alignment: 512)
+        defer { buffer.deallocate() }
+        backend.setCompletionHandler { results in done.withLock { $0 += results.map(\.status) } }
+        backend.submit([BlockRequest(token: 1, operation: .write(offset: 0, from: GuestBuffers([buffer])))])
+        #expect(waitUntil { done.withLock { $0 } == [.ioError] })
+        #expect(rig.file.contents() == before)
+    }
+
+    @Test func aFailingFlushReportsIOErr() throws {
+        let rig = try BlockRig(.sync, backend: { _ in FailingBackend() })
+        #expect(try rig.run([try rig.header(type: 4, sector: 0), rig.statusBuffer]).status == 1)
+        #expect(try rig.run([try rig.header(type: 0, sector: 0), (dataAddress, 512, true), rig.statusBuffer]) == (1, 1))
+    }
+
+    @Test func missingStatusDescriptorIsReturnedEmpty() throws {
+        let rig = try BlockRig(.sync)
+        try rig.memory.write(UInt8(0xEE), at: status)
+        try rig.queue.addChain([try rig.header(type: 0, sector: 0), (status, 1, false)])
+        rig.mmio.notify(0)
+        let used = try rig.queue.takeUsed()
+        #expect(used.count == 1 && used[0].length == 0)
+        #expect(try rig.memory.read(UInt8.self, at: status) == 0xEE)
+    }
+
+    @Test func statusInReadOnlyMemoryIsRefusedAsAChain() throws {
+        let rig = try BlockRig(.sync)
+        try rig.queue.addChain([try rig.header(type: 0, sector: 0), (readOnlyAddress, 1, true)])
+        rig.mmio.notify(0)
+        let used = try rig.queue.takeUsed()
+        #expect(used.count == 1 && used[0].length == 0)
+    }
+
+    @Test func shortHeaderFailsWithIOErr() throws {
+        let rig = try BlockRig(.sync)
+        #expect(try rig.run([(headerAddress, 8, false), rig.statusBuffer]).status == 1)
+    }
+
+    @Test func unknownRequestTypeIsUnsupported() throws {
+        let rig = try BlockRig(.sync)
+        #expect(try rig.run([try rig.header(type: 99, sector: 0), rig.statusBuffer]).status == 2)
+    }
+
+    @Test(arguments: [(11, 1), (13, 2), (11, 0x8000_0000)] as [(UInt32, UInt32)])
+    func discardWithBadFlagsIsUnsupported(type: UInt32, flags: UInt32) throws {
+        let rig = try BlockRig(.sync)
+        try rig.memory.write(UInt64(0), at: GuestAddress(0xB000))
+        try rig.memory.write(UInt32(1), at: GuestAddress(0xB008))
+        try rig.memory.write(flags, at: GuestAddress(0xB00C))
+        #expect(try rig.run([try rig.header(type: type, sector: 0), (GuestAddress(0xB000), 16, false), rig.statusBuffer]).status == 2)
+    }
+
+    @Test(arguments: [UInt32(8), 32])
+    func discardWithWrongSegmentLengthFails(length: UInt32) throws {
+        let rig = try BlockRig(.sync)
+        #expect(try rig.run([try rig.header(type: 11, sector: 0), (GuestAddress(0xB000), length, false), rig.statusBuffer]).status == 1)
+    }
+
+    @Test func discardBeyondCapacityFails() throws {
+        let rig = try BlockRig(.sync, sectors: 64)
+        try rig.memory.write(UInt64(60), at: GuestAddress(0xB000))
+        try rig.memory.write(UInt32(8), at: GuestAddress(0xB008))
+        try rig.memory.write(UInt32(0), at: GuestAddress(0xB00C))
+        #expect(try rig.run([try rig.header(type: 11, sector: 0), (GuestAddress(0xB000), 16, false), rig.statusBuffer]).status == 1)
+    }
+
+    @Test func unsafeCacheModeOffersNoFlush() throws {
+        let rig = try BlockRig(.sync, cacheMode: .unsafe)
+        #expect(!rig.transport.negotiatedFeatures.contains(.blockFlush))
+    }
+
+    @Test func diskSmallerThanASectorIsRefused() throws {
+        let file = try TempFile(size: 100)
+        #expect(throws: DiskImageError.empty(path: file.path)) { try DiskImage(path: file.path) }
+        #expect(throws: DiskImageError.self) { try DiskImage(path: "/nonexistent/disk.img") }
+    }
+}
