@@ -7,7 +7,6 @@
 #include <linux/fs.h>
 #include <string.h>
 #include <sys/random.h>
-#include <termios.h>
 
 long hvd_getrandom(void *buffer, size_t length, unsigned int flags) {
     return (long)getrandom(buffer, length, flags);
@@ -22,20 +21,3 @@ const int HVD_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
 const int HVD_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 const int HVD_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
 const unsigned long HVD_BLKGETSIZE64 = BLKGETSIZE64;
-const size_t HVD_TERMIOS_SIZE = sizeof(struct termios);
-
-int hvd_make_raw(int fd, void *saved_termios, size_t saved_size) {
-    if (saved_size < sizeof(struct termios)) { errno = EINVAL; return -1; }
-    struct termios attributes;
-    if (tcgetattr(fd, &attributes) != 0) return -1;
-    memcpy(saved_termios, &attributes, sizeof attributes);
-    cfmakeraw(&attributes);
-    // Keep output post-processing so the host terminal still turns \n into \r\n.
-    attributes.c_oflag |= OPOST;
-    return tcsetattr(fd, TCSANOW, &attributes);
-}
-
-int hvd_restore_termios(int fd, const void *saved_termios, size_t saved_size) {
-    if (saved_size < sizeof(struct termios)) { errno = EINVAL; return -1; }
-    return tcsetattr(fd, TCSANOW, (const struct termios *)saved_termios);
-}

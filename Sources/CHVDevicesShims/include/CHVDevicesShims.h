@@ -23,10 +23,4 @@ extern const int HVD_FALLOC_FL_ZERO_RANGE;
 /// BLKGETSIZE64 and BLKSSZGET, for block devices used as disks.
 extern const unsigned long HVD_BLKGETSIZE64;
 
-/// Terminal raw mode for a console on stdin (cfmakeraw is a BSD extension).
-int hvd_make_raw(int fd, void *saved_termios, size_t saved_size);
-int hvd_restore_termios(int fd, const void *saved_termios, size_t saved_size);
-/// sizeof(struct termios), so Swift can keep a copy without importing the struct.
-extern const size_t HVD_TERMIOS_SIZE;
-
 #endif

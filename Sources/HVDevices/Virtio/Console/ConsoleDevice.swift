@@ -1,0 +1,177 @@
+import HVCore
+import Logging
+import Synchronization
+import SystemPackage
+
+extension VirtioFeatures {
+    /// VIRTIO_CONSOLE_F_SIZE: cols and rows are valid.
+    public static let consoleSize = bit(0)
+    /// VIRTIO_CONSOLE_F_EMERG_WRITE: the driver may write characters to emerg_wr.
+    public static let consoleEmergencyWrite = bit(2)
+}
+
+/// virtio-console (virtio 1.2, section 5.3) with a single port: guest output goes to a
+/// ``ByteSink`` and host input (an ``InputPump`` over a descriptor, or ``receive(_:)``) goes to
+/// the guest's receive buffers.
+///
+/// Receive buffers are held until input arrives, so an idle console costs nothing; input that
+/// arrives while the guest offers no buffer waits in the pump's bounded buffer.
+public final class ConsoleDevice: VirtioDevice {
+    static let receiveQueue = 0
+    static let transmitQueue = 1
+    /// The emerg_wr field's offset in the configuration space.
+    static let emergencyWriteOffset = 8
+
+    public let queueMaxSizes: [UInt16]
+    public let offeredFeatures: VirtioFeatures = VirtioFeatures.transportDefaults.union([.consoleSize, .consoleEmergencyWrite])
+    private let output: any ByteSink
+    private let size: (columns: UInt16, rows: UInt16)
+
+    private struct State {
+        var receive: Virtqueue?
+        var transmit: Virtqueue?
+        /// Receive chains taken from the guest and not yet filled, oldest first.
+        var receiveBuffers: [DescriptorChain] = []
+        /// Input given with receive(_:) and not yet delivered.
+        var pendingInput: [UInt8] = []
+        var pump: InputPump?
+    }
+
+    private let state = Mutex(State())
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - output: where guest output goes.
+    ///   - columns, rows: the size reported to the guest.
+    public init(output: any ByteSink, columns: UInt16 = 80, rows: UInt16 = 25, queueSize: UInt16 = 256,
+                logger: Logger = Logger(label: "hvkit.virtio-console")) {
+        self.output = output
+        self.logger = logger
+        size = (columns, rows)
+        let maxSize = SplitQueue(maxSize: queueSize).maxSize
+        queueMaxSizes = [maxSize, maxSize]
+    }
+
+    /// Feeds `input` (a terminal, pipe or socket) to the guest, read on `eventLoop`.
+    public func attachInput(_ input: FileDescriptor, eventLoop: EventLoop) throws(Errno) {
+        let pump = try InputPump(fileDescriptor: input, eventLoop: eventLoop, logger: logger) { [weak self] in
+            self?.deliverInput()
+        }
+        let previous = state.withLock { state in
+            defer { state.pump = pump }
+            return state.pump
+        }
+        previous?.stop()
+    }
+
+    /// Queues bytes for the guest (in addition to an attached input), for programs that
+    /// generate input themselves.
+    public func receive(_ bytes: [UInt8]) {
+        state.withLock { $0.pendingInput += bytes }
+        deliverInput()
+    }
+
+    public var deviceType: VirtioDeviceType { .console }
+
+    public var configuration: [UInt8] {
+        // cols, rows, max_nr_ports, emerg_wr.
+        var bytes = [UInt8](repeating: 0, count: 12)
+        bytes[0] = UInt8(truncatingIfNeeded: size.columns)
+        bytes[1] = UInt8(truncatingIfNeeded: size.columns >> 8)
+        bytes[2] = UInt8(truncatingIfNeeded: size.rows)
+        bytes[3] = UInt8(truncatingIfNeeded: size.rows >> 8)
+        bytes[4] = 1
+        return bytes
+    }
+
+    public func writeConfiguration(at offset: Int, bytes: [UInt8]) {
+        // An emergency write: one character, before the queues work (early boot, panics).
+        guard offset == Self.emergencyWriteOffset, let character = bytes.first else { return }
+        withUnsafeBytes(of: character) { output.write($0) }
+    }
+
+    public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
+        let receive = try activation.queue(Self.receiveQueue)
+        let transmit = try activation.queue(Self.transmitQueue)
+        state.withLock { state in
+            state.receive = receive
+            state.transmit = transmit
+        }
+    }
+
+    public func queueNotified(_ index: Int) {
+        switch index {
+        case Self.transmitQueue: transmitOutput()
+        case Self.receiveQueue: takeReceiveBuffers()
+        default: break
+        }
+    }
+
+    public func reset() {
+        state.withLock { state in
+            state.receive = nil
+            state.transmit = nil
+            state.receiveBuffers = []
+        }
+    }
+
+    /// Writes every byte the guest queued for output.
+    private func transmitOutput() {
+        state.withLock { state in
+            guard let queue = state.transmit else { return }
+            queue.processAvailable { chain in
+                var reader = chain.reader(in: queue.memory)
+                do {
+                    for buffer in try reader.hostBuffers(reader.remaining) {
+                        output.write(UnsafeRawBufferPointer(buffer))
+                    }
+                } catch {
+                    logger.warning("virtio-console output refused", metadata: ["error": "\(error)"])
+                }
+                return 0
+            }
+        }
+    }
+
+    /// Holds the guest's new receive buffers and fills them if input is waiting.
+    private func takeReceiveBuffers() {
+        state.withLock { state in
+            guard let queue = state.receive else { return }
+            var taken: [DescriptorChain] = []
+            queue.processAvailable { chain in
+                guard chain.writableLength > 0 else { return 0 }
+                taken.append(chain)
+                return nil
+            }
+            state.receiveBuffers += taken
+        }
+        deliverInput()
+    }
+
+    /// Moves waiting input into held receive buffers, one chain per burst of input.
+    private func deliverInput() {
+        state.withLock { state in
+            guard let queue = state.receive else { return }
+            var completions: [(head: UInt16, length: UInt32)] = []
+            while !state.receiveBuffers.isEmpty {
+                let chain = state.receiveBuffers[0]
+                let room = Int(min(chain.writableLength, 1 << 16))
+                var bytes = Array(state.pendingInput.prefix(room))
+                state.pendingInput.removeFirst(bytes.count)
+                if bytes.count < room, let pump = state.pump {
+                    bytes += pump.take(room - bytes.count)
+                }
+                guard !bytes.isEmpty else { break }
+                state.receiveBuffers.removeFirst()
+                var writer = chain.writer(in: queue.memory)
+                do {
+                    try writer.write(bytes)
+                } catch {
+                    logger.warning("virtio-console input dropped", metadata: ["error": "\(error)"])
+                }
+                completions.append((chain.head, UInt32(writer.bytesWritten)))
+            }
+            if !completions.isEmpty { queue.complete(completions) }
+        }
+    }
+}
