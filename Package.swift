@@ -78,7 +78,8 @@ let package = Package(
 
         // Tests.
         .testTarget(name: "HVCoreTests", dependencies: ["HVCore"]),
-        .testTarget(name: "HVKVMTests", dependencies: ["HVKVM", "HVCore"]),
+        // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
+        .testTarget(name: "HVKVMTests", dependencies: ["HVKVM", "HVCore", "HVDevices"]),
         .testTarget(
             name: "HVDevicesTests",
             dependencies: ["HVDevices", "HVCore", .product(name: "SystemPackage", package: "swift-system")]
