@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "HVKVM", targets: ["HVKVM"]),
         .library(name: "HVParavirt", targets: ["HVParavirt"]),
         .library(name: "HVDevices", targets: ["HVDevices"]),
+        .library(name: "HVDevicesTesting", targets: ["HVDevicesTesting"]),
         .executable(name: "hv-hello", targets: ["hv-hello"]),
         .executable(name: "hv-bench", targets: ["hv-bench"]),
     ],
@@ -59,6 +60,8 @@ let package = Package(
             ]
         ),
 
+        .target(name: "HVDevicesTesting", dependencies: ["HVCore", "HVDevices"]),
+
         // Examples and benchmarks.
         .executableTarget(
             name: "hv-hello",
@@ -72,7 +75,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "hv-bench",
-            dependencies: ["HVCore", "HVKVM", "CBenchBaseline"],
+            dependencies: ["HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "CBenchBaseline"],
             path: "Benchmarks/hv-bench"
         ),
 
@@ -82,7 +85,7 @@ let package = Package(
         .testTarget(name: "HVKVMTests", dependencies: ["HVKVM", "HVCore", "HVDevices"]),
         .testTarget(
             name: "HVDevicesTests",
-            dependencies: ["HVDevices", "HVCore", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVDevices", "HVDevicesTesting", "HVCore", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ],
     swiftLanguageModes: [.v6]

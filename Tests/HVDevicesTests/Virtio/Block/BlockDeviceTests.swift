@@ -1,5 +1,6 @@
 import HVCore
 @testable import HVDevices
+import HVDevicesTesting
 import Synchronization
 import Testing
 
@@ -19,8 +20,8 @@ final class BlockRig {
     let loop: EventLoop
     let device: BlockDevice
     let transport: VirtioMMIODevice
-    let mmio: TestMMIODriver
-    var queue: TestDriverQueue
+    let mmio: MMIODriver
+    var queue: DriverQueue
 
     init(_ kind: BackendKind, sectors: Int = 64, readOnly: Bool = false, cacheMode: BlockCacheMode = .writeback,
          backend: ((DiskImage) -> any BlockBackend)? = nil) throws {
@@ -36,9 +37,9 @@ final class BlockRig {
         }
         device = BlockDevice(backend: chosen, identifier: "hvkit-test-disk", queueSize: 128)
         transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: CountingInterruptLine())
-        mmio = TestMMIODriver(transport: transport)
+        mmio = MMIODriver(transport: transport)
         // 128 entries: room for 32 three-descriptor chains at once.
-        queue = try TestDriverQueue(memory: memory, size: 128)
+        queue = try DriverQueue(memory: memory, size: 128)
         mmio.initialize(queues: [queue])
     }
 

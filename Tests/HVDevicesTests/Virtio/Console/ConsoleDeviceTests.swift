@@ -1,6 +1,7 @@
 import Glibc
 import HVCore
 @testable import HVDevices
+import HVDevicesTesting
 import SystemPackage
 import Testing
 
@@ -8,17 +9,17 @@ private struct ConsoleRig {
     let memory: GuestMemoryMmap
     let sink = CollectingSink()
     let device: ConsoleDevice
-    let mmio: TestMMIODriver
-    var receive: TestDriverQueue
-    var transmit: TestDriverQueue
+    let mmio: MMIODriver
+    var receive: DriverQueue
+    var transmit: DriverQueue
 
     init() throws {
         memory = try testMemory()
         device = ConsoleDevice(output: sink, columns: 120, rows: 40, queueSize: 16)
         let transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: CountingInterruptLine())
-        mmio = TestMMIODriver(transport: transport)
-        receive = try TestDriverQueue(memory: memory, size: 16, base: GuestAddress(0x1000))
-        transmit = try TestDriverQueue(memory: memory, size: 16, base: GuestAddress(0x3000))
+        mmio = MMIODriver(transport: transport)
+        receive = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x1000))
+        transmit = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x3000))
         mmio.initialize(queues: [receive, transmit])
     }
 }

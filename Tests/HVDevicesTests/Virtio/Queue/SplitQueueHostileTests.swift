@@ -1,5 +1,6 @@
 import HVCore
 @testable import HVDevices
+import HVDevicesTesting
 import Testing
 
 private let data = GuestAddress(0x8000)
@@ -8,7 +9,7 @@ private let table = GuestAddress(0xA000)
 /// Pops the next chain and expects it to be refused with `error`, completed with length zero,
 /// and the queue to stay usable.
 private func expectRefused(
-    _ error: ChainError, driver: inout TestDriverQueue, queue: inout SplitQueue, head: UInt16,
+    _ error: ChainError, driver: inout DriverQueue, queue: inout SplitQueue, head: UInt16,
     sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
     let memory = driver.memory
@@ -35,12 +36,12 @@ private func expectBroken(_ fault: QueueFault, queue: inout SplitQueue, memory: 
 @Suite("SplitQueue: hostile drivers")
 struct SplitQueueHostileTests {
     let memory: GuestMemoryMmap
-    var driver: TestDriverQueue
+    var driver: DriverQueue
     var queue: SplitQueue
 
     init() throws {
         memory = try testMemory()
-        driver = try TestDriverQueue(memory: memory, size: 8)
+        driver = try DriverQueue(memory: memory, size: 8)
         queue = try driver.makeDeviceQueue()
     }
 
@@ -151,7 +152,7 @@ struct SplitQueueHostileTests {
     @Test func chainLargerThanFourGiB() throws {
         // 5 GiB of address space reserved but never touched.
         let big = try GuestMemoryMmap([MemoryRegionSpec(start: GuestAddress(0), size: 5 << 30, options: [.noReserve])])
-        var driver = try TestDriverQueue(memory: big, size: 4)
+        var driver = try DriverQueue(memory: big, size: 4)
         var queue = try driver.makeDeviceQueue()
         try driver.writeDescriptor(0, Descriptor(address: 0x10_0000, length: .max, flags: [.next], next: 1))
         try driver.writeDescriptor(1, Descriptor(address: 0x10_0000, length: 2))

@@ -1,5 +1,6 @@
 import HVCore
 @testable import HVDevices
+import HVDevicesTesting
 import Testing
 
 private let data = GuestAddress(0x8000)
@@ -10,7 +11,7 @@ private let table = GuestAddress(0xA000)
 struct SplitQueueTests {
     @Test func emptyQueuePopsNothing() throws {
         let memory = try testMemory()
-        let driver = try TestDriverQueue(memory: memory, size: 8)
+        let driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue()
         #expect(try queue.popChain(in: memory) == nil)
         #expect(try !queue.hasAvailable(in: memory))
@@ -18,7 +19,7 @@ struct SplitQueueTests {
 
     @Test func directChainSplitsReadableAndWritable() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue()
         let head = try driver.addChain([(data, 16, false), (data2, 512, true), (GuestAddress(0x9200), 1, true)])
         let chain = try #require(try queue.popChain(in: memory))
@@ -34,7 +35,7 @@ struct SplitQueueTests {
 
     @Test func indirectChainIsFollowed() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue()
         try driver.addIndirectChain([(data, 16, false), (data2, 64, true)], table: table)
         let chain = try #require(try queue.popChain(in: memory))
@@ -45,7 +46,7 @@ struct SplitQueueTests {
     @Test func buffersMaySpanTouchingRegionsButCarryTheirOwnChecks() throws {
         // A buffer at the very end of the first region is fine.
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 4)
+        var driver = try DriverQueue(memory: memory, size: 4)
         var queue = try driver.makeDeviceQueue()
         try driver.addChain([(GuestAddress((1 << 20) - 8), 8, false)])
         #expect(try queue.popChain(in: memory)?.readableLength == 8)
@@ -53,7 +54,7 @@ struct SplitQueueTests {
 
     @Test func zeroLengthDescriptorsAreSkipped() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 4)
+        var driver = try DriverQueue(memory: memory, size: 4)
         var queue = try driver.makeDeviceQueue()
         try driver.addChain([(data, 0, false), (data2, 8, true)])
         let chain = try #require(try queue.popChain(in: memory))
@@ -62,7 +63,7 @@ struct SplitQueueTests {
 
     @Test func indicesWrapAroundSixteenBits() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 2)
+        var driver = try DriverQueue(memory: memory, size: 2)
         var queue = try driver.makeDeviceQueue()
         for round in 0..<(Int(UInt16.max) + 10) {
             try driver.addChain([(data, 4, true)])
@@ -75,7 +76,7 @@ struct SplitQueueTests {
 
     @Test func noInterruptFlagSuppressesNotification() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 4)
+        var driver = try DriverQueue(memory: memory, size: 4)
         var queue = try driver.makeDeviceQueue()
         try driver.addChain([(data, 4, true)])
         let chain = try #require(try queue.popChain(in: memory))
@@ -93,7 +94,7 @@ struct SplitQueueTests {
 
     @Test func eventIndexNotifiesOnlyWhenUsedEventIsCrossed() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue(eventIndex: true)
         // The driver wants an interrupt once the used index passes 2 (used_event = 2).
         try driver.setUsedEvent(2)
@@ -109,7 +110,7 @@ struct SplitQueueTests {
 
     @Test func eventIndexPublishesAvailEvent() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue(eventIndex: true)
         try driver.addChain([(data, 4, true)])
         _ = try queue.popChain(in: memory)
@@ -122,7 +123,7 @@ struct SplitQueueTests {
 
     @Test func withoutEventIndexTheNoNotifyFlagIsUsed() throws {
         let memory = try testMemory()
-        let driver = try TestDriverQueue(memory: memory, size: 8)
+        let driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue()
         try queue.disableNotifications(in: memory)
         #expect(try driver.usedFlags == 1)
@@ -132,7 +133,7 @@ struct SplitQueueTests {
 
     @Test func resetForgetsEverything() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue()
         try driver.addChain([(data, 4, true)])
         _ = try queue.popChain(in: memory)
@@ -146,7 +147,7 @@ struct SplitQueueTests {
 struct ChainCursorTests {
     @Test func readerCrossesSegmentsAndWriterCountsBytes() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue()
         try memory.write([1, 2, 3, 4, 5, 6] as [UInt8], to: data)
         try memory.write([7, 8] as [UInt8], to: data2)
@@ -169,7 +170,7 @@ struct ChainCursorTests {
 
     @Test func hostBuffersCoverExactlyTheAskedBytes() throws {
         let memory = try testMemory()
-        var driver = try TestDriverQueue(memory: memory, size: 8)
+        var driver = try DriverQueue(memory: memory, size: 8)
         var queue = try driver.makeDeviceQueue()
         try driver.addChain([(data, 100, true), (data2, 100, true)])
         let chain = try #require(try queue.popChain(in: memory))

@@ -1,14 +1,15 @@
 import HVCore
 @testable import HVDevices
+import HVDevicesTesting
 import Testing
 
 @Suite("virtio-rng")
 struct EntropyDeviceTests {
-    private func rig(maxBytes: UInt32 = 64 << 10) throws -> (GuestMemoryMmap, TestMMIODriver, TestDriverQueue) {
+    private func rig(maxBytes: UInt32 = 64 << 10) throws -> (GuestMemoryMmap, MMIODriver, DriverQueue) {
         let memory = try testMemory()
         let transport = VirtioMMIODevice(device: EntropyDevice(queueSize: 8, maxBytesPerRequest: maxBytes), memory: memory, interruptLine: CountingInterruptLine())
-        let driver = TestMMIODriver(transport: transport)
-        let queue = try TestDriverQueue(memory: memory, size: 8)
+        let driver = MMIODriver(transport: transport)
+        let queue = try DriverQueue(memory: memory, size: 8)
         driver.initialize(queues: [queue])
         return (memory, driver, queue)
     }

@@ -1,5 +1,6 @@
 import HVCore
 @testable import HVDevices
+import HVDevicesTesting
 import Testing
 
 /// A transport in front of an entropy device, with its memory, line and driver.
@@ -7,14 +8,14 @@ private struct Fixture {
     let memory: GuestMemoryMmap
     let line = CountingInterruptLine()
     let transport: VirtioMMIODevice
-    let driver: TestMMIODriver
-    var queue: TestDriverQueue
+    let driver: MMIODriver
+    var queue: DriverQueue
 
     init(queueSize: UInt16 = 16) throws {
         memory = try testMemory()
         transport = VirtioMMIODevice(device: EntropyDevice(queueSize: queueSize), memory: memory, interruptLine: line)
-        driver = TestMMIODriver(transport: transport)
-        queue = try TestDriverQueue(memory: memory, size: 8)
+        driver = MMIODriver(transport: transport)
+        queue = try DriverQueue(memory: memory, size: 8)
     }
 }
 
@@ -68,7 +69,7 @@ struct VirtioMMIODeviceTests {
         driver.notify(0)
         #expect(try fixture.queue.takeUsed().count == 1)
         // And the device can be brought up again from scratch.
-        fixture.queue = try TestDriverQueue(memory: fixture.memory, size: 8)
+        fixture.queue = try DriverQueue(memory: fixture.memory, size: 8)
         driver.initialize(queues: [fixture.queue])
         try fixture.queue.addChain([(GuestAddress(0x8000), 8, true)])
         driver.notify(0)

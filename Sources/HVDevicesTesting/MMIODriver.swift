@@ -1,24 +1,26 @@
 import HVCore
-@testable import HVDevices
+import HVDevices
 
 /// Drives a ``VirtioMMIODevice`` through its registers the way Linux's virtio_mmio driver does.
-struct TestMMIODriver {
-    let transport: VirtioMMIODevice
+public struct MMIODriver {
+    public let transport: VirtioMMIODevice
 
-    func read(_ register: MMIORegister) -> UInt32 {
+    public init(transport: VirtioMMIODevice) { self.transport = transport }
+
+    public func read(_ register: MMIORegister) -> UInt32 {
         UInt32(truncatingIfNeeded: transport.read(offset: register.rawValue, width: .doubleWord))
     }
 
-    func write(_ register: MMIORegister, _ value: UInt32) {
+    public func write(_ register: MMIORegister, _ value: UInt32) {
         transport.write(offset: register.rawValue, width: .doubleWord, value: UInt64(value))
     }
 
-    var status: DeviceStatus { DeviceStatus(rawValue: UInt8(truncatingIfNeeded: read(.status))) }
+    public var status: DeviceStatus { DeviceStatus(rawValue: UInt8(truncatingIfNeeded: read(.status))) }
 
-    func setStatus(_ status: DeviceStatus) { write(.status, UInt32(status.rawValue)) }
+    public func setStatus(_ status: DeviceStatus) { write(.status, UInt32(status.rawValue)) }
 
     /// The features the device offers, both pages.
-    var offeredFeatures: VirtioFeatures {
+    public var offeredFeatures: VirtioFeatures {
         write(.deviceFeaturesSelect, 0)
         let low = read(.deviceFeatures)
         write(.deviceFeaturesSelect, 1)
@@ -29,7 +31,7 @@ struct TestMMIODriver {
     /// Reset, ACKNOWLEDGE, DRIVER, features (all offered unless `features` says otherwise),
     /// FEATURES_OK. Returns whether the device kept FEATURES_OK.
     @discardableResult
-    func negotiate(features: VirtioFeatures? = nil) -> Bool {
+    public func negotiate(features: VirtioFeatures? = nil) -> Bool {
         setStatus([])
         setStatus(.acknowledge)
         setStatus([.acknowledge, .driver])
@@ -43,7 +45,7 @@ struct TestMMIODriver {
     }
 
     /// Programs queue `index` with the driver queue's layout and makes it ready.
-    func setUpQueue(_ index: UInt32, _ queue: TestDriverQueue) {
+    public func setUpQueue(_ index: UInt32, _ queue: DriverQueue) {
         write(.queueSelect, index)
         write(.queueSize, UInt32(queue.size))
         writeAddress(.queueDescriptorLow, queue.descriptorTable)
@@ -52,28 +54,28 @@ struct TestMMIODriver {
         write(.queueReady, 1)
     }
 
-    func writeAddress(_ low: MMIORegister, _ address: GuestAddress) {
+    public func writeAddress(_ low: MMIORegister, _ address: GuestAddress) {
         write(low, UInt32(truncatingIfNeeded: address.rawValue))
         if let high = MMIORegister(rawValue: low.rawValue + 4) {
             write(high, UInt32(truncatingIfNeeded: address.rawValue >> 32))
         }
     }
 
-    func driverOK() {
+    public func driverOK() {
         setStatus([.acknowledge, .driver, .featuresOK, .driverOK])
     }
 
     /// The whole initialisation: negotiate, set up `queues` in order, DRIVER_OK.
-    func initialize(queues: [TestDriverQueue], features: VirtioFeatures? = nil) {
+    public func initialize(queues: [DriverQueue], features: VirtioFeatures? = nil) {
         negotiate(features: features)
         for (index, queue) in queues.enumerated() { setUpQueue(UInt32(index), queue) }
         driverOK()
     }
 
-    func notify(_ queue: UInt32) { write(.queueNotify, queue) }
+    public func notify(_ queue: UInt32) { write(.queueNotify, queue) }
 
     /// Reads and acknowledges the interrupt status.
-    func acknowledgeInterrupts() -> VirtioInterrupt.Status {
+    public func acknowledgeInterrupts() -> VirtioInterrupt.Status {
         let pending = read(.interruptStatus)
         write(.interruptAcknowledge, pending)
         return VirtioInterrupt.Status(rawValue: pending)

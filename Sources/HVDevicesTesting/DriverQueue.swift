@@ -1,38 +1,24 @@
 import HVCore
-@testable import HVDevices
-import Synchronization
-import SystemPackage
-
-/// Guest RAM for device tests: [0, 1 MiB) and [2 MiB, 3 MiB) with a hole between them, and a
-/// read-only region at [4 MiB, 4 MiB + 64 KiB).
-func testMemory() throws -> GuestMemoryMmap {
-    try GuestMemoryMmap([
-        MemoryRegionSpec(start: GuestAddress(0), size: 1 << 20),
-        MemoryRegionSpec(start: GuestAddress(2 << 20), size: 1 << 20),
-        MemoryRegionSpec(start: GuestAddress(4 << 20), size: 64 << 10, options: [.readOnly]),
-    ])
-}
-
-/// The guest address of the hole in ``testMemory()``.
-let holeAddress = GuestAddress(1 << 20)
-/// An address in the read-only region of ``testMemory()``.
-let readOnlyAddress = GuestAddress(4 << 20)
+import HVDevices
 
 /// The driver side of a split virtqueue, written the way a guest driver would: it lays out the
 /// descriptor table, avail ring and used ring in guest memory, adds chains and reads back what
 /// the device used. Hostile tests use its raw writers to break the rules on purpose.
-struct TestDriverQueue {
-    let memory: GuestMemoryMmap
-    let size: UInt16
-    let descriptorTable: GuestAddress
-    let availableRing: GuestAddress
-    let usedRing: GuestAddress
-    private(set) var availableIndex: UInt16 = 0
+///
+/// For tests and benchmarks of device models without a guest; it trusts itself and traps on
+/// misuse, unlike the device side.
+public struct DriverQueue {
+    public let memory: any GuestMemory
+    public let size: UInt16
+    public let descriptorTable: GuestAddress
+    public let availableRing: GuestAddress
+    public let usedRing: GuestAddress
+    public private(set) var availableIndex: UInt16 = 0
     private var nextFreeDescriptor: UInt16 = 0
     private var lastUsedSeen: UInt16 = 0
 
     /// Lays the rings out from `base` (16-byte aligned) and zeroes them.
-    init(memory: GuestMemoryMmap, size: UInt16, base: GuestAddress = GuestAddress(0x1000)) throws {
+    public init(memory: any GuestMemory, size: UInt16, base: GuestAddress = GuestAddress(0x1000)) throws {
         self.memory = memory
         self.size = size
         descriptorTable = base
@@ -43,7 +29,7 @@ struct TestDriverQueue {
     }
 
     /// A device-side queue pointed at these rings and made ready.
-    func makeDeviceQueue(maxSize: UInt16? = nil, eventIndex: Bool = false, indirect: Bool = true) throws -> SplitQueue {
+    public func makeDeviceQueue(maxSize: UInt16? = nil, eventIndex: Bool = false, indirect: Bool = true) throws -> SplitQueue {
         var queue = SplitQueue(maxSize: maxSize ?? size)
         queue.size = size
         queue.descriptorTable = descriptorTable
@@ -57,36 +43,36 @@ struct TestDriverQueue {
 
     // MARK: Raw writers
 
-    func writeDescriptor(_ index: UInt16, _ descriptor: Descriptor, table: GuestAddress? = nil) throws {
+    public func writeDescriptor(_ index: UInt16, _ descriptor: Descriptor, table: GuestAddress? = nil) throws {
         try memory.write(descriptor, at: GuestAddress((table ?? descriptorTable).rawValue + 16 * UInt64(index)))
     }
 
     /// Puts `head` in the next avail slot and publishes it.
-    mutating func publish(_ head: UInt16) throws {
+    public mutating func publish(_ head: UInt16) throws {
         try memory.write(head, at: GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(availableIndex % size)))
         availableIndex &+= 1
         try memory.storeRelease(availableIndex, at: GuestAddress(availableRing.rawValue + 2))
     }
 
     /// Writes the avail idx directly (hostile drivers).
-    mutating func setAvailableIndex(_ index: UInt16) throws {
+    public mutating func setAvailableIndex(_ index: UInt16) throws {
         availableIndex = index
         try memory.storeRelease(index, at: GuestAddress(availableRing.rawValue + 2))
     }
 
-    func setAvailableFlags(_ flags: UInt16) throws {
+    public func setAvailableFlags(_ flags: UInt16) throws {
         try memory.write(flags, at: availableRing)
     }
 
-    func setUsedEvent(_ value: UInt16) throws {
+    public func setUsedEvent(_ value: UInt16) throws {
         try memory.write(value, at: GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(size)))
     }
 
-    var availEvent: UInt16 {
+    public var availEvent: UInt16 {
         get throws { try memory.read(UInt16.self, at: GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(size))) }
     }
 
-    var usedFlags: UInt16 {
+    public var usedFlags: UInt16 {
         get throws { try memory.read(UInt16.self, at: usedRing) }
     }
 
@@ -95,7 +81,7 @@ struct TestDriverQueue {
     /// Writes a chain of direct descriptors for `buffers` (readable ones should come first)
     /// into free table slots, publishes it, and returns its head.
     @discardableResult
-    mutating func addChain(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)]) throws -> UInt16 {
+    public mutating func addChain(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)]) throws -> UInt16 {
         let head = nextFreeDescriptor
         for (offset, buffer) in buffers.enumerated() {
             let index = (head &+ UInt16(offset)) % size
@@ -111,7 +97,7 @@ struct TestDriverQueue {
 
     /// Writes `buffers` as an indirect table at `table` and publishes one descriptor pointing at it.
     @discardableResult
-    mutating func addIndirectChain(
+    public mutating func addIndirectChain(
         _ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)], table: GuestAddress
     ) throws -> UInt16 {
         for (index, buffer) in buffers.enumerated() {
@@ -128,12 +114,12 @@ struct TestDriverQueue {
 
     // MARK: Used ring
 
-    var usedIndex: UInt16 {
+    public var usedIndex: UInt16 {
         get throws { try memory.loadAcquire(UInt16.self, at: GuestAddress(usedRing.rawValue + 2)) }
     }
 
     /// The used elements the device added since the last call.
-    mutating func takeUsed() throws -> [(id: UInt32, length: UInt32)] {
+    public mutating func takeUsed() throws -> [(id: UInt32, length: UInt32)] {
         let end = try usedIndex
         var result: [(UInt32, UInt32)] = []
         while lastUsedSeen != end {
@@ -143,11 +129,4 @@ struct TestDriverQueue {
         }
         return result
     }
-}
-
-/// An interrupt line that counts.
-final class CountingInterruptLine: InterruptLine {
-    private let counter = Atomic<Int>(0)
-    var count: Int { counter.load(ordering: .acquiring) }
-    func trigger() throws(Errno) { counter.add(1, ordering: .acquiringAndReleasing) }
 }
