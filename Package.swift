@@ -75,7 +75,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "hv-bench",
-            dependencies: ["HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "CBenchBaseline"],
+            dependencies: [
+                "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "CBenchBaseline",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             path: "Benchmarks/hv-bench"
         ),
 

@@ -10,7 +10,11 @@ import HVKVM
 
 hvb_line_buffer_stdout()  // One line at a time, even into a pipe.
 
-let allNames = ["rss_outside_guest", "pio_exit", "mmio_exit", "vm_create"]
+let allNames = [
+    "rss_outside_guest", "pio_exit", "mmio_exit", "vm_create",
+    "blk_read_4k_qd1", "blk_read_64k_qd32", "blk_write_64k_qd32", "blk_flush", "blk_cpu_per_request",
+    "blk_read_4k_qd1_sync", "blk_read_64k_qd32_sync", "blk_write_64k_qd32_sync",
+]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
 let json = arguments.contains("--json")
@@ -22,7 +26,8 @@ if let unknown = arguments.first(where: { !allNames.contains($0) }) {
 // RSS first, before the other figures' allocations grow the heap.
 let selected = allNames.filter { arguments.isEmpty || arguments.contains($0) }
 
-if let reason = KVM.unavailabilityReason() {
+// The block figures need no KVM; the others do.
+if selected.contains(where: { !$0.hasPrefix("blk_") }), let reason = KVM.unavailabilityReason() {
     print("hv-bench: \(reason)")
     exit(1)
 }
@@ -39,10 +44,23 @@ func emit(_ figure: Figure) {
         let ratio = figure.ratio.map(format) ?? "null"
         print("{\"name\": \"\(figure.name)\", \"value\": \(format(figure.value)), \"baseline\": \(baseline), \"ratio\": \(ratio), \"unit\": \"\(figure.unit)\"}")
     } else {
-        let against = figure.baseline.map { " vs C \(format($0)) \(figure.unit), ratio \(format(figure.value / $0))" } ?? ""
+        let against = figure.baseline.map { " vs baseline \(format($0)) \(figure.unit), ratio \(format(figure.value / $0))" } ?? ""
         print("\(figure.name): \(format(figure.value)) \(figure.unit)\(against)  (\(figure.note))")
     }
 }
+
+/// The block figures share one scratch disk, made when the first of them runs.
+var scratchDisk: ScratchDisk?
+@MainActor func disk() throws -> ScratchDisk {
+    if let scratchDisk { return scratchDisk }
+    let made = try ScratchDisk()
+    scratchDisk = made
+    return made
+}
+
+let read4k = BlockWorkload(write: false, requestSize: 4 << 10, depth: 1, requests: 4096)
+let read64k = BlockWorkload(write: false, requestSize: 64 << 10, depth: 32, requests: 1024)
+let write64k = BlockWorkload(write: true, requestSize: 64 << 10, depth: 32, requests: 1024)
 
 var failed = false
 for name in selected {
@@ -52,6 +70,14 @@ for name in selected {
         case "pio_exit": emit(try exitFigure(.pio, rounds: 7, exits: 20_000))
         case "mmio_exit": emit(try exitFigure(.mmio, rounds: 7, exits: 20_000))
         case "vm_create": emit(try vmCreateFigure(rounds: 21))
+        case "blk_read_4k_qd1": emit(try blockThroughputFigure(name: name, read4k, backend: .aio, rounds: 7, disk: disk()))
+        case "blk_read_64k_qd32": emit(try blockThroughputFigure(name: name, read64k, backend: .aio, rounds: 7, disk: disk()))
+        case "blk_write_64k_qd32": emit(try blockThroughputFigure(name: name, write64k, backend: .aio, rounds: 7, disk: disk()))
+        case "blk_flush": emit(try blockFlushFigure(rounds: 7, disk: disk()))
+        case "blk_cpu_per_request": emit(try blockCPUFigure(backend: .aio, rounds: 7, disk: disk()))
+        case "blk_read_4k_qd1_sync": emit(try blockThroughputFigure(name: name, read4k, backend: .sync, rounds: 7, disk: disk()))
+        case "blk_read_64k_qd32_sync": emit(try blockThroughputFigure(name: name, read64k, backend: .sync, rounds: 7, disk: disk()))
+        case "blk_write_64k_qd32_sync": emit(try blockThroughputFigure(name: name, write64k, backend: .sync, rounds: 7, disk: disk()))
         default: break
         }
     } catch {

@@ -40,7 +40,7 @@ public final class AIOBlockBackend: BlockBackend {
     }
 
     private struct State {
-        var handler: BlockCompletionHandler?
+        var sink = WeakCompletionSink()
         var inFlight: [UInt: Slot] = [:]
         var backlog: [Slot] = []
         var fdsyncUnsupported = false
@@ -102,12 +102,12 @@ public final class AIOBlockBackend: BlockBackend {
     /// Operations submitted to the kernel and not yet reaped, plus the backlog.
     public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count } }
 
-    public func setCompletionHandler(_ handler: @escaping BlockCompletionHandler) {
-        state.withLock { $0.handler = handler }
+    public func setCompletionSink(_ sink: any BlockCompletionSink) {
+        state.withLock { $0.sink.sink = sink }
     }
 
     public func submit(_ requests: [BlockRequest]) {
-        var finished: [(token: UInt64, status: BlockStatus)] = []
+        var finished: [BlockCompletion] = []
         var prepared: [Slot] = []
         let fdsyncUnsupported = state.withLock { $0.fdsyncUnsupported }
         for request in requests {
@@ -116,30 +116,30 @@ public final class AIOBlockBackend: BlockBackend {
                 prepared.append(makeSlot(request.token, buffers, offset: offset, write: false))
             case let .write(offset, buffers):
                 guard !disk.isReadOnly else {
-                    finished.append((request.token, .ioError))
+                    finished.append(BlockCompletion(token: request.token, status: .ioError))
                     continue
                 }
                 prepared.append(makeSlot(request.token, buffers, offset: offset, write: true))
             case .flush:
                 if disk.cacheMode == .unsafe {
-                    finished.append((request.token, .ok))
+                    finished.append(BlockCompletion(token: request.token, status: .ok))
                 } else if fdsyncUnsupported {
-                    finished.append((request.token, disk.synchronize()))
+                    finished.append(BlockCompletion(token: request.token, status: disk.synchronize()))
                 } else {
                     prepared.append(makeFlushSlot(request.token))
                 }
             case let .discard(offset, length):
-                finished.append((request.token, disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true)))
+                finished.append(BlockCompletion(token: request.token, status: disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true)))
             case let .writeZeroes(offset, length, mayUnmap):
-                finished.append((request.token, disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap)))
+                finished.append(BlockCompletion(token: request.token, status: disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap)))
             }
         }
-        let handler = state.withLock { state in
+        let sink = state.withLock { state in
             state.backlog.append(contentsOf: prepared)
             finished += submitBacklog(&state)
-            return state.handler
+            return state.sink.sink
         }
-        if !finished.isEmpty { handler?(finished) }
+        if !finished.isEmpty { sink?.blockOperationsCompleted(finished) }
     }
 
     public func drain() {
@@ -177,8 +177,8 @@ public final class AIOBlockBackend: BlockBackend {
 
     /// Submits as much of the backlog as the context has room for; returns operations that
     /// failed to submit (and were completed here).
-    private func submitBacklog(_ state: inout State) -> [(token: UInt64, status: BlockStatus)] {
-        var failed: [(token: UInt64, status: BlockStatus)] = []
+    private func submitBacklog(_ state: inout State) -> [BlockCompletion] {
+        var failed: [BlockCompletion] = []
         while !state.backlog.isEmpty, state.inFlight.count < depth {
             let room = min(depth - state.inFlight.count, state.backlog.count)
             var controls: [UnsafeMutablePointer<iocb>?] = state.backlog[..<room].map(\.control)
@@ -194,10 +194,10 @@ public final class AIOBlockBackend: BlockBackend {
             if slot.isFlush, result == -EINVAL {
                 state.fdsyncUnsupported = true
                 logger.info("AIO fdatasync unsupported on \(disk.path); flushing synchronously")
-                failed.append((slot.token, disk.synchronize()))
+                failed.append(BlockCompletion(token: slot.token, status: disk.synchronize()))
             } else {
                 logger.error("io_submit failed", metadata: ["errno": "\(Errno(rawValue: -result))"])
-                failed.append((slot.token, .ioError))
+                failed.append(BlockCompletion(token: slot.token, status: .ioError))
             }
             release(slot)
         }
@@ -228,8 +228,8 @@ public final class AIOBlockBackend: BlockBackend {
             if count == -EINTR { continue }
             guard count > 0 else { return }
             minimum = 0
-            var finished: [(token: UInt64, status: BlockStatus)] = []
-            let handler = state.withLock { state in
+            var finished: [BlockCompletion] = []
+            let sink = state.withLock { state in
                 for event in events[..<Int(count)] {
                     guard let control = event.obj,
                           let slot = state.inFlight.removeValue(forKey: UInt(bitPattern: control)) else { continue }
@@ -238,13 +238,13 @@ public final class AIOBlockBackend: BlockBackend {
                     if status != .ok {
                         logger.warning("AIO operation failed", metadata: ["result": "\(result)", "expected": "\(slot.expectedBytes)"])
                     }
-                    finished.append((slot.token, status))
+                    finished.append(BlockCompletion(token: slot.token, status: status))
                     release(slot)
                 }
                 finished += submitBacklog(&state)
-                return state.handler
+                return state.sink.sink
             }
-            if !finished.isEmpty { handler?(finished) }
+            if !finished.isEmpty { sink?.blockOperationsCompleted(finished) }
             if count < capacity { return }
         }
     }

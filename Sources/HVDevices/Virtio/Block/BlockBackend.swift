@@ -50,9 +50,27 @@ public struct BlockRequest: Sendable {
     }
 }
 
-/// Receives finished operations: (token, status) pairs. Called exactly once per token, from
-/// the submitting thread or the backend's completion thread.
-public typealias BlockCompletionHandler = @Sendable ([(token: UInt64, status: BlockStatus)]) -> Void
+/// A finished operation.
+public struct BlockCompletion: Hashable, Sendable {
+    public let token: UInt64
+    public let status: BlockStatus
+    public init(token: UInt64, status: BlockStatus) {
+        self.token = token
+        self.status = status
+    }
+}
+
+/// Receives finished operations (a ``BlockDevice``). Called exactly once per token, from the
+/// submitting thread or the backend's completion thread.
+public protocol BlockCompletionSink: AnyObject, Sendable {
+    func blockOperationsCompleted(_ completions: [BlockCompletion])
+}
+
+/// The sink a backend reports to, held weakly so the device and its backend do not keep each
+/// other alive.
+struct WeakCompletionSink {
+    weak var sink: (any BlockCompletionSink)?
+}
 
 /// Where a virtio-blk device's requests go. ``SyncBlockBackend`` does the I/O on the calling
 /// thread; ``AIOBlockBackend`` hands it to Linux AIO and completes it on an event loop.
@@ -65,9 +83,9 @@ public protocol BlockBackend: AnyObject, Sendable {
     var cacheMode: BlockCacheMode { get }
     /// Whether discard and write-zeroes can be offered (the file supports fallocate modes).
     var supportsDiscard: Bool { get }
-    /// Where completions go; set once by the device before the first submit.
-    func setCompletionHandler(_ handler: @escaping BlockCompletionHandler)
-    /// Starts `requests`. Each completes exactly once through the completion handler, possibly
+    /// Where completions go (held weakly); set by the device before the first submit.
+    func setCompletionSink(_ sink: any BlockCompletionSink)
+    /// Starts `requests`. Each completes exactly once through the completion sink, possibly
     /// before this returns.
     func submit(_ requests: [BlockRequest])
     /// Returns once every submitted request has completed.

@@ -23,7 +23,7 @@ extension VirtioFeatures {
 /// before any I/O (see the parser), malformed requests get IOERR or UNSUPP, a chain without a
 /// writable status byte is returned empty, and a write to a read-only disk moves no data.
 /// Requests the backend finishes later complete from its thread.
-public final class BlockDevice: VirtioDevice {
+public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     public let backend: any BlockBackend
     public let queueMaxSizes: [UInt16]
     public let offeredFeatures: VirtioFeatures
@@ -64,7 +64,7 @@ public final class BlockDevice: VirtioDevice {
             capacitySectors: backend.capacity / DiskImage.sectorSize,
             segmentMax: UInt32(max(Int(queue.maxSize) - 2, 1))
         ).bytes
-        backend.setCompletionHandler { [weak self] results in self?.finish(results) }
+        backend.setCompletionSink(self)
     }
 
     public var deviceType: VirtioDeviceType { .block }
@@ -107,7 +107,7 @@ public final class BlockDevice: VirtioDevice {
         pending.withLock { $0.removeAll() }
     }
 
-    private func finish(_ results: [(token: UInt64, status: BlockStatus)]) {
+    public func blockOperationsCompleted(_ results: [BlockCompletion]) {
         var byQueue: [ObjectIdentifier: (Virtqueue, [(head: UInt16, length: UInt32)])] = [:]
         let finished = pending.withLock { pending in
             results.compactMap { result in pending.removeValue(forKey: result.token).map { (result, $0) } }

@@ -5,7 +5,7 @@ import Synchronization
 /// and predictable; one request at a time per queue.
 public final class SyncBlockBackend: BlockBackend {
     public let disk: DiskImage
-    private let handler = Mutex<BlockCompletionHandler?>(nil)
+    private let sink = Mutex(WeakCompletionSink())
 
     public init(disk: DiskImage) {
         self.disk = disk
@@ -16,13 +16,13 @@ public final class SyncBlockBackend: BlockBackend {
     public var cacheMode: BlockCacheMode { disk.cacheMode }
     public var supportsDiscard: Bool { !disk.isReadOnly }
 
-    public func setCompletionHandler(_ handler: @escaping BlockCompletionHandler) {
-        self.handler.withLock { $0 = handler }
+    public func setCompletionSink(_ sink: any BlockCompletionSink) {
+        self.sink.withLock { $0.sink = sink }
     }
 
     public func submit(_ requests: [BlockRequest]) {
-        let results = requests.map { ($0.token, perform($0.operation)) }
-        handler.withLock { $0 }?(results)
+        let results = requests.map { BlockCompletion(token: $0.token, status: perform($0.operation)) }
+        sink.withLock { $0.sink }?.blockOperationsCompleted(results)
     }
 
     public func drain() {}

@@ -167,15 +167,24 @@ struct BlockDeviceTests {
     }
 }
 
+/// Collects completion statuses.
+final class StatusCollector: BlockCompletionSink {
+    private let collected = Mutex<[BlockStatus]>([])
+    var statuses: [BlockStatus] { collected.withLock { $0 } }
+    func blockOperationsCompleted(_ completions: [BlockCompletion]) { collected.withLock { $0 += completions.map(\.status) } }
+}
+
 /// A backend whose every operation fails, as a disk with a dying host file system would.
 final class FailingBackend: BlockBackend {
-    let handler = Mutex<BlockCompletionHandler?>(nil)
+    let sink = Mutex<(any BlockCompletionSink)?>(nil)
     var capacity: UInt64 { 1 << 20 }
     var isReadOnly: Bool { false }
     var cacheMode: BlockCacheMode { .writeback }
     var supportsDiscard: Bool { true }
-    func setCompletionHandler(_ handler: @escaping BlockCompletionHandler) { self.handler.withLock { $0 = handler } }
-    func submit(_ requests: [BlockRequest]) { handler.withLock { $0 }?(requests.map { ($0.token, .ioError) }) }
+    func setCompletionSink(_ sink: any BlockCompletionSink) { self.sink.withLock { $0 = sink } }
+    func submit(_ requests: [BlockRequest]) {
+        sink.withLock { $0 }?.blockOperationsCompleted(requests.map { BlockCompletion(token: $0.token, status: .ioError) })
+    }
     func drain() {}
 }
 
@@ -220,12 +229,12 @@ struct BlockDeviceHostileTests {
         let rig = try BlockRig(kind, readOnly: true)
         let before = rig.file.contents()
         let backend = rig.device.backend
-        let done = Mutex<[BlockStatus]>([])
+        let done = StatusCollector()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 512, alignment: 512)
         defer { buffer.deallocate() }
-        backend.setCompletionHandler { results in done.withLock { $0 += results.map(\.status) } }
+        backend.setCompletionSink(done)
         backend.submit([BlockRequest(token: 1, operation: .write(offset: 0, from: GuestBuffers([buffer])))])
-        #expect(waitUntil { done.withLock { $0 } == [.ioError] })
+        #expect(waitUntil { done.statuses == [.ioError] })
         #expect(rig.file.contents() == before)
     }
 
