@@ -96,7 +96,7 @@ public final class Bus: Sendable {
     func resolve(_ address: GuestAddress, width: AccessWidth) -> (any BusDevice, UInt64)? {
         guard let last = address.adding(UInt64(width.byteCount - 1)) else { return nil }
         return entries.withLock { entries in
-            guard let index = indexOfRange(containing: address, in: entries, range: \.range) else { return nil }
+            guard let index = indexOfRange(containing: address, in: entries, range: { $0.range }) else { return nil }
             let range = entries[index].range
             guard last <= range.lastAddress else { return nil }
             return (entries[index].device, address.rawValue - range.start.rawValue)

@@ -171,8 +171,18 @@ extension GuestMemory {
 
     /// Writes a plain value at `address`, in host byte order.
     public func write<T: BitwiseCopyable>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
-        var copy = value
-        try narrowingError { try withUnsafeBytes(of: &copy) { bytes in try write(bytes, to: address) } }
+        let size = MemoryLayout<T>.size
+        guard size > 0 else { throw .zeroLength(address: address) }
+        try withExtendedLifetime(self) { () throws(GuestMemoryError) in
+            // Fast path: one region, no temporary buffers (ring entries, status bytes).
+            if let buffer = try? unsafeHostBuffer(at: address, length: UInt64(size), for: .write) {
+                // SAFETY: buffer holds exactly `size` bytes of writable guest RAM.
+                buffer.baseAddress!.storeBytes(of: value, as: T.self)
+                return
+            }
+            var copy = value
+            try narrowingError { try withUnsafeBytes(of: &copy) { bytes in try write(bytes, to: address) } }
+        }
     }
 
     // MARK: Atomics (ring indices)

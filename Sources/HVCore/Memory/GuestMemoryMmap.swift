@@ -35,7 +35,8 @@ public final class GuestMemoryMmap: GuestMemory {
 
     /// The region that contains `address`, if any.
     public func region(containing address: GuestAddress) -> GuestMemoryRegion? {
-        indexOfRange(containing: address, in: regions, range: \.range).map { regions[$0] }
+        // ramRanges[i] is regions[i].range; a closure, not a key path, keeps the search inlined.
+        indexOfRange(containing: address, in: ramRanges, range: { $0 }).map { regions[$0] }
     }
 
     public func unsafeHostBuffer(

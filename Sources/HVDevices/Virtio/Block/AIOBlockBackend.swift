@@ -134,16 +134,14 @@ public final class AIOBlockBackend: BlockBackend {
                 finished.append(BlockCompletion(token: request.token, status: disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap)))
             }
         }
-        let sink = state.withLock { state in
-            state.backlog.append(contentsOf: prepared)
-            finished += submitBacklog(&state)
-            return state.sink.sink
-        }
-        if !finished.isEmpty { sink?.blockOperationsCompleted(finished) }
+        state.withLock { $0.backlog.append(contentsOf: prepared) }
+        finished += submitBacklog()
+        deliver(finished)
     }
 
     public func drain() {
         while pendingCount > 0 {
+            deliver(submitBacklog())
             reap(minimum: 1, timeoutNanoseconds: 10_000_000)
         }
     }
@@ -175,33 +173,65 @@ public final class AIOBlockBackend: BlockBackend {
         return Slot(token: token, control: control, vectors: nil, expectedBytes: 0, isFlush: true)
     }
 
-    /// Submits as much of the backlog as the context has room for; returns operations that
-    /// failed to submit (and were completed here).
-    private func submitBacklog(_ state: inout State) -> [BlockCompletion] {
+    /// Moves what fits from the backlog into flight under the lock, then calls io_submit
+    /// outside it (for buffered files io_submit does the copy itself, and the completion
+    /// thread must not wait for that). Returns operations the kernel refused, completed here.
+    private func submitBacklog() -> [BlockCompletion] {
         var failed: [BlockCompletion] = []
-        while !state.backlog.isEmpty, state.inFlight.count < depth {
-            let room = min(depth - state.inFlight.count, state.backlog.count)
-            var controls: [UnsafeMutablePointer<iocb>?] = state.backlog[..<room].map(\.control)
-            let result = controls.withUnsafeMutableBufferPointer { io_submit(context, room, $0.baseAddress) }
-            if result > 0 {
-                for slot in state.backlog[..<Int(result)] { state.inFlight[UInt(bitPattern: slot.control)] = slot }
-                state.backlog.removeFirst(Int(result))
-                continue
+        while true {
+            let batch: [Slot] = state.withLock { state in
+                let room = min(depth - state.inFlight.count, state.backlog.count)
+                guard room > 0 else { return [] }
+                let batch = Array(state.backlog.prefix(room))
+                state.backlog.removeFirst(room)
+                // Recorded before io_submit: a completion may be reaped before it returns.
+                for slot in batch { state.inFlight[UInt(bitPattern: slot.control)] = slot }
+                return batch
             }
-            if result == -EAGAIN { break }  // the kernel is full: completions will resubmit
-            // The first operation was refused; complete it and go on with the rest.
-            let slot = state.backlog.removeFirst()
-            if slot.isFlush, result == -EINVAL {
-                state.fdsyncUnsupported = true
-                logger.info("AIO fdatasync unsupported on \(disk.path); flushing synchronously")
-                failed.append(BlockCompletion(token: slot.token, status: disk.synchronize()))
-            } else {
-                logger.error("io_submit failed", metadata: ["errno": "\(Errno(rawValue: -result))"])
-                failed.append(BlockCompletion(token: slot.token, status: .ioError))
+            if batch.isEmpty { return failed }
+            var controls: [UnsafeMutablePointer<iocb>?] = batch.map(\.control)
+            var submitted = 0
+            while submitted < batch.count {
+                let result = controls.withUnsafeMutableBufferPointer { buffer in
+                    io_submit(context, batch.count - submitted, buffer.baseAddress! + submitted)
+                }
+                if result > 0 {
+                    submitted += Int(result)
+                    continue
+                }
+                if result == -EINTR { continue }
+                if result == -EAGAIN {
+                    // The kernel is full: the rest waits, and completions submit it later.
+                    let rest = batch[submitted...]
+                    state.withLock { state in
+                        for slot in rest { state.inFlight.removeValue(forKey: UInt(bitPattern: slot.control)) }
+                        state.backlog.insert(contentsOf: rest, at: 0)
+                    }
+                    return failed
+                }
+                // The first remaining operation was refused; complete it and go on.
+                let slot = batch[submitted]
+                submitted += 1
+                let unsupportedFlush = slot.isFlush && result == -EINVAL
+                state.withLock { state in
+                    state.inFlight.removeValue(forKey: UInt(bitPattern: slot.control))
+                    if unsupportedFlush { state.fdsyncUnsupported = true }
+                }
+                if unsupportedFlush {
+                    logger.info("AIO fdatasync unsupported on \(disk.path); flushing synchronously")
+                    failed.append(BlockCompletion(token: slot.token, status: disk.synchronize()))
+                } else {
+                    logger.error("io_submit failed", metadata: ["errno": "\(Errno(rawValue: -result))"])
+                    failed.append(BlockCompletion(token: slot.token, status: .ioError))
+                }
+                release(slot)
             }
-            release(slot)
         }
-        return failed
+    }
+
+    private func deliver(_ completions: [BlockCompletion]) {
+        guard !completions.isEmpty else { return }
+        state.withLock { $0.sink.sink }?.blockOperationsCompleted(completions)
     }
 
     // MARK: Completion
@@ -229,7 +259,7 @@ public final class AIOBlockBackend: BlockBackend {
             guard count > 0 else { return }
             minimum = 0
             var finished: [BlockCompletion] = []
-            let sink = state.withLock { state in
+            state.withLock { state in
                 for event in events[..<Int(count)] {
                     guard let control = event.obj,
                           let slot = state.inFlight.removeValue(forKey: UInt(bitPattern: control)) else { continue }
@@ -241,10 +271,9 @@ public final class AIOBlockBackend: BlockBackend {
                     finished.append(BlockCompletion(token: slot.token, status: status))
                     release(slot)
                 }
-                finished += submitBacklog(&state)
-                return state.sink.sink
             }
-            if !finished.isEmpty { sink?.blockOperationsCompleted(finished) }
+            finished += submitBacklog()
+            deliver(finished)
             if count < capacity { return }
         }
     }

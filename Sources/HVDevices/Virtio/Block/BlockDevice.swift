@@ -108,16 +108,22 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     }
 
     public func blockOperationsCompleted(_ results: [BlockCompletion]) {
-        var byQueue: [ObjectIdentifier: (Virtqueue, [(head: UInt16, length: UInt32)])] = [:]
         let finished = pending.withLock { pending in
             results.compactMap { result in pending.removeValue(forKey: result.token).map { (result, $0) } }
         }
+        // Nearly always one queue: group with a linear scan instead of a dictionary.
+        var batches: [(queue: Virtqueue, completions: [(head: UInt16, length: UInt32)])] = []
         for (result, request) in finished {
             let written = writeStatus(result.status, at: request.statusAddress, in: request.queue.memory)
             let length: UInt32 = written ? (result.status == .ok ? request.usedLength : 1) : 0
-            byQueue[ObjectIdentifier(request.queue), default: (request.queue, [])].1.append((UInt16(truncatingIfNeeded: result.token), length))
+            let completion = (head: UInt16(truncatingIfNeeded: result.token), length: length)
+            if let index = batches.firstIndex(where: { $0.queue === request.queue }) {
+                batches[index].completions.append(completion)
+            } else {
+                batches.append((request.queue, [completion]))
+            }
         }
-        for (queue, completions) in byQueue.values { queue.complete(completions) }
+        for batch in batches { batch.queue.complete(batch.completions) }
     }
 
     private func writeStatus(_ status: BlockStatus, at address: GuestAddress, in memory: any GuestMemory) -> Bool {
