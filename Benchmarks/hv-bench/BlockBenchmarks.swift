@@ -30,7 +30,7 @@ final class ScratchDisk {
         var template = Array("/var/tmp/hv-bench-disk-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { throw BenchError.unexpected("mkstemp: errno \(errno)") }
-        path = String(cString: template)
+        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         defer { close(fd) }
         var chunk = [UInt8](repeating: 0, count: 1 << 20)
         for index in chunk.indices { chunk[index] = UInt8(truncatingIfNeeded: index &* 31) }

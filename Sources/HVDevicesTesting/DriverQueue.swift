@@ -7,7 +7,7 @@ import HVDevices
 ///
 /// For tests and benchmarks of device models without a guest; it trusts itself and traps on
 /// misuse, unlike the device side.
-public struct DriverQueue {
+public struct DriverQueue: Sendable {
     public let memory: any GuestMemory
     public let size: UInt16
     public let descriptorTable: GuestAddress

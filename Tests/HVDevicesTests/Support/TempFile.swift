@@ -9,7 +9,7 @@ final class TempFile {
         var template = Array("/tmp/hvkit-test-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { throw TempFileError.create(errno) }
-        path = String(cString: template)
+        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         let bytes = (0..<size).map(pattern)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
