@@ -5,4 +5,6 @@
 ///   ``GuestMemoryMmap`` backend, with bounds-checked typed, byte and atomic accesses.
 /// - Buses: ``Bus`` (port I/O and MMIO) and the ``BusDevice`` protocol.
 /// - Interrupts and notifications: ``InterruptLine``, ``Notifier``, ``EventFD``.
+/// - Threads that must not run on Swift's cooperative pool: ``HostThread``, and ``EventLoop``
+///   (epoll on its own thread) for device backends that wait.
 public enum HVCore {}

@@ -82,6 +82,22 @@ struct SegmentCursor {
         remaining -= count
         return pieces
     }
+
+    /// Takes the next `count` bytes and calls `copy` for each guest piece with its offset in
+    /// the caller's buffer; memory errors become ``ChainAccessError/memory(_:)``.
+    mutating func copy(
+        _ count: Int, _ copy: (GuestAddress, _ offset: Int, _ length: Int) throws(GuestMemoryError) -> Void
+    ) throws(ChainAccessError) {
+        var done = 0
+        for (address, length) in try take(UInt64(count)) {
+            do {
+                try copy(address, done, Int(length))
+            } catch {
+                throw .memory(error)
+            }
+            done += Int(length)
+        }
+    }
 }
 
 /// Reads the device-readable part of a chain in order. Each byte is copied out of guest memory
@@ -101,14 +117,9 @@ public struct ChainReader {
     /// Fills `buffer` from the chain.
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(ChainAccessError) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-        var done = 0
-        for (address, length) in try cursor.take(UInt64(buffer.count)) {
-            do {
-                try memory.read(into: UnsafeMutableRawBufferPointer(start: base + done, count: Int(length)), from: address)
-            } catch {
-                throw .memory(error)
-            }
-            done += Int(length)
+        let memory = self.memory
+        try cursor.copy(buffer.count) { address, offset, length throws(GuestMemoryError) in
+            try memory.read(into: UnsafeMutableRawBufferPointer(start: base + offset, count: length), from: address)
         }
     }
 
@@ -163,14 +174,9 @@ public struct ChainWriter {
     /// Writes `bytes`.
     public mutating func write(_ bytes: UnsafeRawBufferPointer) throws(ChainAccessError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        var done = 0
-        for (address, length) in try cursor.take(UInt64(bytes.count)) {
-            do {
-                try memory.write(UnsafeRawBufferPointer(start: base + done, count: Int(length)), to: address)
-            } catch {
-                throw .memory(error)
-            }
-            done += Int(length)
+        let memory = self.memory
+        try cursor.copy(bytes.count) { address, offset, length throws(GuestMemoryError) in
+            try memory.write(UnsafeRawBufferPointer(start: base + offset, count: length), to: address)
         }
         bytesWritten += UInt64(bytes.count)
     }

@@ -176,14 +176,16 @@ final class StatusCollector: BlockCompletionSink {
 
 /// A backend whose every operation fails, as a disk with a dying host file system would.
 final class FailingBackend: BlockBackend {
-    let sink = Mutex<(any BlockCompletionSink)?>(nil)
+    struct WeakSink { weak var sink: (any BlockCompletionSink)? }
+    // Weak, as the real backends hold it: the device owns its backend.
+    let sink = Mutex(WeakSink())
     var capacity: UInt64 { 1 << 20 }
     var isReadOnly: Bool { false }
     var cacheMode: BlockCacheMode { .writeback }
     var supportsDiscard: Bool { true }
-    func setCompletionSink(_ sink: any BlockCompletionSink) { self.sink.withLock { $0 = sink } }
+    func setCompletionSink(_ sink: any BlockCompletionSink) { self.sink.withLock { $0.sink = sink } }
     func submit(_ requests: [BlockRequest]) {
-        sink.withLock { $0 }?.blockOperationsCompleted(requests.map { BlockCompletion(token: $0.token, status: .ioError) })
+        sink.withLock { $0.sink }?.blockOperationsCompleted(requests.map { BlockCompletion(token: $0.token, status: .ioError) })
     }
     func drain() {}
 }
