@@ -76,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "hv-bench",
             dependencies: [
-                "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "CBenchBaseline",
+                "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "CBenchBaseline", "CHVDevicesShims",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Benchmarks/hv-bench"

@@ -14,6 +14,7 @@ let allNames = [
     "rss_outside_guest", "pio_exit", "mmio_exit", "vm_create",
     "blk_read_4k_qd1", "blk_read_64k_qd32", "blk_write_64k_qd32", "blk_flush", "blk_cpu_per_request",
     "blk_read_4k_qd1_sync", "blk_read_64k_qd32_sync", "blk_write_64k_qd32_sync",
+    "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync",
 ]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -61,6 +62,7 @@ var scratchDisk: ScratchDisk?
 let read4k = BlockWorkload(write: false, requestSize: 4 << 10, depth: 1, requests: 4096)
 let read64k = BlockWorkload(write: false, requestSize: 64 << 10, depth: 32, requests: 1024)
 let write64k = BlockWorkload(write: true, requestSize: 64 << 10, depth: 32, requests: 1024)
+let read64kDirect = BlockWorkload(write: false, requestSize: 64 << 10, depth: 32, requests: 1024, direct: true)
 
 var failed = false
 for name in selected {
@@ -78,6 +80,8 @@ for name in selected {
         case "blk_read_4k_qd1_sync": emit(try blockThroughputFigure(name: name, read4k, backend: .sync, rounds: 7, disk: disk()))
         case "blk_read_64k_qd32_sync": emit(try blockThroughputFigure(name: name, read64k, backend: .sync, rounds: 7, disk: disk()))
         case "blk_write_64k_qd32_sync": emit(try blockThroughputFigure(name: name, write64k, backend: .sync, rounds: 7, disk: disk()))
+        case "blk_read_64k_qd32_direct": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .aio, rounds: 5, disk: disk()))
+        case "blk_read_64k_qd32_direct_sync": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .sync, rounds: 5, disk: disk()))
         default: break
         }
     } catch {
