@@ -24,13 +24,16 @@ public struct DescriptorChain: Sendable {
 
     /// A cursor over the device-readable buffers.
     public func reader(in memory: any GuestMemory) -> ChainReader {
-        ChainReader(memory: memory, segments: segments.filter { !$0.isWritable })
+        ChainReader(memory: memory, segments: segments[..<firstWritableIndex])
     }
 
     /// A cursor over the device-writable buffers.
     public func writer(in memory: any GuestMemory) -> ChainWriter {
-        ChainWriter(memory: memory, segments: segments.filter(\.isWritable))
+        ChainWriter(memory: memory, segments: segments[firstWritableIndex...])
     }
+
+    /// Readable segments come first (the queue refuses chains where they do not).
+    private var firstWritableIndex: Int { segments.firstIndex(where: \.isWritable) ?? segments.endIndex }
 }
 
 /// Why a read from or a write to a chain's buffers failed.
@@ -51,13 +54,14 @@ public enum ChainAccessError: Error, Hashable, Sendable, CustomStringConvertible
 
 /// Walks a list of segments: the position shared by ``ChainReader`` and ``ChainWriter``.
 struct SegmentCursor {
-    let segments: [ChainSegment]
-    private var index = 0
+    let segments: ArraySlice<ChainSegment>
+    private var index: Int
     private var offset: UInt64 = 0
     private(set) var remaining: UInt64
 
-    init(segments: [ChainSegment]) {
+    init(segments: ArraySlice<ChainSegment>) {
         self.segments = segments
+        index = segments.startIndex
         remaining = segments.reduce(0) { $0 + UInt64($1.length) }
     }
 
@@ -88,6 +92,17 @@ struct SegmentCursor {
     mutating func copy(
         _ count: Int, _ copy: (GuestAddress, _ offset: Int, _ length: Int) throws(GuestMemoryError) -> Void
     ) throws(ChainAccessError) {
+        // Fast path, no temporary array: the bytes sit inside the current segment (headers).
+        if count > 0, index < segments.endIndex, UInt64(segments[index].length) - offset > UInt64(count) {
+            do {
+                try copy(GuestAddress(segments[index].address.rawValue + offset), 0, count)
+            } catch {
+                throw .memory(error)
+            }
+            offset += UInt64(count)
+            remaining -= UInt64(count)
+            return
+        }
         var done = 0
         for (address, length) in try take(UInt64(count)) {
             do {
@@ -106,7 +121,7 @@ public struct ChainReader {
     private let memory: any GuestMemory
     private var cursor: SegmentCursor
 
-    init(memory: any GuestMemory, segments: [ChainSegment]) {
+    init(memory: any GuestMemory, segments: ArraySlice<ChainSegment>) {
         self.memory = memory
         cursor = SegmentCursor(segments: segments)
     }
@@ -163,7 +178,7 @@ public struct ChainWriter {
     /// Bytes written so far: what the device reports as the used length.
     public private(set) var bytesWritten: UInt64 = 0
 
-    init(memory: any GuestMemory, segments: [ChainSegment]) {
+    init(memory: any GuestMemory, segments: ArraySlice<ChainSegment>) {
         self.memory = memory
         cursor = SegmentCursor(segments: segments)
     }
