@@ -86,9 +86,11 @@ let package = Package(
         .testTarget(name: "HVCoreTests", dependencies: ["HVCore"]),
         // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
         .testTarget(name: "HVKVMTests", dependencies: ["HVKVM", "HVCore", "HVDevices"]),
+        // The kernel's virtio headers, for a test that checks HVDevices' constants against them.
+        .target(name: "CVirtioHeaders", path: "Tests/CVirtioHeaders"),
         .testTarget(
             name: "HVDevicesTests",
-            dependencies: ["HVDevices", "HVDevicesTesting", "HVCore", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVDevices", "HVDevicesTesting", "HVCore", "CVirtioHeaders", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ],
     swiftLanguageModes: [.v6]

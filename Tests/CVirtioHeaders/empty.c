@@ -1,0 +1,1 @@
+// Intentionally empty: CVirtioHeaders.h is constants only.

@@ -1,0 +1,35 @@
+// CVirtioHeaders: the kernel's virtio definitions (linux-libc-dev), for a test that checks
+// HVDevices' Swift constants and layouts against them. Test-only; HVDevices does not use it.
+#ifndef CVIRTIOHEADERS_H
+#define CVIRTIOHEADERS_H
+
+#include <stddef.h>
+#include <linux/virtio_blk.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_console.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
+
+static const unsigned long CV_BLK_CONFIG_SIZE = sizeof(struct virtio_blk_config);
+static const unsigned long CV_BLK_CAPACITY = offsetof(struct virtio_blk_config, capacity);
+static const unsigned long CV_BLK_SEG_MAX = offsetof(struct virtio_blk_config, seg_max);
+static const unsigned long CV_BLK_BLK_SIZE = offsetof(struct virtio_blk_config, blk_size);
+static const unsigned long CV_BLK_NUM_QUEUES = offsetof(struct virtio_blk_config, num_queues);
+static const unsigned long CV_BLK_MAX_DISCARD_SECTORS = offsetof(struct virtio_blk_config, max_discard_sectors);
+static const unsigned long CV_BLK_MAX_DISCARD_SEG = offsetof(struct virtio_blk_config, max_discard_seg);
+static const unsigned long CV_BLK_DISCARD_ALIGNMENT = offsetof(struct virtio_blk_config, discard_sector_alignment);
+static const unsigned long CV_BLK_MAX_WRITE_ZEROES_SECTORS = offsetof(struct virtio_blk_config, max_write_zeroes_sectors);
+static const unsigned long CV_BLK_MAX_WRITE_ZEROES_SEG = offsetof(struct virtio_blk_config, max_write_zeroes_seg);
+static const unsigned long CV_BLK_WRITE_ZEROES_MAY_UNMAP = offsetof(struct virtio_blk_config, write_zeroes_may_unmap);
+static const unsigned long CV_BLK_MAX_SECURE_ERASE_SECTORS = offsetof(struct virtio_blk_config, max_secure_erase_sectors);
+static const unsigned long CV_BLK_OUTHDR_SIZE = sizeof(struct virtio_blk_outhdr);
+static const unsigned long CV_BLK_DISCARD_SEGMENT_SIZE = sizeof(struct virtio_blk_discard_write_zeroes);
+static const unsigned long CV_CONSOLE_CONFIG_SIZE = sizeof(struct virtio_console_config);
+static const unsigned long CV_CONSOLE_EMERG_WR = offsetof(struct virtio_console_config, emerg_wr);
+static const unsigned long CV_VRING_DESC_SIZE = sizeof(struct vring_desc);
+static const unsigned long CV_VRING_DESC_LEN = offsetof(struct vring_desc, len);
+static const unsigned long CV_VRING_DESC_FLAGS = offsetof(struct vring_desc, flags);
+static const unsigned long CV_VRING_DESC_NEXT = offsetof(struct vring_desc, next);
+
+#endif
