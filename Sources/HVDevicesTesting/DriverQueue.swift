@@ -29,8 +29,8 @@ public struct DriverQueue: Sendable {
     }
 
     /// A device-side queue pointed at these rings and made ready.
-    public func makeDeviceQueue(maxSize: UInt16? = nil, eventIndex: Bool = false, indirect: Bool = true) throws -> SplitQueue {
-        var queue = SplitQueue(maxSize: maxSize ?? size)
+    public func makeDeviceQueue(eventIndex: Bool = false, indirect: Bool = true) throws -> SplitQueue {
+        var queue = SplitQueue(maxSize: size)
         queue.size = size
         queue.descriptorTable = descriptorTable
         queue.availableRing = availableRing

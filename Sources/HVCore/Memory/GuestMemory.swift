@@ -35,7 +35,7 @@ extension GuestMemory {
     /// Whether the whole range `[address, address + length)` is RAM, possibly spread over
     /// adjacent regions without a hole.
     public func isRAM(_ address: GuestAddress, length: UInt64) -> Bool {
-        (try? forEachChunk(at: address, length: length, for: .read) { _, _ throws(GuestMemoryError) in }) != nil
+        (try? validateRange(address, length: length, for: .read)) != nil
     }
 
     /// Visits the host buffers backing `[address, address + length)` in order. The range may

@@ -85,9 +85,6 @@ public final class EventLoop: Sendable {
         _ = hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_DEL, registration.fileDescriptor.rawValue, 0, 0)
     }
 
-    /// Whether the caller is the loop's own thread (that is, a handler).
-    public var isLoopThread: Bool { state.withLock { $0.thread?.isCurrent ?? false } }
-
     /// Ends the loop's thread and waits for it. Registered handlers are dropped. Idempotent;
     /// must not be called from a handler.
     public func shutdown() {

@@ -36,9 +36,6 @@ public final class HostThread: Sendable {
         handle = thread
     }
 
-    /// Whether the caller is running on this thread.
-    public var isCurrent: Bool { pthread_equal(pthread_self(), handle) != 0 }
-
     /// Waits for the thread to end. Call once, and never from the thread itself.
     public func join() {
         _ = pthread_join(handle, nil)

@@ -250,34 +250,34 @@ public final class AIOBlockBackend: BlockBackend {
     }
 
     private func reap(minimum: Int, timeoutNanoseconds: Int) {
-        let capacity = 64
-        var events = [io_event](repeating: io_event(), count: capacity)
-        var minimum = minimum
-        while true {
-            var timeout = timespec(tv_sec: 0, tv_nsec: timeoutNanoseconds)
-            let count = events.withUnsafeMutableBufferPointer {
-                io_getevents(context, minimum, capacity, $0.baseAddress, &timeout)
-            }
-            if count == -EINTR { continue }
-            guard count > 0 else { return }
-            minimum = 0
-            var finished: [BlockCompletion] = []
-            state.withLock { state in
-                for event in events[..<Int(count)] {
-                    guard let control = event.obj,
-                          let slot = state.inFlight.removeValue(forKey: UInt(bitPattern: control)) else { continue }
-                    let result = Int(bitPattern: UInt(event.res))
-                    let status: BlockStatus = result == slot.expectedBytes ? .ok : .ioError
-                    if status != .ok {
-                        logger.warning("AIO operation failed", metadata: ["result": "\(result)", "expected": "\(slot.expectedBytes)"])
+        // On the stack: this runs after every submit and every completion wake-up, and
+        // io_getevents fills only the entries it reports.
+        withUnsafeTemporaryAllocation(of: io_event.self, capacity: 64) { events in
+            var minimum = minimum
+            while true {
+                var timeout = timespec(tv_sec: 0, tv_nsec: timeoutNanoseconds)
+                let count = io_getevents(context, minimum, events.count, events.baseAddress, &timeout)
+                if count == -EINTR { continue }
+                guard count > 0 else { return }
+                minimum = 0
+                var finished: [BlockCompletion] = []
+                state.withLock { state in
+                    for event in events[..<Int(count)] {
+                        guard let control = event.obj,
+                              let slot = state.inFlight.removeValue(forKey: UInt(bitPattern: control)) else { continue }
+                        let result = Int(bitPattern: UInt(event.res))
+                        let status: BlockStatus = result == slot.expectedBytes ? .ok : .ioError
+                        if status != .ok {
+                            logger.warning("AIO operation failed", metadata: ["result": "\(result)", "expected": "\(slot.expectedBytes)"])
+                        }
+                        finished.append(BlockCompletion(token: slot.token, status: status))
+                        release(slot)
                     }
-                    finished.append(BlockCompletion(token: slot.token, status: status))
-                    release(slot)
                 }
+                finished += submitBacklog()
+                deliver(finished)
+                if count < events.count { return }
             }
-            finished += submitBacklog()
-            deliver(finished)
-            if count < capacity { return }
         }
     }
 

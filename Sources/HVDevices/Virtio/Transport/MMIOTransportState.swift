@@ -6,8 +6,6 @@ struct MMIOTransportState {
     var driverFeatures: VirtioFeatures = []
     var queueSelect: UInt32 = 0
     var queues: [SplitQueue]
-    /// The queues handed to the device, while it is active.
-    var activeQueues: [Virtqueue?]?
 
     init(queueMaxSizes: [UInt16]) {
         queues = queueMaxSizes.map { SplitQueue(maxSize: $0) }

@@ -299,7 +299,6 @@ public final class VirtioMMIODevice: BusDevice {
             configured.indirectEnabled = features.contains(.indirectDescriptors)
             return Virtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger)
         }
-        state.activeQueues = queues
         return (.activate(VirtioActivation(memory: memory, features: features, queues: queues, interrupt: interrupt)), refusal)
     }
 
