@@ -7,4 +7,8 @@
 /// - Interrupts and notifications: ``InterruptLine``, ``Notifier``, ``EventFD``.
 /// - Threads that must not run on Swift's cooperative pool: ``HostThread``, and ``EventLoop``
 ///   (epoll on its own thread) for device backends that wait.
+/// - Console output: ``ByteSink`` and ``FileDescriptorSink``, shared by devices and hypercalls.
+/// - Traps that need the vCPU's registers (hypercall doorbells): ``RegisterTrap``,
+///   ``GuestRegisterAccess``, ``TrapSite``.
+/// - Loading guests: ``ELF64Image`` (validated ELF64 executables, loaded by physical address).
 public enum HVCore {}

@@ -11,7 +11,7 @@
 /// - Devices: ``BlockDevice`` with ``SyncBlockBackend`` or ``AIOBlockBackend`` over a
 ///   ``DiskImage``; ``ConsoleDevice``; ``EntropyDevice``.
 /// - Legacy: ``Serial16550``, ``I8042Controller`` (the reset line), ``CMOSClock``.
-/// - I/O helpers: ``ByteSink``, ``FileDescriptorSink``, ``InputPump``.
+/// - I/O helpers: ``InputPump`` (``ByteSink`` and ``FileDescriptorSink`` are in HVCore).
 ///
 /// Threading: transports and devices are called from vCPU threads and from the event loop;
 /// each protects its own state, and a device is never called with the transport's lock held.

@@ -239,6 +239,34 @@ public final class VirtualMachine: Sendable {
 
     // MARK: vCPUs
 
+    // MARK: Capabilities
+
+    /// KVM_CHECK_EXTENSION on this VM (some answers depend on the VM, not only the host).
+    public func checkExtension(_ capability: Capability) -> Int32 {
+        (try? kvmIoctl(fileDescriptor, CKVM_CHECK_EXTENSION, value: UInt(capability.rawValue), "KVM_CHECK_EXTENSION")) ?? 0
+    }
+
+    /// The hypercall numbers KVM can forward to userspace as ``VMExit/hypercall(number:arguments:longMode:)``
+    /// (KVM_CAP_EXIT_HYPERCALL): bit N set means hypercall N. Mainline KVM forwards only
+    /// KVM_HC_MAP_GPA_RANGE (12), and checks its arguments itself; it answers every other
+    /// `vmcall` in the kernel with -KVM_ENOSYS. Empty when the capability is absent.
+    public var forwardableHypercalls: UInt64 {
+        UInt64(UInt32(bitPattern: max(0, checkExtension(.exitHypercall))))
+    }
+
+    /// Makes KVM forward the hypercalls whose bits are set in `mask` to userspace. `mask`
+    /// must be a subset of ``forwardableHypercalls``.
+    public func enableHypercallExits(_ mask: UInt64) throws(KVMError) {
+        guard mask & ~forwardableHypercalls == 0 else {
+            throw .missingCapability("KVM_CAP_EXIT_HYPERCALL for hypercall mask 0x\(String(mask, radix: 16)) (host forwards 0x\(String(forwardableHypercalls, radix: 16)))")
+        }
+        var capability = kvm_enable_cap()
+        capability.cap = UInt32(Capability.exitHypercall.rawValue)
+        capability.args.0 = mask
+        try kvmIoctl(fileDescriptor, CKVM_ENABLE_CAP, &capability, "KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)")
+    }
+
+
     /// Creates vCPU `id`. KVM expects a vCPU's ioctls from the thread that created it, so
     /// call this on the thread that will run it (``VCPURunner`` does).
     public func createVCPU(id: UInt32) throws(KVMError) -> VCPU {

@@ -28,6 +28,7 @@ static inline void hv_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_C
 long syscall(long number, ...);
 static inline int hv_memfd_create(const char *name, unsigned int flags) { return (int)syscall(SYS_memfd_create, name, flags); }
 static inline int hv_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
+static inline long hv_getrandom(void *buffer, size_t length, unsigned int flags) { return syscall(SYS_getrandom, buffer, length, flags); }
 
 // Thread names through prctl, which needs no _GNU_SOURCE (pthread_setname_np does).
 int prctl(int option, ...);

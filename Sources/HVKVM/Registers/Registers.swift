@@ -1,4 +1,5 @@
 import CKVM
+import HVCore
 
 /// The general-purpose registers, RIP and RFLAGS (struct kvm_regs).
 public struct Registers: Hashable, Sendable {
@@ -253,6 +254,57 @@ public enum MPState: Hashable, Sendable {
         case .halted: return UInt32(KVM_MP_STATE_HALTED)
         case .sipiReceived: return UInt32(KVM_MP_STATE_SIPI_RECEIVED)
         case let .other(value): return value
+        }
+    }
+}
+
+extension Registers: GuestRegisterAccess {
+    /// The register named by HVCore's ``GeneralRegister``, so trap handlers (hypercalls) can
+    /// read and write registers without knowing KVM.
+    public subscript(register: GeneralRegister) -> UInt64 {
+        get {
+            switch register {
+            case .rax: return rax
+            case .rbx: return rbx
+            case .rcx: return rcx
+            case .rdx: return rdx
+            case .rsi: return rsi
+            case .rdi: return rdi
+            case .rsp: return rsp
+            case .rbp: return rbp
+            case .r8: return r8
+            case .r9: return r9
+            case .r10: return r10
+            case .r11: return r11
+            case .r12: return r12
+            case .r13: return r13
+            case .r14: return r14
+            case .r15: return r15
+            case .rip: return rip
+            case .rflags: return rflags
+            }
+        }
+        set {
+            switch register {
+            case .rax: rax = newValue
+            case .rbx: rbx = newValue
+            case .rcx: rcx = newValue
+            case .rdx: rdx = newValue
+            case .rsi: rsi = newValue
+            case .rdi: rdi = newValue
+            case .rsp: rsp = newValue
+            case .rbp: rbp = newValue
+            case .r8: r8 = newValue
+            case .r9: r9 = newValue
+            case .r10: r10 = newValue
+            case .r11: r11 = newValue
+            case .r12: r12 = newValue
+            case .r13: r13 = newValue
+            case .r14: r14 = newValue
+            case .r15: r15 = newValue
+            case .rip: rip = newValue
+            case .rflags: rflags = newValue
+            }
         }
     }
 }

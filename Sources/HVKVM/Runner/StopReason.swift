@@ -1,3 +1,5 @@
+import HVCore
+
 /// Why a VM (or one of its vCPUs) stopped running.
 public enum StopReason: Sendable, Hashable, CustomStringConvertible {
     /// The vCPU executed `hlt` with no in-kernel irqchip to wait on.
@@ -17,6 +19,9 @@ public enum StopReason: Sendable, Hashable, CustomStringConvertible {
     case failed(vcpu: UInt32, error: KVMError)
     /// The embedding program (or an exit handler) asked the VM to stop.
     case stopRequested
+    /// The guest asked to stop through a trap (a hypercall): exit with a status, or abort
+    /// with a message.
+    case guestRequested(GuestStopRequest, vcpu: UInt32)
 
     public var description: String {
         switch self {
@@ -29,6 +34,7 @@ public enum StopReason: Sendable, Hashable, CustomStringConvertible {
         case let .unhandledExit(vcpu, exit): return "vCPU \(vcpu): unhandled exit \(exit)"
         case let .failed(vcpu, error): return "vCPU \(vcpu): \(error)"
         case .stopRequested: return "stop requested"
+        case let .guestRequested(request, vcpu): return "vCPU \(vcpu): guest asked to \(request)"
         }
     }
 }

@@ -27,6 +27,8 @@ public final class VCPURunner: Sendable {
     public let vm: VirtualMachine
     public let pio: Bus
     public let mmio: Bus
+    /// Doorbells that need the trapping vCPU's registers (hypercalls), by where they trap.
+    public let traps: [TrapSite: any RegisterTrap]
     private let exitHandler: ExitHandler?
     private let logger: Logger
 
@@ -44,10 +46,18 @@ public final class VCPURunner: Sendable {
     private let state = Mutex(State())
     private let stopRequested = Atomic<Bool>(false)
 
-    public init(vm: VirtualMachine, pio: Bus, mmio: Bus, logger: Logger? = nil, exitHandler: ExitHandler? = nil) {
+    /// - Parameters:
+    ///   - traps: handlers for port writes, MMIO writes or forwarded `vmcall`s that need the
+    ///     vCPU's registers (see ``RegisterTrap``). They are checked before the buses. When
+    ///     there are any, each vCPU syncs its general registers through kvm_run (if the host
+    ///     can), so a trap costs one exit and no register ioctls.
+    ///   - exitHandler: sees every exit first.
+    public init(vm: VirtualMachine, pio: Bus, mmio: Bus, traps: [TrapSite: any RegisterTrap] = [:],
+                logger: Logger? = nil, exitHandler: ExitHandler? = nil) {
         self.vm = vm
         self.pio = pio
         self.mmio = mmio
+        self.traps = traps
         self.exitHandler = exitHandler
         self.logger = logger ?? Logger(label: "hvkit.runner")
     }
@@ -114,6 +124,16 @@ public final class VCPURunner: Sendable {
                 finish(id: id, reason: .failed(vcpu: id, error: error))
                 return
             }
+            if !traps.isEmpty, !vcpu.syncedRegisterSets.contains(.general), vm.kvm.has(.syncRegisters) {
+                do throws(KVMError) {
+                    try vcpu.enableSyncRegisters(vcpu.syncedRegisterSets.union(.general))
+                } catch {
+                    barrier.errors.withLock { $0.append(error) }
+                    try? ready.signal()
+                    finish(id: id, reason: .failed(vcpu: id, error: error))
+                    return
+                }
+            }
             try? ready.signal()
             _ = try? barrier.go.consume()
             reason = runLoop(vcpu)
@@ -139,6 +159,10 @@ public final class VCPURunner: Sendable {
             }
             switch exit {
             case let .ioOut(port, size, data):
+                if !traps.isEmpty, let trap = traps[.port(port)] {
+                    if let reason = handleTrap(trap, at: .port(port), value: data.value(width: min(size, 8)), vcpu: vcpu) { return reason }
+                    continue
+                }
                 guard let width = AccessWidth(byteCount: size) else { return .unhandledExit(vcpu: id, exit: "out of size \(size)") }
                 for element in 0..<(data.count / size) {
                     pio.write(at: GuestAddress(UInt64(port)), width: width, value: data.value(element: element, width: size))
@@ -149,6 +173,10 @@ public final class VCPURunner: Sendable {
                     data.setValue(pio.read(at: GuestAddress(UInt64(port)), width: width), element: element, width: size)
                 }
             case let .mmioWrite(address, data):
+                if !traps.isEmpty, let trap = traps[.mmio(address)] {
+                    if let reason = handleTrap(trap, at: .mmio(address), value: data.value(width: data.count), vcpu: vcpu) { return reason }
+                    continue
+                }
                 if let width = AccessWidth(byteCount: data.count) {
                     mmio.write(at: address, width: width, value: data.value(width: data.count))
                 } else {
@@ -175,7 +203,8 @@ public final class VCPURunner: Sendable {
             case let .failEntry(reason, _):
                 return .failEntry(vcpu: id, reason: reason)
             case let .hypercall(number, _, _):
-                return .unhandledExit(vcpu: id, exit: "hypercall \(number)")
+                guard let trap = traps[.vmcall] else { return .unhandledExit(vcpu: id, exit: "hypercall \(number)") }
+                if let reason = handleTrap(trap, at: .vmcall, value: 0, vcpu: vcpu) { return reason }
             case let .exception(number, errorCode):
                 return .unhandledExit(vcpu: id, exit: "exception \(number) (error code \(errorCode))")
             case .debug:
@@ -183,6 +212,24 @@ public final class VCPURunner: Sendable {
             case let .unknown(reason):
                 return .unhandledExit(vcpu: id, exit: "KVM exit reason \(reason)")
             }
+        }
+    }
+
+    /// Runs a trap handler with the vCPU's registers and writes back what it changed. For a
+    /// forwarded `vmcall`, KVM sets RAX from kvm_run's hypercall result on the next entry, so
+    /// the handler's RAX goes there too.
+    private func handleTrap(_ trap: any RegisterTrap, at site: TrapSite, value: UInt64, vcpu: VCPU) -> StopReason? {
+        var registers: Registers
+        do { registers = try vcpu.registers() } catch { return .failed(vcpu: vcpu.id, error: error) }
+        let before = registers
+        let outcome = trap.trap(at: site, value: value, vcpu: vcpu.id, registers: &registers)
+        if registers != before {
+            do { try vcpu.setRegisters(registers) } catch { return .failed(vcpu: vcpu.id, error: error) }
+        }
+        if site == .vmcall { vcpu.setHypercallResult(registers.rax) }
+        switch outcome {
+        case .resume: return nil
+        case let .stop(request): return .guestRequested(request, vcpu: vcpu.id)
         }
     }
 
@@ -207,6 +254,9 @@ public final class VCPURunner: Sendable {
 
     private func requestStop() {
         stopRequested.store(true, ordering: .releasing)
+        // Traps may be waiting (a hypercall poll); they return once told.
+        var told = Set<ObjectIdentifier>()
+        for trap in traps.values where told.insert(ObjectIdentifier(trap)).inserted { trap.vmStopping() }
         for kicker in state.withLock({ $0.kickers }) { kicker.kick() }
     }
 

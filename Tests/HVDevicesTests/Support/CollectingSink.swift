@@ -1,3 +1,4 @@
+import HVCore
 @testable import HVDevices
 import Synchronization
 

@@ -1,0 +1,24 @@
+import HVCore
+
+/// ``HypercallNumber/consoleWrite``: the guest's text goes to a ``ByteSink`` (stdout, a file,
+/// a test's collector). At most ``HypercallABI/maximumSmallTransfer`` bytes per call (E2BIG
+/// beyond); the bytes are copied out of guest memory once, then written.
+public struct ConsoleService: ParavirtService {
+    public let output: any ByteSink
+
+    public init(output: any ByteSink) {
+        self.output = output
+    }
+
+    public func install(into table: inout HypercallTable) throws(HypercallTableError) {
+        table.info.features.insert(.console)
+        let output = self.output
+        try table.register(.consoleWrite, name: "console_write") { call throws(HypercallError) in
+            let length = try call.length(1, maximum: HypercallABI.maximumSmallTransfer, allowZero: true)
+            guard length > 0 else { return .zero }
+            let bytes = try call.readBytes(at: call.address(0), count: length)
+            bytes.withUnsafeBytes { output.write($0) }
+            return .count(length)
+        }
+    }
+}

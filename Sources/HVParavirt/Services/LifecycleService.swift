@@ -1,0 +1,39 @@
+import HVCore
+
+/// ``HypercallNumber/exit`` and ``HypercallNumber/abort``: the guest ends the VM with a
+/// status, or with a message (at most ``HypercallABI/maximumSmallTransfer`` bytes are kept;
+/// an unreadable message still aborts, with a note instead of the text).
+public struct LifecycleService: ParavirtService {
+    public init() {}
+
+    public func install(into table: inout HypercallTable) throws(HypercallTableError) {
+        try table.register(.exit, name: "exit", allowedOnChannel: false) { call throws(HypercallError) in
+            .stop(.exit(status: Int32(truncatingIfNeeded: call.arguments.a0)))
+        }
+        try table.register(.abort, name: "abort", allowedOnChannel: false) { call throws(HypercallError) in
+            let length = Int(min(call.arguments.a1, UInt64(HypercallABI.maximumSmallTransfer)))
+            guard length > 0 else { return .stop(.abort(message: "")) }
+            let message: String
+            do throws(HypercallError) {
+                message = Self.printable(try call.readBytes(at: call.address(0), count: length))
+            } catch {
+                message = "(message of \(call.arguments.a1) bytes at \(call.address(0)) unreadable: \(error.reason))"
+            }
+            return .stop(.abort(message: message))
+        }
+    }
+
+    /// The message as text, with control characters other than newline and tab escaped so a
+    /// guest cannot drive the host's terminal.
+    static func printable(_ bytes: [UInt8]) -> String {
+        var text = ""
+        for scalar in String(decoding: bytes, as: UTF8.self).unicodeScalars {
+            if scalar.value < 0x20 && scalar != "\n" && scalar != "\t" || scalar.value == 0x7F {
+                text += "\\u{" + String(scalar.value, radix: 16) + "}"
+            } else {
+                text.unicodeScalars.append(scalar)
+            }
+        }
+        return text
+    }
+}
