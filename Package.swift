@@ -11,11 +11,13 @@ let package = Package(
         .library(name: "HVDevices", targets: ["HVDevices"]),
         .library(name: "HVDevicesTesting", targets: ["HVDevicesTesting"]),
         .executable(name: "hv-hello", targets: ["hv-hello"]),
+        .executable(name: "hv-tender", targets: ["hv-tender"]),
         .executable(name: "hv-bench", targets: ["hv-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // C shims: what Swift cannot import on its own.
@@ -68,6 +70,15 @@ let package = Package(
             dependencies: ["HVCore", "HVKVM"],
             path: "Examples/hv-hello"
         ),
+        .executableTarget(
+            name: "hv-tender",
+            dependencies: [
+                "HVCore", "HVKVM", "HVParavirt",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Examples/hv-tender"
+        ),
         .target(
             name: "CBenchBaseline",
             dependencies: ["CKVM"],
@@ -76,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "hv-bench",
             dependencies: [
-                "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "CBenchBaseline", "CHVDevicesShims",
+                "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "HVParavirt", "CBenchBaseline", "CHVDevicesShims",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Benchmarks/hv-bench"
@@ -91,6 +102,13 @@ let package = Package(
         .testTarget(
             name: "HVDevicesTests",
             dependencies: ["HVDevices", "HVDevicesTesting", "HVCore", "CVirtioHeaders", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // The guest SDK's C header (Guests/sdk/include), for the test that checks it against HVParavirt.
+        .target(name: "CHVKitGuestABI", path: "Tests/CHVKitGuestABI"),
+        // HVParavirtTests also run guests end to end on real KVM.
+        .testTarget(
+            name: "HVParavirtTests",
+            dependencies: ["HVParavirt", "HVCore", "HVKVM", "CHVKitGuestABI", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -100,8 +100,6 @@ public enum HypercallErrno: Int64, Sendable, Hashable, CaseIterable, CustomStrin
     case again = 11
     /// A guest address is not RAM (outside memory, in a hole, or read-only for a write).
     case fault = 14
-    /// The service is not attached to this VM.
-    case noDevice = 19
     /// An argument is invalid (unaligned, zero length, bad ring size).
     case invalid = 22
     /// A write to a read-only disk.
@@ -124,7 +122,6 @@ public enum HypercallErrno: Int64, Sendable, Hashable, CaseIterable, CustomStrin
         case .tooBig: return "E2BIG"
         case .again: return "EAGAIN"
         case .fault: return "EFAULT"
-        case .noDevice: return "ENODEV"
         case .invalid: return "EINVAL"
         case .readOnly: return "EROFS"
         case .outOfRange: return "ERANGE"
