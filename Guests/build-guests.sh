@@ -11,7 +11,11 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root="$here/.."
 sdk="$here/sdk"
-work=$(mktemp -d)
+# A fixed work path: Embedded Swift hashes paths into the binary, and the committed bytes
+# should only change when a guest does.
+work="${TMPDIR:-/tmp}/hvkit-guest-build"
+rm -rf "$work"
+mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 out=${1:-$work/elf}
 mkdir -p "$out"
@@ -22,13 +26,16 @@ mkdir -p "$out"
 cflags="--target=x86_64-unknown-none-elf -ffreestanding -fno-pic -fno-pie -fno-stack-protector -mno-red-zone -mgeneral-regs-only -Os -std=c11 -Wall -Werror -I $sdk/include"
 # Embedded Swift: no runtime, no OS; -Osize keeps guests small. The -Xcc target flags also
 # reach Swift's own code generation.
-swiftflags="-enable-experimental-feature Embedded -enable-experimental-feature Extern -target x86_64-unknown-none-elf -wmo -Osize -parse-as-library -Xcc -mno-red-zone -Xcc -mno-sse -Xcc -mno-sse2 -Xcc -mno-mmx -Xcc -mno-avx -I $sdk/include"
+swiftflags="-enable-experimental-feature Embedded -enable-experimental-feature Extern -target x86_64-unknown-none-elf -wmo -Osize -parse-as-library -Xcc -mno-red-zone -Xcc -mno-sse -Xcc -mno-sse2 -Xcc -mno-mmx -Xcc -mno-avx -I $work/modules"
 
 # The runtime every guest links: entry point, memory functions, allocator, putchar.
 clang $cflags -c "$sdk/runtime/start.S" -o "$work/start.o"
 clang $cflags -c "$sdk/runtime/runtime.c" -o "$work/runtime.o"
-# The Embedded Swift SDK module.
+# The Embedded Swift SDK module, and the C header as a Clang module for it. The module map is
+# made here, not kept beside the header, so that host code including the header (the ABI test)
+# does not find a module of the same name.
 mkdir -p "$work/modules"
+printf 'module CHVKitGuest {\n    header "%s"\n    export *\n}\n' "$sdk/include/hvkit_guest.h" > "$work/modules/module.modulemap"
 swiftc $swiftflags -module-name HVKitGuest -emit-module -emit-module-path "$work/modules/HVKitGuest.swiftmodule" \
     -c "$sdk/swift/HVKitGuest.swift" -o "$work/HVKitGuest.o"
 

@@ -1,0 +1,100 @@
+import Glibc
+import HVCore
+@testable import HVParavirt
+import Testing
+
+@Suite struct NetServiceTests {
+    func setUp() throws -> (GuestMemoryMmap, HypercallDispatcher, InProcessNetwork, NetService) {
+        let memory = try paravirtTestMemory()
+        let network = try InProcessNetwork(capacity: 4)
+        let net = NetService(backend: network.guestSide, mtu: 1500)
+        return (memory, try makeDispatcher(memory: memory, [net]), network, net)
+    }
+
+    @Test func framesGoBothWays() throws {
+        let (memory, dispatcher, network, _) = try setUp()
+        let frame = (0..<60).map { UInt8($0) }
+        try memory.write(frame, to: GuestAddress(0x1000))
+        #expect(dispatcher.call(.netSend, 0x1000, 60) == 60)
+        #expect(network.hostSide.receive() == frame)
+        #expect(network.hostSide.send(Array(frame.reversed())))
+        #expect(dispatcher.call(.netReceive, 0x2000, 1514) == 60)
+        #expect(try memory.readBytes(at: GuestAddress(0x2000), count: 60) == Array(frame.reversed()))
+        #expect(dispatcher.call(.netReceive, 0x2000, 1514) == failure(.again))
+        #expect(dispatcher.info.mtu == 1500)
+        #expect(dispatcher.info.mac.count == 6)
+    }
+
+    @Test(arguments: [(0x1000, 13, HypercallErrno.invalid), (0x1000, 1515, .messageSize), (holeAddress.rawValue, 60, .fault),
+                      (UInt64.max - 10, 60, .fault)] as [(UInt64, UInt64, HypercallErrno)])
+    func refusesBadFrames(address: UInt64, length: UInt64, code: HypercallErrno) throws {
+        let (_, dispatcher, network, _) = try setUp()
+        #expect(dispatcher.call(.netSend, address, length) == failure(code))
+        #expect(network.hostSide.receive() == nil)
+    }
+
+    @Test func aFrameTooBigForTheBufferStaysQueued() throws {
+        let (memory, dispatcher, network, net) = try setUp()
+        #expect(network.hostSide.send([UInt8](repeating: 7, count: 100)))
+        #expect(dispatcher.call(.netReceive, 0x2000, 50) == failure(.messageSize))
+        #expect(dispatcher.call(.netReceive, holeAddress.rawValue, 200) == failure(.fault))
+        #expect(net.pollSource.isReady())
+        #expect(dispatcher.call(.netReceive, 0x2000, 200) == 100)
+        #expect(try memory.readBytes(at: GuestAddress(0x2000), count: 100) == [UInt8](repeating: 7, count: 100))
+    }
+
+    @Test func aFullBackendDropsAndSaysSo() throws {
+        let (memory, dispatcher, network, _) = try setUp()
+        try memory.write([UInt8](repeating: 1, count: 60), to: GuestAddress(0x1000))
+        for _ in 0..<4 { #expect(dispatcher.call(.netSend, 0x1000, 60) == 60) }
+        #expect(dispatcher.call(.netSend, 0x1000, 60) == failure(.again))
+        #expect(network.hostSide.dropped == 1)
+    }
+}
+
+@Suite struct PollServiceTests {
+    @Test func zeroTimeoutOnlyChecks() throws {
+        let network = try InProcessNetwork()
+        let net = NetService(backend: network.guestSide)
+        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [net, PollService(sources: [net.pollSource])])
+        #expect(dispatcher.call(.poll, 0) == 0)
+        #expect(network.hostSide.send([UInt8](repeating: 0, count: 60)))
+        #expect(dispatcher.call(.poll, 0) == Int64(PollEvents.netReceive.rawValue))
+        #expect(dispatcher.call(.poll, UInt64.max) == Int64(PollEvents.netReceive.rawValue))
+    }
+
+    @Test func aFrameArrivingWakesThePoll() throws {
+        let network = try InProcessNetwork()
+        let net = NetService(backend: network.guestSide)
+        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [net, PollService(sources: [net.pollSource])])
+        let sender = try HostThread(name: "sender") {
+            usleep(20_000)
+            _ = network.hostSide.send([UInt8](repeating: 0, count: 60))
+        }
+        #expect(dispatcher.call(.poll, 5_000_000_000) == Int64(PollEvents.netReceive.rawValue))
+        sender.join()
+    }
+
+    @Test func aShortTimeoutExpires() throws {
+        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
+        #expect(dispatcher.call(.poll, 1_000_000) == 0)
+    }
+
+    @Test func anAbsurdTimeoutEndsWhenTheVMStops() throws {
+        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
+        let stopper = try HostThread(name: "stopper") {
+            usleep(20_000)
+            dispatcher.vmStopping()
+        }
+        #expect(dispatcher.call(.poll, UInt64.max) == 0)
+        stopper.join()
+        // After a stop, polls return at once.
+        #expect(dispatcher.call(.poll, UInt64.max) == 0)
+    }
+
+    @Test func pollMayNotRunOnTheChannel() throws {
+        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
+        let result = dispatcher.dispatch(.poll, HypercallArguments(UInt64.max), origin: .channel(vcpu: 0))
+        #expect(result == .value(HypercallErrno.invalid.returnValue))
+    }
+}

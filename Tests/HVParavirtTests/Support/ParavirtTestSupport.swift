@@ -1,0 +1,82 @@
+import Glibc
+import HVCore
+@testable import HVParavirt
+import Synchronization
+import SystemPackage
+
+/// Guest RAM for hypercall tests: [0, 1 MiB) and [2 MiB, 3 MiB) with a hole between them, and
+/// a read-only region at [4 MiB, 4 MiB + 64 KiB).
+func paravirtTestMemory() throws -> GuestMemoryMmap {
+    try GuestMemoryMmap([
+        MemoryRegionSpec(start: GuestAddress(0), size: 1 << 20),
+        MemoryRegionSpec(start: GuestAddress(2 << 20), size: 1 << 20),
+        MemoryRegionSpec(start: GuestAddress(4 << 20), size: 64 << 10, options: [.readOnly]),
+    ])
+}
+
+let holeAddress = GuestAddress(1 << 20)
+let readOnlyAddress = GuestAddress(4 << 20)
+/// The last byte of the first region.
+let firstRegionEnd: UInt64 = 1 << 20
+
+/// A sink that keeps what it is given.
+final class CollectingSink: ByteSink {
+    private let storage = Mutex<[UInt8]>([])
+    func write(_ bytes: UnsafeRawBufferPointer) { storage.withLock { $0.append(contentsOf: bytes) } }
+    var bytes: [UInt8] { storage.withLock { $0 } }
+    var text: String { String(decoding: bytes, as: UTF8.self) }
+}
+
+/// A dispatcher over `memory` with `services` installed.
+func makeDispatcher(memory: any GuestMemory, _ services: [any ParavirtService]) throws -> HypercallDispatcher {
+    var table = HypercallTable()
+    for service in services { try table.install(service) }
+    return HypercallDispatcher(memory: memory, table: table)
+}
+
+extension HypercallDispatcher {
+    /// Runs a call as if vCPU 0 trapped, and returns RAX as a signed value.
+    func call(_ number: HypercallNumber, _ a0: UInt64 = 0, _ a1: UInt64 = 0, _ a2: UInt64 = 0) -> Int64 {
+        switch dispatch(number, HypercallArguments(a0, a1, a2), origin: .trap(vcpu: 0)) {
+        case let .value(value): return Int64(bitPattern: value)
+        case .stop: return Int64.min
+        }
+    }
+}
+
+/// The value a failed call returns.
+func failure(_ code: HypercallErrno) -> Int64 { -code.rawValue }
+
+/// A temporary file of `size` bytes (pattern-filled), unlinked when the test process ends.
+final class TemporaryDisk {
+    let path: String
+    let descriptor: FileDescriptor
+
+    init(size: Int, pattern: (Int) -> UInt8 = { UInt8(truncatingIfNeeded: $0 / 512 + 1) }) throws {
+        var template = Array("/tmp/hvparavirt-test-XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { throw Errno(rawValue: errno) }
+        path = String(cString: template)
+        descriptor = FileDescriptor(rawValue: fd)
+        let bytes = (0..<size).map(pattern)
+        _ = try bytes.withUnsafeBytes { try descriptor.writeAll(toAbsoluteOffset: 0, $0) }
+    }
+
+    func read(at offset: Int, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        _ = try bytes.withUnsafeMutableBytes { try descriptor.read(fromAbsoluteOffset: Int64(offset), into: $0) }
+        return bytes
+    }
+
+    deinit {
+        try? descriptor.close()
+        unlink(path)
+    }
+}
+
+/// A thread-safe counter.
+final class Counter: Sendable {
+    private let storage = Atomic<Int>(0)
+    func increment() { storage.add(1, ordering: .relaxed) }
+    var value: Int { storage.load(ordering: .relaxed) }
+}
