@@ -7,8 +7,15 @@ static void say(const char *text) {
     hv_console_write(text, length);
 }
 
-int hv_main(void) {
+/* Entry argument: 0 for the normal run; HV_DEMO_ABORT to abort with a message instead. */
+#define HV_DEMO_ABORT 0xAB0
+
+int hv_main(uint64_t argument) {
     say("Hello from C on HVKit!\n");
+    if (argument == HV_DEMO_ABORT) {
+        static const char message[] = "aborting as asked";
+        hv_abort(message, sizeof(message) - 1);
+    }
     struct hv_info info;
     if (hv_get_info(&info) != HV_ABI_VERSION || info.abi_version != HV_ABI_VERSION) return 1;
     uint64_t before = hv_clock_monotonic();

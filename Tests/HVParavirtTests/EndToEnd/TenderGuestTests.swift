@@ -1,0 +1,75 @@
+import HVCore
+import HVKVM
+import HVParavirt
+import Testing
+
+/// Guests built by Guests/build-guests.sh, run on real KVM through the port (and MMIO)
+/// doorbell, with the dispatcher as the vCPU runner's trap.
+@Suite(.requiresKVM) struct TenderGuestTests {
+    @Test func theEmbeddedSwiftGuestRunsEveryServiceAndExitsZero() throws {
+        let disk = try TemporaryDisk(size: 64 << 10)
+        let before = try disk.read(at: (64 << 10) - 512, count: 512)
+        let run = try runTenderGuest(TenderGuests.hello, services: [
+            ClockService(), RandomService(), BlockService(fileDescriptor: disk.descriptor, readOnly: false), PollService(),
+        ])
+        #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
+        #expect(run.console.contains("Hello from Embedded Swift on HVKit!"))
+        #expect(run.console.contains("ABI 1.0, 8 MiB of RAM"))
+        #expect(run.console.contains("random: ok"))
+        #expect(run.console.contains("read back sector 127: match"))
+        // The guest put the sector back as it found it.
+        #expect(try disk.read(at: (64 << 10) - 512, count: 512) == before)
+        #expect(run.dispatcher.statistics(for: .blockWrite)?.calls == 2)
+        #expect(run.dispatcher.statistics(for: .blockFlush)?.calls == 2)
+        #expect(run.dispatcher.statistics(for: .random)?.errors == 0)
+    }
+
+    @Test func theEmbeddedSwiftGuestWithoutADiskSaysSo() throws {
+        let run = try runTenderGuest(TenderGuests.hello, services: [ClockService(), RandomService()])
+        #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
+        #expect(run.console.contains("no disk"))
+    }
+
+    @Test func theCGuestRunsAndWritesTheDisk() throws {
+        let disk = try TemporaryDisk(size: 4096)
+        let run = try runTenderGuest(TenderGuests.cHello, services: [
+            ClockService(), RandomService(), BlockService(fileDescriptor: disk.descriptor, readOnly: false),
+        ])
+        #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
+        #expect(run.console == "Hello from C on HVKit!\nblock: sector 0 written and read back\ngoodbye\n")
+        #expect(try disk.read(at: 0, count: 4) == [1, 4, 7, 10])
+    }
+
+    @Test func aGuestAbortStopsTheVMWithItsMessage() throws {
+        let run = try runTenderGuest(TenderGuests.cHello, argument: 0xAB0)
+        #expect(run.reason == .guestRequested(.abort(message: "aborting as asked"), vcpu: 0))
+    }
+
+    @Test func theHostileGuestGetsAnErrorForEveryBadCall() throws {
+        let memorySize: UInt64 = 8 << 20
+        let run = try runTenderGuest(TenderGuests.hostile, memorySize: memorySize, services: [RandomService(), PollService()],
+                                     argument: memorySize)
+        #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
+        #expect(run.dispatcher.unknownCalls == 3)  // two unknown numbers, and block_read with no disk
+        #expect(run.dispatcher.statistics(for: .channelNotify)?.calls == 4)
+    }
+
+    @Test func theMMIODoorbellWorksLikeThePort() throws {
+        let doorbell = HypercallABI.defaultMMIODoorbell
+        let run = try runTenderGuest(TenderGuests.mmioDoorbell, argument: doorbell.rawValue,
+                                     doorbells: [.port(HypercallABI.doorbellPort), .mmio(doorbell)])
+        #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
+        #expect(run.console == "hello through the MMIO doorbell\n")
+        #expect(run.dispatcher.info.features.contains(.mmioDoorbell))
+    }
+
+    @Test func vmcallForwardingIsDetected() throws {
+        // Mainline KVM forwards only KVM_HC_MAP_GPA_RANGE (bit 12) to userspace; HVKit's ABI
+        // therefore uses the doorbells, and offers vmcall only where a host forwards more.
+        let vm = try KVM().createVM()
+        let mask = vm.forwardableHypercalls
+        #expect(mask & ~(UInt64(1) << 12) == 0, "this host forwards more hypercalls: 0x\(String(mask, radix: 16))")
+        #expect(throws: KVMError.self) { try vm.enableHypercallExits(1 << 0) }
+        if mask != 0 { try vm.enableHypercallExits(mask) }
+    }
+}

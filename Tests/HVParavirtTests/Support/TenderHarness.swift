@@ -1,0 +1,60 @@
+import Glibc
+import HVCore
+import HVKVM
+import HVParavirt
+import Testing
+
+let kvmUnavailableReason: String? = KVM.unavailabilityReason()
+
+extension Trait where Self == ConditionTrait {
+    /// Runs the test only where /dev/kvm works, and says why it was skipped otherwise.
+    static var requiresKVM: ConditionTrait {
+        .enabled(if: kvmUnavailableReason == nil, Comment(rawValue: "needs /dev/kvm: \(kvmUnavailableReason ?? "")"))
+    }
+}
+
+/// What a guest run ended with.
+struct TenderRun {
+    let reason: StopReason
+    let console: String
+    let dispatcher: HypercallDispatcher
+}
+
+/// Loads an ELF guest into `memorySize` bytes of RAM, starts it in long mode with `argument`
+/// in RDI and the given services and doorbells, and waits for it (at most `timeout` seconds,
+/// then stops it so a broken guest fails the test instead of hanging it).
+func runTenderGuest(
+    _ elf: [UInt8], memorySize: UInt64 = 8 << 20, services: [any ParavirtService] = [], argument: UInt64 = 0,
+    doorbells: [TrapSite] = [.port(HypercallABI.doorbellPort)], timeout: Double = 20
+) throws -> TenderRun {
+    let kvm = try KVM()
+    let vm = try kvm.createVM()
+    let memory = try GuestMemoryMmap(size: memorySize)
+    try vm.map(memory)
+    let image = try ELF64Image(bytes: elf)
+    try image.load(into: memory)
+
+    let console = CollectingSink()
+    var table = HypercallTable()
+    try table.install(ConsoleService(output: console))
+    try table.install(LifecycleService())
+    for service in services { try table.install(service) }
+    let dispatcher = HypercallDispatcher(memory: memory, table: table, doorbells: doorbells)
+    let runner = VCPURunner(vm: vm, pio: Bus(space: .pio), mmio: Bus(space: .mmio), traps: dispatcher.trapSites)
+    let cpuid = try kvm.supportedCPUID()
+    try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
+        try vcpu.setCPUID(cpuid)
+        try vcpu.setupLongMode(memory: memory, entry: image.entry)
+        var registers = try vcpu.registers()
+        registers.rdi = argument
+        try vcpu.setRegisters(registers)
+    }
+    let watchdog = try HostThread(name: "watchdog") {
+        let deadline = Int(timeout * 100)
+        for _ in 0..<deadline where runner.stopReason == nil { usleep(10_000) }
+        runner.stop()
+    }
+    let reason = runner.join()
+    watchdog.join()
+    return TenderRun(reason: reason, console: console.text, dispatcher: dispatcher)
+}
