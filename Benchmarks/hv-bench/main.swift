@@ -15,6 +15,7 @@ let allNames = [
     "blk_read_4k_qd1", "blk_read_64k_qd32", "blk_write_64k_qd32", "blk_flush", "blk_cpu_per_request",
     "blk_read_4k_qd1_sync", "blk_read_64k_qd32_sync", "blk_write_64k_qd32_sync",
     "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync",
+    "null_hypercall", "block_via_hypercall", "block_via_ring",
 ]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -82,6 +83,11 @@ for name in selected {
         case "blk_write_64k_qd32_sync": emit(try blockThroughputFigure(name: name, write64k, backend: .sync, rounds: 7, disk: disk()))
         case "blk_read_64k_qd32_direct": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .aio, rounds: 5, disk: disk()))
         case "blk_read_64k_qd32_direct_sync": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .sync, rounds: 5, disk: disk()))
+        case "null_hypercall": emit(try nullHypercallFigure(rounds: 7, calls: 20_000))
+        case "block_via_hypercall", "block_via_ring":
+            // Measured together (alternating rounds); printed once, at the first of the two selected.
+            guard name == selected.first(where: { $0.hasPrefix("block_via_") }) else { break }
+            for figure in try blockViaParavirtFigures(rounds: 7) where selected.contains(figure.name) { emit(figure) }
         default: break
         }
     } catch {

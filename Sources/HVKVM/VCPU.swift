@@ -147,11 +147,11 @@ public final class VCPU {
             // Apply what was written to the sync area before dropping it.
             let pending = runMapping.pointer.pointee.kvm_dirty_regs
             if pending & SyncRegisterSet.general.rawValue != 0 {
-                var regs = runMapping.pointer.pointee.s.regs.regs
+                var regs = ckvm_sync_regs(runMapping.pointer).pointee
                 try kvmIoctl(fileDescriptor, CKVM_SET_REGS, &regs, "KVM_SET_REGS")
             }
             if pending & SyncRegisterSet.special.rawValue != 0 {
-                var sregs = runMapping.pointer.pointee.s.regs.sregs
+                var sregs = ckvm_sync_sregs(runMapping.pointer).pointee
                 try kvmIoctl(fileDescriptor, CKVM_SET_SREGS, &sregs, "KVM_SET_SREGS")
             }
         }
@@ -165,43 +165,44 @@ public final class VCPU {
 
     /// The general registers; from the sync area when it is valid, else KVM_GET_REGS.
     public func registers() throws(KVMError) -> Registers {
-        Registers(try readRegisterSet(.general, \.regs, CKVM_GET_REGS, "KVM_GET_REGS"))
+        Registers(try readRegisterSet(.general, ckvm_sync_regs(runMapping.pointer), CKVM_GET_REGS, "KVM_GET_REGS"))
     }
 
     /// Sets the general registers; through the sync area (applied on the next run) when it is
     /// valid, else KVM_SET_REGS.
     public func setRegisters(_ registers: Registers) throws(KVMError) {
-        try writeRegisterSet(.general, \.regs, registers.raw, CKVM_SET_REGS, "KVM_SET_REGS")
+        try writeRegisterSet(.general, ckvm_sync_regs(runMapping.pointer), registers.raw, CKVM_SET_REGS, "KVM_SET_REGS")
     }
 
     /// Segment, control and descriptor-table registers (sync area when valid).
     public func specialRegisters() throws(KVMError) -> SpecialRegisters {
-        SpecialRegisters(try readRegisterSet(.special, \.sregs, CKVM_GET_SREGS, "KVM_GET_SREGS"))
+        SpecialRegisters(try readRegisterSet(.special, ckvm_sync_sregs(runMapping.pointer), CKVM_GET_SREGS, "KVM_GET_SREGS"))
     }
 
     /// Sets the special registers (sync area when valid, applied on the next run).
     public func setSpecialRegisters(_ registers: SpecialRegisters) throws(KVMError) {
-        try writeRegisterSet(.special, \.sregs, registers.raw, CKVM_SET_SREGS, "KVM_SET_SREGS")
+        try writeRegisterSet(.special, ckvm_sync_sregs(runMapping.pointer), registers.raw, CKVM_SET_SREGS, "KVM_SET_SREGS")
     }
 
     /// Reads one register set from kvm_run's sync area when KVM keeps it there, else by ioctl.
     private func readRegisterSet<Raw>(
-        _ set: SyncRegisterSet, _ field: WritableKeyPath<kvm_sync_regs, Raw>, _ request: UInt, _ name: StaticString
+        _ set: SyncRegisterSet, _ area: UnsafeMutablePointer<Raw>, _ request: UInt, _ name: StaticString
     ) throws(KVMError) -> Raw {
         if syncAreaValid, syncedRegisterSets.contains(set) {
-            return runMapping.pointer.pointee.s.regs[keyPath: field]
+            return area.pointee
         }
-        var raw = runMapping.pointer.pointee.s.regs[keyPath: field]  // Any value; the ioctl overwrites it.
+        var raw = area.pointee  // Any value; the ioctl overwrites it.
         try kvmIoctl(fileDescriptor, request, &raw, name)
         return raw
     }
 
     /// Writes one register set into the sync area (marking it dirty) or by ioctl.
     private func writeRegisterSet<Raw>(
-        _ set: SyncRegisterSet, _ field: WritableKeyPath<kvm_sync_regs, Raw>, _ value: Raw, _ request: UInt, _ name: StaticString
+        _ set: SyncRegisterSet, _ area: UnsafeMutablePointer<Raw>, _ value: Raw, _ request: UInt, _ name: StaticString
     ) throws(KVMError) {
         if syncAreaValid, syncedRegisterSets.contains(set) {
-            runMapping.pointer.pointee.s.regs[keyPath: field] = value
+            // SAFETY: area points into this vCPU's kvm_run mapping, alive as long as self.
+            area.pointee = value
             runMapping.pointer.pointee.kvm_dirty_regs |= set.rawValue
             return
         }

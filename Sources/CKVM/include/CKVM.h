@@ -86,6 +86,11 @@ int ckvm_set_thread_name(const char *name);
 
 // immediate_exit is read by the kernel on entry to KVM_RUN and written by other threads that
 // want the vCPU out; an atomic byte store keeps that a defined cross-thread write.
+// The register sets in kvm_run's sync area, as pointers: reading them through the union from
+// Swift would copy the whole 2 KiB padded area for every access.
+static inline struct kvm_regs *ckvm_sync_regs(struct kvm_run *run) { return &run->s.regs.regs; }
+static inline struct kvm_sregs *ckvm_sync_sregs(struct kvm_run *run) { return &run->s.regs.sregs; }
+
 static inline void ckvm_set_immediate_exit(struct kvm_run *run, uint8_t value) {
     __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
 }

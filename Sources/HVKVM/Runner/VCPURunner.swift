@@ -29,6 +29,11 @@ public final class VCPURunner: Sendable {
     public let mmio: Bus
     /// Doorbells that need the trapping vCPU's registers (hypercalls), by where they trap.
     public let traps: [TrapSite: any RegisterTrap]
+    // The same, split by kind into small arrays: a linear scan of one or two entries costs
+    // less per exit than hashing a TrapSite.
+    private let portTraps: [(port: UInt16, trap: any RegisterTrap)]
+    private let mmioTraps: [(address: GuestAddress, trap: any RegisterTrap)]
+    private let vmcallTrap: (any RegisterTrap)?
     private let exitHandler: ExitHandler?
     private let logger: Logger
 
@@ -58,6 +63,18 @@ public final class VCPURunner: Sendable {
         self.pio = pio
         self.mmio = mmio
         self.traps = traps
+        var portTraps: [(port: UInt16, trap: any RegisterTrap)] = []
+        var mmioTraps: [(address: GuestAddress, trap: any RegisterTrap)] = []
+        for (site, trap) in traps {
+            switch site {
+            case let .port(port): portTraps.append((port, trap))
+            case let .mmio(address): mmioTraps.append((address, trap))
+            case .vmcall: break
+            }
+        }
+        self.portTraps = portTraps
+        self.mmioTraps = mmioTraps
+        vmcallTrap = traps[.vmcall]
         self.exitHandler = exitHandler
         self.logger = logger ?? Logger(label: "hvkit.runner")
     }
@@ -159,7 +176,7 @@ public final class VCPURunner: Sendable {
             }
             switch exit {
             case let .ioOut(port, size, data):
-                if !traps.isEmpty, let trap = traps[.port(port)] {
+                if !portTraps.isEmpty, let trap = portTraps.first(where: { $0.port == port })?.trap {
                     if let reason = handleTrap(trap, at: .port(port), value: data.value(width: min(size, 8)), vcpu: vcpu) { return reason }
                     continue
                 }
@@ -173,7 +190,7 @@ public final class VCPURunner: Sendable {
                     data.setValue(pio.read(at: GuestAddress(UInt64(port)), width: width), element: element, width: size)
                 }
             case let .mmioWrite(address, data):
-                if !traps.isEmpty, let trap = traps[.mmio(address)] {
+                if !mmioTraps.isEmpty, let trap = mmioTraps.first(where: { $0.address == address })?.trap {
                     if let reason = handleTrap(trap, at: .mmio(address), value: data.value(width: data.count), vcpu: vcpu) { return reason }
                     continue
                 }
@@ -203,7 +220,7 @@ public final class VCPURunner: Sendable {
             case let .failEntry(reason, _):
                 return .failEntry(vcpu: id, reason: reason)
             case let .hypercall(number, _, _):
-                guard let trap = traps[.vmcall] else { return .unhandledExit(vcpu: id, exit: "hypercall \(number)") }
+                guard let trap = vmcallTrap else { return .unhandledExit(vcpu: id, exit: "hypercall \(number)") }
                 if let reason = handleTrap(trap, at: .vmcall, value: 0, vcpu: vcpu) { return reason }
             case let .exception(number, errorCode):
                 return .unhandledExit(vcpu: id, exit: "exception \(number) (error code \(errorCode))")

@@ -17,6 +17,7 @@ import Synchronization
 public final class HypercallDispatcher: RegisterTrap {
     /// Numbers the dispatcher answers itself; a table may not register them.
     static let reservedNumbers: Set<HypercallNumber> = [.info, .null, .channelSetup, .channelNotify]
+    static let builtinCounterSlots: UInt32 = 64
 
     public let memory: any GuestMemory
     /// What ``HypercallNumber/info`` reports: the table's info, plus memory size, the
@@ -27,6 +28,8 @@ public final class HypercallDispatcher: RegisterTrap {
 
     private let entries: [UInt32: HypercallTable.Entry]
     private let stopObservers: [@Sendable () -> Void]
+    /// Counters by number: built-in numbers index an array, others a dictionary.
+    private let builtinCounters: [HypercallCounters?]
     private let counters: [UInt32: HypercallCounters]
     private let unknownCounters = HypercallCounters()
     private let channel = Mutex<HypercallChannel?>(nil)
@@ -60,6 +63,7 @@ public final class HypercallDispatcher: RegisterTrap {
         for number in table.entries.keys { counters[number] = HypercallCounters() }
         for number in Self.reservedNumbers { counters[number.rawValue] = HypercallCounters() }
         self.counters = counters
+        builtinCounters = (0..<UInt32(Self.builtinCounterSlots)).map { counters[$0] }
     }
 
     /// The trap table for the vCPU runner: every doorbell mapped to this dispatcher.
@@ -104,7 +108,8 @@ public final class HypercallDispatcher: RegisterTrap {
             logger.debug("hypercall failed", metadata: ["number": "\(number)", "error": "\(error)"])
             result = .value(error.code.returnValue)
         }
-        let counter = counters[number.rawValue] ?? unknownCounters
+        let counter = (number.rawValue < Self.builtinCounterSlots ? builtinCounters[Int(number.rawValue)] : counters[number.rawValue])
+            ?? unknownCounters
         counter.record(nanoseconds: clockNanoseconds(CLOCK_MONOTONIC) &- start, failed: failed)
         return result
     }
