@@ -1,3 +1,4 @@
+import Glibc
 import HVCore
 import HVKVM
 import HVParavirt
@@ -71,5 +72,48 @@ import Testing
         #expect(mask & ~(UInt64(1) << 12) == 0, "this host forwards more hypercalls: 0x\(String(mask, radix: 16))")
         #expect(throws: KVMError.self) { try vm.enableHypercallExits(1 << 0) }
         if mask != 0 { try vm.enableHypercallExits(mask) }
+    }
+}
+
+@Suite(.requiresKVM) struct IdleGuestTests {
+    func start() throws -> (RunningTender, InProcessNetwork) {
+        let network = try InProcessNetwork()
+        let net = NetService(backend: network.guestSide)
+        let tender = try startTenderGuest(TenderGuests.netEcho, services: [net, PollService(sources: [net.pollSource])])
+        return (tender, network)
+    }
+
+    /// Waits (bounded) for a frame on the host side.
+    func receive(_ port: InProcessPort) -> [UInt8]? {
+        for _ in 0..<2000 {
+            if let frame = port.receive() { return frame }
+            usleep(1000)
+        }
+        return nil
+    }
+
+    @Test func aPollingGuestWakesForFramesAndEchoesThem() throws {
+        let (tender, network) = try start()
+        for index in 0..<5 {
+            let frame = [UInt8(index)] + [UInt8](repeating: 0xAB, count: 59)
+            #expect(network.hostSide.send(frame))
+            #expect(receive(network.hostSide) == frame)
+        }
+        #expect(network.hostSide.send([0xFF] + [UInt8](repeating: 0, count: 59)))
+        let run = try tender.finish()
+        #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0))
+        #expect(run.dispatcher.statistics(for: .netSend)?.calls == 5)
+    }
+
+    @Test func anIdleGuestBlocksInsteadOfSpinningAndStopsPromptly() throws {
+        let (tender, _) = try start()
+        usleep(300_000)
+        // One poll (up to 10 s) is under way; a spinning guest would have made thousands.
+        let polls = tender.dispatcher.statistics(for: .poll)?.calls ?? 0
+        #expect(polls == 0)  // Counted when a call returns; the first is still waiting.
+        tender.runner.stop()
+        let run = try tender.finish(timeout: 5)
+        #expect(run.reason == .stopRequested)
+        #expect(tender.dispatcher.statistics(for: .poll)?.calls == 1)
     }
 }

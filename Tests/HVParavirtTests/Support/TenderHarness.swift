@@ -20,13 +20,32 @@ struct TenderRun {
     let dispatcher: HypercallDispatcher
 }
 
-/// Loads an ELF guest into `memorySize` bytes of RAM, starts it in long mode with `argument`
-/// in RDI and the given services and doorbells, and waits for it (at most `timeout` seconds,
-/// then stops it so a broken guest fails the test instead of hanging it).
-func runTenderGuest(
+/// A guest loaded and running: its runner, dispatcher and console.
+struct RunningTender {
+    let runner: VCPURunner
+    let dispatcher: HypercallDispatcher
+    let console: CollectingSink
+
+    /// Waits for the guest to end (at most `timeout` seconds, then stops it so that a broken
+    /// guest fails the test instead of hanging it).
+    func finish(timeout: Double = 20) throws -> TenderRun {
+        let runner = self.runner
+        let watchdog = try HostThread(name: "watchdog") {
+            for _ in 0..<Int(timeout * 100) where runner.stopReason == nil { usleep(10_000) }
+            runner.stop()
+        }
+        let reason = runner.join()
+        watchdog.join()
+        return TenderRun(reason: reason, console: console.text, dispatcher: dispatcher)
+    }
+}
+
+/// Loads an ELF guest into `memorySize` bytes of RAM and starts it in long mode with
+/// `argument` in RDI, the console and lifecycle services plus `services`, and `doorbells`.
+func startTenderGuest(
     _ elf: [UInt8], memorySize: UInt64 = 8 << 20, services: [any ParavirtService] = [], argument: UInt64 = 0,
-    doorbells: [TrapSite] = [.port(HypercallABI.doorbellPort)], timeout: Double = 20
-) throws -> TenderRun {
+    doorbells: [TrapSite] = [.port(HypercallABI.doorbellPort)]
+) throws -> RunningTender {
     let kvm = try KVM()
     let vm = try kvm.createVM()
     let memory = try GuestMemoryMmap(size: memorySize)
@@ -49,12 +68,14 @@ func runTenderGuest(
         registers.rdi = argument
         try vcpu.setRegisters(registers)
     }
-    let watchdog = try HostThread(name: "watchdog") {
-        let deadline = Int(timeout * 100)
-        for _ in 0..<deadline where runner.stopReason == nil { usleep(10_000) }
-        runner.stop()
-    }
-    let reason = runner.join()
-    watchdog.join()
-    return TenderRun(reason: reason, console: console.text, dispatcher: dispatcher)
+    return RunningTender(runner: runner, dispatcher: dispatcher, console: console)
+}
+
+/// Runs a guest to its end (see ``startTenderGuest``).
+func runTenderGuest(
+    _ elf: [UInt8], memorySize: UInt64 = 8 << 20, services: [any ParavirtService] = [], argument: UInt64 = 0,
+    doorbells: [TrapSite] = [.port(HypercallABI.doorbellPort)], timeout: Double = 20
+) throws -> TenderRun {
+    try startTenderGuest(elf, memorySize: memorySize, services: services, argument: argument, doorbells: doorbells)
+        .finish(timeout: timeout)
 }
