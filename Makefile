@@ -13,10 +13,10 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libaio-dev linux-libc-dev; \
 	fi
 
-## Runs the demo VMM on its built-in default guest (for now hv-hello).
+## Runs the demo VMM on its built-in default guest: hv-tender with its Embedded Swift guest.
 demo: deps
-	$(SWIFT) build --product hv-hello
-	./.build/debug/hv-hello
+	$(SWIFT) build --product hv-tender
+	./.build/debug/hv-tender --stats
 
 ## Runs the whole test suite (KVM tests are skipped, with the reason, where /dev/kvm is absent).
 test: deps
@@ -28,9 +28,11 @@ bench: deps
 	$(SWIFT) build -c release --static-swift-stdlib --product hv-bench
 	./.build/release/hv-bench $(if $(JSON),--json) $(NAMES)
 
-## Re-assembles the tiny guests in Guests/asm into the committed Swift byte arrays.
+## Rebuilds the guests (Guests/asm, and the SDK guests in Guests/tender and Guests/bench) into
+## the committed Swift byte arrays.
 guests:
 	sh Guests/assemble.sh
+	sh Guests/build-guests.sh
 
 clean:
 	rm -rf .build
