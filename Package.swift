@@ -63,6 +63,8 @@ let package = Package(
         ),
 
         .target(name: "HVDevicesTesting", dependencies: ["HVCore", "HVDevices"]),
+        // The unikernel guests Guests/build-guests.sh builds, as byte arrays (generated).
+        .target(name: "GuestImages", path: "Guests/Images"),
 
         // Examples and benchmarks.
         .executableTarget(
@@ -73,7 +75,7 @@ let package = Package(
         .executableTarget(
             name: "hv-tender",
             dependencies: [
-                "HVCore", "HVKVM", "HVParavirt",
+                "HVCore", "HVKVM", "HVParavirt", "GuestImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -87,7 +89,7 @@ let package = Package(
         .executableTarget(
             name: "hv-bench",
             dependencies: [
-                "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "HVParavirt", "CBenchBaseline", "CHVDevicesShims",
+                "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "HVParavirt", "GuestImages", "CBenchBaseline", "CHVDevicesShims",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Benchmarks/hv-bench"
@@ -108,7 +110,7 @@ let package = Package(
         // HVParavirtTests also run guests end to end on real KVM.
         .testTarget(
             name: "HVParavirtTests",
-            dependencies: ["HVParavirt", "HVCore", "HVKVM", "CHVKitGuestABI", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVParavirt", "HVCore", "HVKVM", "GuestImages", "CHVKitGuestABI", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,3 +1,4 @@
+import GuestImages
 import CBenchBaseline
 import Glibc
 import HVCore
@@ -88,7 +89,7 @@ func blockReadsRun(total: UInt64, viaRing: Bool, disk: BlockService, exitCost: D
     let vm = try kvm.createVM()
     let memory = try GuestMemoryMmap(size: 4 << 20)
     try vm.map(memory)
-    let image = try ELF64Image(bytes: TenderBenchGuests.blockReads)
+    let image = try ELF64Image(bytes: GuestImages.blockReads)
     try image.load(into: memory)
     var table = HypercallTable()
     try table.install(LifecycleService())
@@ -100,10 +101,7 @@ func blockReadsRun(total: UInt64, viaRing: Bool, disk: BlockService, exitCost: D
     let start = nowNanoseconds()
     try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
         try vcpu.setCPUID(cpuid)
-        try vcpu.setupLongMode(memory: memory, entry: image.entry)
-        var registers = try vcpu.registers()
-        registers.rdi = argument
-        try vcpu.setRegisters(registers)
+        try vcpu.setupLongMode(memory: memory, entry: image.entry, argument: argument)
     }
     let reason = runner.join()
     let elapsed = nowNanoseconds() - start

@@ -27,10 +27,7 @@ struct TenderVM {
         let (memory, entry) = (self.memory, image.entry)
         try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
             try vcpu.setCPUID(cpuid)
-            try vcpu.setupLongMode(memory: memory, entry: entry)
-            var registers = try vcpu.registers()
-            registers.rdi = argument
-            try vcpu.setRegisters(registers)
+            try vcpu.setupLongMode(memory: memory, entry: entry, argument: argument)
         }
     }
 }

@@ -5,6 +5,7 @@
 //   hv-tender guest.elf --disk d.img  your guest, with a disk
 //
 // It exits with the guest's exit status (255 when the guest aborts).
+import GuestImages
 import ArgumentParser
 import Glibc
 import HVCore
@@ -43,7 +44,7 @@ struct Tender: ParsableCommand {
 
     func run() throws {
         guard memory >= 2, memory <= 64 * 1024 else { throw ValidationError("--memory must be 2 to 65536 MiB") }
-        let image = try guest.map { try ELF64Image(contentsOf: FilePath($0)) } ?? ELF64Image(bytes: DefaultGuest.hello)
+        let image = try guest.map { try ELF64Image(contentsOf: FilePath($0)) } ?? ELF64Image(bytes: GuestImages.hello)
 
         var services: [any ParavirtService] = [
             ConsoleService(output: FileDescriptorSink(.standardOutput)), ClockService(), RandomService(), LifecycleService(),

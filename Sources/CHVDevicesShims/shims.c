@@ -6,11 +6,6 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <string.h>
-#include <sys/random.h>
-
-long hvd_getrandom(void *buffer, size_t length, unsigned int flags) {
-    return (long)getrandom(buffer, length, flags);
-}
 
 int hvd_fallocate(int fd, int mode, int64_t offset, int64_t length) {
     return fallocate(fd, mode, (off_t)offset, (off_t)length);

@@ -8,9 +8,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/// getrandom(2); returns the byte count or -1 with errno set.
-long hvd_getrandom(void *buffer, size_t length, unsigned int flags);
-
 /// fallocate(2); returns 0 or -1 with errno set.
 int hvd_fallocate(int fd, int mode, int64_t offset, int64_t length);
 

@@ -107,3 +107,28 @@ import Testing
         #expect(count.value == 1)
     }
 }
+
+/// The argument-block convention: a user hypercall that takes the address of a struct.
+@Suite struct ArgumentBlockTests {
+    struct Rectangle: BitwiseCopyable { var width: UInt32; var height: UInt32 }
+
+    func dispatcher(_ memory: GuestMemoryMmap) throws -> HypercallDispatcher {
+        var table = HypercallTable()
+        try table.register(.userBase, name: "area") { call throws(HypercallError) in
+            let block = try call.readBlock(Rectangle.self, at: call.address(0))
+            return .value(UInt64(block.width) * UInt64(block.height))
+        }
+        return HypercallDispatcher(memory: memory, table: table)
+    }
+
+    @Test func theBlockIsReadFromGuestMemory() throws {
+        let memory = try paravirtTestMemory()
+        try memory.write(Rectangle(width: 7, height: 6), at: GuestAddress(0x500))
+        #expect(try dispatcher(memory).call(.userBase, 0x500) == 42)
+    }
+
+    @Test(arguments: [firstRegionEnd - 4, holeAddress.rawValue, UInt64.max - 2] as [UInt64])
+    func aBlockOutsideRAMFaults(address: UInt64) throws {
+        #expect(try dispatcher(paravirtTestMemory()).call(.userBase, address) == failure(.fault))
+    }
+}

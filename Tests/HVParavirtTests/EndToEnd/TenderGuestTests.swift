@@ -1,3 +1,4 @@
+import GuestImages
 import Glibc
 import HVCore
 import HVKVM
@@ -10,7 +11,7 @@ import Testing
     @Test func theEmbeddedSwiftGuestRunsEveryServiceAndExitsZero() throws {
         let disk = try TemporaryDisk(size: 64 << 10)
         let before = try disk.read(at: (64 << 10) - 512, count: 512)
-        let run = try runTenderGuest(TenderGuests.hello, services: [
+        let run = try runTenderGuest(GuestImages.hello, services: [
             ClockService(), RandomService(), BlockService(fileDescriptor: disk.descriptor, readOnly: false), PollService(),
         ])
         #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
@@ -26,14 +27,14 @@ import Testing
     }
 
     @Test func theEmbeddedSwiftGuestWithoutADiskSaysSo() throws {
-        let run = try runTenderGuest(TenderGuests.hello, services: [ClockService(), RandomService()])
+        let run = try runTenderGuest(GuestImages.hello, services: [ClockService(), RandomService()])
         #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
         #expect(run.console.contains("no disk"))
     }
 
     @Test func theCGuestRunsAndWritesTheDisk() throws {
         let disk = try TemporaryDisk(size: 4096)
-        let run = try runTenderGuest(TenderGuests.cHello, services: [
+        let run = try runTenderGuest(GuestImages.cHello, services: [
             ClockService(), RandomService(), BlockService(fileDescriptor: disk.descriptor, readOnly: false),
         ])
         #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
@@ -42,13 +43,13 @@ import Testing
     }
 
     @Test func aGuestAbortStopsTheVMWithItsMessage() throws {
-        let run = try runTenderGuest(TenderGuests.cHello, argument: 0xAB0)
+        let run = try runTenderGuest(GuestImages.cHello, argument: 0xAB0)
         #expect(run.reason == .guestRequested(.abort(message: "aborting as asked"), vcpu: 0))
     }
 
     @Test func theHostileGuestGetsAnErrorForEveryBadCall() throws {
         let memorySize: UInt64 = 8 << 20
-        let run = try runTenderGuest(TenderGuests.hostile, memorySize: memorySize, services: [RandomService(), PollService()],
+        let run = try runTenderGuest(GuestImages.hostile, memorySize: memorySize, services: [RandomService(), PollService()],
                                      argument: memorySize)
         #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
         #expect(run.dispatcher.unknownCalls == 3)  // two unknown numbers, and block_read with no disk
@@ -57,7 +58,7 @@ import Testing
 
     @Test func theMMIODoorbellWorksLikeThePort() throws {
         let doorbell = HypercallABI.defaultMMIODoorbell
-        let run = try runTenderGuest(TenderGuests.mmioDoorbell, argument: doorbell.rawValue,
+        let run = try runTenderGuest(GuestImages.mmioDoorbell, argument: doorbell.rawValue,
                                      doorbells: [.port(HypercallABI.doorbellPort), .mmio(doorbell)])
         #expect(run.reason == .guestRequested(.exit(status: 0), vcpu: 0), "\(run.console)")
         #expect(run.console == "hello through the MMIO doorbell\n")
@@ -79,7 +80,7 @@ import Testing
     func start() throws -> (RunningTender, InProcessNetwork) {
         let network = try InProcessNetwork()
         let net = NetService(backend: network.guestSide)
-        let tender = try startTenderGuest(TenderGuests.netEcho, services: [net, PollService(sources: [net.pollSource])])
+        let tender = try startTenderGuest(GuestImages.netEcho, services: [net, PollService(sources: [net.pollSource])])
         return (tender, network)
     }
 

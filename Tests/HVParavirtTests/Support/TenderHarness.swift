@@ -63,10 +63,7 @@ func startTenderGuest(
     let cpuid = try kvm.supportedCPUID()
     try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
         try vcpu.setCPUID(cpuid)
-        try vcpu.setupLongMode(memory: memory, entry: image.entry)
-        var registers = try vcpu.registers()
-        registers.rdi = argument
-        try vcpu.setRegisters(registers)
+        try vcpu.setupLongMode(memory: memory, entry: image.entry, argument: argument)
     }
     return RunningTender(runner: runner, dispatcher: dispatcher, console: console)
 }

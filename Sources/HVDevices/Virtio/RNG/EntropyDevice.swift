@@ -1,4 +1,3 @@
-import CHVDevicesShims
 import Glibc
 import HVCore
 import Logging
@@ -55,22 +54,17 @@ public final class EntropyDevice: VirtioDevice {
             logger.warning("virtio-rng request refused", metadata: ["error": "\(error)"])
             return 0
         }
-        // Only a prefix counts as written if getrandom fails part way.
+        // Only whole buffers count as written if getrandom fails part way.
         var total = 0
         for buffer in buffers {
-            guard let base = buffer.baseAddress else { continue }
-            var filled = 0
-            while filled < buffer.count {
+            do {
                 // SAFETY: buffer is guest RAM the queue checked writable; the queue keeps memory alive.
-                let got = hvd_getrandom(base + filled, buffer.count - filled, 0)
-                if got < 0 {
-                    if errno == EINTR { continue }
-                    logger.error("getrandom failed", metadata: ["errno": "\(errno)"])
-                    return UInt32(total + filled)
-                }
-                filled += got
+                try HostRandom.fill(buffer)
+            } catch {
+                logger.error("getrandom failed", metadata: ["errno": "\(error)"])
+                return UInt32(total)
             }
-            total += filled
+            total += buffer.count
         }
         return UInt32(total)
     }

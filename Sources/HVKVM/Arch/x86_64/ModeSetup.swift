@@ -146,20 +146,25 @@ extension VCPU {
     }
 
     /// Puts the vCPU in 64-bit long mode at `entry`: writes a GDT and identity page tables
-    /// (see ``LongModeLayout``), enables PAE, paging, LME and SSE, and sets RIP and RSP.
+    /// (see ``LongModeLayout``), enables PAE, paging, LME and SSE, and sets RIP and RSP, and
+    /// RDI to `argument` (the entry's first argument in the System V convention).
     /// On a multi-vCPU VM the tables are shared; writing them again is harmless.
     public func setupLongMode(
-        memory: some GuestMemory, entry: GuestAddress, stackPointer: UInt64 = 0, layout: LongModeLayout = LongModeLayout()
+        memory: some GuestMemory, entry: GuestAddress, stackPointer: UInt64 = 0, argument: UInt64 = 0,
+        layout: LongModeLayout = LongModeLayout()
     ) throws(KVMError) {
         let limit: UInt16
         do { limit = try X86Tables.writeGDT(longMode: true, to: memory, at: layout.gdtAddress) } catch { throw .guestMemory(error) }
         let cr3 = try X86Tables.writeIdentityPageTables(to: memory, layout: layout)
-        try enterLongMode(entry: entry, stackPointer: stackPointer, cr3: cr3, gdtAddress: layout.gdtAddress, gdtLimit: limit)
+        try enterLongMode(entry: entry, stackPointer: stackPointer, argument: argument, cr3: cr3,
+                          gdtAddress: layout.gdtAddress, gdtLimit: limit)
     }
 
-    /// The register half of ``setupLongMode(memory:entry:stackPointer:layout:)``, for tables
-    /// already in guest memory.
-    public func enterLongMode(entry: GuestAddress, stackPointer: UInt64, cr3: UInt64, gdtAddress: GuestAddress, gdtLimit: UInt16) throws(KVMError) {
+    /// The register half of ``setupLongMode(memory:entry:stackPointer:argument:layout:)``, for
+    /// tables already in guest memory.
+    public func enterLongMode(
+        entry: GuestAddress, stackPointer: UInt64, argument: UInt64 = 0, cr3: UInt64, gdtAddress: GuestAddress, gdtLimit: UInt16
+    ) throws(KVMError) {
         var sregs = try specialRegisters()
         loadFlatSegments(into: &sregs, longMode: true, gdtBase: gdtAddress, gdtLimit: gdtLimit)
         sregs.cr3 = cr3
@@ -171,6 +176,7 @@ extension VCPU {
         var regs = Registers()
         regs.rip = entry.rawValue
         regs.rsp = stackPointer
+        regs.rdi = argument
         try setRegisters(regs)
     }
 
