@@ -56,7 +56,7 @@ final class TemporaryDisk {
         var template = Array("/tmp/hvparavirt-test-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { throw Errno(rawValue: errno) }
-        path = String(cString: template)
+        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         descriptor = FileDescriptor(rawValue: fd)
         let bytes = (0..<size).map(pattern)
         _ = try bytes.withUnsafeBytes { try descriptor.writeAll(toAbsoluteOffset: 0, $0) }
