@@ -112,3 +112,25 @@ public enum BlockStorage {
         _ = try HypervisorError.check(hv_block_flush())
     }
 }
+
+/// The host's network (HV_CALL_NET_*): whole Ethernet frames.
+public enum Network {
+    /// Sends one frame (14 bytes up to MTU + 14).
+    public static func send(_ frame: UnsafeRawBufferPointer) throws(HypervisorError) {
+        guard let base = frame.baseAddress else { return }
+        _ = try HypervisorError.check(hv_net_send(base, frame.count))
+    }
+
+    /// Receives the next frame into `buffer`; returns its length, or nil when none is waiting.
+    public static func receive(into buffer: UnsafeMutableRawBufferPointer) throws(HypervisorError) -> Int? {
+        guard let base = buffer.baseAddress else { return nil }
+        let result = hv_net_receive(base, buffer.count)
+        if result == -Int64(HV_EAGAIN) { return nil }
+        return try HypervisorError.check(result)
+    }
+
+    /// Sleeps until a frame is waiting or `nanoseconds` pass; true if a frame is waiting.
+    public static func wait(nanoseconds: UInt64) -> Bool {
+        Hypervisor.poll(nanoseconds: nanoseconds) & UInt64(HV_POLL_NET_RECEIVE) != 0
+    }
+}
