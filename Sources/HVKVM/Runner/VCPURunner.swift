@@ -50,6 +50,8 @@ public final class VCPURunner: Sendable {
 
     private let state = Mutex(State())
     private let stopRequested = Atomic<Bool>(false)
+    private let parking = VCPUParking()
+    private let counters = Mutex<[UInt32: VCPUCounters]>([:])
 
     /// - Parameters:
     ///   - traps: handlers for port writes, MMIO writes or forwarded `vmcall`s that need the
@@ -151,9 +153,13 @@ public final class VCPURunner: Sendable {
                     return
                 }
             }
+            let vcpuCounters = VCPUCounters()
+            counters.withLock { $0[id] = vcpuCounters }
+            parking.enter(id)
             try? ready.signal()
             _ = try? barrier.go.consume()
-            reason = runLoop(vcpu)
+            reason = runLoop(vcpu, counters: vcpuCounters)
+            parking.leave(id)
         } catch {
             barrier.errors.withLock { $0.append(error) }
             try? ready.signal()
@@ -162,12 +168,23 @@ public final class VCPURunner: Sendable {
         finish(id: id, reason: reason)
     }
 
-    private func runLoop(_ vcpu: VCPU) -> StopReason {
+    private func runLoop(_ vcpu: VCPU, counters: VCPUCounters) -> StopReason {
         let id = vcpu.id
+        var leftGuest = monotonicNanoseconds()
         while true {
+            if parking.pauseFlag.load(ordering: .acquiring) {
+                parking.park(vcpu, counters: counters)
+                leftGuest = monotonicNanoseconds()
+            }
             if stopRequested.load(ordering: .acquiring) { return .stopRequested }
             let exit: VMExit
+            let entered = monotonicNanoseconds()
+            counters.vmmNanoseconds.add(entered &- leftGuest, ordering: .relaxed)
             do { exit = try vcpu.run() } catch { return .failed(vcpu: id, error: error) }
+            leftGuest = monotonicNanoseconds()
+            counters.guestNanoseconds.add(leftGuest &- entered, ordering: .relaxed)
+            counters.exits.add(1, ordering: .relaxed)
+            counters.count(exit, trapped: isTrapped(exit))
             if let exitHandler, let action = exitHandler(vcpu, exit) {
                 switch action {
                 case .resume: continue
@@ -232,6 +249,16 @@ public final class VCPURunner: Sendable {
         }
     }
 
+    /// Whether `exit` goes to a register trap rather than a bus.
+    private func isTrapped(_ exit: VMExit) -> Bool {
+        switch exit {
+        case let .ioOut(port, _, _): return !portTraps.isEmpty && portTraps.contains { $0.port == port }
+        case let .mmioWrite(address, _): return !mmioTraps.isEmpty && mmioTraps.contains { $0.address == address }
+        case .hypercall: return vmcallTrap != nil
+        default: return false
+        }
+    }
+
     /// Runs a trap handler with the vCPU's registers and writes back what it changed. For a
     /// forwarded `vmcall`, KVM sets RAX from kvm_run's hypercall result on the next entry, so
     /// the handler's RAX goes there too.
@@ -271,6 +298,7 @@ public final class VCPURunner: Sendable {
 
     private func requestStop() {
         stopRequested.store(true, ordering: .releasing)
+        parking.stop()
         // Traps may be waiting (a hypercall poll); they return once told.
         var told = Set<ObjectIdentifier>()
         for trap in traps.values where told.insert(ObjectIdentifier(trap)).inserted { trap.vmStopping() }
@@ -281,6 +309,44 @@ public final class VCPURunner: Sendable {
     /// ``wait()`` to know when they have. Callable from any thread, any number of times.
     public func stop() {
         requestStop()
+    }
+
+    // MARK: Pause and resume
+
+    /// Takes every vCPU out of the guest and parks it with its state intact; returns once all
+    /// are parked (true), or false if the VM stopped first. Callable from any thread except a
+    /// vCPU's own. A vCPU waiting inside a trap (a hypercall poll) parks when the wait ends.
+    @discardableResult
+    public func pause() -> Bool {
+        parking.requestPause()
+        for kicker in state.withLock({ $0.kickers }) { kicker.kick() }
+        return parking.waitUntilParked()
+    }
+
+    /// Lets parked vCPUs run again from where they were.
+    public func resume() {
+        parking.resume()
+    }
+
+    /// Runs `body` with vCPU `id` on that vCPU's own thread while the VM is paused (to read or
+    /// change its registers), and waits for it. Returns nil if the VM is not paused or the
+    /// vCPU is not running. Keep `body` short: other parked vCPUs wait for it.
+    public func withPausedVCPU<T: Sendable>(_ id: UInt32, _ body: @escaping @Sendable (VCPU) -> T) -> T? {
+        let result = Mutex<T?>(nil)
+        guard parking.perform(on: id, { vcpu in
+            let value = body(vcpu)
+            result.withLock { $0 = value }
+        }) else { return nil }
+        return result.withLock { $0 }
+    }
+
+    /// Counters of every vCPU that has started, by id.
+    public func statistics() -> [UInt32: VCPUStatistics] {
+        counters.withLock { counters in
+            var snapshot: [UInt32: VCPUStatistics] = [:]
+            for (id, counter) in counters { snapshot[id] = counter.snapshot(vcpu: id) }
+            return snapshot
+        }
     }
 
     /// Blocks until every vCPU thread has ended, and returns why the VM stopped.

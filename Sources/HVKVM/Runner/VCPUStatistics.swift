@@ -1,0 +1,71 @@
+import Glibc
+import Synchronization
+
+/// Counters one vCPU thread keeps as it runs, readable from any thread.
+final class VCPUCounters: Sendable {
+    let exits = Atomic<UInt64>(0)
+    let portIO = Atomic<UInt64>(0)
+    let mmio = Atomic<UInt64>(0)
+    let traps = Atomic<UInt64>(0)
+    let interruptions = Atomic<UInt64>(0)
+    let otherExits = Atomic<UInt64>(0)
+    let guestNanoseconds = Atomic<UInt64>(0)
+    let vmmNanoseconds = Atomic<UInt64>(0)
+    let parks = Atomic<UInt64>(0)
+    let parkedNanoseconds = Atomic<UInt64>(0)
+
+    func count(_ exit: VMExit, trapped: Bool) {
+        switch exit {
+        case _ where trapped: traps.add(1, ordering: .relaxed)
+        case .ioIn, .ioOut: portIO.add(1, ordering: .relaxed)
+        case .mmioRead, .mmioWrite: mmio.add(1, ordering: .relaxed)
+        case .interrupted: interruptions.add(1, ordering: .relaxed)
+        default: otherExits.add(1, ordering: .relaxed)
+        }
+    }
+
+    func snapshot(vcpu: UInt32) -> VCPUStatistics {
+        VCPUStatistics(
+            vcpu: vcpu, exits: exits.load(ordering: .relaxed), portIOExits: portIO.load(ordering: .relaxed),
+            mmioExits: mmio.load(ordering: .relaxed), trapExits: traps.load(ordering: .relaxed),
+            interruptions: interruptions.load(ordering: .relaxed), otherExits: otherExits.load(ordering: .relaxed),
+            nanosecondsInGuest: guestNanoseconds.load(ordering: .relaxed), nanosecondsInVMM: vmmNanoseconds.load(ordering: .relaxed),
+            parks: parks.load(ordering: .relaxed), nanosecondsParked: parkedNanoseconds.load(ordering: .relaxed))
+    }
+}
+
+/// What one vCPU has done so far: exits by kind, and where its thread spent its time.
+public struct VCPUStatistics: Sendable, Hashable, CustomStringConvertible {
+    public let vcpu: UInt32
+    /// Every return from KVM_RUN.
+    public let exits: UInt64
+    /// Port-I/O exits handled by the bus (not traps).
+    public let portIOExits: UInt64
+    /// MMIO exits handled by the bus (not traps).
+    public let mmioExits: UInt64
+    /// Exits handed to a ``RegisterTrap`` (hypercalls).
+    public let trapExits: UInt64
+    /// Runs ended by a kick or a signal.
+    public let interruptions: UInt64
+    /// Every other exit (halt, shutdown, errors, ...).
+    public let otherExits: UInt64
+    /// Time inside KVM_RUN: the guest, and KVM's own exit handling.
+    public let nanosecondsInGuest: UInt64
+    /// Time between runs: decoding and handling exits in the VMM.
+    public let nanosecondsInVMM: UInt64
+    /// Times the vCPU was parked by ``VCPURunner/pause()``.
+    public let parks: UInt64
+    public let nanosecondsParked: UInt64
+
+    public var description: String {
+        "vCPU \(vcpu): \(exits) exits (\(portIOExits) port I/O, \(mmioExits) MMIO, \(trapExits) traps, "
+            + "\(interruptions) interrupted, \(otherExits) other), \(nanosecondsInGuest / 1000) us in KVM_RUN, "
+            + "\(nanosecondsInVMM / 1000) us in the VMM, parked \(parks) times for \(nanosecondsParked / 1000) us"
+    }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+}
