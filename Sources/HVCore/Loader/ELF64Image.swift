@@ -158,17 +158,13 @@ public struct ELF64Image: Sendable {
             do throws(GuestMemoryError) {
                 if segment.fileSize > 0 {
                     let start = Int(segment.fileOffset)
-                    let written: Result<Void, GuestMemoryError> = bytes.withUnsafeBytes { file in
-                        // init checked fileOffset + fileSize <= bytes.count.
-                        let contents = UnsafeRawBufferPointer(rebasing: file[start..<(start + Int(segment.fileSize))])
-                        do throws(GuestMemoryError) {
+                    try narrowingError {
+                        try bytes.withUnsafeBytes { file in
+                            // init checked fileOffset + fileSize <= bytes.count.
+                            let contents = UnsafeRawBufferPointer(rebasing: file[start..<(start + Int(segment.fileSize))])
                             try memory.write(contents, to: segment.physicalAddress)
-                            return .success(())
-                        } catch {
-                            return .failure(error)
                         }
                     }
-                    try written.get()
                 }
                 let bss = segment.memorySize - segment.fileSize
                 if bss > 0 {
