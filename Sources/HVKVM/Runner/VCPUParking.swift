@@ -1,15 +1,16 @@
+import HVCore
 import Synchronization
 
 /// Where a runner's vCPU threads wait while the VM is paused, and how other threads reach a
 /// parked vCPU: a task queued for it runs on its own thread (KVM wants a vCPU's ioctls there).
 ///
-/// All state is guarded by one ``ConditionLock``; `pauseFlag` mirrors `pauseRequested` so the
-/// run loop can check it without the lock.
+/// All state is guarded by one ``ConditionLock``. `pauseFlag` is written only with the lock
+/// held too, but is atomic so the run loop can check it without the lock.
 final class VCPUParking: @unchecked Sendable {
     // SAFETY: every var below is read and written only with `lock` held. Hence @unchecked.
     private let lock = ConditionLock()
     let pauseFlag = Atomic<Bool>(false)
-    private var pauseRequested = false
+    private var pauseRequested: Bool { pauseFlag.load(ordering: .acquiring) }
     private var stopping = false
     private var live: Set<UInt32> = []
     private var parked: Set<UInt32> = []
@@ -31,7 +32,7 @@ final class VCPUParking: @unchecked Sendable {
     /// Called by vCPU `vcpu`'s thread when it sees the pause flag: waits, running any tasks
     /// queued for it, until the VM resumes or stops.
     func park(_ vcpu: VCPU, counters: VCPUCounters) {
-        let start = monotonicNanoseconds()
+        let start = HostClock.monotonicNanoseconds()
         counters.parks.add(1, ordering: .relaxed)
         lock.withLock {
             parked.insert(vcpu.id)
@@ -46,12 +47,11 @@ final class VCPUParking: @unchecked Sendable {
             }
             parked.remove(vcpu.id)
         }
-        counters.parkedNanoseconds.add(monotonicNanoseconds() &- start, ordering: .relaxed)
+        counters.parkedNanoseconds.add(HostClock.monotonicNanoseconds() &- start, ordering: .relaxed)
     }
 
     func requestPause() {
-        lock.withLock { pauseRequested = true }
-        pauseFlag.store(true, ordering: .releasing)
+        lock.withLock { pauseFlag.store(true, ordering: .releasing) }
     }
 
     /// Waits until every live vCPU is parked; false if the VM stopped or resumed meanwhile.
@@ -64,7 +64,6 @@ final class VCPUParking: @unchecked Sendable {
 
     func resume() {
         lock.withLock {
-            pauseRequested = false
             pauseFlag.store(false, ordering: .releasing)
             lock.broadcast()
         }

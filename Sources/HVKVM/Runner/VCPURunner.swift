@@ -170,33 +170,34 @@ public final class VCPURunner: Sendable {
 
     private func runLoop(_ vcpu: VCPU, counters: VCPUCounters) -> StopReason {
         let id = vcpu.id
-        var leftGuest = monotonicNanoseconds()
+        var leftGuest = HostClock.monotonicNanoseconds()
         while true {
             if parking.pauseFlag.load(ordering: .acquiring) {
                 parking.park(vcpu, counters: counters)
-                leftGuest = monotonicNanoseconds()
+                leftGuest = HostClock.monotonicNanoseconds()
             }
             if stopRequested.load(ordering: .acquiring) { return .stopRequested }
             let exit: VMExit
-            let entered = monotonicNanoseconds()
+            let entered = HostClock.monotonicNanoseconds()
             counters.vmmNanoseconds.add(entered &- leftGuest, ordering: .relaxed)
             do { exit = try vcpu.run() } catch { return .failed(vcpu: id, error: error) }
-            leftGuest = monotonicNanoseconds()
+            leftGuest = HostClock.monotonicNanoseconds()
             counters.guestNanoseconds.add(leftGuest &- entered, ordering: .relaxed)
             counters.exits.add(1, ordering: .relaxed)
-            counters.count(exit, trapped: isTrapped(exit))
+            let trapped = trap(for: exit)
+            counters.count(exit, trapped: trapped != nil)
             if let exitHandler, let action = exitHandler(vcpu, exit) {
                 switch action {
                 case .resume: continue
                 case let .stop(reason): return reason
                 }
             }
+            if let trapped {
+                if let reason = handleTrap(trapped.trap, at: trapped.site, value: trapped.value, vcpu: vcpu) { return reason }
+                continue
+            }
             switch exit {
             case let .ioOut(port, size, data):
-                if !portTraps.isEmpty, let trap = portTraps.first(where: { $0.port == port })?.trap {
-                    if let reason = handleTrap(trap, at: .port(port), value: data.value(width: min(size, 8)), vcpu: vcpu) { return reason }
-                    continue
-                }
                 guard let width = AccessWidth(byteCount: size) else { return .unhandledExit(vcpu: id, exit: "out of size \(size)") }
                 for element in 0..<(data.count / size) {
                     pio.write(at: GuestAddress(UInt64(port)), width: width, value: data.value(element: element, width: size))
@@ -207,10 +208,6 @@ public final class VCPURunner: Sendable {
                     data.setValue(pio.read(at: GuestAddress(UInt64(port)), width: width), element: element, width: size)
                 }
             case let .mmioWrite(address, data):
-                if !mmioTraps.isEmpty, let trap = mmioTraps.first(where: { $0.address == address })?.trap {
-                    if let reason = handleTrap(trap, at: .mmio(address), value: data.value(width: data.count), vcpu: vcpu) { return reason }
-                    continue
-                }
                 if let width = AccessWidth(byteCount: data.count) {
                     mmio.write(at: address, width: width, value: data.value(width: data.count))
                 } else {
@@ -237,8 +234,8 @@ public final class VCPURunner: Sendable {
             case let .failEntry(reason, _):
                 return .failEntry(vcpu: id, reason: reason)
             case let .hypercall(number, _, _):
-                guard let trap = vmcallTrap else { return .unhandledExit(vcpu: id, exit: "hypercall \(number)") }
-                if let reason = handleTrap(trap, at: .vmcall, value: 0, vcpu: vcpu) { return reason }
+                // Only reached without a vmcall trap.
+                return .unhandledExit(vcpu: id, exit: "hypercall \(number)")
             case let .exception(number, errorCode):
                 return .unhandledExit(vcpu: id, exit: "exception \(number) (error code \(errorCode))")
             case .debug:
@@ -249,13 +246,19 @@ public final class VCPURunner: Sendable {
         }
     }
 
-    /// Whether `exit` goes to a register trap rather than a bus.
-    private func isTrapped(_ exit: VMExit) -> Bool {
+    /// The register trap `exit` goes to instead of a bus, with the value the guest wrote.
+    private func trap(for exit: VMExit) -> (site: TrapSite, trap: any RegisterTrap, value: UInt64)? {
         switch exit {
-        case let .ioOut(port, _, _): return !portTraps.isEmpty && portTraps.contains { $0.port == port }
-        case let .mmioWrite(address, _): return !mmioTraps.isEmpty && mmioTraps.contains { $0.address == address }
-        case .hypercall: return vmcallTrap != nil
-        default: return false
+        case let .ioOut(port, size, data):
+            guard !portTraps.isEmpty, let trap = portTraps.first(where: { $0.port == port })?.trap else { return nil }
+            return (.port(port), trap, data.value(width: min(size, 8)))
+        case let .mmioWrite(address, data):
+            guard !mmioTraps.isEmpty, let trap = mmioTraps.first(where: { $0.address == address })?.trap else { return nil }
+            return (.mmio(address), trap, data.value(width: data.count))
+        case .hypercall:
+            return vmcallTrap.map { (.vmcall, $0, 0) }
+        default:
+            return nil
         }
     }
 

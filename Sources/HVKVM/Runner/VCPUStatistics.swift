@@ -1,4 +1,3 @@
-import Glibc
 import Synchronization
 
 /// Counters one vCPU thread keeps as it runs, readable from any thread.
@@ -62,10 +61,4 @@ public struct VCPUStatistics: Sendable, Hashable, CustomStringConvertible {
             + "\(interruptions) interrupted, \(otherExits) other), \(nanosecondsInGuest / 1000) us in KVM_RUN, "
             + "\(nanosecondsInVMM / 1000) us in the VMM, parked \(parks) times for \(nanosecondsParked / 1000) us"
     }
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
 }

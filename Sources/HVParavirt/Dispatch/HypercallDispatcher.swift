@@ -1,4 +1,3 @@
-import Glibc
 import HVCore
 import Logging
 import Synchronization
@@ -98,7 +97,7 @@ public final class HypercallDispatcher: RegisterTrap {
     /// Runs hypercall `number` with `arguments` and returns what the guest gets: a value (a
     /// negative code on error, as two's complement) or a request to stop. Never throws.
     public func dispatch(_ number: HypercallNumber, _ arguments: HypercallArguments, origin: HypercallOrigin) -> HypercallResult {
-        let start = clockNanoseconds(CLOCK_MONOTONIC)
+        let start = HostClock.monotonicNanoseconds()
         let result: HypercallResult
         var failed = false
         do throws(HypercallError) {
@@ -110,7 +109,7 @@ public final class HypercallDispatcher: RegisterTrap {
         }
         let counter = (number.rawValue < Self.builtinCounterSlots ? builtinCounters[Int(number.rawValue)] : counters[number.rawValue])
             ?? unknownCounters
-        counter.record(nanoseconds: clockNanoseconds(CLOCK_MONOTONIC) &- start, failed: failed)
+        counter.record(nanoseconds: HostClock.monotonicNanoseconds() &- start, failed: failed)
         return result
     }
 

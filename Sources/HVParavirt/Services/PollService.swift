@@ -44,12 +44,12 @@ public final class PollService: ParavirtService {
     func wait(nanoseconds: UInt64) -> PollEvents {
         var descriptors = [pollfd(fd: stopSignal.fileDescriptor.rawValue, events: Int16(POLLIN), revents: 0)]
         for source in sources { descriptors.append(pollfd(fd: source.descriptor.rawValue, events: Int16(POLLIN), revents: 0)) }
-        let deadline = clockNanoseconds(CLOCK_MONOTONIC) &+ nanoseconds
+        let deadline = HostClock.monotonicNanoseconds() &+ nanoseconds
         while true {
             var ready: PollEvents = []
             for source in sources where source.isReady() { ready.formUnion(source.events) }
             if !ready.isEmpty { return ready }
-            let now = clockNanoseconds(CLOCK_MONOTONIC)
+            let now = HostClock.monotonicNanoseconds()
             let remaining = deadline > now ? deadline - now : 0
             // Round up to whole milliseconds so a short timeout still sleeps rather than spins.
             let milliseconds = Int32((remaining + 999_999) / 1_000_000)
@@ -64,7 +64,7 @@ public final class PollService: ParavirtService {
             for (index, source) in sources.enumerated() where descriptors[index + 1].revents & Int16(POLLIN) != 0 {
                 ready.formUnion(source.events)
             }
-            if !ready.isEmpty || remaining == 0 || count == 0 && clockNanoseconds(CLOCK_MONOTONIC) >= deadline { return ready }
+            if !ready.isEmpty || remaining == 0 || count == 0 && HostClock.monotonicNanoseconds() >= deadline { return ready }
         }
     }
 }
