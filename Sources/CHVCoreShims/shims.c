@@ -1,1 +1,29 @@
-// Intentionally empty: every helper in CHVCoreShims.h is static inline.
+// Helpers whose system declarations need _GNU_SOURCE, which is set only here so that the
+// header Swift imports sees the same system headers as Swift's Glibc module.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include "CHVCoreShims.h"
+
+int hv_set_thread_affinity(const int *cpus, int count) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) return EINVAL;
+        CPU_SET(cpus[i], &set);
+    }
+    // pid 0: the calling thread (sched_setaffinity acts on a thread, not the process).
+    return sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : errno;
+}
+
+int hv_thread_affinity(int *cpus, int capacity) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -errno;
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < capacity; cpu++) {
+        if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
+    }
+    return count;
+}
+
+int hv_current_cpu(void) { return sched_getcpu(); }

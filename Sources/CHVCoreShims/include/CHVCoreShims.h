@@ -34,6 +34,14 @@ static inline long hv_getrandom(void *buffer, size_t length, unsigned int flags)
 int prctl(int option, ...);
 static inline int hv_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
+// CPU affinity of the calling thread (shims.c, which needs _GNU_SOURCE for cpu_set_t).
+/// Pins the calling thread to `cpus`; returns 0 or an errno value.
+int hv_set_thread_affinity(const int *cpus, int count);
+/// Fills `cpus` with the CPUs the calling thread may run on; returns the count or -errno.
+int hv_thread_affinity(int *cpus, int capacity);
+/// The CPU the calling thread is running on now, or -1.
+int hv_current_cpu(void);
+
 // epoll with the event's data as a plain 64-bit token: struct epoll_event is packed on x86-64,
 // which Swift does not import faithfully, so it never crosses into Swift.
 static inline int hv_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }

@@ -41,3 +41,36 @@ public final class HostThread: Sendable {
         _ = pthread_join(handle, nil)
     }
 }
+
+// MARK: Placement
+
+extension HostThread {
+    /// Pins the calling thread to `cpus` (host CPU numbers): the scheduler runs it only there.
+    /// Throws EINVAL for an empty list, a negative number or one the host does not have.
+    public static func pinCurrentThread(to cpus: [Int]) throws(Errno) {
+        let numbers = cpus.compactMap { Int32(exactly: $0) }
+        guard !cpus.isEmpty, numbers.count == cpus.count else { throw .invalidArgument }
+        let result = numbers.withUnsafeBufferPointer { buffer in
+            // SAFETY: the buffer holds `count` Int32s for the duration of the call.
+            hv_set_thread_affinity(buffer.baseAddress, Int32(buffer.count))
+        }
+        guard result == 0 else { throw Errno(rawValue: result) }
+    }
+
+    /// The host CPUs the calling thread may run on.
+    public static func currentAffinity() throws(Errno) -> [Int] {
+        var cpus = [Int32](repeating: 0, count: 1024)
+        let count = cpus.withUnsafeMutableBufferPointer { buffer in
+            // SAFETY: the buffer has room for `count` Int32s and the shim writes no more.
+            hv_thread_affinity(buffer.baseAddress, Int32(buffer.count))
+        }
+        guard count >= 0 else { throw Errno(rawValue: -count) }
+        return cpus.prefix(Int(count)).map(Int.init)
+    }
+
+    /// The host CPU the calling thread is on right now, or nil if the host cannot say.
+    public static var currentCPU: Int? {
+        let cpu = hv_current_cpu()
+        return cpu >= 0 ? Int(cpu) : nil
+    }
+}

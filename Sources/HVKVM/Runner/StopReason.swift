@@ -19,6 +19,9 @@ public enum StopReason: Sendable, Hashable, CustomStringConvertible {
     case failed(vcpu: UInt32, error: KVMError)
     /// The embedding program (or an exit handler) asked the VM to stop.
     case stopRequested
+    /// A reset was asked for through ``VCPURunner/requestReset()`` (a reset device) and the
+    /// ``ResetPolicy`` said stop, or the restart limit was reached.
+    case resetRequested
     /// The guest asked to stop through a trap (a hypercall): exit with a status, or abort
     /// with a message.
     case guestRequested(GuestStopRequest, vcpu: UInt32)
@@ -34,7 +37,17 @@ public enum StopReason: Sendable, Hashable, CustomStringConvertible {
         case let .unhandledExit(vcpu, exit): return "vCPU \(vcpu): unhandled exit \(exit)"
         case let .failed(vcpu, error): return "vCPU \(vcpu): \(error)"
         case .stopRequested: return "stop requested"
+        case .resetRequested: return "reset requested"
         case let .guestRequested(request, vcpu): return "vCPU \(vcpu): guest asked to \(request)"
+        }
+    }
+
+    /// Whether this is the guest resetting itself: a triple fault, a reset system event, or
+    /// a reset request. These go to the runner's ``ResetPolicy``.
+    public var isGuestReset: Bool {
+        switch self {
+        case .shutdown, .systemEvent(.reset, _), .resetRequested: return true
+        default: return false
         }
     }
 }

@@ -4,12 +4,18 @@ import Synchronization
 /// Where a runner's vCPU threads wait while the VM is paused, and how other threads reach a
 /// parked vCPU: a task queued for it runs on its own thread (KVM wants a vCPU's ioctls there).
 ///
+/// Two parties may hold the VM paused at once, the embedder (``VCPURunner/pause()``) and a
+/// guest restart in progress; the vCPUs run again only when neither does.
+///
 /// All state is guarded by one ``ConditionLock``. `pauseFlag` is written only with the lock
 /// held too, but is atomic so the run loop can check it without the lock.
 final class VCPUParking: @unchecked Sendable {
+    enum Holder: Hashable { case embedder, restart }
+
     // SAFETY: every var below is read and written only with `lock` held. Hence @unchecked.
     private let lock = ConditionLock()
     let pauseFlag = Atomic<Bool>(false)
+    private var holders: Set<Holder> = []
     private var pauseRequested: Bool { pauseFlag.load(ordering: .acquiring) }
     private var stopping = false
     private var live: Set<UInt32> = []
@@ -50,8 +56,11 @@ final class VCPUParking: @unchecked Sendable {
         counters.parkedNanoseconds.add(HostClock.monotonicNanoseconds() &- start, ordering: .relaxed)
     }
 
-    func requestPause() {
-        lock.withLock { pauseFlag.store(true, ordering: .releasing) }
+    func requestPause(by holder: Holder) {
+        lock.withLock {
+            holders.insert(holder)
+            pauseFlag.store(true, ordering: .releasing)
+        }
     }
 
     /// Waits until every live vCPU is parked; false if the VM stopped or resumed meanwhile.
@@ -62,9 +71,10 @@ final class VCPUParking: @unchecked Sendable {
         }
     }
 
-    func resume() {
+    func resume(by holder: Holder) {
         lock.withLock {
-            pauseFlag.store(false, ordering: .releasing)
+            holders.remove(holder)
+            pauseFlag.store(!holders.isEmpty, ordering: .releasing)
             lock.broadcast()
         }
     }

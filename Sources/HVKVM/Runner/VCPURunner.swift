@@ -23,18 +23,19 @@ public final class VCPURunner: Sendable {
     public typealias Setup = @Sendable (VCPU) throws(KVMError) -> Void
     /// Sees every exit first, on the vCPU's thread; return nil for the default handling.
     public typealias ExitHandler = @Sendable (VCPU, VMExit) -> ExitAction?
+    /// Runs while every vCPU is parked, before a restart (see ``ResetPolicy``): put guest
+    /// memory back as it was at boot, reset devices. An error stops the VM.
+    public typealias BeforeRestart = @Sendable () throws(KVMError) -> Void
 
     public let vm: VirtualMachine
     public let pio: Bus
     public let mmio: Bus
     /// Doorbells that need the trapping vCPU's registers (hypercalls), by where they trap.
-    public let traps: [TrapSite: any RegisterTrap]
-    // The same, split by kind into small arrays: a linear scan of one or two entries costs
-    // less per exit than hashing a TrapSite.
-    private let portTraps: [(port: UInt16, trap: any RegisterTrap)]
-    private let mmioTraps: [(address: GuestAddress, trap: any RegisterTrap)]
-    private let vmcallTrap: (any RegisterTrap)?
-    private let exitHandler: ExitHandler?
+    public var traps: [TrapSite: any RegisterTrap] { dispatch.traps }
+    public let resetPolicy: ResetPolicy
+    public let placement: VCPUPlacement
+    private let dispatch: ExitDispatch
+    private let beforeRestart: BeforeRestart?
     private let logger: Logger
 
     private struct State {
@@ -43,8 +44,12 @@ public final class VCPURunner: Sendable {
         var kickers: [VCPUKicker] = []
         var reasons: [UInt32: StopReason] = [:]
         var vmReason: StopReason?
+        /// Why the embedder stopped the VM, when it was not a plain stop (a reset request
+        /// under ResetPolicy.stop); it explains the vCPUs' stopRequested.
+        var requestedReason: StopReason?
         var running = 0
-        var joined = false
+        var restarts = 0
+        var restarting = false
         var waiters: [CheckedContinuation<StopReason, Never>] = []
     }
 
@@ -52,33 +57,31 @@ public final class VCPURunner: Sendable {
     private let stopRequested = Atomic<Bool>(false)
     private let parking = VCPUParking()
     private let counters = Mutex<[UInt32: VCPUCounters]>([:])
+    /// Each vCPU's state right after setup, kept when the reset policy may restart.
+    private let snapshots = Mutex<[UInt32: VCPUSnapshot]>([:])
 
     /// - Parameters:
     ///   - traps: handlers for port writes, MMIO writes or forwarded `vmcall`s that need the
     ///     vCPU's registers (see ``RegisterTrap``). They are checked before the buses. When
     ///     there are any, each vCPU syncs its general registers through kvm_run (if the host
     ///     can), so a trap costs one exit and no register ioctls.
+    ///   - resetPolicy: what a triple fault, a reset system event or ``requestReset()`` does.
+    ///   - beforeRestart: runs before each restart, with every vCPU parked.
+    ///   - placement: which host CPUs each vCPU thread may run on.
     ///   - exitHandler: sees every exit first.
     public init(vm: VirtualMachine, pio: Bus, mmio: Bus, traps: [TrapSite: any RegisterTrap] = [:],
+                resetPolicy: ResetPolicy = .stop, beforeRestart: BeforeRestart? = nil,
+                placement: VCPUPlacement = .unpinned,
                 logger: Logger? = nil, exitHandler: ExitHandler? = nil) {
         self.vm = vm
         self.pio = pio
         self.mmio = mmio
-        self.traps = traps
-        var portTraps: [(port: UInt16, trap: any RegisterTrap)] = []
-        var mmioTraps: [(address: GuestAddress, trap: any RegisterTrap)] = []
-        for (site, trap) in traps {
-            switch site {
-            case let .port(port): portTraps.append((port, trap))
-            case let .mmio(address): mmioTraps.append((address, trap))
-            case .vmcall: break
-            }
-        }
-        self.portTraps = portTraps
-        self.mmioTraps = mmioTraps
-        vmcallTrap = traps[.vmcall]
-        self.exitHandler = exitHandler
-        self.logger = logger ?? Logger(label: "hvkit.runner")
+        self.resetPolicy = resetPolicy
+        self.beforeRestart = beforeRestart
+        self.placement = placement
+        let logger = logger ?? Logger(label: "hvkit.runner")
+        self.logger = logger
+        dispatch = ExitDispatch(pio: pio, mmio: mmio, traps: traps, exitHandler: exitHandler, logger: logger)
     }
 
     /// Creates vCPUs 0..<vcpuCount, each on its own thread named `vcpu-N`, runs `setup` on
@@ -133,25 +136,23 @@ public final class VCPURunner: Sendable {
         let ready = barrier.ready
         var reason: StopReason = .stopRequested
         do throws(KVMError) {
+            if let cpus = placement.cpus(for: id) {
+                do throws(Errno) { try HostThread.pinCurrentThread(to: cpus) } catch { throw .systemCall("sched_setaffinity(vcpu-\(id), \(cpus))", error) }
+            }
             let vcpu = try vm.createVCPU(id: id)
             state.withLock { $0.kickers.append(vcpu.kicker) }
             do throws(KVMError) {
                 try setup(vcpu)
+                try dispatch.prepare(vcpu)
+                if case .restart = resetPolicy {
+                    let snapshot = try VCPUSnapshot(of: vcpu)
+                    snapshots.withLock { $0[id] = snapshot }
+                }
             } catch {
                 barrier.errors.withLock { $0.append(error) }
                 try? ready.signal()
                 finish(id: id, reason: .failed(vcpu: id, error: error))
                 return
-            }
-            if !traps.isEmpty, !vcpu.syncedRegisterSets.contains(.general), vm.kvm.has(.syncRegisters) {
-                do throws(KVMError) {
-                    try vcpu.enableSyncRegisters(vcpu.syncedRegisterSets.union(.general))
-                } catch {
-                    barrier.errors.withLock { $0.append(error) }
-                    try? ready.signal()
-                    finish(id: id, reason: .failed(vcpu: id, error: error))
-                    return
-                }
             }
             let vcpuCounters = VCPUCounters()
             counters.withLock { $0[id] = vcpuCounters }
@@ -183,100 +184,15 @@ public final class VCPURunner: Sendable {
             do { exit = try vcpu.run() } catch { return .failed(vcpu: id, error: error) }
             leftGuest = HostClock.monotonicNanoseconds()
             counters.guestNanoseconds.add(leftGuest &- entered, ordering: .relaxed)
-            counters.exits.add(1, ordering: .relaxed)
-            let trapped = trap(for: exit)
-            counters.count(exit, trapped: trapped != nil)
-            if let exitHandler, let action = exitHandler(vcpu, exit) {
-                switch action {
-                case .resume: continue
-                case let .stop(reason): return reason
-                }
-            }
-            if let trapped {
-                if let reason = handleTrap(trapped.trap, at: trapped.site, value: trapped.value, vcpu: vcpu) { return reason }
+            switch dispatch.handle(exit, vcpu: vcpu, counters: counters) {
+            case .resume:
                 continue
+            case let .stop(reason):
+                // A reset the policy allows: park at the top of the loop; the restart puts
+                // this vCPU back to its initial state before it runs again.
+                if reason.isGuestReset, beginRestart(after: reason) { continue }
+                return reason
             }
-            switch exit {
-            case let .ioOut(port, size, data):
-                guard let width = AccessWidth(byteCount: size) else { return .unhandledExit(vcpu: id, exit: "out of size \(size)") }
-                for element in 0..<(data.count / size) {
-                    pio.write(at: GuestAddress(UInt64(port)), width: width, value: data.value(element: element, width: size))
-                }
-            case let .ioIn(port, size, data):
-                guard let width = AccessWidth(byteCount: size) else { return .unhandledExit(vcpu: id, exit: "in of size \(size)") }
-                for element in 0..<(data.count / size) {
-                    data.setValue(pio.read(at: GuestAddress(UInt64(port)), width: width), element: element, width: size)
-                }
-            case let .mmioWrite(address, data):
-                if let width = AccessWidth(byteCount: data.count) {
-                    mmio.write(at: address, width: width, value: data.value(width: data.count))
-                } else {
-                    // Odd lengths (3, 5, 6, 7 bytes) match no device register: dropped like
-                    // any write to nothing.
-                    logger.debug("MMIO write of odd length dropped", metadata: ["vcpu": "\(id)", "address": "\(address)", "length": "\(data.count)"])
-                }
-            case let .mmioRead(address, data):
-                if let width = AccessWidth(byteCount: data.count) {
-                    data.setValue(mmio.read(at: address, width: width), width: data.count)
-                } else {
-                    for index in 0..<data.count { data[index] = 0xFF }
-                }
-            case .interrupted, .interruptWindowOpen:
-                continue
-            case .halt:
-                return .halted(vcpu: id)
-            case .shutdown:
-                return .shutdown(vcpu: id)
-            case let .systemEvent(event):
-                return .systemEvent(event, vcpu: id)
-            case let .internalError(suberror, data):
-                return .internalError(vcpu: id, suberror: suberror, data: data)
-            case let .failEntry(reason, _):
-                return .failEntry(vcpu: id, reason: reason)
-            case let .hypercall(number, _, _):
-                // Only reached without a vmcall trap.
-                return .unhandledExit(vcpu: id, exit: "hypercall \(number)")
-            case let .exception(number, errorCode):
-                return .unhandledExit(vcpu: id, exit: "exception \(number) (error code \(errorCode))")
-            case .debug:
-                return .unhandledExit(vcpu: id, exit: "debug")
-            case let .unknown(reason):
-                return .unhandledExit(vcpu: id, exit: "KVM exit reason \(reason)")
-            }
-        }
-    }
-
-    /// The register trap `exit` goes to instead of a bus, with the value the guest wrote.
-    private func trap(for exit: VMExit) -> (site: TrapSite, trap: any RegisterTrap, value: UInt64)? {
-        switch exit {
-        case let .ioOut(port, size, data):
-            guard !portTraps.isEmpty, let trap = portTraps.first(where: { $0.port == port })?.trap else { return nil }
-            return (.port(port), trap, data.value(width: min(size, 8)))
-        case let .mmioWrite(address, data):
-            guard !mmioTraps.isEmpty, let trap = mmioTraps.first(where: { $0.address == address })?.trap else { return nil }
-            return (.mmio(address), trap, data.value(width: data.count))
-        case .hypercall:
-            return vmcallTrap.map { (.vmcall, $0, 0) }
-        default:
-            return nil
-        }
-    }
-
-    /// Runs a trap handler with the vCPU's registers and writes back what it changed. For a
-    /// forwarded `vmcall`, KVM sets RAX from kvm_run's hypercall result on the next entry, so
-    /// the handler's RAX goes there too.
-    private func handleTrap(_ trap: any RegisterTrap, at site: TrapSite, value: UInt64, vcpu: VCPU) -> StopReason? {
-        var registers: Registers
-        do { registers = try vcpu.registers() } catch { return .failed(vcpu: vcpu.id, error: error) }
-        let before = registers
-        let outcome = trap.trap(at: site, value: value, vcpu: vcpu.id, registers: &registers)
-        if registers != before {
-            do { try vcpu.setRegisters(registers) } catch { return .failed(vcpu: vcpu.id, error: error) }
-        }
-        if site == .vmcall { vcpu.setHypercallResult(registers.rax) }
-        switch outcome {
-        case .resume: return nil
-        case let .stop(request): return .guestRequested(request, vcpu: vcpu.id)
         }
     }
 
@@ -284,6 +200,7 @@ public final class VCPURunner: Sendable {
         logger.debug("vCPU stopped", metadata: ["vcpu": "\(id)", "reason": "\(reason)"])
         let (waiters, vmReason): ([CheckedContinuation<StopReason, Never>], StopReason?) = state.withLock { state in
             state.reasons[id] = reason
+            let reason = reason == .stopRequested ? state.requestedReason ?? reason : reason
             // The VM's reason is the first vCPU's, except that a real reason (an error, a
             // halt) replaces a plain stop request that happened to be recorded first.
             let isFirst = state.vmReason == nil
@@ -303,8 +220,11 @@ public final class VCPURunner: Sendable {
         stopRequested.store(true, ordering: .releasing)
         parking.stop()
         // Traps may be waiting (a hypercall poll); they return once told.
-        var told = Set<ObjectIdentifier>()
-        for trap in traps.values where told.insert(ObjectIdentifier(trap)).inserted { trap.vmStopping() }
+        dispatch.notifyTrapsOfStop()
+        kickAll()
+    }
+
+    private func kickAll() {
         for kicker in state.withLock({ $0.kickers }) { kicker.kick() }
     }
 
@@ -314,6 +234,84 @@ public final class VCPURunner: Sendable {
         requestStop()
     }
 
+    // MARK: Reset
+
+    /// Asks for a reset of the whole VM, as a guest does through a reset device (the i8042's
+    /// pulse, port 0xCF9): under ``ResetPolicy/restart(limit:)`` every vCPU restarts from its
+    /// initial state, otherwise (or past the limit) the VM stops with
+    /// ``StopReason/resetRequested``. Returns at once; callable from any thread, including a
+    /// vCPU's own (a device's write handler).
+    public func requestReset() {
+        guard !beginRestart(after: .resetRequested) else { return }
+        state.withLock { state in
+            if state.requestedReason == nil { state.requestedReason = .resetRequested }
+        }
+        requestStop()
+    }
+
+    /// Starts a restart if the policy allows one more: every vCPU parks, `beforeRestart`
+    /// runs, each vCPU's initial state is put back on its own thread, and they run again.
+    /// A thread of its own drives it, since the vCPU that saw the reset must park too.
+    /// True when a restart is under way (this one or one already started).
+    private func beginRestart(after reason: StopReason) -> Bool {
+        guard case let .restart(limit) = resetPolicy, !stopRequested.load(ordering: .acquiring) else { return false }
+        let begin: Bool? = state.withLock { state in
+            if state.restarting { return false }
+            guard state.restarts < limit else { return nil }
+            state.restarts += 1
+            state.restarting = true
+            return true
+        }
+        guard let begin else {
+            logger.info("guest reset past the restart limit; stopping", metadata: ["limit": "\(limit)", "reason": "\(reason)"])
+            return false
+        }
+        guard begin else { return true }
+        logger.info("guest reset; restarting from the initial state", metadata: ["reason": "\(reason)"])
+        parking.requestPause(by: .restart)
+        kickAll()
+        do throws(Errno) {
+            let driver = try HostThread(name: "vm-restart") { [self] in performRestart() }
+            state.withLock { $0.threads.append(driver) }
+        } catch {
+            parking.resume(by: .restart)
+            state.withLock { $0.restarting = false }
+            state.withLock { $0.requestedReason = .failed(vcpu: 0, error: .systemCall("pthread_create(vm-restart)", error)) }
+            requestStop()
+        }
+        return true
+    }
+
+    private func performRestart() {
+        defer {
+            state.withLock { $0.restarting = false }
+            parking.resume(by: .restart)
+        }
+        guard parking.waitUntilParked() else { return }
+        do throws(KVMError) {
+            try beforeRestart?()
+        } catch {
+            state.withLock { $0.requestedReason = .failed(vcpu: 0, error: error) }
+            requestStop()
+            return
+        }
+        let failure = Mutex<StopReason?>(nil)
+        for (id, snapshot) in snapshots.withLock({ $0 }) {
+            _ = parking.perform(on: id) { vcpu in
+                do throws(KVMError) { try snapshot.restore(to: vcpu) } catch {
+                    failure.withLock { $0 = $0 ?? .failed(vcpu: id, error: error) }
+                }
+            }
+        }
+        if let reason = failure.withLock({ $0 }) {
+            state.withLock { $0.requestedReason = reason }
+            requestStop()
+        }
+    }
+
+    /// How many times the guest has been restarted.
+    public var restartCount: Int { state.withLock { $0.restarts } }
+
     // MARK: Pause and resume
 
     /// Takes every vCPU out of the guest and parks it with its state intact; returns once all
@@ -321,14 +319,14 @@ public final class VCPURunner: Sendable {
     /// vCPU's own. A vCPU waiting inside a trap (a hypercall poll) parks when the wait ends.
     @discardableResult
     public func pause() -> Bool {
-        parking.requestPause()
-        for kicker in state.withLock({ $0.kickers }) { kicker.kick() }
+        parking.requestPause(by: .embedder)
+        kickAll()
         return parking.waitUntilParked()
     }
 
     /// Lets parked vCPUs run again from where they were.
     public func resume() {
-        parking.resume()
+        parking.resume(by: .embedder)
     }
 
     /// Runs `body` with vCPU `id` on that vCPU's own thread while the VM is paused (to read or
@@ -355,11 +353,15 @@ public final class VCPURunner: Sendable {
     /// Blocks until every vCPU thread has ended, and returns why the VM stopped.
     @discardableResult
     public func join() -> StopReason {
-        let threads = state.withLock { state in
-            defer { state.threads = [] }
-            return state.threads
+        // A restart's driver thread may be added while the vCPU threads are joined.
+        while true {
+            let threads = state.withLock { state in
+                defer { state.threads = [] }
+                return state.threads
+            }
+            if threads.isEmpty { break }
+            for thread in threads { thread.join() }
         }
-        for thread in threads { thread.join() }
         return state.withLock { $0.vmReason } ?? .stopRequested
     }
 
