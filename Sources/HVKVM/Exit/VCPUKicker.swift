@@ -30,6 +30,19 @@ public final class VCPUKicker: Sendable {
         self.thread.withLock { $0 = thread }
     }
 
+    /// Makes the kick signal deliverable on the calling thread, which will run vCPUs that
+    /// other threads created (a scheduler's worker).
+    static func prepareCurrentThread() {
+        _ = handlerInstalled
+        _ = ckvm_unblock_kick_signal()
+    }
+
+    /// Records the thread that runs the vCPU now (the calling thread, already prepared with
+    /// ``prepareCurrentThread()``): a scheduler's worker at the start of a slice.
+    func move(to thread: pthread_t) {
+        self.thread.withLock { $0 = thread }
+    }
+
     /// Forgets the thread; later kicks only set `immediate_exit`. Called before the thread
     /// ends so that no signal is ever sent to a thread that no longer exists.
     func unbind() {

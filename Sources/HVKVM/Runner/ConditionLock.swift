@@ -1,7 +1,8 @@
 import Glibc
 
 /// A mutex with a condition variable (pthread), for threads that must sleep until another
-/// thread changes shared state: parked vCPUs and whoever waits for them to park.
+/// thread changes shared state: parked vCPUs and whoever waits for them to park, and the
+/// scheduler's idle workers and slice timer.
 final class ConditionLock: @unchecked Sendable {
     // SAFETY: both are allocated once, initialised before use, destroyed in deinit, and only
     // touched through pthread calls, which are thread-safe by contract. Hence @unchecked.
@@ -12,7 +13,12 @@ final class ConditionLock: @unchecked Sendable {
         mutex = .allocate(capacity: 1)
         condition = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
+        // Timed waits measure against the monotonic clock, as HostClock does.
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -22,7 +28,7 @@ final class ConditionLock: @unchecked Sendable {
         condition.deallocate()
     }
 
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    func withLock<T, Failure: Error>(_ body: () throws(Failure) -> T) throws(Failure) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()
@@ -30,6 +36,13 @@ final class ConditionLock: @unchecked Sendable {
 
     /// Sleeps until signalled; the caller holds the lock (inside ``withLock(_:)``).
     func wait() { pthread_cond_wait(condition, mutex) }
+
+    /// Sleeps until signalled or until the monotonic clock reaches `deadline` (nanoseconds,
+    /// as ``HostClock/monotonicNanoseconds()``); the caller holds the lock.
+    func wait(untilNanoseconds deadline: UInt64) {
+        var time = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        pthread_cond_timedwait(condition, mutex, &time)
+    }
 
     /// Wakes every waiter; call with the lock held.
     func broadcast() { pthread_cond_broadcast(condition) }

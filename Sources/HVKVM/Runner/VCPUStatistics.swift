@@ -12,6 +12,8 @@ final class VCPUCounters: Sendable {
     let vmmNanoseconds = Atomic<UInt64>(0)
     let parks = Atomic<UInt64>(0)
     let parkedNanoseconds = Atomic<UInt64>(0)
+    let slices = Atomic<UInt64>(0)
+    let migrations = Atomic<UInt64>(0)
 
     func count(_ exit: VMExit, trapped: Bool) {
         switch exit {
@@ -29,7 +31,8 @@ final class VCPUCounters: Sendable {
             mmioExits: mmio.load(ordering: .relaxed), trapExits: traps.load(ordering: .relaxed),
             interruptions: interruptions.load(ordering: .relaxed), otherExits: otherExits.load(ordering: .relaxed),
             nanosecondsInGuest: guestNanoseconds.load(ordering: .relaxed), nanosecondsInVMM: vmmNanoseconds.load(ordering: .relaxed),
-            parks: parks.load(ordering: .relaxed), nanosecondsParked: parkedNanoseconds.load(ordering: .relaxed))
+            parks: parks.load(ordering: .relaxed), nanosecondsParked: parkedNanoseconds.load(ordering: .relaxed),
+            slices: slices.load(ordering: .relaxed), migrations: migrations.load(ordering: .relaxed))
     }
 }
 
@@ -52,13 +55,18 @@ public struct VCPUStatistics: Sendable, Hashable, CustomStringConvertible {
     public let nanosecondsInGuest: UInt64
     /// Time between runs: decoding and handling exits in the VMM.
     public let nanosecondsInVMM: UInt64
-    /// Times the vCPU was parked by ``VCPURunner/pause()``.
+    /// Times the vCPU was parked: by a pause, and under ``VCPUScheduler`` also while halted.
     public let parks: UInt64
     public let nanosecondsParked: UInt64
+    /// Under ``VCPUScheduler``: turns on a worker thread (0 with a thread per vCPU).
+    public let slices: UInt64
+    /// Under ``VCPUScheduler``: slices run on another worker than the one before.
+    public let migrations: UInt64
 
     public var description: String {
         "vCPU \(vcpu): \(exits) exits (\(portIOExits) port I/O, \(mmioExits) MMIO, \(trapExits) traps, "
             + "\(interruptions) interrupted, \(otherExits) other), \(nanosecondsInGuest / 1000) us in KVM_RUN, "
             + "\(nanosecondsInVMM / 1000) us in the VMM, parked \(parks) times for \(nanosecondsParked / 1000) us"
+            + (slices > 0 ? ", \(slices) slices (\(migrations) moved)" : "")
     }
 }

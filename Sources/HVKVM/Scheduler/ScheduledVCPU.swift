@@ -1,0 +1,35 @@
+/// One vCPU under a ``VCPUScheduler``: the vCPU itself and where it is in its life.
+final class ScheduledVCPU: @unchecked Sendable {
+    enum State: Equatable {
+        /// In the run queue, or about to be put there.
+        case ready
+        /// On worker `worker`, inside a slice.
+        case running(worker: Int)
+        /// Out of the queue while its VM is paused.
+        case parked
+        /// Halted in the guest; back in the queue at `deadline` (HostClock nanoseconds) or
+        /// when its VM is woken.
+        case halted(deadline: UInt64?)
+        /// Stopped for good.
+        case done
+    }
+
+    // SAFETY: `vcpu` is used by one thread at a time: the worker whose slice holds it
+    // (state .running), or a withPausedVCPU caller while it is parked; the scheduler's lock
+    // hands it from one to the next. Every var is read and written with that lock held.
+    // Hence @unchecked.
+    let vcpu: VCPU
+    unowned let vm: ScheduledVM
+    let counters = VCPUCounters()
+    var state: State = .ready
+    var lastWorker: Int?
+    /// When it last stopped running (for the parked-time counter), HostClock nanoseconds.
+    var parkedSince: UInt64 = 0
+
+    init(vcpu: VCPU, vm: ScheduledVM) {
+        self.vcpu = vcpu
+        self.vm = vm
+    }
+
+    var id: UInt32 { vcpu.id }
+}
