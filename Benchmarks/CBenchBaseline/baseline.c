@@ -128,6 +128,26 @@ double hvb_c_vm_create(const uint8_t *code, size_t code_size) {
     return error < 0 ? error : elapsed;
 }
 
+double hvb_c_vm_loop(const uint8_t *code, size_t code_size, int count) {
+    double start = now_ns();
+    for (int i = 0; i < count; i++) {
+        struct vm v;
+        int error = vm_open(&v, code, code_size, GUEST_SIZE);
+        while (error == 0) {
+            if (ckvm_ioctl_value(v.vcpu, CKVM_RUN, 0) < 0) {
+                if (errno == EINTR) continue;
+                error = -errno;
+                break;
+            }
+            if (v.run->exit_reason == KVM_EXIT_IO) break;
+            error = -EPROTO;
+        }
+        vm_close(&v);
+        if (error < 0) return error;
+    }
+    return now_ns() - start;
+}
+
 void hvb_line_buffer_stdout(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
 }

@@ -16,6 +16,7 @@ let allNames = [
     "blk_read_4k_qd1_sync", "blk_read_64k_qd32_sync", "blk_write_64k_qd32_sync",
     "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync",
     "null_hypercall", "block_via_hypercall", "block_via_ring",
+    "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
 ]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -88,6 +89,10 @@ for name in selected {
             // Measured together (alternating rounds); printed once, at the first of the two selected.
             guard name == selected.first(where: { $0.hasPrefix("block_via_") }) else { break }
             for figure in try blockViaParavirtFigures(rounds: 7) where selected.contains(figure.name) { emit(figure) }
+        case "pause_latency": emit(try pauseLatencyFigure(rounds: 51))
+        case "mn_vs_dedicated": emit(try mnVersusDedicatedFigure(rounds: 3))
+        case "vms_per_second": emit(try vmsPerSecondFigure(rounds: 7))
+        case "vcpu_migration": emit(try vcpuMigrationFigure(rounds: 7))
         default: break
         }
     } catch {

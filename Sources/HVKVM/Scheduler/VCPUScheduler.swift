@@ -19,10 +19,10 @@ import SystemPackage
 ///   leave the queue and cost nothing until woken, resumed or stopped.
 /// - vCPUs move freely between workers. KVM lets any one thread at a time run a vCPU; on
 ///   older host kernels the first KVM_RUN on a new thread waited for an RCU grace period
-///   (milliseconds), on this one (6.x) it costs about 2.5 µs more than a run on the same
-///   thread (hv-bench `vcpu_migration`), less than a wake-up of another worker. So the queue
-///   is shared and a free worker takes whatever is next, rather than keeping vCPUs on a home
-///   worker.
+///   (milliseconds). On this host (6.18) a run on another thread than last time costs 1.5 to
+///   2.5 µs more than one on the same thread (hv-bench `vcpu_migration`), less than waking
+///   an idle worker would, and a slice is milliseconds. So the queue is shared and a free
+///   worker takes whatever is next, rather than keeping vCPUs on a home worker.
 ///
 /// Call ``shutdown()`` when done: it stops every VM and joins the threads.
 public final class VCPUScheduler: @unchecked Sendable {
