@@ -37,6 +37,9 @@ public enum TrapOutcome: Hashable, Sendable {
     case resume
     /// Stop the VM.
     case stop(GuestStopRequest)
+    /// Nothing to answer yet: take the vCPU out of the way until the wait ends, then call
+    /// the trap again (see ``TrapWait``).
+    case wait(TrapWait)
 }
 
 /// A handler for traps that need the trapping vCPU's registers: a hypercall doorbell.
@@ -47,8 +50,8 @@ public enum TrapOutcome: Hashable, Sendable {
 /// area, so no extra system call) and writes back what the handler changed.
 public protocol RegisterTrap: AnyObject, Sendable {
     /// Handles one trap at `site` from vCPU `vcpu`. `value` is what the guest wrote to the
-    /// doorbell (0 for `vmcall`). May block (a poll with a timeout); must return promptly
-    /// once ``vmStopping()`` was called.
+    /// doorbell (0 for `vmcall`). Should not block: a call that must wait returns
+    /// ``TrapOutcome/wait(_:)``. Must return promptly once ``vmStopping()`` was called.
     func trap(at site: TrapSite, value: UInt64, vcpu: UInt32, registers: inout some GuestRegisterAccess) -> TrapOutcome
 
     /// The VM is stopping: end any wait inside ``trap(at:value:vcpu:registers:)`` now, and

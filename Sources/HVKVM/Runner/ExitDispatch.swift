@@ -7,6 +7,22 @@ import Logging
 /// run. It holds no state of its own beyond what it was built with, so one value serves every
 /// vCPU of a VM, on any thread.
 struct ExitDispatch: Sendable {
+    /// What to do after an exit.
+    enum Disposition {
+        case resume
+        case stop(StopReason)
+        /// A trap is waiting (a hypercall poll): keep the vCPU out of the guest until `wait`
+        /// ends, then call ``retry(_:vcpu:)`` with `pending`.
+        case wait(TrapWait, PendingTrap)
+    }
+
+    /// A trap call that waits, to be made again when its wait ends.
+    struct PendingTrap: Sendable {
+        let trap: any RegisterTrap
+        let site: TrapSite
+        let value: UInt64
+    }
+
     let pio: Bus
     let mmio: Bus
     let traps: [TrapSite: any RegisterTrap]
@@ -54,15 +70,19 @@ struct ExitDispatch: Sendable {
     }
 
     /// Handles one exit of `vcpu` and counts it.
-    func handle(_ exit: VMExit, vcpu: VCPU, counters: VCPUCounters) -> VCPURunner.ExitAction {
+    func handle(_ exit: VMExit, vcpu: VCPU, counters: VCPUCounters) -> Disposition {
         let id = vcpu.id
         counters.exits.add(1, ordering: .relaxed)
         let trapped = trap(for: exit)
         counters.count(exit, trapped: trapped != nil)
-        if let exitHandler, let action = exitHandler(vcpu, exit) { return action }
+        if let exitHandler, let action = exitHandler(vcpu, exit) {
+            switch action {
+            case .resume: return .resume
+            case let .stop(reason): return .stop(reason)
+            }
+        }
         if let trapped {
-            if let reason = handleTrap(trapped.trap, at: trapped.site, value: trapped.value, vcpu: vcpu) { return .stop(reason) }
-            return .resume
+            return handleTrap(PendingTrap(trap: trapped.trap, site: trapped.site, value: trapped.value), vcpu: vcpu)
         }
         switch exit {
         case let .ioOut(port, size, data):
@@ -130,21 +150,30 @@ struct ExitDispatch: Sendable {
         }
     }
 
+    /// Makes a waiting trap call again, now that its wait has ended.
+    func retry(_ pending: PendingTrap, vcpu: VCPU) -> Disposition {
+        handleTrap(pending, vcpu: vcpu)
+    }
+
     /// Runs a trap handler with the vCPU's registers and writes back what it changed. For a
     /// forwarded `vmcall`, KVM sets RAX from kvm_run's hypercall result on the next entry, so
     /// the handler's RAX goes there too.
-    private func handleTrap(_ trap: any RegisterTrap, at site: TrapSite, value: UInt64, vcpu: VCPU) -> StopReason? {
+    private func handleTrap(_ call: PendingTrap, vcpu: VCPU) -> Disposition {
         var registers: Registers
-        do { registers = try vcpu.registers() } catch { return .failed(vcpu: vcpu.id, error: error) }
+        do { registers = try vcpu.registers() } catch { return .stop(.failed(vcpu: vcpu.id, error: error)) }
         let before = registers
-        let outcome = trap.trap(at: site, value: value, vcpu: vcpu.id, registers: &registers)
+        let outcome = call.trap.trap(at: call.site, value: call.value, vcpu: vcpu.id, registers: &registers)
         if registers != before {
-            do { try vcpu.setRegisters(registers) } catch { return .failed(vcpu: vcpu.id, error: error) }
+            do { try vcpu.setRegisters(registers) } catch { return .stop(.failed(vcpu: vcpu.id, error: error)) }
         }
-        if site == .vmcall { vcpu.setHypercallResult(registers.rax) }
         switch outcome {
-        case .resume: return nil
-        case let .stop(request): return .guestRequested(request, vcpu: vcpu.id)
+        case .resume:
+            if call.site == .vmcall { vcpu.setHypercallResult(registers.rax) }
+            return .resume
+        case let .stop(request):
+            return .stop(.guestRequested(request, vcpu: vcpu.id))
+        case let .wait(wait):
+            return .wait(wait, call)
         }
     }
 }

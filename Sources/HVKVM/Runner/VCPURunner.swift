@@ -42,6 +42,8 @@ public final class VCPURunner: Sendable {
         var started = false
         var threads: [HostThread] = []
         var kickers: [VCPUKicker] = []
+        /// One per vCPU thread: wakes it from a trap's wait (pause, stop, restart).
+        var wakers: [EventFD] = []
         var reasons: [UInt32: StopReason] = [:]
         var vmReason: StopReason?
         /// Why the embedder stopped the VM, when it was not a plain stop (a reset request
@@ -140,7 +142,12 @@ public final class VCPURunner: Sendable {
                 do throws(Errno) { try HostThread.pinCurrentThread(to: cpus) } catch { throw .systemCall("sched_setaffinity(vcpu-\(id), \(cpus))", error) }
             }
             let vcpu = try vm.createVCPU(id: id)
-            state.withLock { $0.kickers.append(vcpu.kicker) }
+            let waker: EventFD
+            do throws(Errno) { waker = try EventFD(nonBlocking: true) } catch { throw .systemCall("eventfd", error) }
+            state.withLock { state in
+                state.kickers.append(vcpu.kicker)
+                state.wakers.append(waker)
+            }
             do throws(KVMError) {
                 try setup(vcpu)
                 try dispatch.prepare(vcpu)
@@ -159,7 +166,7 @@ public final class VCPURunner: Sendable {
             parking.enter(id)
             try? ready.signal()
             _ = try? barrier.go.consume()
-            reason = runLoop(vcpu, counters: vcpuCounters)
+            reason = runLoop(vcpu, counters: vcpuCounters, waker: waker)
             parking.leave(id)
         } catch {
             barrier.errors.withLock { $0.append(error) }
@@ -169,24 +176,46 @@ public final class VCPURunner: Sendable {
         finish(id: id, reason: reason)
     }
 
-    private func runLoop(_ vcpu: VCPU, counters: VCPUCounters) -> StopReason {
+    private func runLoop(_ vcpu: VCPU, counters: VCPUCounters, waker: EventFD) -> StopReason {
         let id = vcpu.id
         var leftGuest = HostClock.monotonicNanoseconds()
+        // A trap call that is waiting (a hypercall poll), and the restart count when it began.
+        var pending: (wait: TrapWait, call: ExitDispatch.PendingTrap, restarts: Int)?
         while true {
             if parking.pauseFlag.load(ordering: .acquiring) {
                 parking.park(vcpu, counters: counters)
                 leftGuest = HostClock.monotonicNanoseconds()
+                // A restart put the vCPU back to its initial state: the call is gone.
+                if let waiting = pending, waiting.restarts != restartCount { pending = nil }
             }
             if stopRequested.load(ordering: .acquiring) { return .stopRequested }
-            let exit: VMExit
-            let entered = HostClock.monotonicNanoseconds()
-            counters.vmmNanoseconds.add(entered &- leftGuest, ordering: .relaxed)
-            do { exit = try vcpu.run() } catch { return .failed(vcpu: id, error: error) }
-            leftGuest = HostClock.monotonicNanoseconds()
-            counters.guestNanoseconds.add(leftGuest &- entered, ordering: .relaxed)
-            switch dispatch.handle(exit, vcpu: vcpu, counters: counters) {
+            var disposition: ExitDispatch.Disposition
+            if let waiting = pending {
+                // Wait on this thread, but give it back at once for a pause or a stop.
+                _ = try? waker.consume()
+                if parking.pauseFlag.load(ordering: .acquiring) || stopRequested.load(ordering: .acquiring) { continue }
+                let start = HostClock.monotonicNanoseconds()
+                let end = waiting.wait.block(alsoWakingOn: waker.fileDescriptor)
+                counters.parks.add(1, ordering: .relaxed)
+                counters.parkedNanoseconds.add(HostClock.monotonicNanoseconds() &- start, ordering: .relaxed)
+                leftGuest = HostClock.monotonicNanoseconds()
+                guard end == .ready || end == .deadline else { continue }
+                pending = nil
+                disposition = dispatch.retry(waiting.call, vcpu: vcpu)
+            } else {
+                let exit: VMExit
+                let entered = HostClock.monotonicNanoseconds()
+                counters.vmmNanoseconds.add(entered &- leftGuest, ordering: .relaxed)
+                do { exit = try vcpu.run() } catch { return .failed(vcpu: id, error: error) }
+                leftGuest = HostClock.monotonicNanoseconds()
+                counters.guestNanoseconds.add(leftGuest &- entered, ordering: .relaxed)
+                disposition = dispatch.handle(exit, vcpu: vcpu, counters: counters)
+            }
+            switch disposition {
             case .resume:
                 continue
+            case let .wait(wait, call):
+                pending = (wait, call, restartCount)
             case let .stop(reason):
                 // A reset the policy allows: park at the top of the loop; the restart puts
                 // this vCPU back to its initial state before it runs again.
@@ -224,8 +253,11 @@ public final class VCPURunner: Sendable {
         kickAll()
     }
 
+    /// Kicks every vCPU out of the guest, and out of a trap's wait.
     private func kickAll() {
-        for kicker in state.withLock({ $0.kickers }) { kicker.kick() }
+        let (kickers, wakers) = state.withLock { ($0.kickers, $0.wakers) }
+        for kicker in kickers { kicker.kick() }
+        for waker in wakers { try? waker.signal() }
     }
 
     /// Asks every vCPU to leave the guest and stop. Returns at once; use ``join()`` or
@@ -316,7 +348,8 @@ public final class VCPURunner: Sendable {
 
     /// Takes every vCPU out of the guest and parks it with its state intact; returns once all
     /// are parked (true), or false if the VM stopped first. Callable from any thread except a
-    /// vCPU's own. A vCPU waiting inside a trap (a hypercall poll) parks when the wait ends.
+    /// vCPU's own. A vCPU waiting in a trap (a hypercall poll) leaves the wait and parks; the
+    /// wait goes on after the resume, to the same deadline.
     @discardableResult
     public func pause() -> Bool {
         parking.requestPause(by: .embedder)

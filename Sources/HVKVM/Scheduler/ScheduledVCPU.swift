@@ -1,3 +1,6 @@
+import HVCore
+import SystemPackage
+
 /// One vCPU under a ``VCPUScheduler``: the vCPU itself and where it is in its life.
 final class ScheduledVCPU: @unchecked Sendable {
     enum State: Equatable {
@@ -7,8 +10,9 @@ final class ScheduledVCPU: @unchecked Sendable {
         case running(worker: Int)
         /// Out of the queue while its VM is paused.
         case parked
-        /// Halted in the guest; back in the queue at `deadline` (HostClock nanoseconds) or
-        /// when its VM is woken.
+        /// Halted in the guest, or waiting in a trap (`pendingTrap`); back in the queue at
+        /// `deadline` (HostClock nanoseconds), when its VM is woken, or when a descriptor of
+        /// the trap's wait becomes readable.
         case halted(deadline: UInt64?)
         /// Stopped for good.
         case done
@@ -25,6 +29,11 @@ final class ScheduledVCPU: @unchecked Sendable {
     var lastWorker: Int?
     /// When it last stopped running (for the parked-time counter), HostClock nanoseconds.
     var parkedSince: UInt64 = 0
+    /// A trap call that waits, made again at the start of the vCPU's next slice.
+    var pendingTrap: ExitDispatch.PendingTrap?
+    /// The trap wait's descriptors (duplicates, so that vCPUs waiting on the same source each
+    /// have their own) on the scheduler's event loop.
+    var waitRegistrations: [(registration: EventLoop.Registration, descriptor: FileDescriptor)] = []
 
     init(vcpu: VCPU, vm: ScheduledVM) {
         self.vcpu = vcpu

@@ -40,6 +40,8 @@ public final class VCPUScheduler: @unchecked Sendable {
     private var vms: [ObjectIdentifier: ScheduledVM] = [:]
     private var shuttingDown = false
     private var threads: [HostThread] = []
+    /// Watches the descriptors of trap waits (hypercall polls); made at the first wait.
+    private var trapWaits: EventLoop?
 
     private let slots: [WorkerSlot]
     private let timer: SliceTimer
@@ -135,6 +137,7 @@ public final class VCPUScheduler: @unchecked Sendable {
         }
         timer.stop()
         for thread in toJoin { thread.join() }
+        lock.withLock { trapWaits.take() }?.shutdown()
     }
 
     /// Kicks the timer made to end slices, for statistics.
@@ -146,6 +149,7 @@ public final class VCPUScheduler: @unchecked Sendable {
         case expired
         case paused
         case halted
+        case waiting(TrapWait, ExitDispatch.PendingTrap)
         case stopped(StopReason)
     }
 
@@ -219,6 +223,7 @@ public final class VCPUScheduler: @unchecked Sendable {
     }
 
     private func makeReadyLocked(_ task: ScheduledVCPU) {
+        unwatchLocked(task)
         if task.vm.paused {
             task.state = .parked
         } else {
@@ -246,6 +251,15 @@ public final class VCPUScheduler: @unchecked Sendable {
         }
 
         var leftGuest = start
+        if let call = task.pendingTrap {
+            // The trap's wait ended (or the vCPU was woken): make the call again.
+            task.pendingTrap = nil
+            switch vm.dispatch.retry(call, vcpu: vcpu) {
+            case .resume: break
+            case let .wait(wait, call): return .waiting(wait, call)
+            case let .stop(reason): return .stopped(reason)
+            }
+        }
         while true {
             if vm.stopFlag.load(ordering: .acquiring) { return .stopped(.stopRequested) }
             if vm.pauseFlag.load(ordering: .acquiring) { return .paused }
@@ -263,6 +277,8 @@ public final class VCPUScheduler: @unchecked Sendable {
                 return .halted
             case let .stop(reason):
                 return .stopped(reason)
+            case let .wait(wait, call):
+                return .waiting(wait, call)
             }
         }
     }
@@ -290,6 +306,15 @@ public final class VCPUScheduler: @unchecked Sendable {
                 task.parkedSince = HostClock.monotonicNanoseconds()
                 task.counters.parks.add(1, ordering: .relaxed)
                 halted.append(task)
+            case let .waiting(wait, call):
+                task.pendingTrap = call
+                let watched = watchLocked(wait, for: task)
+                // Without its descriptors watched, the vCPU looks again every millisecond.
+                let deadline = watched ? wait.deadline : min(wait.deadline, HostClock.monotonicNanoseconds() &+ 1_000_000)
+                task.state = .halted(deadline: deadline == .max ? nil : deadline)
+                task.parkedSince = HostClock.monotonicNanoseconds()
+                task.counters.parks.add(1, ordering: .relaxed)
+                halted.append(task)
             case let .stopped(reason):
                 // The VM may have been stopped meanwhile; a vCPU's own reason stops the rest.
                 if reason != .stopRequested, !task.vm.stopping { stopVM = reason }
@@ -299,6 +324,56 @@ public final class VCPUScheduler: @unchecked Sendable {
         }
         completion?.deliver()
         if let stopVM { stop(task.vm, reason: stopVM) }
+    }
+
+    // MARK: Trap waits
+
+    /// Watches the descriptors of `task`'s trap wait on the event loop; false if they cannot
+    /// be watched (the wait then ends by its deadline, checked every millisecond). Lock held.
+    private func watchLocked(_ wait: TrapWait, for task: ScheduledVCPU) -> Bool {
+        do throws(Errno) {
+            if trapWaits == nil { trapWaits = try EventLoop(name: "hv-trap-waits", logger: logger) }
+            guard let loop = trapWaits else { return false }
+            for descriptor in wait.readable {
+                let raw = dup(descriptor.rawValue)
+                guard raw >= 0 else { throw Errno(rawValue: errno) }
+                let duplicate = FileDescriptor(rawValue: raw)
+                do throws(Errno) {
+                    let registration = try loop.register(duplicate) { [weak self, weak task] in
+                        guard let self, let task else { return }
+                        self.trapWaitEnded(task)
+                    }
+                    task.waitRegistrations.append((registration, duplicate))
+                } catch {
+                    try? duplicate.close()
+                    throw error
+                }
+            }
+            return true
+        } catch {
+            logger.error("cannot watch a trap's descriptors; polling instead", metadata: ["error": "\(error)"])
+            unwatchLocked(task)
+            return false
+        }
+    }
+
+    /// Stops watching `task`'s trap wait; lock held.
+    private func unwatchLocked(_ task: ScheduledVCPU) {
+        guard !task.waitRegistrations.isEmpty else { return }
+        for (registration, descriptor) in task.waitRegistrations {
+            trapWaits?.unregister(registration)
+            try? descriptor.close()
+        }
+        task.waitRegistrations = []
+    }
+
+    /// On the event loop: a descriptor of `task`'s trap wait is readable.
+    private func trapWaitEnded(_ task: ScheduledVCPU) {
+        lock.withLock {
+            guard task.state.isHalted, task.pendingTrap != nil else { return }
+            halted.removeAll { $0 === task }
+            makeReadyLocked(task)
+        }
     }
 
     // MARK: Lifecycle of one VM
@@ -313,6 +388,8 @@ public final class VCPUScheduler: @unchecked Sendable {
     /// Marks `task` done; when it was its VM's last, the VM is complete. Lock held.
     private func finishLocked(_ task: ScheduledVCPU, reason: StopReason) -> Completion? {
         let vm = task.vm
+        unwatchLocked(task)
+        task.pendingTrap = nil
         task.state = .done
         vm.reasons[task.id] = reason
         if vm.vmReason == nil || (vm.vmReason == .stopRequested && reason != .stopRequested) { vm.vmReason = reason }

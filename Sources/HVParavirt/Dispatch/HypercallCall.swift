@@ -89,6 +89,10 @@ public enum HypercallResult: Sendable, Hashable {
     case value(UInt64)
     /// Stop the VM (``HypercallNumber/exit``, ``HypercallNumber/abort``).
     case stop(GuestStopRequest)
+    /// Nothing to answer yet (``HypercallNumber/poll``): the vCPU waits off its thread and
+    /// the handler is called again when the wait ends (see ``TrapWait``). Only for trapped
+    /// calls; on the channel it is an error.
+    case wait(TrapWait)
 
     public static func count(_ count: Int) -> HypercallResult { .value(UInt64(count)) }
     public static let zero = HypercallResult.value(0)

@@ -84,6 +84,8 @@ public final class HypercallDispatcher: RegisterTrap {
             return .resume
         case let .stop(request):
             return .stop(request)
+        case let .wait(wait):
+            return .wait(wait)
         }
     }
 
@@ -95,7 +97,9 @@ public final class HypercallDispatcher: RegisterTrap {
     // MARK: Dispatch
 
     /// Runs hypercall `number` with `arguments` and returns what the guest gets: a value (a
-    /// negative code on error, as two's complement) or a request to stop. Never throws.
+    /// negative code on error, as two's complement), a request to stop, or a wait. Never
+    /// throws. A call that waits is counted once, when it completes; its latency is that of
+    /// its last attempt, not the time waited.
     public func dispatch(_ number: HypercallNumber, _ arguments: HypercallArguments, origin: HypercallOrigin) -> HypercallResult {
         let start = HostClock.monotonicNanoseconds()
         let result: HypercallResult
@@ -109,6 +113,7 @@ public final class HypercallDispatcher: RegisterTrap {
         }
         let counter = (number.rawValue < Self.builtinCounterSlots ? builtinCounters[Int(number.rawValue)] : counters[number.rawValue])
             ?? unknownCounters
+        if case .wait = result { return result }
         counter.record(nanoseconds: HostClock.monotonicNanoseconds() &- start, failed: failed)
         return result
     }
@@ -151,7 +156,8 @@ public final class HypercallDispatcher: RegisterTrap {
                 guard flags == 0 else { return HypercallErrno.invalid.returnValue }
                 switch dispatch(number, arguments, origin: .channel(vcpu: vcpu)) {
                 case let .value(value): return value
-                case .stop: return HypercallErrno.invalid.returnValue  // Not reachable: stops are not allowed on the channel.
+                // Not reachable: calls that stop or wait are not allowed on the channel.
+                case .stop, .wait: return HypercallErrno.invalid.returnValue
                 }
             }
         }

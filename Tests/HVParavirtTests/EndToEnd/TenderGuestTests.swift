@@ -115,6 +115,54 @@ import Testing
         tender.runner.stop()
         let run = try tender.finish(timeout: 5)
         #expect(run.reason == .stopRequested)
-        #expect(tender.dispatcher.statistics(for: .poll)?.calls == 1)
+        // The stop ended the wait; the call never completed, so it was never counted.
+        #expect(tender.dispatcher.statistics(for: .poll)?.calls == 0)
+        #expect((tender.runner.statistics()[0]?.parks ?? 0) >= 1)
+    }
+
+    @Test("pause takes a guest out of its poll at once; after resume the poll goes on")
+    func pauseReachesAGuestWaitingInPoll() throws {
+        let (tender, network) = try start()
+        usleep(100_000)
+        let start = HostClock.monotonicNanoseconds()
+        #expect(tender.runner.pause())
+        let took = HostClock.monotonicNanoseconds() - start
+        // The poll's timeout is 10 s: a pause that waited for it would take that long.
+        #expect(took < 5_000_000_000, "pause took \(took / 1_000_000) ms")
+        tender.runner.resume()
+        let frame = [UInt8](repeating: 0x5A, count: 60)
+        #expect(network.hostSide.send(frame))
+        #expect(receive(network.hostSide) == frame)
+        #expect(network.hostSide.send([0xFF] + [UInt8](repeating: 0, count: 59)))
+        #expect(try tender.finish().reason == .guestRequested(.exit(status: 0), vcpu: 0))
+    }
+
+    @Test("under the M:N scheduler a guest waiting in poll leaves its worker to others")
+    func pollingGuestsShareOneWorker() async throws {
+        let scheduler = try VCPUScheduler(workers: 1, timeSlice: .milliseconds(2))
+        defer { scheduler.shutdown() }
+        var guests: [(ScheduledVM, InProcessNetwork)] = []
+        for _ in 0..<2 {
+            let network = try InProcessNetwork()
+            let net = NetService(backend: network.guestSide)
+            let prepared = try prepareTenderGuest(GuestImages.netEcho, services: [net, PollService(sources: [net.pollSource])])
+            let vm = try scheduler.add(prepared.vm, pio: Bus(space: .pio), mmio: Bus(space: .mmio),
+                                       traps: prepared.dispatcher.trapSites, setup: prepared.setup)
+            guests.append((vm, network))
+        }
+        usleep(200_000)
+        // Both wait in poll: neither holds the single worker, and neither is scheduled.
+        let idle = guests.map { $0.0.statistics()[0]?.slices ?? 0 }
+        usleep(100_000)
+        #expect(guests.map { $0.0.statistics()[0]?.slices ?? 0 } == idle, "a waiting guest was scheduled")
+        for (index, (_, network)) in guests.enumerated() {
+            let frame = [UInt8(index)] + [UInt8](repeating: 0x33, count: 59)
+            #expect(network.hostSide.send(frame))
+            #expect(receive(network.hostSide) == frame)
+        }
+        for (vm, network) in guests {
+            #expect(network.hostSide.send([0xFF] + [UInt8](repeating: 0, count: 59)))
+            #expect(await vm.wait() == .guestRequested(.exit(status: 0), vcpu: 0))
+        }
     }
 }

@@ -92,6 +92,51 @@ import Testing
         #expect(dispatcher.call(.poll, UInt64.max) == 0)
     }
 
+    @Test("a poll with nothing ready hands back a wait; calling again is the same poll, to the same deadline")
+    func aWaitingPollKeepsItsDeadline() throws {
+        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
+        let before = HostClock.monotonicNanoseconds()
+        guard case let .wait(first) = dispatcher.dispatch(.poll, HypercallArguments(2_000_000_000), origin: .trap(vcpu: 3)) else {
+            Issue.record("no wait")
+            return
+        }
+        #expect(first.deadline >= before + 2_000_000_000 && first.deadline < before + 3_000_000_000)
+        #expect(!first.readable.isEmpty)
+        // The repeat after a wake-up keeps the deadline, whatever its argument says now.
+        guard case let .wait(second) = dispatcher.dispatch(.poll, HypercallArguments(1), origin: .trap(vcpu: 3)) else {
+            Issue.record("no second wait")
+            return
+        }
+        #expect(second.deadline == first.deadline)
+        // Another vCPU's poll is its own.
+        guard case let .wait(other) = dispatcher.dispatch(.poll, HypercallArguments(HypercallABI.maximumPollNanoseconds), origin: .trap(vcpu: 4)) else {
+            Issue.record("no wait for vCPU 4")
+            return
+        }
+        #expect(other.deadline > first.deadline)
+        #expect(dispatcher.statistics(for: .poll)?.calls == 0, "waits are not completed calls")
+        // The stop ends both: their descriptors turn readable and the next attempt answers 0.
+        dispatcher.vmStopping()
+        #expect(first.block() == .ready)
+        #expect(dispatcher.dispatch(.poll, HypercallArguments(1), origin: .trap(vcpu: 3)) == .value(0))
+        #expect(dispatcher.statistics(for: .poll)?.calls == 1)
+    }
+
+    @Test("TrapWait.block ends at its deadline, or early for its waker")
+    func trapWaitEnds() throws {
+        let source = try EventFD(nonBlocking: true)
+        let waker = try EventFD(nonBlocking: true)
+        let soon = TrapWait(readable: [source.fileDescriptor], deadline: HostClock.monotonicNanoseconds() + 5_000_000)
+        #expect(soon.block(alsoWakingOn: waker.fileDescriptor) == .deadline)
+        let later = TrapWait(readable: [source.fileDescriptor], deadline: .max)
+        try waker.signal()
+        #expect(later.block(alsoWakingOn: waker.fileDescriptor) == .woken)
+        _ = try waker.consume()
+        try source.signal()
+        #expect(later.block(alsoWakingOn: waker.fileDescriptor) == .ready)
+        #expect(TrapWait(readable: [], deadline: 0).block() == .deadline)
+    }
+
     @Test func pollMayNotRunOnTheChannel() throws {
         let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
         let result = dispatcher.dispatch(.poll, HypercallArguments(UInt64.max), origin: .channel(vcpu: 0))

@@ -36,10 +36,15 @@ func makeDispatcher(memory: any GuestMemory, _ services: [any ParavirtService]) 
 
 extension HypercallDispatcher {
     /// Runs a call as if vCPU 0 trapped, and returns RAX as a signed value.
+    /// Makes a trapped call from vCPU 0 and returns RAX, waiting on this thread as a thread
+    /// per vCPU would when the call waits (a poll).
     func call(_ number: HypercallNumber, _ a0: UInt64 = 0, _ a1: UInt64 = 0, _ a2: UInt64 = 0) -> Int64 {
-        switch dispatch(number, HypercallArguments(a0, a1, a2), origin: .trap(vcpu: 0)) {
-        case let .value(value): return Int64(bitPattern: value)
-        case .stop: return Int64.min
+        while true {
+            switch dispatch(number, HypercallArguments(a0, a1, a2), origin: .trap(vcpu: 0)) {
+            case let .value(value): return Int64(bitPattern: value)
+            case .stop: return Int64.min
+            case let .wait(wait): _ = wait.block()
+            }
         }
     }
 }

@@ -40,12 +40,21 @@ struct RunningTender {
     }
 }
 
-/// Loads an ELF guest into `memorySize` bytes of RAM and starts it in long mode with
-/// `argument` in RDI, the console and lifecycle services plus `services`, and `doorbells`.
-func startTenderGuest(
+/// An ELF guest loaded into a VM, with its dispatcher and console, not yet running.
+struct PreparedTender {
+    let vm: VirtualMachine
+    let dispatcher: HypercallDispatcher
+    let console: CollectingSink
+    /// Puts a vCPU in long mode at the guest's entry.
+    let setup: VCPURunner.Setup
+}
+
+/// Loads an ELF guest into `memorySize` bytes of RAM, with the console and lifecycle services
+/// plus `services` and `doorbells`; the setup starts it in long mode with `argument` in RDI.
+func prepareTenderGuest(
     _ elf: [UInt8], memorySize: UInt64 = 8 << 20, services: [any ParavirtService] = [], argument: UInt64 = 0,
     doorbells: [TrapSite] = [.port(HypercallABI.doorbellPort)]
-) throws -> RunningTender {
+) throws -> PreparedTender {
     let kvm = try KVM()
     let vm = try kvm.createVM()
     let memory = try GuestMemoryMmap(size: memorySize)
@@ -59,13 +68,22 @@ func startTenderGuest(
     try table.install(LifecycleService())
     for service in services { try table.install(service) }
     let dispatcher = HypercallDispatcher(memory: memory, table: table, doorbells: doorbells)
-    let runner = VCPURunner(vm: vm, pio: Bus(space: .pio), mmio: Bus(space: .mmio), traps: dispatcher.trapSites)
     let cpuid = try kvm.supportedCPUID()
-    try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
+    return PreparedTender(vm: vm, dispatcher: dispatcher, console: console) { vcpu throws(KVMError) in
         try vcpu.setCPUID(cpuid)
         try vcpu.setupLongMode(memory: memory, entry: image.entry, argument: argument)
     }
-    return RunningTender(runner: runner, dispatcher: dispatcher, console: console)
+}
+
+/// Loads a guest (see ``prepareTenderGuest``) and starts it on a vCPU thread of its own.
+func startTenderGuest(
+    _ elf: [UInt8], memorySize: UInt64 = 8 << 20, services: [any ParavirtService] = [], argument: UInt64 = 0,
+    doorbells: [TrapSite] = [.port(HypercallABI.doorbellPort)]
+) throws -> RunningTender {
+    let prepared = try prepareTenderGuest(elf, memorySize: memorySize, services: services, argument: argument, doorbells: doorbells)
+    let runner = VCPURunner(vm: prepared.vm, pio: Bus(space: .pio), mmio: Bus(space: .mmio), traps: prepared.dispatcher.trapSites)
+    try runner.start(vcpuCount: 1, setup: prepared.setup)
+    return RunningTender(runner: runner, dispatcher: prepared.dispatcher, console: prepared.console)
 }
 
 /// Runs a guest to its end (see ``startTenderGuest``).
