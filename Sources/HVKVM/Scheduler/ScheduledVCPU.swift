@@ -23,6 +23,8 @@ final class ScheduledVCPU: @unchecked Sendable {
     // hands it from one to the next. Every var is read and written with that lock held.
     // Hence @unchecked.
     let vcpu: VCPU
+    /// Unowned, since the VM holds its vCPUs. The scheduler keeps the VM alive until its
+    /// last vCPU is done; code that goes on after that takes a strong reference first.
     unowned let vm: ScheduledVM
     let counters = VCPUCounters()
     var state: State = .ready

@@ -285,6 +285,9 @@ public final class VCPUScheduler: @unchecked Sendable {
 
     /// Puts a vCPU where its slice's end says: back in the queue, parked, asleep, or done.
     private func settle(_ task: ScheduledVCPU, after end: SliceEnd) {
+        // Held strongly here: once its last vCPU is done the scheduler lets go of the VM, and
+        // the embedder may have already.
+        let vm = task.vm
         var stopVM: StopReason?
         let completion: Completion? = lock.withLock {
             defer { lock.broadcast() }
@@ -317,13 +320,13 @@ public final class VCPUScheduler: @unchecked Sendable {
                 halted.append(task)
             case let .stopped(reason):
                 // The VM may have been stopped meanwhile; a vCPU's own reason stops the rest.
-                if reason != .stopRequested, !task.vm.stopping { stopVM = reason }
+                if reason != .stopRequested, !vm.stopping { stopVM = reason }
                 return finishLocked(task, reason: reason)
             }
             return nil
         }
         completion?.deliver()
-        if let stopVM { stop(task.vm, reason: stopVM) }
+        if let stopVM { stop(vm, reason: stopVM) }
     }
 
     // MARK: Trap waits

@@ -206,6 +206,22 @@ import Testing
         #expect(scheduler.activeVMCount == 0)
     }
 
+    @Test("VMs the embedder lets go of, before or just after they end, are kept until their vCPUs are done")
+    func droppedVMsAreKeptAlive() async throws {
+        let scheduler = try VCPUScheduler(workers: 2, timeSlice: .milliseconds(1))
+        for _ in 0..<20 {
+            // Dropped at once: the scheduler keeps it running to its halt.
+            _ = try addVM(scheduler, code: TestGuests.workThenHalt, argument: 200)
+        }
+        for _ in 0..<20 {
+            // Dropped right after its end, while a worker may still be settling its vCPU.
+            let (scheduled, _) = try addVM(scheduler, code: TestGuests.workThenHalt, argument: 200)
+            #expect(await scheduled.wait() == .halted(vcpu: 0))
+        }
+        #expect(try await eventually { scheduler.activeVMCount == 0 })
+        scheduler.shutdown()
+    }
+
     @Test("bad configurations are refused with the cause")
     func refusesBadConfigurations() throws {
         #expect(throws: KVMError.self) { try VCPUScheduler(workers: 0) }
