@@ -110,19 +110,22 @@ double hvb_c_exit_loop(const uint8_t *code, size_t code_size, int exits) {
     return error < 0 ? error : (last - first) / (exits - 1);
 }
 
+// Runs the vCPU until its first port-I/O exit; 0 or a negative errno value.
+static int run_to_first_io(struct vm *v) {
+    for (;;) {
+        if (ckvm_ioctl_value(v->vcpu, CKVM_RUN, 0) < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        return v->run->exit_reason == KVM_EXIT_IO ? 0 : -EPROTO;
+    }
+}
+
 double hvb_c_vm_create(const uint8_t *code, size_t code_size) {
     double start = now_ns();
     struct vm v;
     int error = vm_open(&v, code, code_size, GUEST_SIZE);
-    while (error == 0) {
-        if (ckvm_ioctl_value(v.vcpu, CKVM_RUN, 0) < 0) {
-            if (errno == EINTR) continue;
-            error = -errno;
-            break;
-        }
-        if (v.run->exit_reason == KVM_EXIT_IO) break;
-        error = -EPROTO;
-    }
+    if (error == 0) error = run_to_first_io(&v);
     double elapsed = now_ns() - start;
     vm_close(&v);
     return error < 0 ? error : elapsed;
@@ -133,15 +136,7 @@ double hvb_c_vm_loop(const uint8_t *code, size_t code_size, int count) {
     for (int i = 0; i < count; i++) {
         struct vm v;
         int error = vm_open(&v, code, code_size, GUEST_SIZE);
-        while (error == 0) {
-            if (ckvm_ioctl_value(v.vcpu, CKVM_RUN, 0) < 0) {
-                if (errno == EINTR) continue;
-                error = -errno;
-                break;
-            }
-            if (v.run->exit_reason == KVM_EXIT_IO) break;
-            error = -EPROTO;
-        }
+        if (error == 0) error = run_to_first_io(&v);
         vm_close(&v);
         if (error < 0) return error;
     }

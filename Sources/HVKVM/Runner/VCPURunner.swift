@@ -199,7 +199,10 @@ public final class VCPURunner: Sendable {
                 counters.parks.add(1, ordering: .relaxed)
                 counters.parkedNanoseconds.add(HostClock.monotonicNanoseconds() &- start, ordering: .relaxed)
                 leftGuest = HostClock.monotonicNanoseconds()
-                guard end == .ready || end == .deadline else { continue }
+                // Woken, interrupted, or ended while a pause or stop came in (a stop also
+                // makes the trap's own descriptors readable): the top of the loop decides.
+                guard end == .ready || end == .deadline, !parking.pauseFlag.load(ordering: .acquiring),
+                      !stopRequested.load(ordering: .acquiring) else { continue }
                 pending = nil
                 disposition = dispatch.retry(waiting.call, vcpu: vcpu)
             } else {
