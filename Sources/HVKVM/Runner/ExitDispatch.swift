@@ -82,7 +82,7 @@ struct ExitDispatch: Sendable {
             }
         }
         if let trapped {
-            return handleTrap(PendingTrap(trap: trapped.trap, site: trapped.site, value: trapped.value), vcpu: vcpu)
+            return handleTrap(trapped.trap, at: trapped.site, value: trapped.value, vcpu: vcpu)
         }
         switch exit {
         case let .ioOut(port, size, data):
@@ -152,28 +152,29 @@ struct ExitDispatch: Sendable {
 
     /// Makes a waiting trap call again, now that its wait has ended.
     func retry(_ pending: PendingTrap, vcpu: VCPU) -> Disposition {
-        handleTrap(pending, vcpu: vcpu)
+        handleTrap(pending.trap, at: pending.site, value: pending.value, vcpu: vcpu)
     }
 
     /// Runs a trap handler with the vCPU's registers and writes back what it changed. For a
     /// forwarded `vmcall`, KVM sets RAX from kvm_run's hypercall result on the next entry, so
     /// the handler's RAX goes there too.
-    private func handleTrap(_ call: PendingTrap, vcpu: VCPU) -> Disposition {
+    private func handleTrap(_ trap: any RegisterTrap, at site: TrapSite, value: UInt64, vcpu: VCPU) -> Disposition {
         var registers: Registers
         do { registers = try vcpu.registers() } catch { return .stop(.failed(vcpu: vcpu.id, error: error)) }
         let before = registers
-        let outcome = call.trap.trap(at: call.site, value: call.value, vcpu: vcpu.id, registers: &registers)
+        let outcome = trap.trap(at: site, value: value, vcpu: vcpu.id, registers: &registers)
         if registers != before {
             do { try vcpu.setRegisters(registers) } catch { return .stop(.failed(vcpu: vcpu.id, error: error)) }
         }
         switch outcome {
         case .resume:
-            if call.site == .vmcall { vcpu.setHypercallResult(registers.rax) }
+            if site == .vmcall { vcpu.setHypercallResult(registers.rax) }
             return .resume
         case let .stop(request):
             return .stop(.guestRequested(request, vcpu: vcpu.id))
         case let .wait(wait):
-            return .wait(wait, call)
+            // Built only here: the common case passes the trap along without copying it.
+            return .wait(wait, PendingTrap(trap: trap, site: site, value: value))
         }
     }
 }
