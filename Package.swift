@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "HVDevicesTesting", targets: ["HVDevicesTesting"]),
         .executable(name: "hv-hello", targets: ["hv-hello"]),
         .executable(name: "hv-tender", targets: ["hv-tender"]),
+        .executable(name: "hv-fleet", targets: ["hv-fleet"]),
         .executable(name: "hv-bench", targets: ["hv-bench"]),
     ],
     dependencies: [
@@ -80,6 +81,14 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Examples/hv-tender"
+        ),
+        .executableTarget(
+            name: "hv-fleet",
+            dependencies: [
+                "HVCore", "HVKVM", "HVParavirt", "GuestImages",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/hv-fleet"
         ),
         .target(
             name: "CBenchBaseline",
