@@ -107,4 +107,34 @@ import Testing
         #expect(runner.vcpuStopReasons == [0: .stopRequested, 1: .stopRequested, 2: .stopRequested, 3: .stopRequested])
         #expect(runner.statistics().values.allSatisfy { $0.interruptions >= 1 })
     }
+
+    /// A 2-vCPU VM with the in-kernel irqchip: vCPU 0 runs init_ap.S, vCPU 1 spins at 0x20000
+    /// until vCPU 0's INIT sends it to wait for a startup IPI, inside KVM_RUN.
+    static func initTargetVM() throws -> (TestVM, VCPURunner.Setup) {
+        let vm = try TestVM(code: TestGuests.initAp)
+        try vm.memory.write(TestGuests.spin, to: GuestAddress(0x20000))
+        try vm.vm.createIRQChip()
+        let memory = vm.memory
+        return (vm, { vcpu throws(KVMError) in
+            let entry = vcpu.id == 0 ? TestVM.entry : GuestAddress(0x20000)
+            try vcpu.setupProtectedMode(memory: memory, entry: entry, stackPointer: TestVM.stackTop)
+            try vcpu.setMPState(.runnable)
+        })
+    }
+
+    @Test("a vCPU sent INIT by the guest waits in the kernel, and still parks and stops")
+    func initByTheGuestIsPausableAndStoppable() async throws {
+        let (vm, setup) = try Self.initTargetVM()
+        let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio)
+        try runner.start(vcpuCount: 2, setup: setup)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(runner.pause(), "a vCPU waiting for a startup IPI must still park")
+        let state = runner.withPausedVCPU(1) { vcpu in try? vcpu.mpState() }
+        #expect(state == .some(.initReceived), "vCPU 1 is \(String(describing: state))")
+        runner.resume()
+        runner.stop()
+        let (reason, timedOut) = await TestVM.wait(for: runner, timeout: .seconds(10))
+        #expect(!timedOut)
+        #expect(reason == .stopRequested)
+    }
 }

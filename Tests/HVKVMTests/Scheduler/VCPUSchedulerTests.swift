@@ -99,6 +99,20 @@ import Testing
         #expect(await spinner.wait() == .stopRequested)
     }
 
+    @Test("a VM whose vCPU waits in the kernel for a startup IPI that never comes holds its worker one slice at a time")
+    func vcpuWaitingInTheKernelDoesNotStarve() async throws {
+        let scheduler = try VCPUScheduler(workers: 1, timeSlice: .milliseconds(2))
+        defer { scheduler.shutdown() }
+        let (stuck, setup) = try SMPTests.initTargetVM()
+        let stuckVM = try scheduler.add(stuck.vm, pio: stuck.pio, mmio: stuck.mmio, vcpuCount: 2, setup: setup)
+        let log = PortLog()
+        let (worker, _) = try addVM(scheduler, code: TestGuests.workThenHalt, argument: 2000, log: log)
+        #expect(await worker.wait() == .halted(vcpu: 0))
+        #expect(log.snapshot == [2000])
+        stuckVM.stop()
+        #expect(await stuckVM.wait() == .stopRequested)
+    }
+
     @Test("a VM of weight 3 runs three slices per turn to a VM of weight 1")
     func weightsShareTime() async throws {
         let scheduler = try VCPUScheduler(workers: 1, timeSlice: .milliseconds(2))
