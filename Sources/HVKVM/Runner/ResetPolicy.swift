@@ -1,12 +1,16 @@
 /// What a VM does when its guest resets: a triple fault (``StopReason/shutdown(vcpu:)``), a
 /// reset system event, or ``VCPURunner/requestReset()`` from a reset device.
-public enum ResetPolicy: Sendable, Hashable {
+public enum ResetPolicy: Sendable {
+    /// Runs while every vCPU is parked, before a restart: put guest memory back as it was at
+    /// boot, reset devices. An error stops the VM with it.
+    public typealias Preparation = @Sendable () throws(KVMError) -> Void
+
     /// The VM stops, with the reset as its reason.
     case stop
     /// Every vCPU is put back to its state right after setup and runs again, at most `limit`
     /// times; the reset after that stops the VM. Guest memory and devices are the
-    /// embedder's to restore, in the runner's `beforeRestart`.
-    case restart(limit: Int)
+    /// embedder's to restore, in `prepare`.
+    case restart(limit: Int, prepare: Preparation? = nil)
 }
 
 /// A vCPU's architectural state at one moment, as far as a restart needs it: general,

@@ -23,9 +23,6 @@ public final class VCPURunner: Sendable {
     public typealias Setup = @Sendable (VCPU) throws(KVMError) -> Void
     /// Sees every exit first, on the vCPU's thread; return nil for the default handling.
     public typealias ExitHandler = @Sendable (VCPU, VMExit) -> ExitAction?
-    /// Runs while every vCPU is parked, before a restart (see ``ResetPolicy``): put guest
-    /// memory back as it was at boot, reset devices. An error stops the VM.
-    public typealias BeforeRestart = @Sendable () throws(KVMError) -> Void
 
     public let vm: VirtualMachine
     public let pio: Bus
@@ -35,7 +32,6 @@ public final class VCPURunner: Sendable {
     public let resetPolicy: ResetPolicy
     public let placement: VCPUPlacement
     private let dispatch: ExitDispatch
-    private let beforeRestart: BeforeRestart?
     private let logger: Logger
 
     private struct State {
@@ -68,18 +64,16 @@ public final class VCPURunner: Sendable {
     ///     there are any, each vCPU syncs its general registers through kvm_run (if the host
     ///     can), so a trap costs one exit and no register ioctls.
     ///   - resetPolicy: what a triple fault, a reset system event or ``requestReset()`` does.
-    ///   - beforeRestart: runs before each restart, with every vCPU parked.
     ///   - placement: which host CPUs each vCPU thread may run on.
     ///   - exitHandler: sees every exit first.
     public init(vm: VirtualMachine, pio: Bus, mmio: Bus, traps: [TrapSite: any RegisterTrap] = [:],
-                resetPolicy: ResetPolicy = .stop, beforeRestart: BeforeRestart? = nil,
+                resetPolicy: ResetPolicy = .stop,
                 placement: VCPUPlacement = .unpinned,
                 logger: Logger? = nil, exitHandler: ExitHandler? = nil) {
         self.vm = vm
         self.pio = pio
         self.mmio = mmio
         self.resetPolicy = resetPolicy
-        self.beforeRestart = beforeRestart
         self.placement = placement
         let logger = logger ?? Logger(label: "hvkit.runner")
         self.logger = logger
@@ -272,7 +266,7 @@ public final class VCPURunner: Sendable {
     // MARK: Reset
 
     /// Asks for a reset of the whole VM, as a guest does through a reset device (the i8042's
-    /// pulse, port 0xCF9): under ``ResetPolicy/restart(limit:)`` every vCPU restarts from its
+    /// pulse, port 0xCF9): under ``ResetPolicy/restart(limit:prepare:)`` every vCPU restarts from its
     /// initial state, otherwise (or past the limit) the VM stops with
     /// ``StopReason/resetRequested``. Returns at once; callable from any thread, including a
     /// vCPU's own (a device's write handler).
@@ -284,12 +278,12 @@ public final class VCPURunner: Sendable {
         requestStop()
     }
 
-    /// Starts a restart if the policy allows one more: every vCPU parks, `beforeRestart`
+    /// Starts a restart if the policy allows one more: every vCPU parks, the policy's `prepare`
     /// runs, each vCPU's initial state is put back on its own thread, and they run again.
     /// A thread of its own drives it, since the vCPU that saw the reset must park too.
     /// True when a restart is under way (this one or one already started).
     private func beginRestart(after reason: StopReason) -> Bool {
-        guard case let .restart(limit) = resetPolicy, !stopRequested.load(ordering: .acquiring) else { return false }
+        guard case let .restart(limit, _) = resetPolicy, !stopRequested.load(ordering: .acquiring) else { return false }
         let begin: Bool? = state.withLock { state in
             if state.restarting { return false }
             guard state.restarts < limit else { return nil }
@@ -324,7 +318,7 @@ public final class VCPURunner: Sendable {
         }
         guard parking.waitUntilParked() else { return }
         do throws(KVMError) {
-            try beforeRestart?()
+            if case let .restart(_, prepare) = resetPolicy { try prepare?() }
         } catch {
             state.withLock { $0.requestedReason = .failed(vcpu: 0, error: error) }
             requestStop()

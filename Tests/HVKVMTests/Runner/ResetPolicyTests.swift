@@ -27,8 +27,12 @@ import Testing
         let device = ResetDevice()
         try vm.pio.register(device, at: GuestAddress(0x20), length: 8)
         let prepared = Atomic<Int>(0)
-        let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio, resetPolicy: policy,
-                                beforeRestart: { prepared.add(1, ordering: .relaxed) })
+        let counted: ResetPolicy
+        switch policy {
+        case .stop: counted = .stop
+        case let .restart(limit, _): counted = .restart(limit: limit) { prepared.add(1, ordering: .relaxed) }
+        }
+        let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio, resetPolicy: counted)
         device.runner.withLock { $0 = runner }
         let longMode = try vm.longMode()
         try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
@@ -76,11 +80,12 @@ import Testing
         #expect(result.restarts == 3)
     }
 
-    @Test("a failing beforeRestart stops the VM with its error")
+    @Test("a failing preparation stops the VM with its error")
     func failingPreparationStops() async throws {
         let vm = try TestVM(code: TestGuests.resetCount)
-        let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio, resetPolicy: .restart(limit: 5),
-                                beforeRestart: { () throws(KVMError) in throw .invalidArgument("cannot reload the image") })
+        let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio, resetPolicy: .restart(limit: 5) { () throws(KVMError) in
+            throw .invalidArgument("cannot reload the image")
+        })
         try runner.start(vcpuCount: 1, setup: try vm.longMode())
         let (reason, timedOut) = await TestVM.wait(for: runner, timeout: .seconds(10))
         #expect(!timedOut)

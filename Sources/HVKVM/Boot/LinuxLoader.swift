@@ -1,0 +1,185 @@
+import HVCore
+
+/// A kernel that boots through the Linux x86 64-bit boot protocol.
+public enum LinuxKernel: Sendable {
+    /// A bzImage; its protected-mode kernel is loaded and entered at +0x200 (its own
+    /// decompressor then runs in the guest).
+    case bzImage(BzImage)
+    /// An ELF executable (vmlinux, or any guest that follows the protocol: 64-bit entry
+    /// with RSI pointing at the zero page), loaded by its physical addresses.
+    case elf(ELF64Image)
+
+    /// Recognises the image by its magic: ELF, else a bzImage.
+    public init(bytes: [UInt8]) throws(LinuxBootError) {
+        if bytes.starts(with: [0x7F, 0x45, 0x4C, 0x46]) {
+            do { self = .elf(try ELF64Image(bytes: bytes)) } catch { throw .elf(error) }
+        } else {
+            self = .bzImage(try BzImage(bytes: bytes))
+        }
+    }
+}
+
+/// Where the loader puts what it writes besides the kernel and the initrd. The defaults sit
+/// in the first 1 MiB, clear of the long-mode tables (``LongModeLayout``, 0x500 to 0x7000).
+public struct LinuxBootLayout: Sendable, Hashable {
+    public var zeroPage: GuestAddress = GuestAddress(0x7000)
+    /// The stack pointer at entry (the kernel soon switches to its own).
+    public var stackPointer: UInt64 = 0x8FF0
+    public var commandLine: GuestAddress = GuestAddress(0x2_0000)
+    /// Room for the command line, its NUL included.
+    public var commandLineCapacity: Int = 0x1_0000
+    public var longMode = LongModeLayout()
+
+    public init() {}
+}
+
+/// What ``LinuxLoader/load(_:commandLine:initrd:into:layout:)`` put where, and how to enter.
+public struct LinuxBootPlan: Sendable, Hashable {
+    /// The 64-bit entry point.
+    public let entry: GuestAddress
+    /// Where the kernel was loaded, and the RAM it may use from there (init_size).
+    public let kernel: GuestAddressRange
+    public let zeroPageAddress: GuestAddress
+    public let zeroPage: ZeroPage
+    public let commandLine: GuestAddress
+    public let initrd: GuestAddressRange?
+    public let memoryMap: [E820Entry]
+    public let layout: LinuxBootLayout
+}
+
+/// Loads a Linux kernel (or any guest that follows the 64-bit boot protocol) into guest
+/// memory with its zero page, command line and initrd. Every value taken from the image is
+/// checked before use; nothing is written unless everything fits.
+public enum LinuxLoader {
+    /// The highest initrd address for an ELF kernel, which has no header to say.
+    static let elfInitrdAddressMax: UInt64 = 0x7FFF_FFFF
+
+    public static func load(
+        _ kernel: LinuxKernel, commandLine: String, initrd: [UInt8]? = nil,
+        into memory: some GuestMemory, layout: LinuxBootLayout = LinuxBootLayout()
+    ) throws(LinuxBootError) -> LinuxBootPlan {
+        // The kernel's place and the zero page it starts from.
+        let kernelRange: GuestAddressRange
+        let entry: GuestAddress
+        var zeroPage: ZeroPage
+        let commandLineLimit: Int
+        let initrdAddressMax: UInt64
+        switch kernel {
+        case let .bzImage(image):
+            let header = image.header
+            let size = UInt64(header.initSize)
+            let address = try loadAddress(for: header, size: size, memory: memory)
+            kernelRange = try range(address, size)
+            entry = GuestAddress(address + 0x200)
+            zeroPage = ZeroPage(header: image.headerBytes)
+            commandLineLimit = Int(header.commandLineSize)
+            initrdAddressMax = UInt64(header.initrdAddressMax)
+        case let .elf(image):
+            guard let loaded = image.loadedRange else { throw .elf(.noLoadableSegment) }
+            kernelRange = loaded
+            entry = image.entry
+            commandLineLimit = layout.commandLineCapacity - 1
+            zeroPage = .synthesizedHeader(commandLineSize: UInt32(commandLineLimit), kernelAlignment: 0x20_0000)
+            initrdAddressMax = elfInitrdAddressMax
+        }
+        guard memory.isRAM(kernelRange.start, length: kernelRange.length) else {
+            throw .kernelDoesNotFit(address: kernelRange.start.rawValue, size: kernelRange.length)
+        }
+
+        // The command line, NUL-terminated.
+        let line = Array(commandLine.utf8)
+        let maximum = min(commandLineLimit, layout.commandLineCapacity - 1)
+        guard line.count <= maximum else { throw .commandLineTooLong(length: line.count, maximum: maximum) }
+        zeroPage.setCommandLine(at: layout.commandLine.rawValue)
+
+        // The initrd: as high as the kernel allows, above the kernel.
+        var initrdRange: GuestAddressRange?
+        if let initrd, !initrd.isEmpty {
+            let address = try initrdAddress(size: UInt64(initrd.count), limit: initrdAddressMax, above: kernelRange, memory: memory)
+            initrdRange = try range(address, UInt64(initrd.count))
+            zeroPage.setInitrd(at: address, size: UInt64(initrd.count))
+        }
+
+        // Nothing may land on anything else. (Wrapping sums: a layout near 2^64 fails the
+        // memory writes below instead of trapping here.)
+        var placed: [(name: String, start: UInt64, end: UInt64)] = [
+            ("the kernel", kernelRange.start.rawValue, kernelRange.start.rawValue &+ kernelRange.length),
+            ("the zero page", layout.zeroPage.rawValue, layout.zeroPage.rawValue &+ UInt64(ZeroPage.size)),
+            ("the command line", layout.commandLine.rawValue, layout.commandLine.rawValue &+ UInt64(layout.commandLineCapacity)),
+            ("the page tables", layout.longMode.pageTableAddress.rawValue,
+             layout.longMode.pageTableAddress.rawValue &+ layout.longMode.pageTableBytes),
+            ("the GDT", layout.longMode.gdtAddress.rawValue, layout.longMode.gdtAddress.rawValue &+ 0x200),
+        ]
+        if let initrdRange { placed.append(("the initrd", initrdRange.start.rawValue, initrdRange.start.rawValue + initrdRange.length)) }
+        for (index, first) in placed.enumerated() {
+            for second in placed[(index + 1)...] where first.start < second.end && second.start < first.end {
+                throw .overlap(first.name, second.name)
+            }
+        }
+
+        let memoryMap = try E820Map.entries(for: memory)
+        zeroPage.setMemoryMap(memoryMap)
+
+        // Everything fits: write it.
+        switch kernel {
+        case let .bzImage(image): try write(image.protectedModeKernel, to: kernelRange.start, in: memory)
+        case let .elf(image):
+            do { try image.load(into: memory) } catch { throw .elf(error) }
+        }
+        try write(line + [0], to: layout.commandLine, in: memory)
+        if let initrd, let initrdRange { try write(initrd, to: initrdRange.start, in: memory) }
+        try write(zeroPage.bytes, to: layout.zeroPage, in: memory)
+        return LinuxBootPlan(entry: entry, kernel: kernelRange, zeroPageAddress: layout.zeroPage, zeroPage: zeroPage,
+                             commandLine: layout.commandLine, initrd: initrdRange, memoryMap: memoryMap, layout: layout)
+    }
+
+    /// pref_address when the guest has the RAM there; otherwise, for a relocatable kernel,
+    /// the first address from 1 MiB aligned to kernel_alignment.
+    static func loadAddress(for header: LinuxSetupHeader, size: UInt64, memory: some GuestMemory) throws(LinuxBootError) -> UInt64 {
+        let preferred = header.preferredAddress
+        if preferred >= 0x10_0000, preferred.addingReportingOverflow(size).overflow == false,
+           memory.isRAM(GuestAddress(preferred), length: size) {
+            return preferred
+        }
+        guard header.relocatable else { throw .kernelDoesNotFit(address: preferred, size: size) }
+        let alignment = UInt64(header.kernelAlignment)
+        let address = (0x10_0000 + alignment - 1) & ~(alignment - 1)
+        guard memory.isRAM(GuestAddress(address), length: size) else { throw .kernelDoesNotFit(address: address, size: size) }
+        return address
+    }
+
+    /// The highest page-aligned address where `size` bytes of RAM end at or below `limit`
+    /// and start above the kernel.
+    static func initrdAddress(size: UInt64, limit: UInt64, above kernel: GuestAddressRange, memory: some GuestMemory) throws(LinuxBootError) -> UInt64 {
+        let kernelEnd = kernel.start.rawValue + kernel.length
+        let top = limit == .max ? limit : limit + 1
+        for ram in memory.ramRanges.sorted(by: { $0.start.rawValue > $1.start.rawValue }) {
+            let end = min(ram.start.rawValue + ram.length, top)
+            guard end >= size else { continue }
+            let address = (end - size) & ~UInt64(0xFFF)
+            if address >= max(ram.start.rawValue, kernelEnd) { return address }
+        }
+        throw .initrdDoesNotFit(size: size, limit: limit)
+    }
+
+    private static func write(_ bytes: some Collection<UInt8>, to address: GuestAddress, in memory: some GuestMemory) throws(LinuxBootError) {
+        do { try memory.write(bytes, to: address) } catch { throw .guestMemory(error) }
+    }
+
+    private static func range(_ start: UInt64, _ length: UInt64) throws(LinuxBootError) -> GuestAddressRange {
+        do { return try GuestAddressRange(start: GuestAddress(start), length: length) } catch { throw .guestMemory(error) }
+    }
+}
+
+extension VCPU {
+    /// Puts the vCPU at a Linux 64-bit entry: long mode with identity page tables
+    /// (``LinuxBootLayout/longMode``), RSI pointing at the zero page, the layout's stack,
+    /// interrupts off.
+    public func setupLinuxBoot(_ plan: LinuxBootPlan, memory: some GuestMemory) throws(KVMError) {
+        try setupLongMode(memory: memory, entry: plan.entry, stackPointer: plan.layout.stackPointer, layout: plan.layout.longMode)
+        var registers = try registers()
+        registers.rsi = plan.zeroPageAddress.rawValue
+        registers.rbp = plan.layout.stackPointer
+        try setRegisters(registers)
+    }
+}

@@ -1,0 +1,83 @@
+import HVCore
+@testable import HVKVM
+
+/// A bzImage built field by field, so each test can break exactly one thing.
+struct SyntheticBzImage {
+    var setupSectors: UInt8 = 4
+    /// What the header says, when it should not match the layout (a lying image).
+    var declaredSetupSectors: UInt8?
+    var bootFlag: UInt16 = 0xAA55
+    var magic: UInt32 = 0x5372_6448
+    var version: UInt16 = 0x020F
+    var loadFlags: UInt8 = 0x01
+    var xloadFlags: UInt16 = 0x0001
+    /// The jump's displacement at 0x201: the header ends at 0x202 plus this.
+    var headerDisplacement: UInt8 = 0x6A
+    var initrdAddressMax: UInt32 = 0x37FF_FFFF
+    var kernelAlignment: UInt32 = 0x20_0000
+    var relocatable = true
+    var commandLineSize: UInt32 = 2048
+    var preferredAddress: UInt64 = 0x100_0000
+    /// The code at the 64-bit entry, 0x200 into the protected-mode kernel.
+    var entryCode: [UInt8] = TestGuests.linuxEntry
+    var payloadOffset: UInt32 = 0x400
+    var payloadLength: UInt32 = 0x100
+    /// Default: the protected-mode kernel's size rounded up to 4 KiB.
+    var initSize: UInt32?
+
+    var kernelSize: Int { 0x500 + 0x100 }
+
+    var bytes: [UInt8] {
+        let setupBytes = (Int(setupSectors == 0 ? 4 : setupSectors) + 1) * 512
+        var image = [UInt8](repeating: 0, count: setupBytes + kernelSize)
+        image[0x1F1] = declaredSetupSectors ?? setupSectors
+        image.setLittleEndian(bootFlag, at: 0x1FE)
+        image[0x200] = 0xEB
+        image[0x201] = headerDisplacement
+        image.setLittleEndian(magic, at: 0x202)
+        image.setLittleEndian(version, at: 0x206)
+        image[0x211] = loadFlags
+        image.setLittleEndian(initrdAddressMax, at: 0x22C)
+        image.setLittleEndian(kernelAlignment, at: 0x230)
+        image[0x234] = relocatable ? 1 : 0
+        image.setLittleEndian(xloadFlags, at: 0x236)
+        image.setLittleEndian(commandLineSize, at: 0x238)
+        image.setLittleEndian(payloadOffset, at: 0x248)
+        image.setLittleEndian(payloadLength, at: 0x24C)
+        image.setLittleEndian(preferredAddress, at: 0x258)
+        image.setLittleEndian(initSize ?? UInt32((kernelSize + 0xFFF) & ~0xFFF), at: 0x260)
+        // Payload bytes, to recognise.
+        for index in 0..<Int(min(payloadLength, 0x100)) where Int(payloadOffset) + index < kernelSize {
+            image[setupBytes + Int(payloadOffset) + index] = UInt8(truncatingIfNeeded: index ^ 0x5A)
+        }
+        image.replaceSubrange((setupBytes + 0x200)..<(setupBytes + 0x200 + entryCode.count), with: entryCode)
+        return image
+    }
+}
+
+/// A minimal ELF64 executable with one PT_LOAD segment of `code` at physical `address`.
+func syntheticELF(code: [UInt8], at address: UInt64, memorySize: UInt64? = nil) -> [UInt8] {
+    var image = [UInt8](repeating: 0, count: 0x78)
+    image.replaceSubrange(0..<4, with: [0x7F, 0x45, 0x4C, 0x46])
+    image[4] = 2  // ELFCLASS64
+    image[5] = 1  // little-endian
+    image[6] = 1  // EV_CURRENT
+    image.setLittleEndian(UInt16(2), at: 0x10)  // ET_EXEC
+    image.setLittleEndian(UInt16(62), at: 0x12)  // EM_X86_64
+    image.setLittleEndian(UInt32(1), at: 0x14)
+    image.setLittleEndian(address, at: 0x18)  // e_entry
+    image.setLittleEndian(UInt64(0x40), at: 0x20)  // e_phoff
+    image.setLittleEndian(UInt16(64), at: 0x34)
+    image.setLittleEndian(UInt16(56), at: 0x36)
+    image.setLittleEndian(UInt16(1), at: 0x38)
+    // The program header.
+    image.setLittleEndian(UInt32(1), at: 0x40)  // PT_LOAD
+    image.setLittleEndian(UInt32(5), at: 0x44)  // R+X
+    image.setLittleEndian(UInt64(0x78), at: 0x48)  // p_offset
+    image.setLittleEndian(address, at: 0x50)  // p_vaddr
+    image.setLittleEndian(address, at: 0x58)  // p_paddr
+    image.setLittleEndian(UInt64(code.count), at: 0x60)
+    image.setLittleEndian(memorySize ?? UInt64(code.count), at: 0x68)
+    image.setLittleEndian(UInt64(0x1000), at: 0x70)
+    return image + code
+}
