@@ -1,5 +1,6 @@
 # HVKit: the two commands a fresh machine needs are `make demo` and `make test`.
-# Both install what the build needs first (libaio-dev, for the virtio-blk AIO backend).
+# Both install what the build needs first: libaio-dev (the virtio-blk AIO backend), and zlib,
+# liblzma, liblz4 and libzstd (host-side extraction of a bzImage's compressed kernel).
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -7,10 +8,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: demo test bench deps guests clean
 
 ## Installs the system packages HVKit builds against, where they are missing.
+DEB_PACKAGES := libaio-dev linux-libc-dev zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
+
 deps:
-	@if ! dpkg -s libaio-dev >/dev/null 2>&1 || ! dpkg -s linux-libc-dev >/dev/null 2>&1; then \
-		echo "installing libaio-dev and linux-libc-dev"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libaio-dev linux-libc-dev; \
+	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing $(DEB_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(DEB_PACKAGES); \
 	fi
 
 ## Runs the demo VMM on its built-in default guest: hv-tender with its Embedded Swift guest.

@@ -25,6 +25,11 @@ let package = Package(
         .target(name: "CKVM"),
         .target(name: "CHVCoreShims"),
         .target(name: "CHVDevicesShims"),
+        // Host-side decompression of bzImage payloads (zlib, liblzma, liblz4, libzstd).
+        .target(
+            name: "CKernelDecompress",
+            linkerSettings: [.linkedLibrary("z"), .linkedLibrary("lzma"), .linkedLibrary("lz4"), .linkedLibrary("zstd")]
+        ),
         .systemLibrary(
             name: "CLibAIO",
             providers: [.apt(["libaio-dev"])]
@@ -42,7 +47,7 @@ let package = Package(
         .target(
             name: "HVKVM",
             dependencies: [
-                "HVCore", "CKVM",
+                "HVCore", "CKVM", "CKernelDecompress",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]

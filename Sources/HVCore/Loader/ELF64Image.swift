@@ -113,14 +113,22 @@ public struct ELF64Image: Sendable {
             }
         }
         // The entry is a virtual address; it must fall in an executable segment, and is
-        // translated to that segment's physical address.
-        guard let code = loads.first(where: { segment in
+        // translated to that segment's physical address. Some kernels give a physical entry
+        // instead (x86-64 vmlinux: phys_startup_64, with segments linked high): an entry
+        // inside an executable segment's physical range is taken as it is.
+        if let code = loads.first(where: { segment in
             segment.isExecutable && entryPoint >= segment.virtualAddress
                 && entryPoint - segment.virtualAddress < segment.memorySize
-        }) else {
+        }) {
+            entry = GuestAddress(code.physicalAddress.rawValue + (entryPoint - code.virtualAddress))
+        } else if loads.contains(where: { segment in
+            segment.isExecutable && entryPoint >= segment.physicalAddress.rawValue
+                && entryPoint - segment.physicalAddress.rawValue < segment.memorySize
+        }) {
+            entry = GuestAddress(entryPoint)
+        } else {
             throw .entryOutsideSegments(entry: entryPoint)
         }
-        entry = GuestAddress(code.physicalAddress.rawValue + (entryPoint - code.virtualAddress))
         segments = loads
         programHeaders = headers
     }

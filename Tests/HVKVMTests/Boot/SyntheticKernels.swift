@@ -24,8 +24,11 @@ struct SyntheticBzImage {
     var payloadLength: UInt32 = 0x100
     /// Default: the protected-mode kernel's size rounded up to 4 KiB.
     var initSize: UInt32?
+    /// A real payload (a compressed kernel and its size word) at payloadOffset, replacing the
+    /// pattern; payloadLength follows it.
+    var payload: [UInt8]?
 
-    var kernelSize: Int { 0x500 + 0x100 }
+    var kernelSize: Int { payload.map { max(0x600, Int(payloadOffset) + $0.count) } ?? 0x600 }
 
     var bytes: [UInt8] {
         let setupBytes = (Int(setupSectors == 0 ? 4 : setupSectors) + 1) * 512
@@ -43,12 +46,16 @@ struct SyntheticBzImage {
         image.setLittleEndian(xloadFlags, at: 0x236)
         image.setLittleEndian(commandLineSize, at: 0x238)
         image.setLittleEndian(payloadOffset, at: 0x248)
-        image.setLittleEndian(payloadLength, at: 0x24C)
+        image.setLittleEndian(payload.map { UInt32($0.count) } ?? payloadLength, at: 0x24C)
         image.setLittleEndian(preferredAddress, at: 0x258)
         image.setLittleEndian(initSize ?? UInt32((kernelSize + 0xFFF) & ~0xFFF), at: 0x260)
-        // Payload bytes, to recognise.
-        for index in 0..<Int(min(payloadLength, 0x100)) where Int(payloadOffset) + index < kernelSize {
-            image[setupBytes + Int(payloadOffset) + index] = UInt8(truncatingIfNeeded: index ^ 0x5A)
+        if let payload {
+            image.replaceSubrange((setupBytes + Int(payloadOffset))..<(setupBytes + Int(payloadOffset) + payload.count), with: payload)
+        } else {
+            // Payload bytes, to recognise.
+            for index in 0..<Int(min(payloadLength, 0x100)) where Int(payloadOffset) + index < kernelSize {
+                image[setupBytes + Int(payloadOffset) + index] = UInt8(truncatingIfNeeded: index ^ 0x5A)
+            }
         }
         image.replaceSubrange((setupBytes + 0x200)..<(setupBytes + 0x200 + entryCode.count), with: entryCode)
         return image
