@@ -5,7 +5,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench deps guests clean
+.PHONY: demo test bench deps guests artifacts clean
 
 ## Installs the system packages HVKit builds against, where they are missing.
 DEB_PACKAGES := libaio-dev linux-libc-dev zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
@@ -36,6 +36,11 @@ bench: deps
 guests:
 	sh Guests/assemble.sh
 	sh Guests/build-guests.sh
+
+## Fetches Debian's cloud kernel and busybox-static and builds an initramfs, cached in
+## /var/tmp/hvkit-artifacts (HVKIT_ARTIFACTS), never committed. The Linux boot tests use them.
+artifacts:
+	sh Guests/linux/fetch-artifacts.sh
 
 clean:
 	rm -rf .build
