@@ -16,10 +16,11 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(DEB_PACKAGES); \
 	fi
 
-## Runs the demo VMM on its built-in default guest: hv-tender with its Embedded Swift guest.
+## Runs the demo VMM on its built-in default guest: minivmm boots the Embedded Swift guest
+## through the Linux 64-bit boot protocol, with HVKit's hypercall services.
 demo: deps
-	$(SWIFT) build --product hv-tender
-	./.build/debug/hv-tender --stats
+	$(SWIFT) build --product minivmm
+	./.build/debug/minivmm
 
 ## Runs the whole test suite (KVM tests are skipped, with the reason, where /dev/kvm is absent).
 test: deps

@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "hv-hello", targets: ["hv-hello"]),
         .executable(name: "hv-tender", targets: ["hv-tender"]),
         .executable(name: "hv-fleet", targets: ["hv-fleet"]),
+        .executable(name: "minivmm", targets: ["minivmm"]),
         .executable(name: "hv-bench", targets: ["hv-bench"]),
     ],
     dependencies: [
@@ -94,6 +95,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/hv-fleet"
+        ),
+        .executableTarget(
+            name: "minivmm",
+            dependencies: [
+                "HVCore", "HVKVM", "HVParavirt", "HVDevices", "GuestImages",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Examples/minivmm"
         ),
         .target(
             name: "CBenchBaseline",
