@@ -26,10 +26,12 @@ demo: deps
 test: deps
 	$(SWIFT) test
 
-## Builds hv-bench as a release binary with the Swift runtime linked in, and runs it.
+## Builds hv-bench (and minivmm, which two figures run) as release binaries with the Swift
+## runtime linked in, and runs it.
 ## Pass figures with NAMES="pio_exit vm_create"; JSON=1 for one JSON object per line.
 bench: deps
 	$(SWIFT) build -c release --static-swift-stdlib --product hv-bench
+	$(SWIFT) build -c release --static-swift-stdlib --product minivmm
 	./.build/release/hv-bench $(if $(JSON),--json) $(NAMES)
 
 ## Rebuilds the guests (Guests/asm, and the SDK guests in Guests/tender and Guests/bench) into

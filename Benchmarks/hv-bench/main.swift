@@ -17,6 +17,7 @@ let allNames = [
     "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync",
     "null_hypercall", "block_via_hypercall", "block_via_ring",
     "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
+    "bzimage_extract", "startup_to_first_run", "minivmm_rss",
 ]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -93,6 +94,11 @@ for name in selected {
         case "mn_vs_dedicated": emit(try mnVersusDedicatedFigure(rounds: 3))
         case "vms_per_second": emit(try vmsPerSecondFigure(rounds: 7))
         case "vcpu_migration": emit(try vcpuMigrationFigure(rounds: 7))
+        case "bzimage_extract": emit(try bzImageExtractFigure(rounds: 7))
+        case "startup_to_first_run", "minivmm_rss":
+            // Measured together; printed once, at the first of the two selected.
+            guard name == selected.first(where: { $0 == "startup_to_first_run" || $0 == "minivmm_rss" }) else { break }
+            for figure in try minivmmFigures(rounds: 11) where selected.contains(figure.name) { emit(figure) }
         default: break
         }
     } catch {

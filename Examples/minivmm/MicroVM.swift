@@ -168,11 +168,14 @@ final class MicroVM {
             try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
                 try vcpu.setCPUID(cpu.entries(forVCPU: vcpu.id))
                 try vcpu.setupLinuxBoot(plan, memory: memory)
+                // The vCPU enters the guest right after this.
+                Report.firstRun.withLock { $0 = HostClock.monotonicNanoseconds() }
             }
         } catch {
             return Outcome(status: 1, message: "the vCPU could not start: \(error)")
         }
         let reason = runner.join()
+        Report.write(memory: memory)
         // Nothing lost: every request the guest queued completes, then reaches the disk.
         for (device, disk) in blocks {
             device.reset()
