@@ -122,7 +122,10 @@ let package = Package(
         // Tests.
         .testTarget(name: "HVCoreTests", dependencies: ["HVCore"]),
         // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
-        .testTarget(name: "HVKVMTests", dependencies: ["HVKVM", "HVCore", "HVDevices"]),
+        .testTarget(
+            name: "HVKVMTests",
+            dependencies: ["HVKVM", "HVCore", "HVDevices", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // The kernel's virtio headers, for a test that checks HVDevices' constants against them.
         .target(name: "CVirtioHeaders", path: "Tests/CVirtioHeaders"),
         .testTarget(

@@ -1,6 +1,7 @@
 import Glibc
 import HVCore
 import HVKVM
+import SystemPackage
 
 // The Linux boot figures. They need `make artifacts` (Debian's cloud kernel); without it they
 // say so and are skipped.
@@ -11,16 +12,9 @@ let kernelArtifact: String = {
 }()
 
 func readArtifact(_ path: String) throws -> [UInt8] {
-    guard let file = fopen(path, "rb") else { throw BenchError.unexpected("no \(path): run `make artifacts` (or set HVKIT_KERNEL)") }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while true {
-        let count = fread(&chunk, 1, chunk.count, file)
-        if count <= 0 { break }
-        bytes.append(contentsOf: chunk.prefix(count))
+    do { return try HostFile.readAll(FilePath(path)) } catch {
+        throw BenchError.unexpected("cannot read \(path) (\(error)): run `make artifacts` (or set HVKIT_KERNEL)")
     }
-    return bytes
 }
 
 /// Host-side extraction of the bzImage's kernel (parse, decompress, check), ms, median of

@@ -8,6 +8,8 @@
 //   minivmm --config vm.conf                            the same options, one per line
 import ArgumentParser
 import Glibc
+import HVCore
+import SystemPackage
 
 @main
 struct MiniVMM: ParsableCommand {
@@ -103,14 +105,5 @@ func readTextFile(_ path: String) -> String? {
 }
 
 func readBinaryFile(_ path: String) -> [UInt8]? {
-    guard let file = fopen(path, "rb") else { return nil }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while true {
-        let count = fread(&chunk, 1, chunk.count, file)
-        if count <= 0 { break }
-        bytes.append(contentsOf: chunk.prefix(count))
-    }
-    return ferror(file) == 0 ? bytes : nil
+    try? HostFile.readAll(FilePath(path))
 }

@@ -137,7 +137,7 @@ public struct ELF64Image: Sendable {
     public init(contentsOf path: FilePath, machine: UInt16 = ELF64Image.machineX86_64) throws(ELFError) {
         let bytes: [UInt8]
         do {
-            bytes = try readWholeFile(path)
+            bytes = try HostFile.readAll(path)
         } catch {
             throw .io(path: path.string, error)
         }
@@ -195,24 +195,6 @@ private struct ByteReader {
 }
 
 /// Reads a whole file, retrying short reads and EINTR.
-func readWholeFile(_ path: FilePath) throws(Errno) -> [UInt8] {
-    let descriptor: FileDescriptor
-    do { descriptor = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch { throw Errno(converting: error) }
-    defer { try? descriptor.close() }
-    var result: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let count: Int
-        do {
-            count = try chunk.withUnsafeMutableBytes { buffer in try descriptor.read(into: buffer, retryOnInterrupt: true) }
-        } catch {
-            throw Errno(converting: error)
-        }
-        if count == 0 { return result }
-        result.append(contentsOf: chunk[0..<count])
-    }
-}
-
 extension Errno {
     /// swift-system's calls throw untyped errors that are always `Errno`; this keeps the type
     /// without a forced cast.

@@ -2,6 +2,7 @@ import Glibc
 import HVCore
 import HVDevices
 import Synchronization
+import SystemPackage
 import Testing
 @testable import HVKVM
 
@@ -17,16 +18,7 @@ import Testing
     static var missing: Comment { Comment(rawValue: "needs a kernel at \(path): run `make artifacts` or set HVKIT_KERNEL") }
 
     static func readFile(_ path: String) -> [UInt8]? {
-        guard let file = fopen(path, "rb") else { return nil }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let count = fread(&chunk, 1, chunk.count, file)
-            if count <= 0 { break }
-            bytes.append(contentsOf: chunk.prefix(count))
-        }
-        return bytes
+        try? HostFile.readAll(FilePath(path))
     }
 
     @Test("the real bzImage parses and its payload extracts to an ELF kernel", .enabled(if: image != nil, missing))
