@@ -34,9 +34,7 @@ struct VMOptions {
         commandLine = command.cmdline
         guard (16...65536).contains(command.memory) else { throw ValidationError("--memory \(command.memory): 16 to 65536 MiB") }
         memoryBytes = command.memory << 20
-        guard command.cpus == 1 else {
-            throw ValidationError("--cpus \(command.cpus): a guest finds more than one vCPU through an MP table or ACPI, which minivmm does not write yet")
-        }
+        guard (1...254).contains(command.cpus) else { throw ValidationError("--cpus \(command.cpus): 1 to 254") }
         cpus = command.cpus
         disks = try command.disk.map { value in
             let parts = value.split(separator: ",").map(String.init)
@@ -81,6 +79,7 @@ final class MicroVM {
     let blocks: [(device: BlockDevice, disk: DiskImage)]
     let plan: LinuxBootPlan
     let cpu: GuestCPUModel
+    let vcpuCount: Int
     let started = HostClock.monotonicNanoseconds()
 
     init(_ options: VMOptions) throws {
@@ -150,6 +149,10 @@ final class MicroVM {
         }
         let commandLine = ([options.commandLine] + announcements).joined(separator: " ")
         plan = try LinuxLoader.load(kernel, commandLine: commandLine, initrd: options.initrd, into: memory)
+        // The vCPUs, for kernels that read an MP table (Debian's cloud kernel reads only ACPI,
+        // which minivmm does not write yet: it then runs on vCPU 0 alone).
+        try MPTable(vcpuCount: options.cpus).write(to: memory)
+        vcpuCount = options.cpus
 
         var cpu = try GuestCPUModel(kvm: kvm, vcpuCount: options.cpus)
         // This machine's software hypervisor (PVM) does not emulate cmpxchg16b; Linux runs
@@ -165,8 +168,10 @@ final class MicroVM {
         signals.watch { [runner] in runner.stop() }
         let (plan, memory, cpu) = (self.plan, self.memory, self.cpu)
         do {
-            try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
+            try runner.start(vcpuCount: vcpuCount) { vcpu throws(KVMError) in
                 try vcpu.setCPUID(cpu.entries(forVCPU: vcpu.id))
+                // The others wait in KVM_RUN for the guest's startup IPI.
+                guard vcpu.id == 0 else { return }
                 try vcpu.setupLinuxBoot(plan, memory: memory)
                 // The vCPU enters the guest right after this.
                 Report.firstRun.withLock { $0 = HostClock.monotonicNanoseconds() }
