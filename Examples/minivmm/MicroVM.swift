@@ -111,6 +111,7 @@ final class MicroVM {
 
         // virtio-mmio devices, each announced on the command line.
         var announcements: [String] = []
+        var acpiDevices: [ACPITables.VirtioMMIODevice] = []
         var blocks: [(BlockDevice, DiskImage)] = []
         var virtioDevices: [any VirtioDevice] = []
         for disk in options.disks {
@@ -126,6 +127,7 @@ final class MicroVM {
             let transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: try vm.makeInterruptLine(gsi: irq))
             try mmio.register(transport, at: GuestAddress(base), length: VirtioMMIODevice.windowSize)
             announcements.append("virtio_mmio.device=4K@0x\(String(base, radix: 16)):\(irq)")
+            acpiDevices.append(ACPITables.VirtioMMIODevice(base: base, interrupt: irq))
         }
         self.blocks = blocks
 
@@ -147,11 +149,13 @@ final class MicroVM {
             }
             traps = HypercallDispatcher(memory: memory, table: table).trapSites
         }
-        let commandLine = ([options.commandLine] + announcements).joined(separator: " ")
-        plan = try LinuxLoader.load(kernel, commandLine: commandLine, initrd: options.initrd, into: memory)
-        // The vCPUs, for kernels that read an MP table (Debian's cloud kernel reads only ACPI,
-        // which minivmm does not write yet: it then runs on vCPU 0 alone).
+        // The devices and vCPUs are announced three ways, for kernels built to read any one:
+        // ACPI (Debian's cloud kernel reads only this), the command line and an MP table.
+        let acpi = try ACPITables(vcpuCount: options.cpus, virtioDevices: acpiDevices)
+        try acpi.write(to: memory)
         try MPTable(vcpuCount: options.cpus).write(to: memory)
+        let commandLine = ([options.commandLine] + announcements).joined(separator: " ")
+        plan = try LinuxLoader.load(kernel, commandLine: commandLine, initrd: options.initrd, into: memory, acpiRoot: acpi.address)
         vcpuCount = options.cpus
 
         var cpu = try GuestCPUModel(kvm: kvm, vcpuCount: options.cpus)

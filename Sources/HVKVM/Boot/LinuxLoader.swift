@@ -54,9 +54,11 @@ public enum LinuxLoader {
     /// The highest initrd address for an ELF kernel, which has no header to say.
     static let elfInitrdAddressMax: UInt64 = 0x7FFF_FFFF
 
+    /// - Parameter acpiRoot: where the embedder put ACPI tables (their RSDP), recorded in the
+    ///   zero page's acpi_rsdp_addr.
     public static func load(
         _ kernel: LinuxKernel, commandLine: String, initrd: [UInt8]? = nil,
-        into memory: some GuestMemory, layout: LinuxBootLayout = LinuxBootLayout()
+        into memory: some GuestMemory, layout: LinuxBootLayout = LinuxBootLayout(), acpiRoot: GuestAddress? = nil
     ) throws(LinuxBootError) -> LinuxBootPlan {
         // The kernel's place and the zero page it starts from.
         let kernelRange: GuestAddressRange
@@ -119,6 +121,7 @@ public enum LinuxLoader {
 
         let memoryMap = try E820Map.entries(for: memory)
         zeroPage.setMemoryMap(memoryMap)
+        if let acpiRoot { zeroPage.setACPIRoot(at: acpiRoot.rawValue) }
 
         // Everything fits: write it.
         switch kernel {

@@ -5,6 +5,7 @@ public struct ZeroPage: Sendable, Hashable {
     public static let size = 4096
 
     enum Offset {
+        static let acpiRSDPAddress = 0x070
         static let extRamdiskImage = 0x0C0
         static let extRamdiskSize = 0x0C4
         static let extCommandLinePointer = 0x0C8
@@ -48,6 +49,12 @@ public struct ZeroPage: Sendable, Hashable {
         bytes.setLittleEndian(UInt32(truncatingIfNeeded: size), at: LinuxSetupHeader.Offset.ramdiskSize)
         bytes.setLittleEndian(UInt32(truncatingIfNeeded: size >> 32), at: Offset.extRamdiskSize)
     }
+
+    mutating func setACPIRoot(at address: UInt64) {
+        bytes.setLittleEndian(address, at: Offset.acpiRSDPAddress)
+    }
+
+    public var acpiRootAddress: UInt64 { bytes.littleEndian(UInt64.self, at: Offset.acpiRSDPAddress) }
 
     mutating func setMemoryMap(_ entries: [E820Entry]) {
         bytes[Offset.e820Entries] = UInt8(entries.count)
