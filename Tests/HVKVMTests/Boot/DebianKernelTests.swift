@@ -106,3 +106,83 @@ final class SerialLog: ByteSink {
         bytes.withLock { $0 }.split(separator: 10).map { String(decoding: $0.filter { $0 != 13 }, as: UTF8.self) }
     }
 }
+
+/// The whole boot, to the initramfs's result line: the kernel finds the virtio-mmio block and
+/// entropy devices through ACPI, its init loads the virtio modules, lists the devices, reads
+/// the disk's marker and powers off. Guest code runs at hardware speed only where the host
+/// has VMX or SVM; under this machine's software hypervisor it would take far too long, so the
+/// test is enabled only there.
+@Suite struct DebianFullBootTests {
+    static let initramfs = "/var/tmp/hvkit-artifacts/initramfs.cpio.gz"
+    static let hardwareVirtualization: Bool = {
+        guard let cpuinfo = try? HostFile.readAll(FilePath("/proc/cpuinfo")) else { return false }
+        let text = String(decoding: cpuinfo, as: UTF8.self)
+        return text.contains(" vmx") || text.contains(" svm")
+    }()
+    static var reason: Comment {
+        Comment(rawValue: hardwareVirtualization
+            ? "needs `make artifacts` (\(DebianKernelTests.path) and \(initramfs))"
+            : "needs a host with hardware virtualization (vmx or svm in /proc/cpuinfo); this one emulates guest code")
+    }
+
+    @Test("Debian's kernel boots to the initramfs's result line with virtio block and rng (bounded to 5 minutes)",
+          .enabled(if: hardwareVirtualization && kvmAvailable && DebianKernelTests.image != nil
+                       && DebianKernelTests.readFile(initramfs) != nil, reason))
+    func bootsToTheResultLine() async throws {
+        let kernel = try LinuxKernel(extracting: BzImage(bytes: try #require(DebianKernelTests.image)))
+        let initrd = try #require(DebianKernelTests.readFile(Self.initramfs))
+        let kvm = try KVM()
+        let vm = try kvm.createVM()
+        try vm.createIRQChip()
+        try vm.createPIT()
+        let memory = try GuestMemoryMmap([MemoryRegionSpec(start: GuestAddress(0), size: 512 << 20)])
+        try vm.map(memory)
+
+        // A disk whose first bytes are the marker the init reads.
+        let diskPath = "/tmp/hvkit-fullboot-\(getpid()).img"
+        defer { unlink(diskPath) }
+        var contents = [UInt8](repeating: 0, count: 1 << 20)
+        contents.replaceSubrange(0..<16, with: Array("HVKIT-MARKER-42\0".utf8))
+        guard let file = fopen(diskPath, "wb") else { Issue.record("cannot create \(diskPath)"); return }
+        fwrite(contents, 1, contents.count, file)
+        fclose(file)
+
+        let events = try EventLoop(name: "fullboot-io")
+        defer { events.shutdown() }
+        let console = SerialLog()
+        let pio = Bus(space: .pio)
+        let mmio = Bus(space: .mmio)
+        try pio.register(Serial16550(output: console, interrupt: try vm.makeInterruptLine(gsi: 4)), at: GuestAddress(0x3F8), length: 8)
+        let devices: [any VirtioDevice] = [
+            BlockDevice(backend: try AIOBlockBackend(disk: try DiskImage(path: diskPath, readOnly: true), eventLoop: events)),
+            EntropyDevice(),
+        ]
+        var declared: [ACPITables.VirtioMMIODevice] = []
+        for (index, device) in devices.enumerated() {
+            let base = 0xD000_0000 + UInt64(index) * 0x1000
+            let irq = UInt32(5 + index)
+            let transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: try vm.makeInterruptLine(gsi: irq))
+            try mmio.register(transport, at: GuestAddress(base), length: VirtioMMIODevice.windowSize)
+            declared.append(ACPITables.VirtioMMIODevice(base: base, interrupt: irq))
+        }
+        let acpi = try ACPITables(vcpuCount: 1, virtioDevices: declared)
+        try acpi.write(to: memory)
+        let plan = try LinuxLoader.load(kernel, commandLine: "console=ttyS0 reboot=k panic=1", initrd: initrd, into: memory,
+                                        acpiRoot: acpi.address)
+        let cpu = try GuestCPUModel(kvm: kvm, vcpuCount: 1)
+        let runner = VCPURunner(vm: vm, pio: pio, mmio: mmio)
+        try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
+            try vcpu.setCPUID(cpu.entries(forVCPU: vcpu.id))
+            try vcpu.setupLinuxBoot(plan, memory: memory)
+        }
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(300), runner.stopReason == nil,
+              !console.lines.contains(where: { $0.hasPrefix("HVKIT-RESULT") }) {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        runner.stop()
+        _ = runner.join()
+        let result = console.lines.first { $0.hasPrefix("HVKIT-RESULT") }
+        #expect(result == "HVKIT-RESULT virtio-devices=2 marker=HVKIT-MARKER-42", "last line: \(console.lines.last ?? "(nothing)")")
+    }
+}
