@@ -17,6 +17,17 @@ import Testing
     static let image: [UInt8]? = readFile(path)
     static var missing: Comment { Comment(rawValue: "needs a kernel at \(path): run `make artifacts` or set HVKIT_KERNEL") }
 
+    /// A VM for Linux: the in-kernel irqchip and PIT, and `memorySize` bytes of RAM at 0.
+    static func linuxMachine(memorySize: UInt64) throws -> (KVM, VirtualMachine, GuestMemoryMmap) {
+        let kvm = try KVM()
+        let vm = try kvm.createVM()
+        try vm.createIRQChip()
+        try vm.createPIT()
+        let memory = try GuestMemoryMmap([MemoryRegionSpec(start: GuestAddress(0), size: memorySize)])
+        try vm.map(memory)
+        return (kvm, vm, memory)
+    }
+
     static func readFile(_ path: String) -> [UInt8]? {
         try? HostFile.readAll(FilePath(path))
     }
@@ -40,14 +51,8 @@ import Testing
     @Test("the extracted kernel boots to its banner, our command line, our e820 map and the ACPI tables' 2 vCPUs (bounded to 2 minutes)",
           .enabled(if: image != nil && kvmAvailable, missing))
     func bootsToTheBanner() async throws {
-        let bzImage = try BzImage(bytes: try #require(Self.image))
-        let kernel = try LinuxKernel(extracting: bzImage)
-        let kvm = try KVM()
-        let vm = try kvm.createVM()
-        try vm.createIRQChip()
-        try vm.createPIT()
-        let memory = try GuestMemoryMmap([MemoryRegionSpec(start: GuestAddress(0), size: 256 << 20)])
-        try vm.map(memory)
+        let kernel = try LinuxKernel(extracting: BzImage(bytes: try #require(Self.image)))
+        let (kvm, vm, memory) = try Self.linuxMachine(memorySize: 256 << 20)
         let commandLine = "console=ttyS0 earlyprintk=serial,ttyS0 hvkit.test=1"
         // Two vCPUs and a virtio-mmio device, described by ACPI (this kernel reads no MP table).
         let acpi = try ACPITables(vcpuCount: 2, virtioDevices: [ACPITables.VirtioMMIODevice(base: 0xD000_0000, interrupt: 5)])
@@ -131,12 +136,7 @@ final class SerialLog: ByteSink {
     func bootsToTheResultLine() async throws {
         let kernel = try LinuxKernel(extracting: BzImage(bytes: try #require(DebianKernelTests.image)))
         let initrd = try #require(DebianKernelTests.readFile(Self.initramfs))
-        let kvm = try KVM()
-        let vm = try kvm.createVM()
-        try vm.createIRQChip()
-        try vm.createPIT()
-        let memory = try GuestMemoryMmap([MemoryRegionSpec(start: GuestAddress(0), size: 512 << 20)])
-        try vm.map(memory)
+        let (kvm, vm, memory) = try DebianKernelTests.linuxMachine(memorySize: 512 << 20)
 
         // A disk whose first bytes are the marker the init reads.
         let diskPath = "/tmp/hvkit-fullboot-\(getpid()).img"
