@@ -54,7 +54,7 @@ public struct ACPITables: Sendable, Hashable {
         let dsdtAddress = place(dsdt.count)
         let fadt = Self.fadt(dsdt: dsdtAddress)
         var xsdtBody: [UInt8] = []
-        for pointer in [fadtAddress, madtAddress] { xsdtBody += Self.littleEndian(pointer) }
+        for pointer in [fadtAddress, madtAddress] { xsdtBody += [UInt8](littleEndian: pointer) }
         let xsdt = Self.table("XSDT", revision: 1, body: xsdtBody)
 
         var block = [UInt8](repeating: 0, count: Int(offset))
@@ -76,51 +76,43 @@ public struct ACPITables: Sendable, Hashable {
 
     // MARK: Tables
 
-    static func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
-        (0..<MemoryLayout<T>.size).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
-    }
-
-    static func checksum(_ bytes: some Sequence<UInt8>) -> UInt8 { 0 &- bytes.reduce(0, &+) }
-
     /// A table: the 36-byte header, then `body`; the checksum covers the whole table.
     static func table(_ signature: String, revision: UInt8, body: [UInt8]) -> [UInt8] {
-        var table = Array(signature.utf8) + littleEndian(UInt32(36 + body.count)) + [revision, 0]
-        table += Array("HVKIT ".utf8) + Array("MICROVM ".utf8) + littleEndian(UInt32(1))
-        table += Array("HVKT".utf8) + littleEndian(UInt32(1))
+        var table = Array(signature.utf8) + [UInt8](littleEndian: UInt32(36 + body.count)) + [revision, 0]
+        table += Array("HVKIT ".utf8) + Array("MICROVM ".utf8) + [UInt8](littleEndian: UInt32(1))
+        table += Array("HVKT".utf8) + [UInt8](littleEndian: UInt32(1))
         table += body
-        table[9] = checksum(table)
+        table[9] = byteChecksum(table)
         return table
     }
 
     static func rsdp(xsdt: UInt64) -> [UInt8] {
         var rsdp = Array("RSD PTR ".utf8) + [0] + Array("HVKIT ".utf8) + [2]  // revision 2: ACPI 2.0+
-        rsdp += littleEndian(UInt32(0))  // no RSDT
-        rsdp += littleEndian(UInt32(36)) + littleEndian(xsdt) + [0, 0, 0, 0]
-        rsdp[8] = checksum(rsdp[0..<20])
-        rsdp[32] = checksum(rsdp)
+        rsdp += [UInt8](littleEndian: UInt32(0))  // no RSDT
+        rsdp += [UInt8](littleEndian: UInt32(36)) + [UInt8](littleEndian: xsdt) + [0, 0, 0, 0]
+        rsdp[8] = byteChecksum(rsdp[0..<20])
+        rsdp[32] = byteChecksum(rsdp)
         return rsdp
     }
 
     static func fadt(dsdt: UInt64) -> [UInt8] {
-        var body = [UInt8](repeating: 0, count: 276 - 36)
-        func set(_ bytes: [UInt8], at offset: Int) { body.replaceSubrange((offset - 36)..<(offset - 36 + bytes.count), with: bytes) }
-        set(littleEndian(UInt32(truncatingIfNeeded: dsdt)), at: 40)
-        // IA-PC boot architecture flags: an 8042 is present, no VGA.
-        set(littleEndian(UInt16(0b110)), at: 109)
-        // Flags: HW_REDUCED_ACPI (bit 20).
-        set(littleEndian(UInt32(1 << 20)), at: 112)
-        body[131 - 36] = 0  // FADT minor version (6.0)
-        set(littleEndian(dsdt), at: 140)  // X_DSDT
-        set(Array("HVKITHVK".utf8), at: 268)  // hypervisor vendor identity
-        return table("FACP", revision: 6, body: body)
+        // Offsets are the specification's, from the table's start; the header is table()'s.
+        var fields = [UInt8](repeating: 0, count: 276)
+        fields.setLittleEndian(UInt32(truncatingIfNeeded: dsdt), at: 40)  // DSDT
+        fields.setLittleEndian(UInt16(0b110), at: 109)  // IA-PC boot architecture: an 8042, no VGA
+        fields.setLittleEndian(UInt32(1 << 20), at: 112)  // flags: HW_REDUCED_ACPI
+        fields[131] = 0  // FADT minor version (6.0)
+        fields.setLittleEndian(dsdt, at: 140)  // X_DSDT
+        fields.replaceSubrange(268..<276, with: Array("HVKITHVK".utf8))  // hypervisor vendor identity
+        return table("FACP", revision: 6, body: Array(fields[36...]))
     }
 
     static func madt(vcpuCount: Int) -> [UInt8] {
-        var body = littleEndian(MPTable.localAPICAddress) + littleEndian(UInt32(1))  // PCAT_COMPAT
+        var body = [UInt8](littleEndian: MPTable.localAPICAddress) + [UInt8](littleEndian: UInt32(1))  // PCAT_COMPAT
         for id in 0..<vcpuCount {
-            body += [0, 8, UInt8(id), UInt8(id)] + littleEndian(UInt32(1))  // local APIC, enabled
+            body += [0, 8, UInt8(id), UInt8(id)] + [UInt8](littleEndian: UInt32(1))  // local APIC, enabled
         }
-        body += [1, 12, UInt8(vcpuCount), 0] + littleEndian(MPTable.ioAPICAddress) + littleEndian(UInt32(0))  // I/O APIC, GSI base 0
+        body += [1, 12, UInt8(vcpuCount), 0] + [UInt8](littleEndian: MPTable.ioAPICAddress) + [UInt8](littleEndian: UInt32(0))  // I/O APIC, GSI base 0
         return table("APIC", revision: 4, body: body)
     }
 }
@@ -160,11 +152,11 @@ enum AML {
     }
 
     static func namedInteger(_ segment: String, _ value: UInt32) -> [UInt8] {
-        [0x08] + name(segment) + [0x0C] + ACPITables.littleEndian(value)  // DWordPrefix
+        [0x08] + name(segment) + [0x0C] + [UInt8](littleEndian: value)  // DWordPrefix
     }
 
     static func namedBuffer(_ segment: String, _ bytes: [UInt8]) -> [UInt8] {
-        let size: [UInt8] = [0x0C] + ACPITables.littleEndian(UInt32(bytes.count))
+        let size: [UInt8] = [0x0C] + [UInt8](littleEndian: UInt32(bytes.count))
         let content = size + bytes
         return [0x08] + name(segment) + [0x11] + packageLength(content.count) + content
     }
@@ -174,8 +166,8 @@ enum AML {
         let hex = String(index, radix: 16, uppercase: true)
         let segment = "VR" + String(repeating: "0", count: max(0, 2 - hex.count)) + hex
         // Memory32Fixed (read/write), then an extended interrupt (consumer, edge, active high).
-        var resources: [UInt8] = [0x86, 9, 0, 1] + ACPITables.littleEndian(UInt32(device.base)) + ACPITables.littleEndian(device.length)
-        resources += [0x89, 6, 0, 0b0000_0011, 1] + ACPITables.littleEndian(device.interrupt)
+        var resources: [UInt8] = [0x86, 9, 0, 1] + [UInt8](littleEndian: UInt32(device.base)) + [UInt8](littleEndian: device.length)
+        resources += [0x89, 6, 0, 0b0000_0011, 1] + [UInt8](littleEndian: device.interrupt)
         resources += [0x79, 0]  // end tag
         return self.device(segment, namedString("_HID", "LNRO0005") + namedInteger("_UID", UInt32(index)) + namedBuffer("_CRS", resources))
     }

@@ -64,20 +64,15 @@ public struct MPTable: Sendable, Hashable {
         table.setLittleEndian(UInt16(entryCount), at: 34)
         table.setLittleEndian(Self.localAPICAddress, at: 36)
         table += entries
-        table[7] = Self.checksum(table)
+        table[7] = byteChecksum(table)
 
         var pointer = [UInt8](repeating: 0, count: 16)
         pointer.replaceSubrange(0..<4, with: Array("_MP_".utf8))
         pointer.setLittleEndian(tableAddress, at: 4)
         pointer[8] = 1  // length in 16-byte units
         pointer[9] = 4  // specification 1.4
-        pointer[10] = Self.checksum(pointer)  // feature bytes stay 0: the table is present
+        pointer[10] = byteChecksum(pointer)  // feature bytes stay 0: the table is present
         bytes = pointer + table
-    }
-
-    /// The byte that makes `bytes` sum to 0 (with it in place of a zero).
-    static func checksum(_ bytes: [UInt8]) -> UInt8 {
-        0 &- bytes.reduce(0, &+)
     }
 
     /// Writes the table at `address` in `memory`.

@@ -100,16 +100,3 @@ public struct LinuxSetupHeader: Sendable, Hashable {
     /// Bytes of boot sector and setup code before the protected-mode kernel.
     public var setupBytes: Int { (setupSectors + 1) * 512 }
 }
-
-extension [UInt8] {
-    /// A little-endian integer at `offset`; the caller has checked the bounds.
-    func littleEndian<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
-        var value: T = 0
-        for index in 0..<MemoryLayout<T>.size { value |= T(self[offset + index]) << (8 * index) }
-        return value
-    }
-
-    mutating func setLittleEndian<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        for index in 0..<MemoryLayout<T>.size { self[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
-    }
-}
