@@ -260,10 +260,7 @@ public final class VirtualMachine: Sendable {
         guard mask & ~forwardableHypercalls == 0 else {
             throw .missingCapability("KVM_CAP_EXIT_HYPERCALL for hypercall mask 0x\(String(mask, radix: 16)) (host forwards 0x\(String(forwardableHypercalls, radix: 16)))")
         }
-        var capability = kvm_enable_cap()
-        capability.cap = UInt32(Capability.exitHypercall.rawValue)
-        capability.args.0 = mask
-        try kvmIoctl(fileDescriptor, CKVM_ENABLE_CAP, &capability, "KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)")
+        try enable(.exitHypercall, argument: mask, "KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)")
     }
 
 
@@ -278,10 +275,15 @@ public final class VirtualMachine: Sendable {
     /// ``KVMError/missingCapability(_:)``.
     public func setHaltPolling(maxNanoseconds: UInt32) throws(KVMError) {
         guard haltPollingSupported else { throw .missingCapability("KVM_CAP_HALT_POLL") }
-        var capability = kvm_enable_cap()
-        capability.cap = UInt32(Capability.haltPoll.rawValue)
-        capability.args.0 = UInt64(maxNanoseconds)
-        try kvmIoctl(fileDescriptor, CKVM_ENABLE_CAP, &capability, "KVM_ENABLE_CAP(KVM_CAP_HALT_POLL)")
+        try enable(.haltPoll, argument: UInt64(maxNanoseconds), "KVM_ENABLE_CAP(KVM_CAP_HALT_POLL)")
+    }
+
+    /// KVM_ENABLE_CAP on this VM with one argument.
+    private func enable(_ capability: Capability, argument: UInt64, _ name: StaticString) throws(KVMError) {
+        var request = kvm_enable_cap()
+        request.cap = UInt32(capability.rawValue)
+        request.args.0 = argument
+        try kvmIoctl(fileDescriptor, CKVM_ENABLE_CAP, &request, name)
     }
 
     /// Creates vCPU `id`. KVM expects a vCPU's ioctls from the thread that created it, so
