@@ -19,6 +19,8 @@ public final class ScheduledVM: @unchecked Sendable {
     /// A vCPU of this VM runs `weight` slices in a row when its turn comes.
     public let weight: Int
     public let halts: HaltBehavior
+    /// ``HaltBehavior/sleep(timeout:)``'s timeout in nanoseconds, when there is one.
+    let haltTimeoutNanoseconds: UInt64?
     let dispatch: ExitDispatch
     let scheduler: VCPUScheduler
     /// Checked by workers at every exit without the scheduler's lock.
@@ -38,6 +40,7 @@ public final class ScheduledVM: @unchecked Sendable {
         self.vm = vm
         self.weight = weight
         self.halts = halts
+        if case let .sleep(timeout?) = halts { haltTimeoutNanoseconds = timeout.wholeNanoseconds } else { haltTimeoutNanoseconds = nil }
         self.dispatch = dispatch
         self.scheduler = scheduler
     }

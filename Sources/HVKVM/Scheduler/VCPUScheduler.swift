@@ -53,9 +53,8 @@ public final class VCPUScheduler: @unchecked Sendable {
     public init(workers: Int, timeSlice: Duration = .milliseconds(4), placement: VCPUPlacement = .unpinned,
                 logger: Logger? = nil) throws(KVMError) {
         guard workers > 0 else { throw .invalidArgument("worker count \(workers)") }
-        let (seconds, attoseconds) = timeSlice.components
-        guard seconds >= 0, seconds < 60 else { throw .invalidArgument("time slice \(timeSlice)") }
-        let nanoseconds = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        guard timeSlice >= .zero, timeSlice < .seconds(60) else { throw .invalidArgument("time slice \(timeSlice)") }
+        let nanoseconds = timeSlice.wholeNanoseconds
         guard nanoseconds >= 100_000 else { throw .invalidArgument("time slice \(timeSlice) is under 100 µs") }
         self.timeSlice = timeSlice
         self.workerCount = workers
@@ -222,6 +221,15 @@ public final class VCPUScheduler: @unchecked Sendable {
         }
     }
 
+    /// Takes `task` off the workers into `state` (parked, or asleep until its deadline) and
+    /// starts its parked time; lock held.
+    private func setAsideLocked(_ task: ScheduledVCPU, _ state: ScheduledVCPU.State) {
+        task.state = state
+        task.parkedSince = HostClock.monotonicNanoseconds()
+        task.counters.parks.add(1, ordering: .relaxed)
+        if state.isHalted { halted.append(task) }
+    }
+
     private func makeReadyLocked(_ task: ScheduledVCPU) {
         unwatchLocked(task)
         if task.vm.paused {
@@ -295,29 +303,15 @@ public final class VCPUScheduler: @unchecked Sendable {
             case .expired:
                 makeReadyLocked(task)
             case .paused:
-                task.state = .parked
-                task.parkedSince = HostClock.monotonicNanoseconds()
-                task.counters.parks.add(1, ordering: .relaxed)
+                setAsideLocked(task, .parked)
             case .halted:
-                var deadline: UInt64?
-                if case let .sleep(timeout?) = task.vm.halts {
-                    let (seconds, attoseconds) = timeout.components
-                    let nanoseconds = UInt64(max(0, seconds)) &* 1_000_000_000 &+ UInt64(max(0, attoseconds) / 1_000_000_000)
-                    deadline = HostClock.monotonicNanoseconds() &+ nanoseconds
-                }
-                task.state = .halted(deadline: deadline)
-                task.parkedSince = HostClock.monotonicNanoseconds()
-                task.counters.parks.add(1, ordering: .relaxed)
-                halted.append(task)
+                setAsideLocked(task, .halted(deadline: vm.haltTimeoutNanoseconds.map { HostClock.monotonicNanoseconds() &+ $0 }))
             case let .waiting(wait, call):
                 task.pendingTrap = call
                 let watched = watchLocked(wait, for: task)
                 // Without its descriptors watched, the vCPU looks again every millisecond.
                 let deadline = watched ? wait.deadline : min(wait.deadline, HostClock.monotonicNanoseconds() &+ 1_000_000)
-                task.state = .halted(deadline: deadline == .max ? nil : deadline)
-                task.parkedSince = HostClock.monotonicNanoseconds()
-                task.counters.parks.add(1, ordering: .relaxed)
-                halted.append(task)
+                setAsideLocked(task, .halted(deadline: deadline == .max ? nil : deadline))
             case let .stopped(reason):
                 // The VM may have been stopped meanwhile; a vCPU's own reason stops the rest.
                 if reason != .stopRequested, !vm.stopping { stopVM = reason }
@@ -436,9 +430,7 @@ public final class VCPUScheduler: @unchecked Sendable {
             vm.paused = true
             vm.pauseFlag.store(true, ordering: .releasing)
             for task in queue.remove(where: { $0.vm === vm }) where task.state == .ready {
-                task.state = .parked
-                task.parkedSince = HostClock.monotonicNanoseconds()
-                task.counters.parks.add(1, ordering: .relaxed)
+                setAsideLocked(task, .parked)
             }
             for task in vm.vcpus {
                 if case .running = task.state { task.vcpu.kicker.kick() }
@@ -482,4 +474,13 @@ public final class VCPUScheduler: @unchecked Sendable {
 
 extension ScheduledVCPU.State {
     var isHalted: Bool { if case .halted = self { true } else { false } }
+}
+
+extension Duration {
+    /// Whole nanoseconds; a negative duration counts as 0.
+    var wholeNanoseconds: UInt64 {
+        guard self > .zero else { return 0 }
+        let (seconds, attoseconds) = components
+        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
+    }
 }
