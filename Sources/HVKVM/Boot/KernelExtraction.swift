@@ -24,13 +24,6 @@ public enum KernelCompression: String, Sendable, Hashable, CaseIterable {
     }
 }
 
-extension LinuxBootError {
-    /// The payload could not be extracted.
-    static func extraction(_ reason: String) -> LinuxBootError {
-        .badField(name: "the compressed payload", value: 0, reason: reason)
-    }
-}
-
 extension BzImage {
     /// The largest kernel HVKit extracts (Debian's cloud kernel is about 53 MiB).
     public static let maximumExtractedSize = 512 << 20

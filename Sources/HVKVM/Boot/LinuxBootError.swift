@@ -17,6 +17,8 @@ public enum LinuxBootError: Error, Sendable, Hashable, CustomStringConvertible {
     case notLoadedHigh(loadflags: UInt8)
     /// A setup header field holds a value the protocol does not allow.
     case badField(name: String, value: UInt64, reason: String)
+    /// The bzImage's compressed kernel could not be extracted on the host; `reason` says why.
+    case extraction(String)
     /// The kernel needs `size` bytes from an address the guest's RAM cannot give.
     case kernelDoesNotFit(address: UInt64, size: UInt64)
     /// The command line is longer than the kernel accepts (cmdline_size) or than its slot.
@@ -42,6 +44,7 @@ public enum LinuxBootError: Error, Sendable, Hashable, CustomStringConvertible {
         case let .no64BitEntry(flags): return "bzImage: xloadflags (0x236) is 0x\(String(flags, radix: 16)), without XLF_KERNEL_64: no 64-bit entry"
         case let .notLoadedHigh(flags): return "bzImage: loadflags (0x211) is 0x\(String(flags, radix: 16)), without LOADED_HIGH (a zImage)"
         case let .badField(name, value, reason): return "bzImage: \(name) is 0x\(String(value, radix: 16)): \(reason)"
+        case let .extraction(reason): return "bzImage: the compressed kernel cannot be extracted: \(reason)"
         case let .kernelDoesNotFit(address, size):
             return "kernel: needs 0x\(String(size, radix: 16)) bytes of RAM at 0x\(String(address, radix: 16)), which the guest does not have"
         case let .commandLineTooLong(length, maximum): return "command line: \(length) bytes, at most \(maximum) accepted"
