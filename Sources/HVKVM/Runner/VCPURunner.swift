@@ -305,8 +305,7 @@ public final class VCPURunner: Sendable {
         } catch {
             parking.resume(by: .restart)
             state.withLock { $0.restarting = false }
-            state.withLock { $0.requestedReason = .failed(vcpu: 0, error: .systemCall("pthread_create(vm-restart)", error)) }
-            requestStop()
+            stopFailedRestart(.failed(vcpu: 0, error: .systemCall("pthread_create(vm-restart)", error)))
         }
         return true
     }
@@ -320,8 +319,7 @@ public final class VCPURunner: Sendable {
         do throws(KVMError) {
             if case let .restart(_, prepare) = resetPolicy { try prepare?() }
         } catch {
-            state.withLock { $0.requestedReason = .failed(vcpu: 0, error: error) }
-            requestStop()
+            stopFailedRestart(.failed(vcpu: 0, error: error))
             return
         }
         let failure = Mutex<StopReason?>(nil)
@@ -332,10 +330,13 @@ public final class VCPURunner: Sendable {
                 }
             }
         }
-        if let reason = failure.withLock({ $0 }) {
-            state.withLock { $0.requestedReason = reason }
-            requestStop()
-        }
+        if let reason = failure.withLock({ $0 }) { stopFailedRestart(reason) }
+    }
+
+    /// A restart could not be done: the VM stops, and `reason` is why.
+    private func stopFailedRestart(_ reason: StopReason) {
+        state.withLock { $0.requestedReason = reason }
+        requestStop()
     }
 
     /// How many times the guest has been restarted.
