@@ -26,10 +26,12 @@ demo: deps
 test: deps
 	$(SWIFT) test
 
-## Builds hv-bench (and minivmm, which two figures run) as release binaries with the Swift
-## runtime linked in, and runs it.
+## Builds hv-bench (and minivmm, which three figures run) as release binaries with the Swift
+## runtime linked in, and runs it. banner_vs_qemu's baseline is QEMU, installed here.
 ## Pass figures with NAMES="pio_exit vm_create"; JSON=1 for one JSON object per line.
 bench: deps
+	@dpkg -s qemu-system-x86 >/dev/null 2>&1 || { echo "installing qemu-system-x86 (banner_vs_qemu's baseline)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends qemu-system-x86; }
 	$(SWIFT) build -c release --static-swift-stdlib --product hv-bench
 	$(SWIFT) build -c release --static-swift-stdlib --product minivmm
 	./.build/release/hv-bench $(if $(JSON),--json) $(NAMES)

@@ -48,11 +48,7 @@ func bzImageExtractFigure(rounds: Int) throws -> Figure {
 /// memory outside guest RAM when the guest has ended (`minivmm_rss`, MiB). Baseline for the
 /// first: spawning /bin/true and waiting for it, the floor any process start pays.
 func minivmmFigures(rounds: Int) throws -> [Figure] {
-    let executable = String(CommandLine.arguments[0].split(separator: "/", omittingEmptySubsequences: false).dropLast()
-        .joined(separator: "/")) + "/minivmm"
-    guard access(executable, X_OK) == 0 else {
-        throw BenchError.unexpected("no minivmm beside hv-bench (\(executable)): `make bench` builds both")
-    }
+    let executable = try executableBesideBench("minivmm")
     let report = "/tmp/hv-bench-minivmm-\(getpid()).txt"
     defer { unlink(report) }
     var startups: [Double] = []
@@ -83,27 +79,124 @@ func minivmmFigures(rounds: Int) throws -> [Figure] {
     ]
 }
 
+/// Time from spawn to the kernel banner ("Linux version") on the serial console: minivmm
+/// against QEMU's microvm machine, in alternating rounds, with the same uncompressed vmlinux
+/// (extracted from the artifact's bzImage into a scratch file), command line, RAM and one
+/// vCPU. Both enter it through its PVH note. ms, the median of `rounds` each.
+func bannerVersusQEMUFigure(rounds: Int) throws -> Figure {
+    let qemu = "/usr/bin/qemu-system-x86_64"
+    guard access(qemu, X_OK) == 0 else {
+        throw BenchError.unexpected("needs \(qemu): apt-get install qemu-system-x86 (`make bench` does)")
+    }
+    let minivmm = try executableBesideBench("minivmm")
+    guard case let .elf(vmlinux) = try LinuxKernel(extracting: BzImage(bytes: readArtifact(kernelArtifact))) else {
+        throw BenchError.unexpected("the extracted kernel is not an ELF")
+    }
+    let path = "/tmp/hv-bench-vmlinux-\(getpid())"
+    defer { unlink(path) }
+    do {
+        let file = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite])
+        defer { try? file.close() }
+        _ = try file.writeAll(vmlinux.bytes)
+    } catch {
+        throw BenchError.unexpected("cannot write \(path): \(error)")
+    }
+    let commandLine = "console=ttyS0 earlyprintk=serial,ttyS0"
+    let ours = [minivmm, "--kernel", path, "--cmdline", commandLine, "--memory", "256", "--cpus", "1"]
+    let theirs = [qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "qemu64,-cx16", "-m", "256", "-smp", "1",
+                  "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-kernel", path, "-append", commandLine]
+    var oursMs: [Double] = []
+    var theirsMs: [Double] = []
+    for _ in 0..<rounds {
+        oursMs.append(try timeToOutput(ours, marker: "Linux version", limit: 300) / 1e6)
+        theirsMs.append(try timeToOutput(theirs, marker: "Linux version", limit: 300) / 1e6)
+    }
+    return Figure(name: "banner_vs_qemu", value: median(oursMs), baseline: median(theirsMs), unit: "ms",
+                  note: "spawn to \"Linux version\" on the serial port, Debian's vmlinux by PVH, 256 MiB, 1 vCPU, median of \(rounds) alternating; baseline: qemu-system-x86_64 -M microvm -cpu qemu64,-cx16; goal ratio ≤ 1.0")
+}
+
+/// The executable `name` in hv-bench's own directory (`make bench` builds them together).
+func executableBesideBench(_ name: String) throws -> String {
+    let executable = String(CommandLine.arguments[0].split(separator: "/", omittingEmptySubsequences: false).dropLast()
+        .joined(separator: "/")) + "/" + name
+    guard access(executable, X_OK) == 0 else {
+        throw BenchError.unexpected("no \(name) beside hv-bench (\(executable)): `make bench` builds both")
+    }
+    return executable
+}
+
+/// Nanoseconds from spawning `command` until `marker` appears in its standard output; then the
+/// process is killed. Throws if it exits first or `limit` seconds pass.
+func timeToOutput(_ command: [String], marker: String, limit: Double) throws -> Double {
+    var pipeEnds: [Int32] = [0, 0]
+    guard pipe(&pipeEnds) == 0 else { throw BenchError.unexpected("pipe: errno \(errno)") }
+    // Neither end leaks into the child beyond its standard output (dup2 clears the flag there).
+    for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+    defer { close(pipeEnds[0]) }
+    let start = nowNanoseconds()
+    let pid = try spawn(command, environment: [], standardOutput: pipeEnds[1])
+    close(pipeEnds[1])
+    defer {
+        kill(pid, SIGKILL)
+        _ = waitForExit(pid)
+    }
+    let wanted = Array(marker.utf8)
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let remaining = limit * 1e9 - (nowNanoseconds() - start)
+        guard remaining > 0 else { throw BenchError.unexpected("\(command[0]): no \"\(marker)\" after \(Int(limit)) s") }
+        var descriptor = pollfd(fd: pipeEnds[0], events: Int16(POLLIN), revents: 0)
+        guard poll(&descriptor, 1, Int32(min(remaining / 1e6, 1000))) >= 0 || errno == EINTR else {
+            throw BenchError.unexpected("poll: errno \(errno)")
+        }
+        let count = read(pipeEnds[0], &buffer, buffer.count)
+        if count == 0 { throw BenchError.unexpected("\(command[0]) exited before \"\(marker)\"") }
+        guard count > 0 else { continue }
+        output.append(contentsOf: buffer[0..<count])
+        // Only the tail can hold a marker that was not there before.
+        let from = max(0, output.count - count - wanted.count)
+        if output[from...].firstRange(of: wanted) != nil { return nowNanoseconds() - start }
+    }
+}
+
 /// Runs `path` with `environment` added to hv-bench's own, its output discarded; returns its exit status.
 func spawnAndWait(_ path: String, environment: [String]) throws -> Int32 {
+    waitForExit(try spawn([path], environment: environment, standardOutput: nil))
+}
+
+/// Starts `command` (its path, then its arguments) with `environment` added to hv-bench's
+/// own, standard output to `standardOutput` (nil: /dev/null) and standard error to /dev/null.
+func spawn(_ command: [String], environment: [String], standardOutput: Int32?) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    if let standardOutput {
+        posix_spawn_file_actions_adddup2(&actions, standardOutput, 1)
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    }
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
     var inherited: [String] = []
     var index = 0
     while let entry = environ[index] {
         inherited.append(String(cString: entry))
         index += 1
     }
-    let arguments: [UnsafeMutablePointer<CChar>?] = [path].map { (text: String) in strdup(text) } + [nil]
+    let arguments: [UnsafeMutablePointer<CChar>?] = command.map { (text: String) in strdup(text) } + [nil]
     let variables: [UnsafeMutablePointer<CChar>?] = (inherited + environment).map { (text: String) in strdup(text) } + [nil]
     defer {
         for pointer in arguments { free(pointer) }
         for pointer in variables { free(pointer) }
     }
     var pid: pid_t = 0
-    let result = posix_spawn(&pid, path, &actions, nil, arguments, variables)
-    guard result == 0 else { throw BenchError.unexpected("posix_spawn \(path): errno \(result)") }
+    let result = posix_spawn(&pid, command[0], &actions, nil, arguments, variables)
+    guard result == 0 else { throw BenchError.unexpected("posix_spawn \(command[0]): errno \(result)") }
+    return pid
+}
+
+/// Waits for `pid`; its exit status, or 128 plus the signal that ended it.
+func waitForExit(_ pid: pid_t) -> Int32 {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     // WIFEXITED and WEXITSTATUS, which Swift does not import.

@@ -17,7 +17,7 @@ let allNames = [
     "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync",
     "null_hypercall", "block_via_hypercall", "block_via_ring",
     "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
-    "bzimage_extract", "startup_to_first_run", "minivmm_rss",
+    "bzimage_extract", "startup_to_first_run", "minivmm_rss", "banner_vs_qemu",
 ]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -99,6 +99,7 @@ for name in selected {
             // Measured together; printed once, at the first of the two selected.
             guard name == selected.first(where: { $0 == "startup_to_first_run" || $0 == "minivmm_rss" }) else { break }
             for figure in try minivmmFigures(rounds: 11) where selected.contains(figure.name) { emit(figure) }
+        case "banner_vs_qemu": emit(try bannerVersusQEMUFigure(rounds: 3))
         default: break
         }
     } catch {

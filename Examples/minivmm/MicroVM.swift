@@ -21,6 +21,8 @@ struct VMOptions {
     var rng: Bool
     var bootTimer: Bool
     var extract: Bool
+    /// nil: PVH when the kernel has the note, else the 64-bit protocol.
+    var bootProtocol: LinuxBootProtocol?
 
     init(command: MiniVMM) throws {
         if let path = command.kernel {
@@ -56,6 +58,12 @@ struct VMOptions {
         rng = command.rng
         bootTimer = command.bootTimer
         extract = !command.noExtract
+        switch command.boot {
+        case "auto": bootProtocol = nil
+        case "linux64": bootProtocol = .linux64
+        case "pvh": bootProtocol = .pvh
+        default: throw ValidationError("--boot \(command.boot): auto, linux64 or pvh")
+        }
     }
 }
 
@@ -71,6 +79,8 @@ final class MicroVM {
     static let firstVirtioIRQ: UInt32 = 5
     static let serialIRQ: UInt32 = 4
     static let bootTimerPort: UInt64 = 0x3F0
+    /// The boot timer's page, announced as hvkit.boot_timer= for the init's `devmem` write.
+    static let bootTimerMMIO: UInt64 = 0xD100_0000
 
     let vm: VirtualMachine
     let memory: GuestMemoryMmap
@@ -105,12 +115,16 @@ final class MicroVM {
                          at: GuestAddress(0x3F8), length: 8)
         try pio.register(I8042Controller { resetTarget.runner?.requestReset() }, at: GuestAddress(0x60), length: 5)
         try pio.register(CMOSClock(), at: GuestAddress(0x70), length: 2)
-        if options.bootTimer {
-            try pio.register(BootTimer(started: started), at: GuestAddress(Self.bootTimerPort), length: 1)
-        }
-
         // virtio-mmio devices, each announced on the command line.
         var announcements: [String] = []
+        if options.bootTimer {
+            let timer = BootTimer(start: started) { elapsed in
+                print("minivmm: guest boot done after \(Int(elapsed / .milliseconds(1))) ms")
+            }
+            try pio.register(timer, at: GuestAddress(Self.bootTimerPort), length: 1)
+            try mmio.register(timer, at: GuestAddress(Self.bootTimerMMIO), length: BootTimer.windowSize)
+            announcements.append("hvkit.boot_timer=0x\(String(Self.bootTimerMMIO, radix: 16))")
+        }
         var acpiDevices: [ACPITables.VirtioMMIODevice] = []
         var blocks: [(BlockDevice, DiskImage)] = []
         var virtioDevices: [any VirtioDevice] = []
@@ -155,7 +169,8 @@ final class MicroVM {
         try acpi.write(to: memory)
         try MPTable(vcpuCount: options.cpus).write(to: memory)
         let commandLine = ([options.commandLine] + announcements).joined(separator: " ")
-        plan = try LinuxLoader.load(kernel, commandLine: commandLine, initrd: options.initrd, into: memory, acpiRoot: acpi.address)
+        plan = try LinuxLoader.load(kernel, commandLine: commandLine, initrd: options.initrd, into: memory, acpiRoot: acpi.address,
+                                    bootProtocol: options.bootProtocol)
         vcpuCount = options.cpus
 
         var cpu = try GuestCPUModel(kvm: kvm, vcpuCount: options.cpus)
@@ -207,17 +222,4 @@ final class MicroVM {
 final class RunnerReference: @unchecked Sendable {
     // SAFETY: written once, before any vCPU runs (so before any device can read it).
     var runner: VCPURunner?
-}
-
-/// Port 0x3F0: the guest writes 123 when it has booted (as Firecracker's boot timer), and
-/// minivmm prints how long that took from its own start.
-final class BootTimer: BusDevice {
-    let started: UInt64
-    init(started: UInt64) { self.started = started }
-    func read(offset: UInt64, width: AccessWidth) -> UInt64 { 0 }
-    func write(offset: UInt64, width: AccessWidth, value: UInt64) {
-        guard value & 0xFF == 123 else { return }
-        let elapsed = HostClock.monotonicNanoseconds() - started
-        print("minivmm: guest boot done after \(elapsed / 1_000_000) ms")
-    }
 }

@@ -1,6 +1,6 @@
 // minivmm: a minimal microVM monitor composed from HVKit's modules. It boots a Linux kernel
 // (bzImage, extracted on the host, or an ELF vmlinux) or any ELF that follows the Linux 64-bit
-// boot protocol, with a 16550 serial console, virtio-mmio block and rng devices, the i8042
+// boot protocol or carries a PVH note, with a 16550 serial console, virtio-mmio block and rng devices, the i8042
 // (reset) and the CMOS clock; with no kernel it runs HVKit's built-in Embedded Swift guest.
 //
 //   minivmm                                             the built-in guest
@@ -41,8 +41,12 @@ struct MiniVMM: ParsableCommand {
     @Flag(help: "A virtio entropy device.")
     var rng = false
 
-    @Flag(help: "Print the time from start to the guest's boot-done write (value 123 to port 0x3F0).")
+    @Flag(help: "Print the time from start to the guest's boot-done write: 123 to the page announced as hvkit.boot_timer= (for devmem), or to port 0x3F0.")
     var bootTimer = false
+
+    @Option(help: "How to enter an ELF kernel: auto (PVH when it has the note), linux64 (64-bit protocol, zero page) or pvh.")
+    var boot = "auto"
+
 
     @Flag(help: "Enter a bzImage through its own decompressor instead of extracting it on the host.")
     var noExtract = false
@@ -85,6 +89,7 @@ struct MiniVMM: ParsableCommand {
             case "rng": rng = true
             case "boot-timer": bootTimer = true
             case "no-extract": noExtract = true
+            case "boot": boot = value
             default: throw ValidationError("\(path):\(lineIndex + 1): unknown option '\(key)'")
             }
         }

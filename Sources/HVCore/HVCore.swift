@@ -10,5 +10,6 @@
 /// - Console output: ``ByteSink`` and ``FileDescriptorSink``, shared by devices and hypercalls.
 /// - Traps that need the vCPU's registers (hypercall doorbells): ``RegisterTrap``,
 ///   ``GuestRegisterAccess``, ``TrapSite``.
-/// - Loading guests: ``ELF64Image`` (validated ELF64 executables, loaded by physical address).
+/// - Loading guests: ``ELF64Image`` (validated ELF64 executables, loaded by physical address) and
+///   their ``ELFNote``s.
 public enum HVCore {}

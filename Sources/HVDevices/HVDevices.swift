@@ -11,6 +11,7 @@
 /// - Devices: ``BlockDevice`` with ``SyncBlockBackend`` or ``AIOBlockBackend`` over a
 ///   ``DiskImage``; ``ConsoleDevice``; ``EntropyDevice``.
 /// - Legacy: ``Serial16550``, ``I8042Controller`` (the reset line), ``CMOSClock``.
+/// - Pseudo-devices: ``BootTimer`` (the guest reports that it has booted).
 /// - I/O helpers: ``InputPump`` (``ByteSink`` and ``FileDescriptorSink`` are in HVCore).
 ///
 /// Threading: transports and devices are called from vCPU threads and from the event loop;

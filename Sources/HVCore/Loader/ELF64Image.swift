@@ -33,6 +33,8 @@ public struct ELF64Image: Sendable {
         public let physicalAddress: UInt64
         public let fileSize: UInt64
         public let memorySize: UInt64
+        /// p_align.
+        public let alignment: UInt64
     }
 
     public static let machineX86_64: UInt16 = 62
@@ -90,7 +92,7 @@ public struct ELF64Image: Sendable {
             let header = ProgramHeader(
                 type: reader.u32(base), flags: reader.u32(base + 4), fileOffset: reader.u64(base + 8),
                 virtualAddress: reader.u64(base + 16), physicalAddress: reader.u64(base + 24),
-                fileSize: reader.u64(base + 32), memorySize: reader.u64(base + 40))
+                fileSize: reader.u64(base + 32), memorySize: reader.u64(base + 40), alignment: reader.u64(base + 48))
             headers.append(header)
             guard header.type == Self.typeLoad, header.memorySize > 0 else { continue }
             guard header.fileSize <= header.memorySize else { throw .fileSizeExceedsMemorySize(segment: index) }
@@ -186,7 +188,7 @@ public struct ELF64Image: Sendable {
 }
 
 /// Little-endian field reads at offsets the caller has bounds-checked.
-private struct ByteReader {
+struct ByteReader {
     let bytes: [UInt8]
 
     func u16(_ offset: Int) -> UInt16 { UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8 }

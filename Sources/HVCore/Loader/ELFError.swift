@@ -32,6 +32,9 @@ public enum ELFError: Error, Hashable, Sendable, CustomStringConvertible {
     case entryOutsideSegments(entry: UInt64)
     /// Segment `index` does not fit in guest RAM at its physical address.
     case segmentNotInRAM(segment: Int, GuestMemoryError)
+    /// A note in PT_NOTE program header `segment`, `offset` bytes in, has a name or
+    /// descriptor size that reaches past the segment.
+    case badNote(segment: Int, offset: UInt64)
     /// Reading the file failed.
     case io(path: String, Errno)
 
@@ -52,6 +55,8 @@ public enum ELFError: Error, Hashable, Sendable, CustomStringConvertible {
         case .noLoadableSegment: return "ELF: no PT_LOAD segment"
         case let .entryOutsideSegments(entry): return "ELF: e_entry 0x\(String(entry, radix: 16)) is not inside an executable PT_LOAD segment"
         case let .segmentNotInRAM(segment, error): return "ELF: program header \(segment) does not fit in guest RAM: \(error)"
+        case let .badNote(segment, offset):
+            return "ELF: the note at offset \(offset) of program header \(segment) reaches past the segment (n_namesz or n_descsz)"
         case let .io(path, errno): return "ELF: cannot read \(path): \(errno)"
         }
     }

@@ -29,6 +29,13 @@ public enum LinuxBootError: Error, Sendable, Hashable, CustomStringConvertible {
     case tooManyMemoryRanges(Int)
     /// Two things the loader places would share guest memory.
     case overlap(String, String)
+    /// PVH entry was asked for, but the kernel carries no XEN_ELFNOTE_PHYS32_ENTRY note (a
+    /// bzImage never shows one: it is inside the compressed kernel).
+    case noPVHNote
+    /// The kernel's PVH note is unusable; the reason says how.
+    case badPVHNote(String)
+    /// The PVH start info with its memory map needs `size` bytes; the layout gives `capacity`.
+    case startInfoDoesNotFit(size: Int, capacity: Int)
     /// Writing to guest memory failed.
     case guestMemory(GuestMemoryError)
     /// The ELF kernel was refused.
@@ -52,6 +59,9 @@ public enum LinuxBootError: Error, Sendable, Hashable, CustomStringConvertible {
             return "initrd: no RAM for 0x\(String(size, radix: 16)) bytes above the kernel and below 0x\(String(limit, radix: 16))"
         case let .tooManyMemoryRanges(count): return "e820: \(count) RAM ranges, at most \(E820Map.maximumEntries) fit in the zero page"
         case let .overlap(first, second): return "boot layout: \(first) and \(second) overlap"
+        case .noPVHNote: return "kernel: PVH entry asked for, but the image has no XEN_ELFNOTE_PHYS32_ENTRY note"
+        case let .badPVHNote(reason): return "kernel: the PVH entry note is unusable: \(reason)"
+        case let .startInfoDoesNotFit(size, capacity): return "PVH: the start info needs \(size) bytes; its slot has \(capacity)"
         case let .guestMemory(error): return "kernel: \(error)"
         case let .elf(error): return "kernel: \(error)"
         }

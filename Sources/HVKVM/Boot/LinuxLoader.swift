@@ -19,10 +19,24 @@ public enum LinuxKernel: Sendable {
     }
 }
 
+/// How the vCPU enters the kernel.
+public enum LinuxBootProtocol: Sendable, Hashable {
+    /// The Linux 64-bit boot protocol: long mode with identity page tables, RSI pointing at
+    /// the zero page. Any bzImage or vmlinux, and any ELF guest written for it.
+    case linux64
+    /// PVH: 32-bit protected mode, paging off, at the entry of the ELF image's
+    /// XEN_ELFNOTE_PHYS32_ENTRY note, EBX pointing at an `hvm_start_info` (``PVHStartInfo``).
+    case pvh
+}
+
 /// Where the loader puts what it writes besides the kernel and the initrd. The defaults sit
 /// in the first 1 MiB, clear of the long-mode tables (``LongModeLayout``, 0x500 to 0x7000).
 public struct LinuxBootLayout: Sendable, Hashable {
+    /// The zero page, for the 64-bit protocol.
     public var zeroPage: GuestAddress = GuestAddress(0x7000)
+    /// The PVH start info with its module list and memory map, for a PVH entry.
+    public var startInfo: GuestAddress = GuestAddress(0x9000)
+    public var startInfoCapacity: Int = 0x1000
     /// The stack pointer at entry (the kernel soon switches to its own).
     public var stackPointer: UInt64 = 0x8FF0
     public var commandLine: GuestAddress = GuestAddress(0x2_0000)
@@ -33,14 +47,19 @@ public struct LinuxBootLayout: Sendable, Hashable {
     public init() {}
 }
 
-/// What ``LinuxLoader/load(_:commandLine:initrd:into:layout:)`` put where, and how to enter.
+/// What ``LinuxLoader/load(_:commandLine:initrd:into:layout:acpiRoot:bootProtocol:)`` put
+/// where, and how to enter.
 public struct LinuxBootPlan: Sendable, Hashable {
-    /// The 64-bit entry point.
+    public let bootProtocol: LinuxBootProtocol
+    /// The entry point: 64-bit for ``LinuxBootProtocol/linux64``, 32-bit for PVH.
     public let entry: GuestAddress
     /// Where the kernel was loaded, and the RAM it may use from there (init_size).
     public let kernel: GuestAddressRange
+    /// The zero page, written for the 64-bit protocol only.
     public let zeroPageAddress: GuestAddress
     public let zeroPage: ZeroPage
+    /// What a PVH entry finds through EBX; nil for the 64-bit protocol.
+    public let startInfo: PVHStartInfo?
     public let commandLine: GuestAddress
     public let initrd: GuestAddressRange?
     public let memoryMap: [E820Entry]
@@ -54,15 +73,21 @@ public enum LinuxLoader {
     /// The highest initrd address for an ELF kernel, which has no header to say.
     static let elfInitrdAddressMax: UInt64 = 0x7FFF_FFFF
 
-    /// - Parameter acpiRoot: where the embedder put ACPI tables (their RSDP), recorded in the
-    ///   zero page's acpi_rsdp_addr.
+    /// - Parameters:
+    ///   - acpiRoot: where the embedder put ACPI tables (their RSDP), recorded in the zero
+    ///     page's acpi_rsdp_addr or the PVH start info's rsdp_paddr.
+    ///   - bootProtocol: how the kernel will be entered. nil (the default) chooses PVH for an
+    ///     ELF image with a PVH note, as QEMU and Firecracker do, and the 64-bit protocol
+    ///     otherwise. Asking for PVH for an image without the note is refused.
     public static func load(
         _ kernel: LinuxKernel, commandLine: String, initrd: [UInt8]? = nil,
-        into memory: some GuestMemory, layout: LinuxBootLayout = LinuxBootLayout(), acpiRoot: GuestAddress? = nil
+        into memory: some GuestMemory, layout: LinuxBootLayout = LinuxBootLayout(), acpiRoot: GuestAddress? = nil,
+        bootProtocol: LinuxBootProtocol? = nil
     ) throws(LinuxBootError) -> LinuxBootPlan {
-        // The kernel's place and the zero page it starts from.
+        // The kernel's place, its entry, and the zero page it starts from.
         let kernelRange: GuestAddressRange
-        let entry: GuestAddress
+        var entry: GuestAddress
+        var chosenProtocol = LinuxBootProtocol.linux64
         var zeroPage: ZeroPage
         let commandLineLimit: Int
         let initrdAddressMax: UInt64
@@ -76,6 +101,8 @@ public enum LinuxLoader {
             zeroPage = ZeroPage(header: image.headerBytes)
             commandLineLimit = Int(header.commandLineSize)
             initrdAddressMax = UInt64(header.initrdAddressMax)
+            // A bzImage's PVH note is inside its compressed kernel, out of reach.
+            if bootProtocol == .pvh { throw .noPVHNote }
         case let .elf(image):
             guard let loaded = image.loadedRange else { throw .elf(.noLoadableSegment) }
             kernelRange = loaded
@@ -83,6 +110,14 @@ public enum LinuxLoader {
             commandLineLimit = layout.commandLineCapacity - 1
             zeroPage = .synthesizedHeader(commandLineSize: UInt32(commandLineLimit), kernelAlignment: 0x20_0000)
             initrdAddressMax = elfInitrdAddressMax
+            if bootProtocol != .linux64 {
+                if let pvhEntry = try PVH.entryPoint(of: image) {
+                    entry = pvhEntry
+                    chosenProtocol = .pvh
+                } else if bootProtocol == .pvh {
+                    throw .noPVHNote
+                }
+            }
         }
         guard memory.isRAM(kernelRange.start, length: kernelRange.length) else {
             throw .kernelDoesNotFit(address: kernelRange.start.rawValue, size: kernelRange.length)
@@ -102,11 +137,26 @@ public enum LinuxLoader {
             zeroPage.setInitrd(at: address, size: UInt64(initrd.count))
         }
 
+        let memoryMap = try E820Map.entries(for: memory)
+        zeroPage.setMemoryMap(memoryMap)
+        if let acpiRoot { zeroPage.setACPIRoot(at: acpiRoot.rawValue) }
+        var startInfo: PVHStartInfo?
+        if chosenProtocol == .pvh {
+            let info = PVHStartInfo(at: layout.startInfo, commandLine: layout.commandLine, initrd: initrdRange,
+                                    acpiRoot: acpiRoot, memoryMap: memoryMap)
+            guard info.bytes.count <= layout.startInfoCapacity else {
+                throw .startInfoDoesNotFit(size: info.bytes.count, capacity: layout.startInfoCapacity)
+            }
+            startInfo = info
+        }
+
         // Nothing may land on anything else. (Wrapping sums: a layout near 2^64 fails the
         // memory writes below instead of trapping here.)
         var placed: [(name: String, start: UInt64, end: UInt64)] = [
             ("the kernel", kernelRange.start.rawValue, kernelRange.start.rawValue &+ kernelRange.length),
-            ("the zero page", layout.zeroPage.rawValue, layout.zeroPage.rawValue &+ UInt64(ZeroPage.size)),
+            chosenProtocol == .pvh
+                ? ("the start info", layout.startInfo.rawValue, layout.startInfo.rawValue &+ UInt64(layout.startInfoCapacity))
+                : ("the zero page", layout.zeroPage.rawValue, layout.zeroPage.rawValue &+ UInt64(ZeroPage.size)),
             ("the command line", layout.commandLine.rawValue, layout.commandLine.rawValue &+ UInt64(layout.commandLineCapacity)),
             ("the page tables", layout.longMode.pageTableAddress.rawValue,
              layout.longMode.pageTableAddress.rawValue &+ layout.longMode.pageTableBytes),
@@ -119,10 +169,6 @@ public enum LinuxLoader {
             }
         }
 
-        let memoryMap = try E820Map.entries(for: memory)
-        zeroPage.setMemoryMap(memoryMap)
-        if let acpiRoot { zeroPage.setACPIRoot(at: acpiRoot.rawValue) }
-
         // Everything fits: write it.
         switch kernel {
         case let .bzImage(image): try write(image.protectedModeKernel, to: kernelRange.start, in: memory)
@@ -131,9 +177,14 @@ public enum LinuxLoader {
         }
         try write(line + [0], to: layout.commandLine, in: memory)
         if let initrd, let initrdRange { try write(initrd, to: initrdRange.start, in: memory) }
-        try write(zeroPage.bytes, to: layout.zeroPage, in: memory)
-        return LinuxBootPlan(entry: entry, kernel: kernelRange, zeroPageAddress: layout.zeroPage, zeroPage: zeroPage,
-                             commandLine: layout.commandLine, initrd: initrdRange, memoryMap: memoryMap, layout: layout)
+        if let startInfo {
+            try write(startInfo.bytes, to: startInfo.address, in: memory)
+        } else {
+            try write(zeroPage.bytes, to: layout.zeroPage, in: memory)
+        }
+        return LinuxBootPlan(bootProtocol: chosenProtocol, entry: entry, kernel: kernelRange, zeroPageAddress: layout.zeroPage,
+                             zeroPage: zeroPage, startInfo: startInfo, commandLine: layout.commandLine, initrd: initrdRange,
+                             memoryMap: memoryMap, layout: layout)
     }
 
     /// pref_address when the guest has the RAM there; otherwise, for a relocatable kernel,
@@ -188,15 +239,27 @@ public enum LinuxEntryMSRs {
 }
 
 extension VCPU {
-    /// Puts the vCPU at a Linux 64-bit entry: long mode with identity page tables
-    /// (``LinuxBootLayout/longMode``), RSI pointing at the zero page, the layout's stack,
-    /// interrupts off, and the MSRs of ``LinuxEntryMSRs`` (those the host lets a guest have).
+    /// Puts the vCPU at the plan's entry, with interrupts off and the MSRs of
+    /// ``LinuxEntryMSRs`` (those the host lets a guest have):
+    /// - 64-bit protocol: long mode with identity page tables (``LinuxBootLayout/longMode``),
+    ///   RSI pointing at the zero page, the layout's stack.
+    /// - PVH: 32-bit protected mode with flat segments and a TSS (the GDT at the layout's
+    ///   ``LongModeLayout/gdtAddress``), paging off, EBX pointing at the start info.
     public func setupLinuxBoot(_ plan: LinuxBootPlan, memory: some GuestMemory) throws(KVMError) {
-        try setupLongMode(memory: memory, entry: plan.entry, stackPointer: plan.layout.stackPointer, layout: plan.layout.longMode)
-        var registers = try registers()
-        registers.rsi = plan.zeroPageAddress.rawValue
-        registers.rbp = plan.layout.stackPointer
-        try setRegisters(registers)
+        let stack = plan.layout.stackPointer
+        switch plan.bootProtocol {
+        case .linux64:
+            try setupLongMode(memory: memory, entry: plan.entry, stackPointer: stack, layout: plan.layout.longMode)
+            var registers = try registers()
+            registers.rsi = plan.zeroPageAddress.rawValue
+            registers.rbp = stack
+            try setRegisters(registers)
+        case .pvh:
+            try setupProtectedMode(memory: memory, entry: plan.entry, stackPointer: stack, gdtAddress: plan.layout.longMode.gdtAddress)
+            var registers = try registers()
+            registers.rbx = plan.layout.startInfo.rawValue
+            try setRegisters(registers)
+        }
         let available = Set(try vm.kvm.msrIndexList())
         try setMSRs(LinuxEntryMSRs.values.filter { available.contains($0.index) || $0.index == 0x1A0 || $0.index == 0x2FF })
     }

@@ -10,6 +10,7 @@ struct ELFBuilder {
         var address: UInt64
         var fileSize: UInt64
         var memorySize: UInt64
+        var alignment: UInt64 = 0
     }
 
     var entry: UInt64 = 0x100000
@@ -33,7 +34,7 @@ struct ELFBuilder {
             let base = 64 + index * 56
             put(segment.type, at: base); put(segment.flags, at: base + 4); put(segment.offset, at: base + 8)
             put(segment.address, at: base + 16); put(segment.address, at: base + 24)
-            put(segment.fileSize, at: base + 32); put(segment.memorySize, at: base + 40)
+            put(segment.fileSize, at: base + 32); put(segment.memorySize, at: base + 40); put(segment.alignment, at: base + 48)
         }
         file += payload
         if let truncateTo { file = Array(file.prefix(truncateTo)) }
