@@ -10,17 +10,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${HVKIT_ARTIFACTS:-/var/tmp/hvkit-artifacts}
 mkdir -p "$out"
 cd "$out"
-if [ -f vmlinuz ] && [ -f initramfs.cpio.gz ]; then echo "artifacts ready in $out"; exit 0; fi
+# The downloads are kept; the initramfs is rebuilt whenever Guests/linux/init changes.
+if [ -f initramfs.cpio.gz ] && [ -f vmlinuz ] && cmp -s "$here/init" initramfs.d/init; then
+  echo "artifacts ready in $out"; exit 0
+fi
 
-apt-get update -qq
-# The metapackage names the versioned kernel package.
-kernel=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
-[ -n "$kernel" ] || { echo "no linux-image-cloud-amd64 in the package lists" >&2; exit 1; }
-# apt-get download runs as _apt where it can; a root-owned directory makes it warn and go on.
-apt-get download "$kernel" busybox-static 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
-rm -rf tree && mkdir tree
-for deb in "$kernel"_*.deb busybox-static_*.deb; do dpkg-deb -x "$deb" tree; done
-cp tree/boot/vmlinuz-* vmlinuz
+if [ ! -f vmlinuz ] || [ ! -d tree/lib/modules ] || [ ! -f tree/bin/busybox ]; then
+  apt-get update -qq
+  # The metapackage names the versioned kernel package.
+  kernel=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
+  [ -n "$kernel" ] || { echo "no linux-image-cloud-amd64 in the package lists" >&2; exit 1; }
+  # apt-get download runs as _apt where it can; a root-owned directory makes it warn and go on.
+  apt-get download "$kernel" busybox-static 2>&1 | grep -v '^W: Download is performed unsandboxed' || true
+  rm -rf tree && mkdir tree
+  for deb in "$kernel"_*.deb busybox-static_*.deb; do dpkg-deb -x "$deb" tree; done
+  cp tree/boot/vmlinuz-* vmlinuz
+fi
+kernel=$(ls tree/boot | sed -n 's/^vmlinuz-//p' | head -n 1)
 release=$(ls tree/lib/modules | head -n 1)
 
 # The initramfs tree.
