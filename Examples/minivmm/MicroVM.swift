@@ -95,9 +95,8 @@ final class MicroVM {
     init(_ options: VMOptions) throws {
         let kvm = try KVM()
         vm = try kvm.createVM()
-        try vm.createIRQChip()
-        try vm.createPIT()
-        // RAM below the 32-bit device hole (3 GiB up), the rest above 4 GiB.
+        // RAM below the 32-bit device hole (3 GiB up), the rest above 4 GiB. Mapped before the
+        // irqchip exists, which saves about 10 ms (see VirtualMachine.createIRQChip).
         let low = min(options.memoryBytes, 3 << 30)
         var regions = [MemoryRegionSpec(start: GuestAddress(0), size: low, options: [.noReserve])]
         if options.memoryBytes > low {
@@ -105,6 +104,8 @@ final class MicroVM {
         }
         memory = try GuestMemoryMmap(regions)
         try vm.map(memory)
+        try vm.createIRQChip()
+        try vm.createPIT()
         events = try EventLoop(name: "minivmm-io")
 
         // Legacy devices. The i8042's reset and a triple fault end the VM (ResetPolicy.stop).

@@ -140,7 +140,10 @@ public final class VirtualMachine: Sendable {
 
     // MARK: Interrupt controllers and x86 housekeeping
 
-    /// Creates the in-kernel PIC, IOAPIC and per-vCPU LAPICs. Call before creating vCPUs.
+    /// Creates the in-kernel PIC, IOAPIC and per-vCPU LAPICs. Call before creating vCPUs,
+    /// and best after mapping guest memory: measured on a 6.18 host, the first memory slot
+    /// added after the irqchip takes about 10 ms (the same slot added before it, 0.1 ms), which
+    /// is most of a microVM's start-up.
     public func createIRQChip() throws(KVMError) {
         try kvmIoctl(fileDescriptor, CKVM_CREATE_IRQCHIP, value: 0, "KVM_CREATE_IRQCHIP")
         irqchipCreated.store(true, ordering: .releasing)

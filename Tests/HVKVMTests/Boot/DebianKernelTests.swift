@@ -21,10 +21,10 @@ import Testing
     static func linuxMachine(memorySize: UInt64) throws -> (KVM, VirtualMachine, GuestMemoryMmap) {
         let kvm = try KVM()
         let vm = try kvm.createVM()
-        try vm.createIRQChip()
-        try vm.createPIT()
         let memory = try GuestMemoryMmap([MemoryRegionSpec(start: GuestAddress(0), size: memorySize)])
         try vm.map(memory)
+        try vm.createIRQChip()
+        try vm.createPIT()
         return (kvm, vm, memory)
     }
 
