@@ -26,11 +26,9 @@ let package = Package(
         .target(name: "CKVM"),
         .target(name: "CHVCoreShims"),
         .target(name: "CHVDevicesShims"),
-        // Host-side decompression of bzImage payloads (zlib, liblzma, liblz4, libzstd).
-        .target(
-            name: "CKernelDecompress",
-            linkerSettings: [.linkedLibrary("z"), .linkedLibrary("lzma"), .linkedLibrary("lz4"), .linkedLibrary("zstd")]
-        ),
+        // Host-side decompression of bzImage payloads: zlib, liblzma, liblz4 and libzstd,
+        // opened with dlopen when a kernel is extracted (their headers are needed to build).
+        .target(name: "CKernelDecompress"),
         .systemLibrary(
             name: "CLibAIO",
             providers: [.apt(["libaio-dev"])]

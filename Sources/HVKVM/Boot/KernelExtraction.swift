@@ -67,6 +67,8 @@ extension BzImage {
         case HV_DECOMPRESS_TOO_LARGE: throw .extraction("\(compression) output exceeds the declared \(declared) bytes")
         case HV_DECOMPRESS_TRUNCATED: throw .extraction("\(compression) stream ends early")
         case HV_DECOMPRESS_NO_MEMORY: throw .extraction("\(compression) decoder could not allocate memory")
+        case HV_DECOMPRESS_LIBRARY_MISSING:
+            throw .extraction("the \(compression) library cannot be loaded: \(String(cString: hv_decompress_missing_library()))")
         default: throw .extraction("\(compression) stream is corrupt")
         }
         guard written == declared else {
