@@ -6,6 +6,12 @@
 ///   CPUID, LAPIC, MP state, and a ``VCPUKicker`` that gets a vCPU out of the guest.
 /// - x86 mode setup: ``VCPU/setupRealMode(codeSegment:offset:stackPointer:)``,
 ///   ``VCPU/setupProtectedMode(memory:entry:stackPointer:gdtAddress:)`` and
-///   ``VCPU/setupLongMode(memory:entry:stackPointer:layout:)``.
-/// - ``VCPURunner``: one host thread per vCPU, exits dispatched to HVCore buses.
+///   ``VCPU/setupLongMode(memory:entry:stackPointer:argument:layout:)``.
+/// - Booting Linux (Boot/): ``BzImage`` and ``LinuxKernel`` (with host-side extraction),
+///   ``LinuxLoader`` with the zero page and ``E820Map`` or the PVH ``PVHStartInfo``, entered by
+///   ``VCPU/setupLinuxBoot(_:memory:)``; ``ACPITables`` and ``MPTable`` to describe vCPUs and
+///   devices; ``GuestCPUModel`` for CPUID.
+/// - ``VCPURunner``: one host thread per vCPU, exits dispatched to HVCore buses, with SMP,
+///   pause and resume, a ``ResetPolicy`` and ``VCPUPlacement``.
+/// - ``VCPUScheduler``: many VMs' vCPUs on a few worker threads.
 public enum HVKVM {}
