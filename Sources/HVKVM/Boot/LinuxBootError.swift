@@ -36,6 +36,8 @@ public enum LinuxBootError: Error, Sendable, Hashable, CustomStringConvertible {
     case badPVHNote(String)
     /// The PVH start info with its memory map needs `size` bytes; the layout gives `capacity`.
     case startInfoDoesNotFit(size: Int, capacity: Int)
+    /// The PVH start info's slot reaches above 4 GiB, which a 32-bit EBX cannot point into.
+    case startInfoAbove4GiB(address: UInt64)
     /// Writing to guest memory failed.
     case guestMemory(GuestMemoryError)
     /// The ELF kernel was refused.
@@ -62,6 +64,8 @@ public enum LinuxBootError: Error, Sendable, Hashable, CustomStringConvertible {
         case .noPVHNote: return "kernel: PVH entry asked for, but the image has no XEN_ELFNOTE_PHYS32_ENTRY note"
         case let .badPVHNote(reason): return "kernel: the PVH entry note is unusable: \(reason)"
         case let .startInfoDoesNotFit(size, capacity): return "PVH: the start info needs \(size) bytes; its slot has \(capacity)"
+        case let .startInfoAbove4GiB(address):
+            return "PVH: the start info's slot at 0x\(String(address, radix: 16)) reaches above 4 GiB; EBX cannot point there"
         case let .guestMemory(error): return "kernel: \(error)"
         case let .elf(error): return "kernel: \(error)"
         }

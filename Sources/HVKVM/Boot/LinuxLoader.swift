@@ -147,6 +147,10 @@ public enum LinuxLoader {
             guard info.bytes.count <= layout.startInfoCapacity else {
                 throw .startInfoDoesNotFit(size: info.bytes.count, capacity: layout.startInfoCapacity)
             }
+            // EBX carries its address: the block must lie below 4 GiB.
+            guard layout.startInfo.rawValue <= UInt64(UInt32.max) - UInt64(layout.startInfoCapacity) else {
+                throw .startInfoAbove4GiB(address: layout.startInfo.rawValue)
+            }
             startInfo = info
         }
 

@@ -112,12 +112,20 @@ import Testing
         #expect(try LinuxLoader.load(pvhKernel(notes: others), commandLine: "", into: memory(16 * Self.mib)).bootProtocol == .linux64)
     }
 
-    @Test("a start info slot too small for the memory map is refused")
+    @Test("a start info slot too small for the memory map, or above 4 GiB, is refused")
     func startInfoCapacity() throws {
         var layout = LinuxBootLayout()
         layout.startInfoCapacity = 64
         #expect(throws: LinuxBootError.startInfoDoesNotFit(size: 56 + 2 * 24, capacity: 64)) {
             try LinuxLoader.load(try pvhKernel(), commandLine: "", into: try memory(16 * Self.mib), layout: layout)
+        }
+        // EBX is 32 bits: a slot at or reaching past 4 GiB is refused, not truncated.
+        for address: UInt64 in [1 << 32, (1 << 32) - 0x800, .max - 0x800] {
+            var high = LinuxBootLayout()
+            high.startInfo = GuestAddress(address)
+            #expect(throws: LinuxBootError.startInfoAbove4GiB(address: address)) {
+                try LinuxLoader.load(try pvhKernel(), commandLine: "", into: try memory(16 * Self.mib), layout: high)
+            }
         }
     }
 
