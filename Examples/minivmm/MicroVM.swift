@@ -91,6 +91,8 @@ final class MicroVM {
     let cpu: GuestCPUModel
     let vcpuCount: Int
     let started = HostClock.monotonicNanoseconds()
+    /// One line on what is booted and how, for the user.
+    let summary: String
 
     init(_ options: VMOptions) throws {
         let kvm = try KVM()
@@ -121,6 +123,7 @@ final class MicroVM {
         if options.bootTimer {
             let timer = BootTimer(start: started) { elapsed in
                 print("minivmm: guest boot done after \(Int(elapsed / .milliseconds(1))) ms")
+                fflush(nil)
             }
             try pio.register(timer, at: GuestAddress(Self.bootTimerPort), length: 1)
             try mmio.register(timer, at: GuestAddress(Self.bootTimerMMIO), length: BootTimer.windowSize)
@@ -149,15 +152,19 @@ final class MicroVM {
         // The kernel, or the built-in guest with the hypercall services it uses.
         var traps: [TrapSite: any RegisterTrap] = [:]
         let kernel: LinuxKernel
+        let kernelKind: String
         if let bytes = options.kernel {
             let parsed = try LinuxKernel(bytes: bytes)
             if case let .bzImage(image) = parsed, options.extract {
                 kernel = try LinuxKernel(extracting: image)
+                kernelKind = "a bzImage extracted on the host (\(image.compression?.rawValue ?? "?"))"
             } else {
                 kernel = parsed
+                if case .bzImage = parsed { kernelKind = "a bzImage (its own decompressor)" } else { kernelKind = "an ELF kernel" }
             }
         } else {
             kernel = try LinuxKernel(bytes: GuestImages.hello)
+            kernelKind = "the built-in guest"
             var table = HypercallTable()
             for service: any ParavirtService in [ConsoleService(output: options.console), ClockService(), RandomService(), LifecycleService()] {
                 try table.install(service)
@@ -173,6 +180,10 @@ final class MicroVM {
         plan = try LinuxLoader.load(kernel, commandLine: commandLine, initrd: options.initrd, into: memory, acpiRoot: acpi.address,
                                     bootProtocol: options.bootProtocol)
         vcpuCount = options.cpus
+        let entry = plan.bootProtocol == .pvh ? "PVH" : "the 64-bit boot protocol"
+        let devices = (options.disks.isEmpty ? [] : ["\(options.disks.count) disk(s)"]) + (options.rng ? ["rng"] : [])
+        summary = (["\(kernelKind) by \(entry) at \(plan.entry)", "\(options.cpus) vCPU(s)", "\(options.memoryBytes >> 20) MiB"]
+            + devices).joined(separator: ", ")
 
         var cpu = try GuestCPUModel(kvm: kvm, vcpuCount: options.cpus)
         // This machine's software hypervisor (PVM) does not emulate cmpxchg16b; Linux runs

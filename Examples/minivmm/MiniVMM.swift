@@ -60,6 +60,10 @@ struct MiniVMM: ParsableCommand {
         if let config { try apply(configFile: config) }
         let options = try VMOptions(command: self)
         let vm = try MicroVM(options)
+        print("minivmm: \(vm.summary)")
+        // The guest's console writes to the descriptor directly: keep the order in a pipe.
+        // (fflush(nil) flushes every stream; Swift 6 does not let code name stdout.)
+        fflush(nil)
         let outcome = vm.run(signals: signals)
         print("minivmm: \(outcome.message)")
         throw ExitCode(outcome.status)
