@@ -35,6 +35,8 @@ public enum ELFError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A note in PT_NOTE program header `segment`, `offset` bytes in, has a name or
     /// descriptor size that reaches past the segment.
     case badNote(segment: Int, offset: UInt64)
+    /// The PT_NOTE segments hold more than ``ELF64Image/maximumNotes`` notes.
+    case tooManyNotes
     /// Reading the file failed.
     case io(path: String, Errno)
 
@@ -57,6 +59,7 @@ public enum ELFError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .segmentNotInRAM(segment, error): return "ELF: program header \(segment) does not fit in guest RAM: \(error)"
         case let .badNote(segment, offset):
             return "ELF: the note at offset \(offset) of program header \(segment) reaches past the segment (n_namesz or n_descsz)"
+        case .tooManyNotes: return "ELF: more than \(ELF64Image.maximumNotes) notes in the PT_NOTE segments"
         case let .io(path, errno): return "ELF: cannot read \(path): \(errno)"
         }
     }

@@ -17,10 +17,14 @@ public struct ELFNote: Sendable, Hashable {
 extension ELF64Image {
     static let typeNote: UInt32 = 4
     static let noteHeaderSize: UInt64 = 12
+    /// More notes than this in one image is not a kernel or a guest (Linux has about 20): the
+    /// image is refused before it can make the parser allocate millions of them.
+    public static let maximumNotes = 4096
 
     /// The notes of every PT_NOTE segment, in file order. A note whose sizes reach past its
-    /// segment (or past the file) is refused with ``ELFError/badNote(segment:offset:)``; the
-    /// parse reads nothing outside the segment.
+    /// segment (or past the file) is refused with ``ELFError/badNote(segment:offset:)``, and
+    /// more than ``maximumNotes`` with ``ELFError/tooManyNotes``; the parse reads nothing
+    /// outside the segment.
     public func notes() throws(ELFError) -> [ELFNote] {
         let reader = ByteReader(bytes: bytes)
         var notes: [ELFNote] = []
@@ -44,6 +48,7 @@ extension ELF64Image {
                 let next = descriptorStart + (descriptorSize + alignment - 1) / alignment * alignment
                 // The last note may omit its final padding.
                 guard descriptorStart + descriptorSize <= header.fileSize else { throw .badNote(segment: index, offset: offset) }
+                guard notes.count < Self.maximumNotes else { throw .tooManyNotes }
                 let nameBytes = bytes[Int(header.fileOffset + nameStart)..<Int(header.fileOffset + nameStart + nameSize)]
                 let descriptor = bytes[Int(header.fileOffset + descriptorStart)..<Int(header.fileOffset + descriptorStart + descriptorSize)]
                 notes.append(ELFNote(name: String(decoding: nameBytes.prefix { $0 != 0 }, as: UTF8.self), type: type,

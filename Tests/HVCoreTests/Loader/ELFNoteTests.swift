@@ -57,6 +57,13 @@ private func image(notes: [UInt8], alignment: UInt64 = 4, declaredSize: UInt64? 
         #expect(throws: ELFError.self) { try image(notes: notes, declaredSize: .max).notes() }
     }
 
+    @Test func tooManyNotesAreRefused() throws {
+        let empty = note("", type: 1, [])
+        let atLimit = [[UInt8]](repeating: empty, count: ELF64Image.maximumNotes).flatMap { $0 }
+        #expect(try image(notes: atLimit).notes().count == ELF64Image.maximumNotes)
+        #expect(throws: ELFError.tooManyNotes) { try image(notes: atLimit + empty).notes() }
+    }
+
     @Test func trailingBytesShorterThanANoteHeaderAreIgnored() throws {
         let notes = note("Xen", type: 18, [1, 2, 3, 4]) + [0, 0, 0, 0]
         #expect(try image(notes: notes).notes().count == 1)
