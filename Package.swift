@@ -117,25 +117,27 @@ let package = Package(
             path: "Benchmarks/hv-bench"
         ),
 
-        // Tests.
+        // Tests. HVTestSupport holds what several test targets share: a seeded generator and a
+        // guest memory layout with a hole and a read-only region.
+        .target(name: "HVTestSupport", dependencies: ["HVCore"], path: "Tests/HVTestSupport"),
         .testTarget(name: "HVCoreTests", dependencies: ["HVCore"]),
         // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
         .testTarget(
             name: "HVKVMTests",
-            dependencies: ["HVKVM", "HVCore", "HVDevices", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVKVM", "HVCore", "HVDevices", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // The kernel's virtio headers, for a test that checks HVDevices' constants against them.
         .target(name: "CVirtioHeaders", path: "Tests/CVirtioHeaders"),
         .testTarget(
             name: "HVDevicesTests",
-            dependencies: ["HVDevices", "HVDevicesTesting", "HVCore", "CVirtioHeaders", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVDevices", "HVDevicesTesting", "HVCore", "HVTestSupport", "CVirtioHeaders", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // The guest SDK's C header (Guests/sdk/include), for the test that checks it against HVParavirt.
         .target(name: "CHVKitGuestABI", path: "Tests/CHVKitGuestABI"),
         // HVParavirtTests also run guests end to end on real KVM.
         .testTarget(
             name: "HVParavirtTests",
-            dependencies: ["HVParavirt", "HVCore", "HVKVM", "GuestImages", "CHVKitGuestABI", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVParavirt", "HVCore", "HVKVM", "GuestImages", "CHVKitGuestABI", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,7 @@
 import HVCore
-import Testing
 @testable import HVKVM
+import HVTestSupport
+import Testing
 
 /// The bzImage parser against well-formed and hostile images: every refusal names its field.
 @Suite struct BzImageTests {
@@ -65,7 +66,7 @@ import Testing
 
     @Test("2000 randomly corrupted images never crash the parser")
     func randomCorruption() {
-        var generator = SplitMix(seed: 0xB0B1)
+        var generator = SeededGenerator(seed: 0xB0B1)
         let original = SyntheticBzImage().bytes
         var accepted = 0
         for _ in 0..<2000 {
@@ -84,18 +85,5 @@ import Testing
             }
         }
         #expect(accepted < 2000)
-    }
-}
-
-/// A small deterministic generator (SplitMix64) for the randomized tests.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

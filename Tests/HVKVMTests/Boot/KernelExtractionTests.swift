@@ -1,6 +1,7 @@
 import HVCore
-import Testing
 @testable import HVKVM
+import HVTestSupport
+import Testing
 
 /// Host-side extraction of a bzImage's payload, in each format the kernel's build uses, and
 /// against corrupt and lying payloads.
@@ -34,7 +35,7 @@ import Testing
     @Test("a corrupt stream is refused, never crashes", arguments: 0..<streams.count)
     func corruptStreams(index: Int) throws {
         let (format, stream) = Self.streams[index]
-        var generator = SplitMix(seed: UInt64(index) &+ 77)
+        var generator = SeededGenerator(seed: UInt64(index) &+ 77)
         for round in 0..<300 {
             var broken = stream
             // Keep the magic, so the right decoder sees the damage.

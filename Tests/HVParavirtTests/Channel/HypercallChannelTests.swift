@@ -1,5 +1,6 @@
 import HVCore
 @testable import HVParavirt
+import HVTestSupport
 import Testing
 
 /// The guest side of the channel, written straight into guest memory.
@@ -42,7 +43,7 @@ struct ChannelDriver {
 
 @Suite struct HypercallChannelTests {
     func setUp(slots: UInt32 = 8) throws -> (ChannelDriver, HypercallDispatcher, CollectingSink) {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let sink = CollectingSink()
         let dispatcher = try makeDispatcher(memory: memory, [ConsoleService(output: sink), LifecycleService(), ClockService(monotonic: { 5 })])
         let driver = ChannelDriver(memory: memory, base: GuestAddress(0x10000), slots: slots)
@@ -116,7 +117,7 @@ struct ChannelDriver {
     }
 
     @Test func notifyBeforeSetupIsInvalid() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [])
         #expect(dispatcher.call(.channelNotify) == failure(.invalid))
     }
 
@@ -128,20 +129,20 @@ struct ChannelDriver {
         (UInt64.max - 63, 1, .fault),                             // wraps
     ] as [(UInt64, UInt64, HypercallErrno)])
     func setupRefusesBadRings(address: UInt64, slots: UInt64, code: HypercallErrno) throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [])
         #expect(dispatcher.call(.channelSetup, address, slots) == failure(code))
     }
 
     @Test func randomRingContentsNeverEscapeRAM() throws {
         // Random slots with random numbers and arguments: every result is a value or an error
         // code, and the host never touches memory outside RAM (the mapping would fault).
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let sink = CollectingSink()
         let disk = try TemporaryDisk(size: 64 << 10)
         let dispatcher = try makeDispatcher(memory: memory, [
             ConsoleService(output: sink), RandomService(), BlockService(fileDescriptor: disk.descriptor, readOnly: false),
         ])
-        var generator = SplitMix64(seed: 0x5EED)
+        var generator = SeededGenerator(seed: 0x5EED)
         #expect(dispatcher.call(.channelSetup, 0x10000, 64) == 0)
         var producer: UInt32 = 0
         for _ in 0..<40 {
@@ -159,18 +160,5 @@ struct ChannelDriver {
             try memory.storeRelease(producer, at: GuestAddress(0x10000))
             #expect(dispatcher.call(.channelNotify) == Int64(batch))
         }
-    }
-}
-
-/// A small deterministic generator for randomized tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,17 +1,18 @@
 import HVCore
 @testable import HVParavirt
+import HVTestSupport
 import Testing
 
 @Suite struct HypercallDispatcherTests {
     @Test(arguments: [UInt32(16), 0x0FFF, 0x1000, 0x7FFF_FFFF, 0xFFFF_FFFF] as [UInt32])
     func unknownNumbersReturnENOSYS(number: UInt32) throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [])
         #expect(dispatcher.call(HypercallNumber(number)) == failure(.notImplemented))
         #expect(dispatcher.unknownCalls == 1)
     }
 
     @Test func nullReturnsZeroAndIsCounted() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [])
         for _ in 0..<5 { #expect(dispatcher.call(.null) == 0) }
         let statistics = try #require(dispatcher.statistics(for: .null))
         #expect(statistics.calls == 5)
@@ -21,7 +22,7 @@ import Testing
     }
 
     @Test func infoReportsVersionFeaturesAndMemory() throws {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let dispatcher = try makeDispatcher(memory: memory, [ConsoleService(output: CollectingSink()), ClockService()])
         #expect(dispatcher.call(.info) == Int64(HypercallABI.version))
         #expect(dispatcher.call(.info, 0x1000) == Int64(HypercallABI.version))
@@ -34,7 +35,7 @@ import Testing
 
     @Test(arguments: [firstRegionEnd - 32, holeAddress.rawValue, readOnlyAddress.rawValue, UInt64.max - 16] as [UInt64])
     func infoIntoBadMemoryFaults(address: UInt64) throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [])
         #expect(dispatcher.call(.info, address) == failure(.fault))
         #expect(dispatcher.statistics(for: .info)?.errors == 1)
     }
@@ -45,7 +46,7 @@ import Testing
             let a = call.arguments
             return .value(a.a0 &+ a.a1 &+ a.a2 &+ a.a3 &+ a.a4 &+ a.a5)
         }
-        let dispatcher = HypercallDispatcher(memory: try paravirtTestMemory(), table: table)
+        let dispatcher = HypercallDispatcher(memory: try testMemory(), table: table)
         var registers = GuestRegisterFile([.rax: 0x1234, .rdi: 1, .rsi: 2, .rdx: 4, .r10: 8, .r8: 16, .r9: 32, .rcx: 1000, .rbx: 1000])
         let outcome = dispatcher.trap(at: .port(HypercallABI.doorbellPort), value: 0x1234, vcpu: 0, registers: &registers)
         #expect(outcome == .resume)
@@ -55,7 +56,7 @@ import Testing
     }
 
     @Test func doorbellValueIsTheNumberAndOnlyItsLow32BitsCount() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [])
         var registers = GuestRegisterFile([.rax: 0xDEAD])
         // A doorbell's value wins over RAX (they are equal for `outl %eax`).
         _ = dispatcher.trap(at: .port(0xE0), value: 0xFFFF_FFFF_0000_000F, vcpu: 0, registers: &registers)
@@ -75,7 +76,7 @@ import Testing
         #expect(throws: HypercallTableError.reserved(.channelNotify)) {
             try table.register(.channelNotify, name: "mine") { _ throws(HypercallError) in .zero }
         }
-        let dispatcher = HypercallDispatcher(memory: try paravirtTestMemory(), table: table)
+        let dispatcher = HypercallDispatcher(memory: try testMemory(), table: table)
         #expect(dispatcher.call(.userBase) == 7)
     }
 
@@ -84,13 +85,13 @@ import Testing
         try table.register(HypercallNumber.userBase, name: "fails") { _ throws(HypercallError) in
             throw HypercallError(.io, "disk on fire")
         }
-        let dispatcher = HypercallDispatcher(memory: try paravirtTestMemory(), table: table)
+        let dispatcher = HypercallDispatcher(memory: try testMemory(), table: table)
         #expect(dispatcher.call(.userBase) == failure(.io))
         #expect(dispatcher.statistics(for: .userBase)?.errors == 1)
     }
 
     @Test func doorbellsAppearInFeaturesAndTrapSites() throws {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let dispatcher = HypercallDispatcher(memory: memory, table: HypercallTable(),
                                              doorbells: [.port(0xE0), .mmio(HypercallABI.defaultMMIODoorbell), .vmcall])
         #expect(dispatcher.info.features.isSuperset(of: [.mmioDoorbell, .vmcall]))
@@ -101,7 +102,7 @@ import Testing
         let count = Counter()
         var table = HypercallTable()
         table.onVMStopping { [count] in count.increment() }
-        let dispatcher = HypercallDispatcher(memory: try paravirtTestMemory(), table: table)
+        let dispatcher = HypercallDispatcher(memory: try testMemory(), table: table)
         dispatcher.vmStopping()
         dispatcher.vmStopping()
         #expect(count.value == 1)
@@ -122,13 +123,13 @@ import Testing
     }
 
     @Test func theBlockIsReadFromGuestMemory() throws {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         try memory.write(Rectangle(width: 7, height: 6), at: GuestAddress(0x500))
         #expect(try dispatcher(memory).call(.userBase, 0x500) == 42)
     }
 
     @Test(arguments: [firstRegionEnd - 4, holeAddress.rawValue, UInt64.max - 2] as [UInt64])
     func aBlockOutsideRAMFaults(address: UInt64) throws {
-        #expect(try dispatcher(paravirtTestMemory()).call(.userBase, address) == failure(.fault))
+        #expect(try dispatcher(testMemory()).call(.userBase, address) == failure(.fault))
     }
 }

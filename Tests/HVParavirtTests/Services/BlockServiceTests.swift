@@ -1,12 +1,13 @@
 import HVCore
 @testable import HVParavirt
+import HVTestSupport
 import Testing
 
 @Suite struct BlockServiceTests {
     static let diskSize = 64 << 10
 
     func setUp(readOnly: Bool = false) throws -> (GuestMemoryMmap, HypercallDispatcher, TemporaryDisk) {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let disk = try TemporaryDisk(size: Self.diskSize)
         let service = try BlockService(fileDescriptor: disk.descriptor, readOnly: readOnly)
         return (memory, try makeDispatcher(memory: memory, [service]), disk)

@@ -1,11 +1,12 @@
 import Glibc
 import HVCore
 @testable import HVParavirt
+import HVTestSupport
 import Testing
 
 @Suite struct NetServiceTests {
     func setUp() throws -> (GuestMemoryMmap, HypercallDispatcher, InProcessNetwork, NetService) {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let network = try InProcessNetwork(capacity: 4)
         let net = NetService(backend: network.guestSide, mtu: 1500)
         return (memory, try makeDispatcher(memory: memory, [net]), network, net)
@@ -56,7 +57,7 @@ import Testing
     @Test func zeroTimeoutOnlyChecks() throws {
         let network = try InProcessNetwork()
         let net = NetService(backend: network.guestSide)
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [net, PollService(sources: [net.pollSource])])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [net, PollService(sources: [net.pollSource])])
         #expect(dispatcher.call(.poll, 0) == 0)
         #expect(network.hostSide.send([UInt8](repeating: 0, count: 60)))
         #expect(dispatcher.call(.poll, 0) == Int64(PollEvents.netReceive.rawValue))
@@ -66,7 +67,7 @@ import Testing
     @Test func aFrameArrivingWakesThePoll() throws {
         let network = try InProcessNetwork()
         let net = NetService(backend: network.guestSide)
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [net, PollService(sources: [net.pollSource])])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [net, PollService(sources: [net.pollSource])])
         let sender = try HostThread(name: "sender") {
             usleep(20_000)
             _ = network.hostSide.send([UInt8](repeating: 0, count: 60))
@@ -76,12 +77,12 @@ import Testing
     }
 
     @Test func aShortTimeoutExpires() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [PollService()])
         #expect(dispatcher.call(.poll, 1_000_000) == 0)
     }
 
     @Test func anAbsurdTimeoutEndsWhenTheVMStops() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [PollService()])
         let stopper = try HostThread(name: "stopper") {
             usleep(20_000)
             dispatcher.vmStopping()
@@ -94,7 +95,7 @@ import Testing
 
     @Test("a poll with nothing ready hands back a wait; calling again is the same poll, to the same deadline")
     func aWaitingPollKeepsItsDeadline() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [PollService()])
         let before = HostClock.monotonicNanoseconds()
         guard case let .wait(first) = dispatcher.dispatch(.poll, HypercallArguments(2_000_000_000), origin: .trap(vcpu: 3)) else {
             Issue.record("no wait")
@@ -138,7 +139,7 @@ import Testing
     }
 
     @Test func pollMayNotRunOnTheChannel() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [PollService()])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [PollService()])
         let result = dispatcher.dispatch(.poll, HypercallArguments(UInt64.max), origin: .channel(vcpu: 0))
         #expect(result == .value(HypercallErrno.invalid.returnValue))
     }

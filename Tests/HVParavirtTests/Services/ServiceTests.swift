@@ -1,10 +1,11 @@
 import HVCore
 @testable import HVParavirt
+import HVTestSupport
 import Testing
 
 @Suite struct ConsoleServiceTests {
     @Test func writesTheGuestsBytes() throws {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let sink = CollectingSink()
         let dispatcher = try makeDispatcher(memory: memory, [ConsoleService(output: sink)])
         try memory.write(Array("hello\n".utf8), to: GuestAddress(0x2000))
@@ -23,14 +24,14 @@ import Testing
     ] as [(UInt64, UInt64, HypercallErrno)])
     func refusesBadBuffers(address: UInt64, length: UInt64, code: HypercallErrno) throws {
         let sink = CollectingSink()
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [ConsoleService(output: sink)])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [ConsoleService(output: sink)])
         #expect(dispatcher.call(.consoleWrite, address, length) == failure(code))
         #expect(sink.bytes.isEmpty)
     }
 
     @Test func readOnlyMemoryMayBeWritten() throws {
         let sink = CollectingSink()
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [ConsoleService(output: sink)])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [ConsoleService(output: sink)])
         #expect(dispatcher.call(.consoleWrite, readOnlyAddress.rawValue, 4) == 4)
         #expect(sink.bytes == [0, 0, 0, 0])
     }
@@ -38,13 +39,13 @@ import Testing
 
 @Suite struct ClockAndRandomServiceTests {
     @Test func clocksComeFromTheService() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [ClockService(monotonic: { 42 }, wall: { 1_700_000_000_000_000_000 })])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [ClockService(monotonic: { 42 }, wall: { 1_700_000_000_000_000_000 })])
         #expect(dispatcher.call(.clockMonotonic) == 42)
         #expect(dispatcher.call(.clockWall) == 1_700_000_000_000_000_000)
     }
 
     @Test func hostClocksMove() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [ClockService()])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [ClockService()])
         let first = dispatcher.call(.clockMonotonic)
         #expect(first > 0)
         #expect(dispatcher.call(.clockMonotonic) >= first)
@@ -52,7 +53,7 @@ import Testing
     }
 
     @Test func randomFillsTheBuffer() throws {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let dispatcher = try makeDispatcher(memory: memory, [RandomService()])
         #expect(dispatcher.call(.random, 0x3000, 4096) == 4096)
         let bytes = try memory.readBytes(at: GuestAddress(0x3000), count: 4096)
@@ -68,7 +69,7 @@ import Testing
         (0x3000, 4097, .tooBig),
     ] as [(UInt64, UInt64, HypercallErrno)])
     func randomRefusesBadBuffers(address: UInt64, length: UInt64, code: HypercallErrno) throws {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let dispatcher = try makeDispatcher(memory: memory, [RandomService()])
         #expect(dispatcher.call(.random, address, length) == failure(code))
         // Nothing was written before the refusal.
@@ -78,13 +79,13 @@ import Testing
 
 @Suite struct LifecycleServiceTests {
     @Test func exitStopsWithTheStatus() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [LifecycleService()])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [LifecycleService()])
         let result = dispatcher.dispatch(.exit, HypercallArguments(UInt64(bitPattern: -3)), origin: .trap(vcpu: 0))
         #expect(result == .stop(.exit(status: -3)))
     }
 
     @Test func abortCarriesTheMessageWithControlCharactersEscaped() throws {
-        let memory = try paravirtTestMemory()
+        let memory = try testMemory()
         let dispatcher = try makeDispatcher(memory: memory, [LifecycleService()])
         try memory.write(Array("bad\u{1B}[2J\nend".utf8), to: GuestAddress(0x100))
         let result = dispatcher.dispatch(.abort, HypercallArguments(0x100, 11), origin: .trap(vcpu: 0))
@@ -92,7 +93,7 @@ import Testing
     }
 
     @Test func abortWithAnUnreadableMessageStillStops() throws {
-        let dispatcher = try makeDispatcher(memory: paravirtTestMemory(), [LifecycleService()])
+        let dispatcher = try makeDispatcher(memory: testMemory(), [LifecycleService()])
         let result = dispatcher.dispatch(.abort, HypercallArguments(holeAddress.rawValue, 10), origin: .trap(vcpu: 0))
         guard case let .stop(.abort(message)) = result else {
             Issue.record("expected an abort, got \(result)")

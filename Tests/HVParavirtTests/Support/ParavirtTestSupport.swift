@@ -1,23 +1,12 @@
 import Glibc
 import HVCore
 @testable import HVParavirt
+import HVTestSupport
 import Synchronization
 import SystemPackage
 
-/// Guest RAM for hypercall tests: [0, 1 MiB) and [2 MiB, 3 MiB) with a hole between them, and
-/// a read-only region at [4 MiB, 4 MiB + 64 KiB).
-func paravirtTestMemory() throws -> GuestMemoryMmap {
-    try GuestMemoryMmap([
-        MemoryRegionSpec(start: GuestAddress(0), size: 1 << 20),
-        MemoryRegionSpec(start: GuestAddress(2 << 20), size: 1 << 20),
-        MemoryRegionSpec(start: GuestAddress(4 << 20), size: 64 << 10, options: [.readOnly]),
-    ])
-}
-
-let holeAddress = GuestAddress(1 << 20)
-let readOnlyAddress = GuestAddress(4 << 20)
-/// The last byte of the first region.
-let firstRegionEnd: UInt64 = 1 << 20
+/// Where the first region of ``testMemory()`` ends (the hole begins).
+let firstRegionEnd: UInt64 = holeAddress.rawValue
 
 /// A sink that keeps what it is given.
 final class CollectingSink: ByteSink {

@@ -1,6 +1,7 @@
 import HVCore
 @testable import HVDevices
 import HVDevicesTesting
+import HVTestSupport
 import Synchronization
 import Testing
 

@@ -2,6 +2,7 @@ import Glibc
 import HVCore
 @testable import HVDevices
 import HVDevicesTesting
+import HVTestSupport
 import SystemPackage
 import Testing
 

@@ -2,20 +2,9 @@ import Glibc
 import HVCore
 @testable import HVDevices
 import HVDevicesTesting
+import HVTestSupport
 import Synchronization
 import Testing
-
-/// A small deterministic generator (SplitMix64), so a failure can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var mixed = state
-        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
-        return mixed ^ (mixed >> 31)
-    }
-}
 
 @Suite("SplitQueue: random and racing drivers")
 struct SplitQueueRandomizedTests {
@@ -29,7 +18,7 @@ struct SplitQueueRandomizedTests {
     @Test(arguments: [1, 2, 3, 4] as [UInt64])
     func randomRingsNeverYieldBuffersOutsideRAM(seed: UInt64) throws {
         let memory = try testMemory()
-        var random = SeededGenerator(state: seed)
+        var random = SeededGenerator(seed: seed)
         for _ in 0..<300 {
             var driver = try DriverQueue(memory: memory, size: 16)
             var queue = try driver.makeDeviceQueue(eventIndex: Bool.random(using: &random))
@@ -72,7 +61,7 @@ struct SplitQueueRandomizedTests {
         let stop = Atomic<Bool>(false)
         let table = driver.descriptorTable
         let scribbler = try HostThread(name: "scribbler") {
-            var random = SeededGenerator(state: 42)
+            var random = SeededGenerator(seed: 42)
             while !stop.load(ordering: .relaxed) {
                 // Rewrite a random descriptor, avail entry or avail idx.
                 let offset = UInt64.random(in: 0..<(16 * 16 + 6 + 32), using: &random) & ~1

@@ -1,6 +1,7 @@
 import HVCore
 @testable import HVDevices
 import HVDevicesTesting
+import HVTestSupport
 import Testing
 
 /// A transport in front of an entropy device, with its memory, line and driver.
