@@ -179,17 +179,8 @@ func rssOutsideGuestFigure() throws -> Figure {
     let machine = try runToFirstExit()
     let memory = machine.memory
 
-    let page = Int(GuestMemoryMmap.pageSize)
-    var guestResident = 0
-    for region in memory.regions {
-        let pages = Int(region.size) / page
-        var vector = [UInt8](repeating: 0, count: pages)
-        // SAFETY: the region's mapping is alive (memory is in scope) and vector has a byte per page.
-        guard mincore(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size), &vector) == 0 else {
-            throw BenchError.unexpected("mincore failed: errno \(errno)")
-        }
-        guestResident += vector.reduce(0) { $0 + Int($1 & 1) } * page
-    }
+    let guestResident: Int
+    do { guestResident = Int(try memory.residentBytes()) } catch { throw BenchError.unexpected("mincore failed: \(error)") }
     let status = try processStatus()
     let rss = status["VmRSS"] ?? 0
     withExtendedLifetime(machine) {}

@@ -22,18 +22,10 @@ enum Report {
         fclose(file)
     }
 
-    /// VmRSS and RssAnon, each less the guest pages that are resident (mincore over each
-    /// region; guest RAM is anonymous memory).
+    /// VmRSS and RssAnon, each less the guest pages that are resident (guest RAM is
+    /// anonymous memory).
     static func residentOutsideGuest(_ memory: GuestMemoryMmap) -> (all: Int, anonymous: Int) {
-        let page = Int(GuestMemoryMmap.pageSize)
-        var guest = 0
-        for region in memory.regions {
-            var vector = [UInt8](repeating: 0, count: Int(region.size) / page)
-            // SAFETY: the region's mapping is alive (memory is in scope) and vector has a byte per page.
-            if mincore(UnsafeMutableRawPointer(bitPattern: region.hostAddress), Int(region.size), &vector) == 0 {
-                guest += vector.reduce(0) { $0 + Int($1 & 1) } * page
-            }
-        }
+        let guest = Int((try? memory.residentBytes()) ?? 0)
         var rss = 0, anonymous = 0
         if let file = fopen("/proc/self/status", "r") {
             defer { fclose(file) }

@@ -27,6 +27,23 @@ struct GuestMemoryMmapTests {
         #expect(memory.ramRanges.count == 4)
     }
 
+    @Test func residentBytesCountsTouchedPagesInEveryRegion() throws {
+        let page = GuestMemoryMmap.pageSize
+        let memory = try GuestMemoryMmap([
+            MemoryRegionSpec(start: GuestAddress(0), size: 4 << 20, options: [.noReserve]),
+            MemoryRegionSpec(start: GuestAddress(8 << 20), size: 4 << 20, options: [.noReserve]),
+        ])
+        #expect(try memory.residentBytes() == 0)
+        try memory.write(UInt8(1), at: GuestAddress(0))
+        try memory.write(UInt8(1), at: GuestAddress(8 << 20))
+        try memory.write(UInt8(1), at: GuestAddress((12 << 20) - 1))
+        // At least the three pages written; transparent huge pages may bring in more, never
+        // beyond the regions.
+        let resident = try memory.residentBytes()
+        #expect(resident >= 3 * page)
+        #expect(resident <= 8 << 20)
+    }
+
     @Test func byteBuffersSpanTouchingRegions() throws {
         let memory = try layoutWithHoles()
         // [3 MiB - 8, 3 MiB + 8) spans the memfd region and the next one, with no hole.
