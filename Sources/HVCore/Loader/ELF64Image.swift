@@ -20,6 +20,10 @@ public struct ELF64Image: Sendable {
         public let flags: UInt32
 
         public var isExecutable: Bool { flags & 1 != 0 }
+        /// Whether guest-physical `address` lies inside the segment's memory.
+        public func containsPhysical(_ address: UInt64) -> Bool {
+            address >= physicalAddress.rawValue && address - physicalAddress.rawValue < memorySize
+        }
         /// The guest-physical range the segment occupies.
         public var range: GuestAddressRange? { try? GuestAddressRange(start: physicalAddress, length: memorySize) }
     }
@@ -123,10 +127,7 @@ public struct ELF64Image: Sendable {
                 && entryPoint - segment.virtualAddress < segment.memorySize
         }) {
             entry = GuestAddress(code.physicalAddress.rawValue + (entryPoint - code.virtualAddress))
-        } else if loads.contains(where: { segment in
-            segment.isExecutable && entryPoint >= segment.physicalAddress.rawValue
-                && entryPoint - segment.physicalAddress.rawValue < segment.memorySize
-        }) {
+        } else if loads.contains(where: { $0.isExecutable && $0.containsPhysical(entryPoint) }) {
             entry = GuestAddress(entryPoint)
         } else {
             throw .entryOutsideSegments(entry: entryPoint)

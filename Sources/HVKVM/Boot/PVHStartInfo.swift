@@ -25,10 +25,7 @@ public enum PVH {
         guard address <= UInt32.max else {
             throw .badPVHNote("the entry 0x\(String(address, radix: 16)) is above 4 GiB; PVH starts in 32-bit mode")
         }
-        guard image.segments.contains(where: { segment in
-            segment.isExecutable && address >= segment.physicalAddress.rawValue
-                && address - segment.physicalAddress.rawValue < segment.memorySize
-        }) else {
+        guard image.segments.contains(where: { $0.isExecutable && $0.containsPhysical(address) }) else {
             throw .badPVHNote("the entry 0x\(String(address, radix: 16)) is not inside an executable PT_LOAD segment")
         }
         return GuestAddress(address)
