@@ -117,10 +117,10 @@ let package = Package(
             path: "Benchmarks/hv-bench"
         ),
 
-        // Tests. HVTestSupport holds what several test targets share: a seeded generator and a
-        // guest memory layout with a hole and a read-only region.
+        // Tests. HVTestSupport holds what several test targets share: a seeded generator, a
+        // guest memory layout with a hole and a read-only region, and ELF note bytes.
         .target(name: "HVTestSupport", dependencies: ["HVCore"], path: "Tests/HVTestSupport"),
-        .testTarget(name: "HVCoreTests", dependencies: ["HVCore"]),
+        .testTarget(name: "HVCoreTests", dependencies: ["HVCore", "HVTestSupport"]),
         // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
         .testTarget(
             name: "HVKVMTests",

@@ -1,16 +1,6 @@
 import HVCore
+import HVTestSupport
 import Testing
-
-/// Notes as a file holds them: n_namesz, n_descsz, n_type, then the name and the descriptor,
-/// each padded to `alignment`. Sizes may be overridden to make a lying note.
-private func note(_ name: String, type: UInt32, _ descriptor: [UInt8], alignment: Int = 4,
-                  nameSize: UInt32? = nil, descriptorSize: UInt32? = nil) -> [UInt8] {
-    func word(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
-    func padded(_ bytes: [UInt8]) -> [UInt8] { bytes + [UInt8](repeating: 0, count: (alignment - bytes.count % alignment) % alignment) }
-    let nameBytes = Array(name.utf8) + [0]
-    return word(nameSize ?? UInt32(nameBytes.count)) + word(descriptorSize ?? UInt32(descriptor.count)) + word(type)
-        + padded(nameBytes) + padded(descriptor)
-}
 
 /// An image whose payload is 16 bytes of code, then `notes` in a PT_NOTE segment.
 private func image(notes: [UInt8], alignment: UInt64 = 4, declaredSize: UInt64? = nil) throws -> ELF64Image {
@@ -23,8 +13,9 @@ private func image(notes: [UInt8], alignment: UInt64 = 4, declaredSize: UInt64? 
 
 @Suite struct ELFNoteTests {
     @Test func readsEveryNoteWithItsPadding() throws {
-        let notes = note("Xen", type: 18, [0x50, 0x08, 0, 1, 0, 0, 0, 0]) + note("GNU", type: 3, [1, 2, 3, 4, 5])
-            + note("Linux", type: 6, [])
+        let notes = elfNote(name: "Xen", type: 18, descriptor: [0x50, 0x08, 0, 1, 0, 0, 0, 0])
+            + elfNote(name: "GNU", type: 3, descriptor: [1, 2, 3, 4, 5])
+            + elfNote(name: "Linux", type: 6, descriptor: [])
         #expect(try image(notes: notes).notes() == [
             ELFNote(name: "Xen", type: 18, descriptor: [0x50, 0x08, 0, 1, 0, 0, 0, 0]),
             ELFNote(name: "GNU", type: 3, descriptor: [1, 2, 3, 4, 5]),
@@ -33,7 +24,8 @@ private func image(notes: [UInt8], alignment: UInt64 = 4, declaredSize: UInt64? 
     }
 
     @Test func eightByteAlignedNotesArePaddedToEight() throws {
-        let notes = note("GNU", type: 5, [9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9], alignment: 8) + note("Go", type: 4, [7], alignment: 8)
+        let notes = elfNote(name: "GNU", type: 5, descriptor: [9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9], alignment: 8)
+            + elfNote(name: "Go", type: 4, descriptor: [7], alignment: 8)
         #expect(try image(notes: notes, alignment: 8).notes().map(\.descriptor) == [[UInt8](repeating: 9, count: 12), [7]])
     }
 
@@ -42,36 +34,37 @@ private func image(notes: [UInt8], alignment: UInt64 = 4, declaredSize: UInt64? 
     }
 
     @Test("a note whose sizes reach past its segment is refused", arguments: [
-        note("Xen", type: 18, [1, 2, 3, 4], descriptorSize: 8),
-        note("Xen", type: 18, [1, 2, 3, 4], nameSize: 0xFFFF_FFFF),
-        note("Xen", type: 18, [1, 2, 3, 4], descriptorSize: 0xFFFF_FFFF),
-        note("Xen", type: 18, [1, 2, 3, 4], nameSize: 0xFFFF_FFFF, descriptorSize: 0xFFFF_FFFF),
+        elfNote(name: "Xen", type: 18, descriptor: [1, 2, 3, 4], descriptorSize: 8),
+        elfNote(name: "Xen", type: 18, descriptor: [1, 2, 3, 4], nameSize: 0xFFFF_FFFF),
+        elfNote(name: "Xen", type: 18, descriptor: [1, 2, 3, 4], descriptorSize: 0xFFFF_FFFF),
+        elfNote(name: "Xen", type: 18, descriptor: [1, 2, 3, 4], nameSize: 0xFFFF_FFFF, descriptorSize: 0xFFFF_FFFF),
     ])
     func lyingSizes(notes: [UInt8]) throws {
         #expect(throws: ELFError.badNote(segment: 1, offset: 0)) { try image(notes: notes).notes() }
     }
 
     @Test func aNoteSegmentPastTheFileIsRefused() throws {
-        let notes = note("Xen", type: 18, [1, 2, 3, 4])
+        let notes = elfNote(name: "Xen", type: 18, descriptor: [1, 2, 3, 4])
         #expect(throws: ELFError.self) { try image(notes: notes, declaredSize: 0x1_0000).notes() }
         #expect(throws: ELFError.self) { try image(notes: notes, declaredSize: .max).notes() }
     }
 
     @Test func tooManyNotesAreRefused() throws {
-        let empty = note("", type: 1, [])
+        let empty = elfNote(name: "", type: 1, descriptor: [])
         let atLimit = [[UInt8]](repeating: empty, count: ELF64Image.maximumNotes).flatMap { $0 }
         #expect(try image(notes: atLimit).notes().count == ELF64Image.maximumNotes)
         #expect(throws: ELFError.tooManyNotes) { try image(notes: atLimit + empty).notes() }
     }
 
     @Test func trailingBytesShorterThanANoteHeaderAreIgnored() throws {
-        let notes = note("Xen", type: 18, [1, 2, 3, 4]) + [0, 0, 0, 0]
+        let notes = elfNote(name: "Xen", type: 18, descriptor: [1, 2, 3, 4]) + [0, 0, 0, 0]
         #expect(try image(notes: notes).notes().count == 1)
     }
 
     @Test func randomNoteBytesNeverCrashTheParser() throws {
         var generator = SystemRandomNumberGenerator()
-        let valid = note("Xen", type: 18, [1, 2, 3, 4, 5, 6, 7, 8]) + note("GNU", type: 3, [1, 2, 3])
+        let valid = elfNote(name: "Xen", type: 18, descriptor: [1, 2, 3, 4, 5, 6, 7, 8])
+            + elfNote(name: "GNU", type: 3, descriptor: [1, 2, 3])
         for _ in 0..<2000 {
             var notes = valid
             for _ in 0..<3 { notes[Int.random(in: 0..<notes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator) }

@@ -1,4 +1,5 @@
 import HVCore
+import HVTestSupport
 import Synchronization
 import Testing
 @testable import HVKVM

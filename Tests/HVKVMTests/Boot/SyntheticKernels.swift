@@ -1,4 +1,5 @@
 import HVCore
+import HVTestSupport
 @testable import HVKVM
 
 /// A bzImage built field by field, so each test can break exactly one thing.
@@ -98,15 +99,6 @@ func syntheticELF(code: [UInt8], at address: UInt64, memorySize: UInt64? = nil, 
         image.setLittleEndian(noteAlignment, at: 0xA8)
     }
     return image + code + notes
-}
-
-/// One ELF note: n_namesz, n_descsz, n_type, then the name (NUL-terminated) and the
-/// descriptor, each padded to 4 bytes. The sizes can be given to make a lying note.
-func elfNote(name: String, type: UInt32, descriptor: [UInt8], nameSize: UInt32? = nil, descriptorSize: UInt32? = nil) -> [UInt8] {
-    func padded(_ bytes: [UInt8]) -> [UInt8] { bytes + [UInt8](repeating: 0, count: (4 - bytes.count % 4) % 4) }
-    let nameBytes = Array(name.utf8) + [0]
-    return [UInt8](littleEndian: nameSize ?? UInt32(nameBytes.count)) + [UInt8](littleEndian: descriptorSize ?? UInt32(descriptor.count))
-        + [UInt8](littleEndian: type) + padded(nameBytes) + padded(descriptor)
 }
 
 /// The PVH entry note (Xen, XEN_ELFNOTE_PHYS32_ENTRY) with an 8-byte address, as Linux writes it.
