@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "HVParavirt", targets: ["HVParavirt"]),
         .library(name: "HVDevices", targets: ["HVDevices"]),
         .library(name: "HVDevicesTesting", targets: ["HVDevicesTesting"]),
+        .library(name: "HVMachine", targets: ["HVMachine"]),
+        .library(name: "GuestImages", targets: ["GuestImages"]),
         .executable(name: "hv-hello", targets: ["hv-hello"]),
         .executable(name: "hv-tender", targets: ["hv-tender"]),
         .executable(name: "hv-fleet", targets: ["hv-fleet"]),
@@ -67,6 +69,16 @@ let package = Package(
             ]
         ),
 
+        // Composition: the only library that imports HVKVM together with the device modules.
+        .target(
+            name: "HVMachine",
+            dependencies: [
+                "HVCore", "HVKVM", "HVDevices", "HVParavirt",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         .target(name: "HVDevicesTesting", dependencies: ["HVCore", "HVDevices"]),
         // The unikernel guests Guests/build-guests.sh builds, as byte arrays (generated).
         .target(name: "GuestImages", path: "Guests/Images"),
@@ -97,9 +109,8 @@ let package = Package(
         .executableTarget(
             name: "minivmm",
             dependencies: [
-                "HVCore", "HVKVM", "HVParavirt", "HVDevices", "GuestImages",
+                "HVMachine", "GuestImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Examples/minivmm"
         ),
@@ -131,6 +142,12 @@ let package = Package(
         .testTarget(
             name: "HVDevicesTests",
             dependencies: ["HVDevices", "HVDevicesTesting", "HVCore", "HVTestSupport", "CVirtioHeaders", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        // HVMachineTests compose whole machines on real KVM, and boot the Linux test guest
+        // (Guests/linux) where its artifacts exist.
+        .testTarget(
+            name: "HVMachineTests",
+            dependencies: ["HVMachine", "HVDevicesTesting", "GuestImages", "HVTestSupport"]
         ),
         // The guest SDK's C header (Guests/sdk/include), for the test that checks it against HVParavirt.
         .target(name: "CHVKitGuestABI", path: "Tests/CHVKitGuestABI"),

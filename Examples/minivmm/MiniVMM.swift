@@ -1,15 +1,15 @@
 // minivmm: a minimal microVM monitor composed from HVKit's modules. It boots a Linux kernel
 // (bzImage, extracted on the host, or an ELF vmlinux) or any ELF that follows the Linux 64-bit
-// boot protocol or carries a PVH note, with a 16550 serial console, virtio-mmio block and rng devices, the i8042
-// (reset) and the CMOS clock; with no kernel it runs HVKit's built-in Embedded Swift guest.
+// boot protocol or carries a PVH note, with a 16550 serial console, virtio-mmio block, rng and console devices,
+// the i8042 (reset) and the CMOS clock; with no kernel it runs HVKit's built-in Embedded Swift guest. The machine
+// itself is HVMachine's: minivmm keeps only its command line, configuration file and reporting.
 //
 //   minivmm                                             the built-in guest
 //   minivmm --kernel vmlinuz --cmdline "console=ttyS0" --disk root.img,readonly --rng
 //   minivmm --config vm.conf                            the same options, one per line
 import ArgumentParser
 import Glibc
-import HVCore
-import SystemPackage
+import HVMachine
 
 @main
 struct MiniVMM: ParsableCommand {
@@ -41,6 +41,9 @@ struct MiniVMM: ParsableCommand {
     @Flag(help: "A virtio entropy device.")
     var rng = false
 
+    @Option(help: "A virtio console (hvc0): where its output goes, stdio or file:PATH.")
+    var virtioConsole: String?
+
     @Flag(help: "Print the time from start to the guest's boot-done write: 123 to the page announced as hvkit.boot_timer= (for devmem), or to port 0x3F0.")
     var bootTimer = false
 
@@ -61,6 +64,10 @@ struct MiniVMM: ParsableCommand {
         let options = try VMOptions(command: self)
         let vm = try MicroVM(options)
         print("minivmm: \(vm.summary)")
+        if options.kernel != nil, HostVirtualization.current.isEmulated {
+            print("minivmm: warning: this host has no VMX or SVM, so its KVM emulates guest kernel code (about 1 µs an instruction):"
+                + " Linux boots slowly, and stops on instructions the emulator refuses unless the kernel avoids them (see Guests/linux)")
+        }
         // The guest's console writes to the descriptor directly: keep the order in a pipe.
         // (fflush(nil) flushes every stream; Swift 6 does not let code name stdout.)
         fflush(nil)
@@ -91,6 +98,7 @@ struct MiniVMM: ParsableCommand {
             case "disk": disk.append(value)
             case "console": console = value
             case "rng": rng = true
+            case "virtio-console": virtioConsole = value
             case "boot-timer": bootTimer = true
             case "no-extract": noExtract = true
             case "boot": boot = value

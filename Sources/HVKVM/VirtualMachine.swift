@@ -182,6 +182,10 @@ public final class VirtualMachine: Sendable {
 
     /// Makes every write to `eventfd` inject GSI `gsi` (KVM_IRQFD). Needs the irqchip.
     public func registerIRQFD(_ eventfd: EventFD, gsi: UInt32) throws(KVMError) {
+        // KVM answers EINVAL without one, which says nothing of the cause.
+        guard hasIRQChip else {
+            throw .invalidArgument("KVM_IRQFD for GSI \(gsi) needs the in-kernel irqchip: call createIRQChip() first")
+        }
         var request = kvm_irqfd()
         request.fd = UInt32(bitPattern: eventfd.fileDescriptor.rawValue)
         request.gsi = gsi

@@ -1,3 +1,4 @@
+import HVTestSupport
 import HVCore
 import HVKVM
 import SystemPackage

@@ -32,7 +32,7 @@ public enum StopReason: Sendable, Hashable, CustomStringConvertible {
         case let .shutdown(vcpu): return "vCPU \(vcpu) shut down (triple fault)"
         case let .systemEvent(event, vcpu): return "vCPU \(vcpu) raised system event \(event)"
         case let .internalError(vcpu, suberror, data):
-            return "vCPU \(vcpu): KVM internal error, suberror \(suberror), data \(data.map { "0x" + String($0, radix: 16) })"
+            return "vCPU \(vcpu): \(InternalErrorReport(suberror: suberror, data: data))"
         case let .failEntry(vcpu, reason): return "vCPU \(vcpu): entry failed, hardware reason 0x\(String(reason, radix: 16))"
         case let .unhandledExit(vcpu, exit): return "vCPU \(vcpu): unhandled exit \(exit)"
         case let .failed(vcpu, error): return "vCPU \(vcpu): \(error)"

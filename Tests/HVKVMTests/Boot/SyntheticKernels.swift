@@ -63,44 +63,6 @@ struct SyntheticBzImage {
     }
 }
 
-/// A minimal ELF64 executable with one PT_LOAD segment of `code` at physical `address`, and a
-/// PT_NOTE segment holding `notes` when they are given.
-func syntheticELF(code: [UInt8], at address: UInt64, memorySize: UInt64? = nil, notes: [UInt8] = [], noteAlignment: UInt64 = 4) -> [UInt8] {
-    let headerCount = notes.isEmpty ? 1 : 2
-    let codeOffset = 0x40 + 56 * headerCount
-    var image = [UInt8](repeating: 0, count: codeOffset)
-    image.replaceSubrange(0..<4, with: [0x7F, 0x45, 0x4C, 0x46])
-    image[4] = 2  // ELFCLASS64
-    image[5] = 1  // little-endian
-    image[6] = 1  // EV_CURRENT
-    image.setLittleEndian(UInt16(2), at: 0x10)  // ET_EXEC
-    image.setLittleEndian(UInt16(62), at: 0x12)  // EM_X86_64
-    image.setLittleEndian(UInt32(1), at: 0x14)
-    image.setLittleEndian(address, at: 0x18)  // e_entry
-    image.setLittleEndian(UInt64(0x40), at: 0x20)  // e_phoff
-    image.setLittleEndian(UInt16(64), at: 0x34)
-    image.setLittleEndian(UInt16(56), at: 0x36)
-    image.setLittleEndian(UInt16(headerCount), at: 0x38)
-    // The program headers: the code, then the notes after it in the file.
-    image.setLittleEndian(UInt32(1), at: 0x40)  // PT_LOAD
-    image.setLittleEndian(UInt32(5), at: 0x44)  // R+X
-    image.setLittleEndian(UInt64(codeOffset), at: 0x48)  // p_offset
-    image.setLittleEndian(address, at: 0x50)  // p_vaddr
-    image.setLittleEndian(address, at: 0x58)  // p_paddr
-    image.setLittleEndian(UInt64(code.count), at: 0x60)
-    image.setLittleEndian(memorySize ?? UInt64(code.count), at: 0x68)
-    image.setLittleEndian(UInt64(0x1000), at: 0x70)
-    if !notes.isEmpty {
-        image.setLittleEndian(UInt32(4), at: 0x78)  // PT_NOTE
-        image.setLittleEndian(UInt32(4), at: 0x7C)  // R
-        image.setLittleEndian(UInt64(codeOffset + code.count), at: 0x80)
-        image.setLittleEndian(UInt64(notes.count), at: 0x98)
-        image.setLittleEndian(UInt64(notes.count), at: 0xA0)
-        image.setLittleEndian(noteAlignment, at: 0xA8)
-    }
-    return image + code + notes
-}
-
 /// The PVH entry note (Xen, XEN_ELFNOTE_PHYS32_ENTRY) with an 8-byte address, as Linux writes it.
 func pvhNote(entry: UInt64) -> [UInt8] {
     elfNote(name: "Xen", type: 18, descriptor: [UInt8](littleEndian: entry))

@@ -74,6 +74,16 @@ public final class DiskImage: Sendable {
         close(fileDescriptor.rawValue)
     }
 
+    /// Makes everything written to the image so far durable on the host (fdatasync, retried
+    /// on EINTR). A read-only image has nothing to flush. Call it after the device has no
+    /// request in flight (``BlockDevice/reset()`` waits for them) to lose nothing.
+    public func flush() throws(Errno) {
+        guard !isReadOnly else { return }
+        while fdatasync(fileDescriptor.rawValue) != 0 {
+            guard errno == EINTR else { throw Errno(rawValue: errno) }
+        }
+    }
+
     /// Makes the file's data durable: fdatasync, retried on EINTR.
     func synchronize() -> BlockStatus {
         while fdatasync(fileDescriptor.rawValue) != 0 {

@@ -1,0 +1,320 @@
+// hvkit-test: the checks HVKit's Linux test guest runs against HVKit's devices through the
+// real Linux drivers. /init runs `hvkit-test NAME` for each name in hvkit.tests= on the kernel
+// command line; each prints exactly one line
+//
+//     HVKIT-TEST NAME ok|fail key=value ...
+//
+// which LinuxGuestTests (Tests/HVMachineTests) read. The host prepares the disks and checks
+// from its side what the guest did (see each check for the contract).
+//
+// Built static (musl where available) at artifact time by Guests/linux/build-initramfs.sh.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+#include <dirent.h>
+
+// The block ioctls of <linux/fs.h>, spelt out: musl's headers do not include the kernel's.
+#ifndef BLKROSET
+#define BLKROSET _IO(0x12, 93)
+#define BLKROGET _IO(0x12, 94)
+#define BLKFLSBUF _IO(0x12, 97)
+#define BLKGETSIZE64 _IOR(0x12, 114, size_t)
+#define BLKDISCARD _IO(0x12, 119)
+#endif
+
+// The layout of the writable test disk (/dev/vda), shared with the host test.
+#define MARKER_BYTES 64
+#define FSYNC_OFFSET (64 << 10)         // 4 KiB pattern 1, written, fsync'ed, read back
+#define FSYNC_BYTES (4 << 10)
+#define DIRECT_OFFSET (1 << 20)         // 1 MiB pattern 2 by O_DIRECT
+#define DIRECT_BYTES (1 << 20)
+#define DISCARD_OFFSET (2 << 20)        // 256 KiB the host fills with 0xA5; the guest discards
+#define DISCARD_BYTES (256 << 10)
+
+static char result[4096];
+
+static void note(const char *format, ...) {
+    size_t used = strlen(result);
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(result + used, sizeof result - used, format, arguments);
+    va_end(arguments);
+}
+
+static int finish(const char *name, int ok) {
+    printf("HVKIT-TEST %s %s%s\n", name, ok ? "ok" : "fail", result);
+    fflush(stdout);
+    return ok ? 0 : 1;
+}
+
+// The byte at offset `i` of pattern `seed` (the host computes the same).
+static uint8_t pattern(unsigned seed, size_t i) {
+    uint32_t x = (uint32_t)(i * 2654435761u) ^ (seed * 0x9E3779B9u);
+    x ^= x >> 15;
+    return (uint8_t)(x ^ (x >> 7));
+}
+
+static void fill(uint8_t *buffer, size_t length, unsigned seed) {
+    for (size_t i = 0; i < length; i++) buffer[i] = pattern(seed, i);
+}
+
+static int check(const uint8_t *buffer, size_t length, unsigned seed) {
+    for (size_t i = 0; i < length; i++) if (buffer[i] != pattern(seed, i)) return 0;
+    return 1;
+}
+
+static ssize_t full_pread(int fd, void *buffer, size_t length, off_t offset) {
+    size_t done = 0;
+    while (done < length) {
+        ssize_t n = pread(fd, (char *)buffer + done, length - done, offset + (off_t)done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n < 0 ? -1 : (ssize_t)done;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+static ssize_t full_pwrite(int fd, const void *buffer, size_t length, off_t offset) {
+    size_t done = 0;
+    while (done < length) {
+        ssize_t n = pwrite(fd, (const char *)buffer + done, length - done, offset + (off_t)done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+// blk: /dev/vda. The marker the host wrote at offset 0; pattern 1 written, fsync'ed and read
+// back after BLKFLSBUF dropped the page cache; 1 MiB of pattern 2 written and read back with
+// O_DIRECT; a discarded range reads as zeros. The host then finds both patterns in the file,
+// zeros and a hole where the discard was.
+static int test_blk(void) {
+    const char *name = "blk";
+    int fd = open("/dev/vda", O_RDWR);
+    if (fd < 0) { note(" open=%s", strerror(errno)); return finish(name, 0); }
+    int ok = 1;
+
+    char marker[MARKER_BYTES + 1] = {0};
+    if (full_pread(fd, marker, MARKER_BYTES, 0) != MARKER_BYTES) { note(" marker-read=%s", strerror(errno)); ok = 0; }
+    for (int i = 0; i < MARKER_BYTES; i++) if (marker[i] == '\n' || marker[i] == ' ' || marker[i] < 0x20) marker[i] = 0;
+    note(" marker=%s", marker);
+
+    static uint8_t small[FSYNC_BYTES];
+    fill(small, sizeof small, 1);
+    if (full_pwrite(fd, small, sizeof small, FSYNC_OFFSET) < 0 || fsync(fd) != 0) {
+        note(" fsync-write=%s", strerror(errno)); ok = 0;
+    } else {
+        memset(small, 0, sizeof small);
+        if (ioctl(fd, BLKFLSBUF, 0) != 0) { note(" blkflsbuf=%s", strerror(errno)); ok = 0; }
+        int good = full_pread(fd, small, sizeof small, FSYNC_OFFSET) == sizeof small && check(small, sizeof small, 1);
+        note(" fsync-readback=%s", good ? "same" : "different");
+        ok &= good;
+    }
+
+    uint64_t size = 0;
+    if (ioctl(fd, BLKGETSIZE64, &size) == 0) note(" bytes=%llu", (unsigned long long)size);
+    close(fd);
+
+    int direct = open("/dev/vda", O_RDWR | O_DIRECT);
+    uint8_t *big = NULL;
+    if (direct < 0 || posix_memalign((void **)&big, 4096, DIRECT_BYTES) != 0) {
+        note(" direct-open=%s", strerror(errno)); ok = 0;
+    } else {
+        fill(big, DIRECT_BYTES, 2);
+        if (full_pwrite(direct, big, DIRECT_BYTES, DIRECT_OFFSET) < 0) { note(" direct-write=%s", strerror(errno)); ok = 0; }
+        memset(big, 0, DIRECT_BYTES);
+        int good = full_pread(direct, big, DIRECT_BYTES, DIRECT_OFFSET) == DIRECT_BYTES && check(big, DIRECT_BYTES, 2);
+        note(" direct-readback=%s", good ? "same" : "different");
+        ok &= good;
+
+        uint64_t range[2] = {DISCARD_OFFSET, DISCARD_BYTES};
+        if (ioctl(direct, BLKDISCARD, range) != 0) {
+            note(" discard=%s", strerror(errno)); ok = 0;
+        } else {
+            int zeros = full_pread(direct, big, DISCARD_BYTES, DISCARD_OFFSET) == DISCARD_BYTES;
+            for (size_t i = 0; zeros && i < DISCARD_BYTES; i++) zeros = big[i] == 0;
+            note(" discard-reads=%s", zeros ? "zeros" : "data");
+            ok &= zeros;
+        }
+        if (fsync(direct) != 0) { note(" flush=%s", strerror(errno)); ok = 0; }
+        close(direct);
+    }
+    return finish(name, ok);
+}
+
+// blk-ro: /dev/vdb, offered read-only (VIRTIO_BLK_F_RO). The kernel marks the disk read-only
+// and refuses a write before it reaches the device (EPERM); BLKROSET cannot lift a read-only
+// flag the device set. (The device's own refusal of a write, IOERR, is checked by the
+// driver-side tests in HVDevicesTests.) The host checks the file is unchanged.
+static int test_blk_readonly(void) {
+    const char *name = "blk-ro";
+    int ok = 1;
+    int fd = open("/dev/vdb", O_RDONLY);
+    if (fd < 0) { note(" open=%s", strerror(errno)); return finish(name, 0); }
+    int readonly = 0;
+    ioctl(fd, BLKROGET, &readonly);
+    note(" kernel-ro=%d", readonly);
+    ok &= readonly == 1;
+    char first[16];
+    ok &= full_pread(fd, first, sizeof first, 0) == sizeof first;
+    close(fd);
+
+    uint8_t *buffer = NULL;
+    int writer = open("/dev/vdb", O_WRONLY | O_DIRECT);
+    if (writer >= 0 && posix_memalign((void **)&buffer, 4096, 4096) == 0) {
+        memset(buffer, 0x5A, 4096);
+        ssize_t n = pwrite(writer, buffer, 4096, 0);
+        note(" write=%s", n < 0 ? strerror(errno) : "accepted");
+        ok &= n < 0;
+        if (fsync(writer) == 0) note(" fsync=ok");
+        close(writer);
+    } else {
+        note(" write-open=%s", strerror(errno));
+    }
+    return finish(name, ok);
+}
+
+// rng: /dev/hwrng is the virtio device and gives bytes that are not all zero.
+static int test_rng(void) {
+    const char *name = "rng";
+    int ok = 1;
+    char current[64] = {0};
+    int fd = open("/sys/class/misc/hw_random/rng_current", O_RDONLY);
+    if (fd >= 0) { ssize_t n = read(fd, current, sizeof current - 1); if (n > 0) current[n - 1] = 0; close(fd); }
+    note(" source=%s", current);
+    ok &= strncmp(current, "virtio_rng", 10) == 0;
+    uint8_t bytes[64];
+    fd = open("/dev/hwrng", O_RDONLY);
+    ssize_t got = fd < 0 ? -1 : read(fd, bytes, sizeof bytes);
+    if (got <= 0) { note(" read=%s", got < 0 ? strerror(errno) : "nothing"); return finish(name, 0); }
+    int nonzero = 0;
+    for (ssize_t i = 0; i < got; i++) nonzero |= bytes[i];
+    note(" bytes=%zd", got);
+    ok &= nonzero != 0;
+    return finish(name, ok);
+}
+
+// console: /dev/hvc0 (virtio-console). The guest writes HVKIT-CONSOLE-READY, the host answers
+// with one line, the guest prints what it read.
+static int test_console(void) {
+    const char *name = "console";
+    int fd = open("/dev/hvc0", O_RDWR | O_NOCTTY);
+    if (fd < 0) { note(" open=%s", strerror(errno)); return finish(name, 0); }
+    struct termios mode;
+    if (tcgetattr(fd, &mode) == 0) {
+        cfmakeraw(&mode);
+        tcsetattr(fd, TCSANOW, &mode);
+    }
+    const char *ready = "HVKIT-CONSOLE-READY\n";
+    if (write(fd, ready, strlen(ready)) < 0) { note(" write=%s", strerror(errno)); return finish(name, 0); }
+    char line[128] = {0};
+    size_t used = 0;
+    while (used < sizeof line - 1) {
+        struct pollfd wait = {.fd = fd, .events = POLLIN};
+        int ready = poll(&wait, 1, 30000);
+        if (ready <= 0) { note(" read=%s", ready == 0 ? "timeout" : strerror(errno)); break; }
+        ssize_t n = read(fd, line + used, sizeof line - 1 - used);
+        if (n <= 0) break;
+        used += (size_t)n;
+        if (memchr(line, '\n', used)) break;
+    }
+    char *end = memchr(line, '\n', used);
+    if (end) *end = 0;
+    for (char *c = line; *c; c++) if (*c == ' ' || *c < 0x20) *c = '_';
+    note(" received=%s", line);
+    close(fd);
+    return finish(name, end != NULL);
+}
+
+// smp: every online CPU runs a process pinned to it.
+static int test_smp(void) {
+    const char *name = "smp";
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    note(" online=%ld ran-on=", cpus);
+    int ok = cpus >= 1;
+    for (long cpu = 0; cpu < cpus && cpu < 64; cpu++) {
+        pid_t child = fork();
+        if (child == 0) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(cpu, &set);
+            if (sched_setaffinity(0, sizeof set, &set) != 0) _exit(2);
+            sched_yield();
+            _exit(sched_getcpu() == cpu ? 0 : 1);
+        }
+        int status = 0;
+        int ran = child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        note("%s%ld%s", cpu ? "," : "", cpu, ran ? "" : "!");
+        ok &= ran;
+    }
+    return finish(name, ok);
+}
+
+// features: per virtio device, its type and the feature bits the driver accepted, as hex
+// (bit 0 is the first character of sysfs' features string).
+static int test_features(void) {
+    const char *name = "features";
+    DIR *devices = opendir("/sys/bus/virtio/devices");
+    if (!devices) { note(" sysfs=%s", strerror(errno)); return finish(name, 0); }
+    struct dirent *entry;
+    int count = 0;
+    while ((entry = readdir(devices))) {
+        if (entry->d_name[0] == '.') continue;
+        char path[300], bits[80] = {0}, type[16] = {0}, base[300] = {0};
+        snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/features", entry->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, bits, sizeof bits - 1);
+        close(fd);
+        snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/device", entry->d_name);
+        fd = open(path, O_RDONLY);
+        if (fd >= 0) { ssize_t m = read(fd, type, sizeof type - 1); if (m > 0) type[m - 1] = 0; close(fd); }
+        // The transport: the link ends in .../<platform device>/virtioN, and a device from the
+        // command line is virtio-mmio.K, K its place among the virtio_mmio.device= parameters.
+        snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s", entry->d_name);
+        char resolved[300];
+        ssize_t length = readlink(path, resolved, sizeof resolved - 1);
+        if (length > 0) {
+            resolved[length] = 0;
+            char *last = strrchr(resolved, '/');
+            if (last) {
+                *last = 0;
+                char *parent = strrchr(resolved, '/');
+                snprintf(base, sizeof base, "%s", parent ? parent + 1 : resolved);
+            }
+        }
+        uint64_t value = 0;
+        for (ssize_t i = 0; i < n && i < 64; i++) if (bits[i] == '1') value |= 1ull << i;
+        note(" %s=%s:%llx", base, type, (unsigned long long)value);
+        count++;
+    }
+    closedir(devices);
+    note(" devices=%d", count);
+    return finish(name, count > 0);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) { fprintf(stderr, "usage: hvkit-test blk|blk-ro|rng|console|smp|features\n"); return 2; }
+    const char *name = argv[1];
+    if (!strcmp(name, "blk")) return test_blk();
+    if (!strcmp(name, "blk-ro")) return test_blk_readonly();
+    if (!strcmp(name, "rng")) return test_rng();
+    if (!strcmp(name, "console")) return test_console();
+    if (!strcmp(name, "smp")) return test_smp();
+    if (!strcmp(name, "features")) return test_features();
+    note(" unknown-test");
+    return finish(name, 0);
+}

@@ -1,0 +1,36 @@
+import Glibc
+import HVCore
+import SystemPackage
+
+/// How this host's processors support virtualization, as /proc/cpuinfo tells.
+///
+/// On a host without VMX or SVM (a VM without nested virtualization), /dev/kvm may still work
+/// through a software hypervisor such as PVM, which emulates guest kernel code: roughly 1 µs an
+/// instruction, and some instructions (cmpxchg16b, xsave, int3 at CPL0, ...) refused. VMMs use
+/// this to warn, and to hide what such a host cannot run.
+public struct HostVirtualization: Sendable, Hashable {
+    /// The processor has Intel VMX.
+    public let hasVMX: Bool
+    /// The processor has AMD SVM.
+    public let hasSVM: Bool
+
+    /// Whether guest code runs on hardware virtualization. When false, KVM (if present)
+    /// emulates guest kernel code.
+    public var isHardwareAssisted: Bool { hasVMX || hasSVM }
+    /// Whether KVM here emulates guest kernel code (no VMX or SVM).
+    public var isEmulated: Bool { !isHardwareAssisted }
+
+    /// Reads the flags of the first processor in `cpuinfo` (the text of /proc/cpuinfo).
+    public init(cpuinfo: String) {
+        let flags = cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?
+            .split(separator: ":", maxSplits: 1).last?.split(separator: " ") ?? []
+        hasVMX = flags.contains("vmx")
+        hasSVM = flags.contains("svm")
+    }
+
+    /// This host, read once from /proc/cpuinfo (no flags when it cannot be read).
+    public static let current: HostVirtualization = {
+        let bytes = (try? HostFile.readAll(FilePath("/proc/cpuinfo"))) ?? []
+        return HostVirtualization(cpuinfo: String(decoding: bytes, as: UTF8.self))
+    }()
+}

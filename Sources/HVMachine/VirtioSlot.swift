@@ -1,0 +1,127 @@
+import HVCore
+import HVDevices
+import HVKVM
+import Synchronization
+
+/// How a virtio device's queue notifications reach it.
+public enum QueueNotifications: Sendable, Hashable {
+    /// One ioeventfd per queue: a guest kick signals an eventfd in the kernel and the device
+    /// runs on the machine's event loop, with no exit to the VMM.
+    case ioeventfd
+    /// Every kick is an MMIO exit, handled on the vCPU's thread.
+    case exit
+}
+
+/// A virtio device as a ``Machine`` placed it: its transport, MMIO window, interrupt and
+/// notifications, and how the guest learns of it.
+public final class VirtioSlot: Sendable {
+    /// The machine's name for it ("virtio-blk disk0").
+    public let name: String
+    /// The device model.
+    public let device: any VirtioDevice
+    /// Its virtio-mmio transport, registered on the machine's MMIO bus.
+    public let transport: VirtioMMIODevice
+    /// The MMIO window.
+    public let window: GuestAddressRange
+    /// The interrupt line (GSI), injected through an irqfd.
+    public let interrupt: UInt32
+    /// How queue notifications arrive.
+    public let notifications: QueueNotifications
+    let notifiers: Mutex<[VirtioMMIODevice.QueueNotifier]>
+
+    init(name: String, device: any VirtioDevice, transport: VirtioMMIODevice, window: GuestAddressRange, interrupt: UInt32,
+         notifications: QueueNotifications, notifiers: [VirtioMMIODevice.QueueNotifier]) {
+        self.name = name
+        self.device = device
+        self.transport = transport
+        self.window = window
+        self.interrupt = interrupt
+        self.notifications = notifications
+        self.notifiers = Mutex(notifiers)
+    }
+
+    /// The kernel command-line parameter that declares this device to Linux's virtio-mmio
+    /// driver (`virtio_mmio.device=4K@0xd0000000:5`).
+    public var commandLineAnnouncement: String {
+        "virtio_mmio.device=\(window.length >> 10)K@0x\(String(window.start.rawValue, radix: 16)):\(interrupt)"
+    }
+
+    /// The record that declares this device in ACPI's DSDT.
+    public var acpiRecord: ACPITables.VirtioMMIODevice {
+        ACPITables.VirtioMMIODevice(base: window.start.rawValue, length: UInt32(window.length), interrupt: interrupt)
+    }
+}
+
+extension VirtioDeviceType {
+    /// The short name Linux and QEMU use ("virtio-blk").
+    var shortName: String {
+        switch self {
+        case .block: return "virtio-blk"
+        case .console: return "virtio-console"
+        case .entropy: return "virtio-rng"
+        default: return "virtio-\(rawValue)"
+        }
+    }
+}
+
+extension Machine {
+    /// Adds a virtio device on a new virtio-mmio transport: allocates its MMIO window and
+    /// interrupt, registers the transport on the MMIO bus, wires the interrupt as an irqfd and
+    /// (by default) one ioeventfd per queue, and records the announcement a Linux guest needs
+    /// (command line and ACPI). Only before ``load(_:)``.
+    /// - Parameters:
+    ///   - name: how errors and reports name it; default "virtio-TYPE N".
+    ///   - notifications: overrides ``MachineConfiguration/queueNotificationsByIOEventFD``.
+    @discardableResult
+    public func add(virtio device: any VirtioDevice, name: String? = nil,
+                    notifications: QueueNotifications? = nil) throws(MachineError) -> VirtioSlot {
+        let mode = notifications ?? (configuration.queueNotificationsByIOEventFD ? .ioeventfd : .exit)
+        return try state.withLock { state throws(MachineError) in
+            let label = name ?? "\(device.deviceType.shortName) \(state.virtio.count)"
+            try Self.requireComposing(state, device: label)
+            let window = try state.allocator.allocateWindow(size: VirtioMMIODevice.windowSize)
+            let gsi = state.allocator.allocateInterrupt()
+            let line = try during(.wireInterrupt, device: label) { try vm.makeInterruptLine(gsi: gsi) }
+            let transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: line)
+            try during(.addDevice, device: label) { try mmio.register(transport, at: window.start, length: window.length) }
+            var notifiers: [VirtioMMIODevice.QueueNotifier] = []
+            if mode == .ioeventfd {
+                notifiers = try during(.wireNotifications, device: label) { try transport.attachNotifiers(on: events) }
+                do {
+                    for notifier in notifiers {
+                        let address = try window.start.checkedAdd(notifier.registerOffset)
+                        try vm.registerIOEventFD(notifier.eventFD, address: address, length: 4, space: .mmio,
+                                                 dataMatch: notifier.dataMatch)
+                    }
+                } catch {
+                    transport.detachNotifiers(notifiers, from: events)
+                    throw MachineError(.wireNotifications, device: label, error)
+                }
+            }
+            let slot = VirtioSlot(name: label, device: device, transport: transport, window: window, interrupt: gsi,
+                                  notifications: mode, notifiers: notifiers)
+            state.virtio.append(slot)
+            logger.debug("added \(label) at \(window.start), GSI \(gsi), notifications by \(mode)")
+            return slot
+        }
+    }
+
+    /// Adds a virtio entropy device (virtio-rng) fed by the host's getrandom.
+    @discardableResult
+    public func addEntropy(name: String? = nil) throws(MachineError) -> VirtioSlot {
+        try add(virtio: EntropyDevice(), name: name)
+    }
+
+    /// Adds a virtio console (hvc0 in Linux): guest output goes to `output`; `input`, if
+    /// given, is read on the event loop and fed to the guest. ``ConsoleDevice/receive(_:)``
+    /// feeds it from code.
+    @discardableResult
+    public func addConsole(output: any ByteSink, input: FileDescriptor? = nil, name: String? = nil) throws(MachineError) -> ConsoleDevice {
+        let console = ConsoleDevice(output: output)
+        let slot = try add(virtio: console, name: name)
+        if let input {
+            try during(.addDevice, device: slot.name) { try console.attachInput(input, eventLoop: events) }
+        }
+        return console
+    }
+}
