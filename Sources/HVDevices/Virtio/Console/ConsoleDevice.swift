@@ -115,21 +115,20 @@ public final class ConsoleDevice: VirtioDevice {
         }
     }
 
-    /// Writes every byte the guest queued for output.
+    /// Writes every byte the guest queued for output. The sink is called without the device's
+    /// lock held (only the transmit queue's), so it may feed input back with ``receive(_:)``.
     private func transmitOutput() {
-        state.withLock { state in
-            guard let queue = state.transmit else { return }
-            queue.processAvailable { chain in
-                var reader = chain.reader(in: queue.memory)
-                do {
-                    for buffer in try reader.hostBuffers(reader.remaining) {
-                        output.write(UnsafeRawBufferPointer(buffer))
-                    }
-                } catch {
-                    logger.warning("virtio-console output refused", metadata: ["error": "\(error)"])
+        guard let queue = state.withLock({ $0.transmit }) else { return }
+        queue.processAvailable { chain in
+            var reader = chain.reader(in: queue.memory)
+            do {
+                for buffer in try reader.hostBuffers(reader.remaining) {
+                    output.write(UnsafeRawBufferPointer(buffer))
                 }
-                return 0
+            } catch {
+                logger.warning("virtio-console output refused", metadata: ["error": "\(error)"])
             }
+            return 0
         }
     }
 

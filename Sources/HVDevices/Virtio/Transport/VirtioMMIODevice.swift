@@ -25,7 +25,9 @@ public final class VirtioMMIODevice: BusDevice {
     public let vendorID: UInt32
 
     private let memory: any GuestMemory
-    private let offeredFeatures: VirtioFeatures
+    /// The features offered to the driver: the device's, with VERSION_1 and without those the
+    /// transport does not implement (ACCESS_PLATFORM, RING_PACKED).
+    public let offeredFeatures: VirtioFeatures
     private let state: Mutex<MMIOTransportState>
     /// Serialises activation and reset, which call into the device outside `state`'s lock.
     private let lifecycle = Mutex(())

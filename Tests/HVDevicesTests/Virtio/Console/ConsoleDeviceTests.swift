@@ -3,8 +3,16 @@ import HVCore
 @testable import HVDevices
 import HVDevicesTesting
 import HVTestSupport
+import Synchronization
 import SystemPackage
 import Testing
+
+/// Calls `answer` for every write.
+private final class AnsweringSink: ByteSink {
+    let answer: @Sendable () -> Void
+    init(answer: @escaping @Sendable () -> Void) { self.answer = answer }
+    func write(_ bytes: UnsafeRawBufferPointer) { answer() }
+}
 
 private struct ConsoleRig {
     let memory: GuestMemoryMmap
@@ -75,6 +83,29 @@ struct ConsoleDeviceTests {
         var used: [(id: UInt32, length: UInt32)] = []
         #expect(try waitUntil { used += try rig.receive.takeUsed(); return !used.isEmpty })
         #expect(try rig.memory.readBytes(at: GuestAddress(0xA000), count: Int(used[0].length)) == Array("typed".prefix(Int(used[0].length)).utf8))
+    }
+
+    /// A sink that answers the guest's output (a host program talking to the guest) calls
+    /// back into the device from inside the output path: it must not deadlock, and the answer
+    /// must reach the guest.
+    @Test func aSinkMayAnswerFromInsideTheOutputPath() throws {
+        let memory = try testMemory()
+        let device = Mutex<ConsoleDevice?>(nil)
+        let answering = AnsweringSink { device.withLock { $0 }?.receive(Array("pong".utf8)) }
+        let console = ConsoleDevice(output: answering, queueSize: 16)
+        device.withLock { $0 = console }
+        let transport = VirtioMMIODevice(device: console, memory: memory, interruptLine: CountingInterruptLine())
+        let mmio = MMIODriver(transport: transport)
+        var receive = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x1000))
+        var transmit = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x3000))
+        mmio.initialize(queues: [receive, transmit])
+        try receive.addChain([(GuestAddress(0xA000), 16, true)])
+        mmio.notify(0)
+        try memory.write(Array("ping".utf8), to: GuestAddress(0x8000))
+        try transmit.addChain([(GuestAddress(0x8000), 4, false)])
+        mmio.notify(1)
+        #expect(try receive.takeUsed().map(\.length) == [4])
+        #expect(try memory.readBytes(at: GuestAddress(0xA000), count: 4) == Array("pong".utf8))
     }
 
     @Test func readOnlyReceiveBuffersAreReturnedEmpty() throws {

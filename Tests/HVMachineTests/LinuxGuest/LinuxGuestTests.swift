@@ -1,0 +1,120 @@
+import HVMachine
+import Synchronization
+import Testing
+
+/// Real Linux drivers against HVKit's devices: the Linux test guest (Guests/linux) boots on a
+/// ``Machine`` and runs hvkit-test's checks; the host checks its side. Each test is one boot
+/// (about 30 to 60 s on an emulating host), so the checks are grouped into few boots.
+@Suite("Linux test guest", .serialized, .enabled(if: LinuxTestGuest.unavailableReason == nil,
+                                                   Comment(rawValue: LinuxTestGuest.unavailableReason ?? "")))
+struct LinuxGuestTests {
+    // The writable disk's layout, shared with tests/hvkit-test.c.
+    static let diskSize = 4 << 20
+    static let fsyncOffset = 64 << 10, fsyncBytes = 4 << 10
+    static let directOffset = 1 << 20, directBytes = 1 << 20
+    static let discardOffset = 2 << 20, discardBytes = 256 << 10
+
+    /// Two vCPUs, two disks (one read-only), rng, a virtio console and the boot timer, all
+    /// through the kernel's own drivers, entered by PVH from the ELF vmlinux.
+    @Test func devicesThroughLinuxDrivers() throws {
+        let marker = "HVKIT-MARKER-" + String(UInt64.random(in: 1...UInt64.max), radix: 16)
+        let disk = try ScratchFile(size: Self.diskSize, contents: [
+            (0, Array(marker.utf8) + [0]),
+            (Self.discardOffset, [UInt8](repeating: 0xA5, count: Self.discardBytes)),
+        ])
+        let readOnlyBytes = guestPattern(seed: 9, count: 64 << 10)
+        let readOnly = try ScratchFile(size: 1 << 20, contents: [(0, readOnlyBytes)])
+
+        let machine = try Machine(memorySize: 128 << 20, vcpuCount: 2)
+        // The features each transport negotiated, read while the guest reports its own view
+        // (Linux resets its devices on the way out).
+        let negotiated = Mutex<[UInt64]>([])
+        let serial = CollectingSink { [weak machine] line in
+            guard line.contains("HVKIT-TEST features"), let machine else { return }
+            negotiated.withLock { $0 = machine.virtioDevices.map(\.transport.negotiatedFeatures.rawValue) }
+        }
+        try machine.addLegacyDevices(console: serial)
+        let bootTime = Mutex<Duration?>(nil)
+        let timer = BootTimer { elapsed in bootTime.withLock { $0 = elapsed } }
+        let page = try machine.add(mmio: timer, size: BootTimer.windowSize, name: "boot timer")
+        try machine.announce("hvkit.boot_timer=0x" + String(page.start.rawValue, radix: 16))
+        let writable = try machine.addDisk(path: disk.path)
+        try machine.addDisk(path: readOnly.path, readOnly: true)
+        try machine.addEntropy()
+        // The guest says it is ready on hvc0; the host answers with one line.
+        let answer = "hello-from-host-" + String(UInt32.random(in: 1...UInt32.max), radix: 16)
+        let console = Mutex<ConsoleDevice?>(nil)
+        let consoleOutput = CollectingSink { line in
+            if line.contains("HVKIT-CONSOLE-READY") { console.withLock { $0 }?.receive(Array((answer + "\n").utf8)) }
+        }
+        let consoleDevice = try machine.addConsole(output: consoleOutput)
+        console.withLock { $0 = consoleDevice }
+
+        let tests = ["blk", "blk-ro", "rng", "console", "smp", "features"]
+        let run = try machine.runTestGuest(
+            .linux(kernel: LinuxTestGuest.vmlinux, initrd: LinuxTestGuest.initramfs,
+                   commandLine: LinuxTestGuest.commandLine(tests: tests)),
+            serial: serial)
+        let checks = run.checks
+        #expect(!run.watchdogFired, "the guest did not finish:\n\(run.tail)")
+        #expect(run.finished, "no HVKIT-DONE:\n\(run.tail)")
+        #expect(run.result.stopReason == .resetRequested)
+        #expect(run.result.shutdown.isClean, "\(run.result.shutdown)")
+        for name in tests {
+            #expect(checks[name]?.passed == true, "\(checks[name]?.line ?? "no line for \(name)")")
+        }
+
+        // virtio-blk, from the host: the marker was read, both patterns reached the file (the
+        // fsync'ed one and the O_DIRECT one), the discarded range reads as zeros and is a hole.
+        #expect(checks["blk"]?["marker"] == marker)
+        #expect(try disk.read(at: Self.fsyncOffset, count: Self.fsyncBytes) == guestPattern(seed: 1, count: Self.fsyncBytes))
+        #expect(try disk.read(at: Self.directOffset, count: Self.directBytes) == guestPattern(seed: 2, count: Self.directBytes))
+        #expect(try disk.read(at: Self.discardOffset, count: Self.discardBytes).allSatisfy { $0 == 0 })
+        let hole = disk.firstHole(from: Self.discardOffset)
+        #expect(hole >= Self.discardOffset && hole < Self.discardOffset + Self.discardBytes, "first hole at \(hole)")
+        #expect(run.result.shutdown.disksFlushed.contains(writable.name))
+        // The read-only disk refused the write and is unchanged.
+        #expect(checks["blk-ro"]?["kernel-ro"] == "1")
+        #expect(try readOnly.read(at: 0, count: readOnlyBytes.count) == readOnlyBytes)
+
+        #expect(checks["rng"]?["source"] == "virtio_rng.0")
+        #expect(consoleOutput.text.contains("HVKIT-CONSOLE-READY"))
+        #expect(checks["console"]?["received"] == answer)
+        #expect(checks["smp"]?["online"] == "2")
+        #expect(checks["smp"]?["ran-on"] == "0,1")
+        #expect(bootTime.withLock { $0 }.map { $0 > .zero } == true, "the boot timer was not written")
+
+        // What each Linux driver accepted: exactly what its transport recorded as negotiated,
+        // within what the device offered, and for the disk the features HVKit relies on.
+        let slots = machine.virtioDevices
+        let recorded = negotiated.withLock { $0 }
+        #expect(recorded.count == slots.count)
+        for (index, slot) in slots.enumerated() where index < recorded.count {
+            let reported = checks["features"]?["virtio-mmio.\(index)"]
+            let accepted = reported?.split(separator: ":").last.flatMap { UInt64($0, radix: 16) }
+            #expect(accepted == recorded[index], "\(slot.name): guest says \(reported ?? "nothing")")
+            #expect(slot.transport.offeredFeatures.isSuperset(of: VirtioFeatures(rawValue: recorded[index])))
+        }
+        let blockFeatures = VirtioFeatures(rawValue: recorded.first ?? 0)
+        for feature: VirtioFeatures in [.version1, .blockFlush, .blockDiscard, .blockWriteZeroes, .blockSegmentMax, .blockSize] {
+            #expect(blockFeatures.contains(feature), "virtio-blk without \(feature)")
+        }
+    }
+
+    /// The bzImage, its kernel extracted on the host, entered by PVH and by the 64-bit
+    /// protocol, one vCPU each.
+    @Test(arguments: [LinuxBootProtocol.pvh, .linux64])
+    func bzImageExtractedOnTheHost(bootProtocol: LinuxBootProtocol) throws {
+        let machine = try Machine(memorySize: 128 << 20)
+        let serial = CollectingSink()
+        try machine.addLegacyDevices(console: serial)
+        try machine.addEntropy()
+        let run = try machine.runTestGuest(
+            .linux(kernel: LinuxTestGuest.bzImage, initrd: LinuxTestGuest.initramfs,
+                   commandLine: LinuxTestGuest.commandLine(tests: ["rng"]), bootProtocol: bootProtocol),
+            serial: serial)
+        #expect(!run.watchdogFired, "the guest did not finish:\n\(run.tail)")
+        #expect(run.checks["rng"]?.passed == true, "\(run.tail)")
+        #expect(run.result.stopReason == .resetRequested)
+    }
+}
