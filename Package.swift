@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "HVCore", targets: ["HVCore"]),
+        .library(name: "HVBoot", targets: ["HVBoot"]),
         .library(name: "HVKVM", targets: ["HVKVM"]),
         .library(name: "HVParavirt", targets: ["HVParavirt"]),
         .library(name: "HVDevices", targets: ["HVDevices"]),
@@ -45,10 +46,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Guest images and boot data, hypervisor-agnostic (rust-vmm's linux-loader): ELF64 and its
+        // notes, bzImage parsing and host-side extraction, zero page, e820, PVH start info, ACPI
+        // and MP tables, the boot plan.
+        .target(
+            name: "HVBoot",
+            dependencies: [
+                "HVCore", "CKernelDecompress",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .target(
             name: "HVKVM",
             dependencies: [
-                "HVCore", "CKVM", "CKernelDecompress",
+                "HVCore", "HVBoot", "CKVM",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -73,7 +84,7 @@ let package = Package(
         .target(
             name: "HVMachine",
             dependencies: [
-                "HVCore", "HVKVM", "HVDevices", "HVParavirt",
+                "HVCore", "HVBoot", "HVKVM", "HVDevices", "HVParavirt",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -92,6 +103,7 @@ let package = Package(
         .executableTarget(
             name: "hv-tender",
             dependencies: [
+                "HVBoot",
                 "HVCore", "HVKVM", "HVParavirt", "GuestImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -101,6 +113,7 @@ let package = Package(
         .executableTarget(
             name: "hv-fleet",
             dependencies: [
+                "HVBoot",
                 "HVCore", "HVKVM", "HVParavirt", "GuestImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -122,6 +135,7 @@ let package = Package(
         .executableTarget(
             name: "hv-bench",
             dependencies: [
+                "HVBoot",
                 "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "HVParavirt", "GuestImages", "CBenchBaseline", "CHVDevicesShims",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -132,10 +146,11 @@ let package = Package(
         // guest memory layout with a hole and a read-only region, and ELF note bytes.
         .target(name: "HVTestSupport", dependencies: ["HVCore"], path: "Tests/HVTestSupport"),
         .testTarget(name: "HVCoreTests", dependencies: ["HVCore", "HVTestSupport"]),
+        .testTarget(name: "HVBootTests", dependencies: ["HVBoot", "HVCore", "HVTestSupport"]),
         // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
         .testTarget(
             name: "HVKVMTests",
-            dependencies: ["HVKVM", "HVCore", "HVDevices", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVKVM", "HVBoot", "HVCore", "HVDevices", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // The kernel's virtio headers, for a test that checks HVDevices' constants against them.
         .target(name: "CVirtioHeaders", path: "Tests/CVirtioHeaders"),
@@ -154,7 +169,7 @@ let package = Package(
         // HVParavirtTests also run guests end to end on real KVM.
         .testTarget(
             name: "HVParavirtTests",
-            dependencies: ["HVParavirt", "HVCore", "HVKVM", "GuestImages", "CHVKitGuestABI", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVParavirt", "HVCore", "HVBoot", "HVKVM", "GuestImages", "CHVKitGuestABI", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ],
     swiftLanguageModes: [.v6]

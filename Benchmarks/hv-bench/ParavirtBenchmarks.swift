@@ -1,6 +1,7 @@
 import GuestImages
 import CBenchBaseline
 import Glibc
+import HVBoot
 import HVCore
 import HVKVM
 import HVParavirt

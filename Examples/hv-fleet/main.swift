@@ -7,6 +7,7 @@
 //   hv-fleet --compare                the same VMs again with a thread per VM, for the timing
 import ArgumentParser
 import GuestImages
+import HVBoot
 import HVCore
 import HVKVM
 import HVParavirt

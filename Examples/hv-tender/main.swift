@@ -8,6 +8,7 @@
 import GuestImages
 import ArgumentParser
 import Glibc
+import HVBoot
 import HVCore
 import HVKVM
 import HVParavirt

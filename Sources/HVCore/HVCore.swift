@@ -10,6 +10,5 @@
 /// - Console output: ``ByteSink`` and ``FileDescriptorSink``, shared by devices and hypercalls.
 /// - Traps that need the vCPU's registers (hypercall doorbells): ``RegisterTrap``,
 ///   ``GuestRegisterAccess``, ``TrapSite``.
-/// - Loading guests: ``ELF64Image`` (validated ELF64 executables, loaded by physical address) and
-///   their ``ELFNote``s.
+/// - Whole host files: ``HostFile``.
 public enum HVCore {}

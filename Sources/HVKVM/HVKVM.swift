@@ -7,10 +7,9 @@
 /// - x86 mode setup: ``VCPU/setupRealMode(codeSegment:offset:stackPointer:)``,
 ///   ``VCPU/setupProtectedMode(memory:entry:stackPointer:gdtAddress:)`` and
 ///   ``VCPU/setupLongMode(memory:entry:stackPointer:argument:layout:)``.
-/// - Booting Linux (Boot/): ``BzImage`` and ``LinuxKernel`` (with host-side extraction),
-///   ``LinuxLoader`` with the zero page and ``E820Map`` or the PVH ``PVHStartInfo``, entered by
-///   ``VCPU/setupLinuxBoot(_:memory:)``; ``ACPITables`` and ``MPTable`` to describe vCPUs and
-///   devices; ``GuestCPUModel`` for CPUID.
+/// - Applying a boot plan that HVBoot computed: ``VCPU/setupLinuxBoot(_:memory:)`` enters a
+///   `LinuxBootPlan` by the 64-bit protocol or PVH, with ``LinuxEntryMSRs``; ``GuestCPUModel``
+///   for CPUID; ``HostVirtualization`` says whether this host's KVM emulates kernel code.
 /// - ``VCPURunner``: one host thread per vCPU, exits dispatched to HVCore buses, with SMP,
 ///   pause and resume, a ``ResetPolicy`` and ``VCPUPlacement``.
 /// - ``VCPUScheduler``: many VMs' vCPUs on a few worker threads.

@@ -1,3 +1,4 @@
+import HVBoot
 import HVCore
 import HVKVM
 import HVParavirt

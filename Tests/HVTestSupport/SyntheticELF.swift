@@ -40,7 +40,7 @@ public func syntheticELF(code: [UInt8], at address: UInt64, memorySize: UInt64? 
 }
 
 extension [UInt8] {
-    fileprivate mutating func storeLittleEndian<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+    mutating func storeLittleEndian<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         for index in 0..<(T.bitWidth / 8) {
             self[offset + index] = UInt8(truncatingIfNeeded: value >> (index * 8))
         }

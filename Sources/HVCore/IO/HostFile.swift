@@ -21,3 +21,11 @@ public enum HostFile {
         }
     }
 }
+
+extension Errno {
+    /// swift-system's calls throw untyped errors that are always `Errno`; this keeps the type
+    /// without a forced cast.
+    init(converting error: any Error) {
+        self = (error as? Errno) ?? .ioError
+    }
+}

@@ -4,6 +4,7 @@ import HVDevices
 import Synchronization
 import SystemPackage
 import Testing
+@testable import HVBoot
 @testable import HVKVM
 
 /// Debian's cloud kernel, from `make artifacts` (or HVKIT_KERNEL): parsed, extracted on the

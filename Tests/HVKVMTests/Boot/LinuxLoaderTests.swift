@@ -2,6 +2,7 @@ import HVTestSupport
 import HVCore
 import Synchronization
 import Testing
+@testable import HVBoot
 @testable import HVKVM
 
 /// The Linux loader: where it puts the kernel, command line, initrd and zero page, what it

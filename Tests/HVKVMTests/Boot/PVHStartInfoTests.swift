@@ -2,6 +2,7 @@ import HVCore
 import HVTestSupport
 import Synchronization
 import Testing
+@testable import HVBoot
 @testable import HVKVM
 
 /// PVH: finding the entry note, refusing bad ones, the start info the loader writes, and a

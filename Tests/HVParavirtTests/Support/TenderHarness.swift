@@ -1,4 +1,5 @@
 import Glibc
+import HVBoot
 import HVCore
 import HVKVM
 import HVParavirt

@@ -1,6 +1,7 @@
 import HVCore
+import HVTestSupport
 import Testing
-@testable import HVKVM
+@testable import HVBoot
 
 @Suite struct MPTableTests {
     @Test("the floating pointer and the table have valid checksums and point at each other", arguments: [1, 2, 8])

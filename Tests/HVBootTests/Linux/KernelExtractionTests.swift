@@ -1,6 +1,6 @@
 import HVCore
-@testable import HVKVM
 import HVTestSupport
+@testable import HVBoot
 import Testing
 
 /// Host-side extraction of a bzImage's payload, in each format the kernel's build uses, and

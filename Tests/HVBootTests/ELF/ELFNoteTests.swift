@@ -1,3 +1,4 @@
+@testable import HVBoot
 import HVCore
 import HVTestSupport
 import Testing

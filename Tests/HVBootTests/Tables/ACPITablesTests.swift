@@ -1,6 +1,7 @@
 import HVCore
+import HVTestSupport
 import Testing
-@testable import HVKVM
+@testable import HVBoot
 
 @Suite struct ACPITablesTests {
     /// The table at `address` in the block: its signature, and its whole bytes by its length.

@@ -73,6 +73,9 @@ public enum LinuxLoader {
     /// The highest initrd address for an ELF kernel, which has no header to say.
     static let elfInitrdAddressMax: UInt64 = 0x7FFF_FFFF
 
+    /// Plans, checks and writes in one call: ``plan(_:commandLine:initrdSize:memory:layout:acpiRoot:bootProtocol:)``,
+    /// ``check(_:)``, then ``write(_:kernel:commandLine:initrd:into:)``. Nothing is written
+    /// unless everything fits.
     /// - Parameters:
     ///   - acpiRoot: where the embedder put ACPI tables (their RSDP), recorded in the zero
     ///     page's acpi_rsdp_addr or the PVH start info's rsdp_paddr.
@@ -82,6 +85,22 @@ public enum LinuxLoader {
     public static func load(
         _ kernel: LinuxKernel, commandLine: String, initrd: [UInt8]? = nil,
         into memory: some GuestMemory, layout: LinuxBootLayout = LinuxBootLayout(), acpiRoot: GuestAddress? = nil,
+        bootProtocol: LinuxBootProtocol? = nil
+    ) throws(LinuxBootError) -> LinuxBootPlan {
+        let plan = try plan(kernel, commandLine: commandLine, initrdSize: initrd?.count ?? 0, memory: memory, layout: layout,
+                            acpiRoot: acpiRoot, bootProtocol: bootProtocol)
+        try check(plan)
+        try write(plan, kernel: kernel, commandLine: commandLine, initrd: initrd, into: memory)
+        return plan
+    }
+
+    /// Decides where everything goes and how the kernel is entered, from the image's header
+    /// and `memory`'s RAM, without writing anything: the kernel's place and entry, the command
+    /// line (refused if too long), the initrd's place (as high as the kernel allows), the e820
+    /// map, and the zero page or PVH start info.
+    public static func plan(
+        _ kernel: LinuxKernel, commandLine: String, initrdSize: Int = 0,
+        memory: some GuestMemory, layout: LinuxBootLayout = LinuxBootLayout(), acpiRoot: GuestAddress? = nil,
         bootProtocol: LinuxBootProtocol? = nil
     ) throws(LinuxBootError) -> LinuxBootPlan {
         // The kernel's place, its entry, and the zero page it starts from.
@@ -131,10 +150,10 @@ public enum LinuxLoader {
 
         // The initrd: as high as the kernel allows, above the kernel.
         var initrdRange: GuestAddressRange?
-        if let initrd, !initrd.isEmpty {
-            let address = try initrdAddress(size: UInt64(initrd.count), limit: initrdAddressMax, above: kernelRange, memory: memory)
-            initrdRange = try range(address, UInt64(initrd.count))
-            zeroPage.setInitrd(at: address, size: UInt64(initrd.count))
+        if initrdSize > 0 {
+            let address = try initrdAddress(size: UInt64(initrdSize), limit: initrdAddressMax, above: kernelRange, memory: memory)
+            initrdRange = try range(address, UInt64(initrdSize))
+            zeroPage.setInitrd(at: address, size: UInt64(initrdSize))
         }
 
         let memoryMap = try E820Map.entries(for: memory)
@@ -154,11 +173,21 @@ public enum LinuxLoader {
             startInfo = info
         }
 
+        return LinuxBootPlan(bootProtocol: chosenProtocol, entry: entry, kernel: kernelRange, zeroPageAddress: layout.zeroPage,
+                             zeroPage: zeroPage, startInfo: startInfo, commandLine: layout.commandLine, initrd: initrdRange,
+                             memoryMap: memoryMap, layout: layout)
+    }
+
+    /// Refuses a plan in which two things overlap: the kernel, the zero page or start info,
+    /// the command line, the page tables, the GDT and the initrd.
+    public static func check(_ plan: LinuxBootPlan) throws(LinuxBootError) {
+        let layout = plan.layout
+        let kernelRange = plan.kernel
         // Nothing may land on anything else. (Wrapping sums: a layout near 2^64 fails the
         // memory writes below instead of trapping here.)
         var placed: [(name: String, start: UInt64, end: UInt64)] = [
             ("the kernel", kernelRange.start.rawValue, kernelRange.start.rawValue &+ kernelRange.length),
-            chosenProtocol == .pvh
+            plan.bootProtocol == .pvh
                 ? ("the start info", layout.startInfo.rawValue, layout.startInfo.rawValue &+ UInt64(layout.startInfoCapacity))
                 : ("the zero page", layout.zeroPage.rawValue, layout.zeroPage.rawValue &+ UInt64(ZeroPage.size)),
             ("the command line", layout.commandLine.rawValue, layout.commandLine.rawValue &+ UInt64(layout.commandLineCapacity)),
@@ -166,29 +195,35 @@ public enum LinuxLoader {
              layout.longMode.pageTableAddress.rawValue &+ layout.longMode.pageTableBytes),
             ("the GDT", layout.longMode.gdtAddress.rawValue, layout.longMode.gdtAddress.rawValue &+ 0x200),
         ]
-        if let initrdRange { placed.append(("the initrd", initrdRange.start.rawValue, initrdRange.start.rawValue + initrdRange.length)) }
+        if let initrdRange = plan.initrd { placed.append(("the initrd", initrdRange.start.rawValue, initrdRange.start.rawValue + initrdRange.length)) }
         for (index, first) in placed.enumerated() {
             for second in placed[(index + 1)...] where first.start < second.end && second.start < first.end {
                 throw .overlap(first.name, second.name)
             }
         }
 
-        // Everything fits: write it.
+    }
+
+    /// Writes what `plan` placed: the kernel, the command line, the initrd, and the zero page
+    /// or PVH start info. Pass the same kernel, command line and initrd the plan was made for.
+    public static func write(
+        _ plan: LinuxBootPlan, kernel: LinuxKernel, commandLine: String, initrd: [UInt8]? = nil, into memory: some GuestMemory
+    ) throws(LinuxBootError) {
+        guard initrd?.count ?? 0 == Int(plan.initrd?.length ?? 0) else {
+            throw .initrdDoesNotFit(size: UInt64(initrd?.count ?? 0), limit: plan.initrd?.length ?? 0)
+        }
         switch kernel {
-        case let .bzImage(image): try write(image.protectedModeKernel, to: kernelRange.start, in: memory)
+        case let .bzImage(image): try write(image.protectedModeKernel, to: plan.kernel.start, in: memory)
         case let .elf(image):
             do { try image.load(into: memory) } catch { throw .elf(error) }
         }
-        try write(line + [0], to: layout.commandLine, in: memory)
-        if let initrd, let initrdRange { try write(initrd, to: initrdRange.start, in: memory) }
-        if let startInfo {
+        try write(Array(commandLine.utf8) + [0], to: plan.commandLine, in: memory)
+        if let initrd, let initrdRange = plan.initrd { try write(initrd, to: initrdRange.start, in: memory) }
+        if let startInfo = plan.startInfo {
             try write(startInfo.bytes, to: startInfo.address, in: memory)
         } else {
-            try write(zeroPage.bytes, to: layout.zeroPage, in: memory)
+            try write(plan.zeroPage.bytes, to: plan.zeroPageAddress, in: memory)
         }
-        return LinuxBootPlan(bootProtocol: chosenProtocol, entry: entry, kernel: kernelRange, zeroPageAddress: layout.zeroPage,
-                             zeroPage: zeroPage, startInfo: startInfo, commandLine: layout.commandLine, initrd: initrdRange,
-                             memoryMap: memoryMap, layout: layout)
     }
 
     /// pref_address when the guest has the RAM there; otherwise, for a relocatable kernel,
@@ -226,45 +261,5 @@ public enum LinuxLoader {
 
     private static func range(_ start: UInt64, _ length: UInt64) throws(LinuxBootError) -> GuestAddressRange {
         do { return try GuestAddressRange(start: GuestAddress(start), length: length) } catch { throw .guestMemory(error) }
-    }
-}
-
-/// MSRs at a Linux 64-bit entry, as a firmware would leave them: fast string operations on
-/// (IA32_MISC_ENABLE), MTRRs on with write-back as the default type, and the system-call and
-/// GS-base MSRs cleared.
-public enum LinuxEntryMSRs {
-    public static let values: [(index: UInt32, value: UInt64)] = [
-        (0x174, 0), (0x175, 0), (0x176, 0),  // IA32_SYSENTER_CS, _ESP, _EIP
-        (0xC000_0081, 0), (0xC000_0082, 0), (0xC000_0083, 0), (0xC000_0084, 0),  // STAR, LSTAR, CSTAR, SFMASK
-        (0xC000_0102, 0),  // KERNEL_GS_BASE
-        (0x1A0, 1),  // IA32_MISC_ENABLE: fast strings
-        (0x2FF, (1 << 11) | 6),  // IA32_MTRR_DEF_TYPE: enabled, write-back
-    ]
-}
-
-extension VCPU {
-    /// Puts the vCPU at the plan's entry, with interrupts off and the MSRs of
-    /// ``LinuxEntryMSRs`` (those the host lets a guest have):
-    /// - 64-bit protocol: long mode with identity page tables (``LinuxBootLayout/longMode``),
-    ///   RSI pointing at the zero page, the layout's stack.
-    /// - PVH: 32-bit protected mode with flat segments and a TSS (the GDT at the layout's
-    ///   ``LongModeLayout/gdtAddress``), paging off, EBX pointing at the start info.
-    public func setupLinuxBoot(_ plan: LinuxBootPlan, memory: some GuestMemory) throws(KVMError) {
-        let stack = plan.layout.stackPointer
-        switch plan.bootProtocol {
-        case .linux64:
-            try setupLongMode(memory: memory, entry: plan.entry, stackPointer: stack, layout: plan.layout.longMode)
-            var registers = try registers()
-            registers.rsi = plan.zeroPageAddress.rawValue
-            registers.rbp = stack
-            try setRegisters(registers)
-        case .pvh:
-            try setupProtectedMode(memory: memory, entry: plan.entry, stackPointer: stack, gdtAddress: plan.layout.longMode.gdtAddress)
-            var registers = try registers()
-            registers.rbx = plan.layout.startInfo.rawValue
-            try setRegisters(registers)
-        }
-        let available = Set(try vm.kvm.msrIndexList())
-        try setMSRs(LinuxEntryMSRs.values.filter { available.contains($0.index) || $0.index == 0x1A0 || $0.index == 0x2FF })
     }
 }

@@ -1,4 +1,6 @@
+@testable import HVBoot
 import HVCore
+import HVTestSupport
 import Testing
 
 /// Builds small ELF64 executables byte by byte, so each test can break one field.

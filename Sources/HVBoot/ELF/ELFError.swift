@@ -1,3 +1,4 @@
+import HVCore
 import SystemPackage
 
 /// Why an ELF image was refused. Each case names the field that is wrong.

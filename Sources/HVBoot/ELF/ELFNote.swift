@@ -1,3 +1,5 @@
+import HVCore
+
 /// One entry of an ELF note segment (PT_NOTE): an owner name, a type the owner defines, and
 /// a descriptor. Boot protocols use them to say how an image wants to be entered (Xen's PVH
 /// entry point, for one).

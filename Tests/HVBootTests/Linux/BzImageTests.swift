@@ -1,6 +1,6 @@
 import HVCore
-@testable import HVKVM
 import HVTestSupport
+@testable import HVBoot
 import Testing
 
 /// The bzImage parser against well-formed and hostile images: every refusal names its field.

@@ -1,3 +1,4 @@
+import HVCore
 import SystemPackage
 
 /// A parsed, validated 64-bit little-endian ELF executable, ready to load into guest memory.
@@ -169,13 +170,17 @@ public struct ELF64Image: Sendable {
             do throws(GuestMemoryError) {
                 if segment.fileSize > 0 {
                     let start = Int(segment.fileOffset)
-                    try narrowingError {
-                        try bytes.withUnsafeBytes { file in
-                            // init checked fileOffset + fileSize <= bytes.count.
-                            let contents = UnsafeRawBufferPointer(rebasing: file[start..<(start + Int(segment.fileSize))])
+                    let written: Result<Void, GuestMemoryError> = bytes.withUnsafeBytes { file in
+                        // init checked fileOffset + fileSize <= bytes.count.
+                        let contents = UnsafeRawBufferPointer(rebasing: file[start..<(start + Int(segment.fileSize))])
+                        do throws(GuestMemoryError) {
                             try memory.write(contents, to: segment.physicalAddress)
+                            return .success(())
+                        } catch {
+                            return .failure(error)
                         }
                     }
+                    try written.get()
                 }
                 let bss = segment.memorySize - segment.fileSize
                 if bss > 0 {
@@ -195,13 +200,4 @@ struct ByteReader {
     func u16(_ offset: Int) -> UInt16 { UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8 }
     func u32(_ offset: Int) -> UInt32 { UInt32(u16(offset)) | UInt32(u16(offset + 2)) << 16 }
     func u64(_ offset: Int) -> UInt64 { UInt64(u32(offset)) | UInt64(u32(offset + 4)) << 32 }
-}
-
-/// Reads a whole file, retrying short reads and EINTR.
-extension Errno {
-    /// swift-system's calls throw untyped errors that are always `Errno`; this keeps the type
-    /// without a forced cast.
-    init(converting error: any Error) {
-        self = (error as? Errno) ?? .ioError
-    }
 }
