@@ -103,18 +103,15 @@ let package = Package(
         .executableTarget(
             name: "hv-tender",
             dependencies: [
-                "HVBoot",
-                "HVCore", "HVKVM", "HVParavirt", "GuestImages",
+                "HVMachine", "GuestImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Examples/hv-tender"
         ),
         .executableTarget(
             name: "hv-fleet",
             dependencies: [
-                "HVBoot",
-                "HVCore", "HVKVM", "HVParavirt", "GuestImages",
+                "HVMachine", "GuestImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/hv-fleet"

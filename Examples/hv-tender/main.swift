@@ -5,14 +5,10 @@
 //   hv-tender guest.elf --disk d.img  your guest, with a disk
 //
 // It exits with the guest's exit status (255 when the guest aborts).
-import GuestImages
 import ArgumentParser
 import Glibc
-import HVBoot
-import HVCore
-import HVKVM
-import HVParavirt
-import SystemPackage
+import GuestImages
+import HVMachine
 
 struct Tender: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,8 +41,6 @@ struct Tender: ParsableCommand {
 
     func run() throws {
         guard memory >= 2, memory <= 64 * 1024 else { throw ValidationError("--memory must be 2 to 65536 MiB") }
-        let image = try guest.map { try ELF64Image(contentsOf: FilePath($0)) } ?? ELF64Image(bytes: GuestImages.hello)
-
         var services: [any ParavirtService] = [
             ConsoleService(output: FileDescriptorSink(.standardOutput)), ClockService(), RandomService(), LifecycleService(),
         ]
@@ -65,11 +59,20 @@ struct Tender: ParsableCommand {
         }
         services.append(try PollService(sources: pollSources))
 
-        let vm = try TenderVM(image: image, memorySize: memory << 20, services: services, argument: argument)
-        let reason = vm.runner.join()
+        // A unikernel: RAM and its hypercalls, no interrupt controllers (its HLT exits, as on
+        // Solo5's hvt).
+        var configuration = MachineConfiguration(memorySize: memory << 20)
+        configuration.interruptControllers = false
+        let machine = try Machine(configuration)
+        var table = HypercallTable()
+        for service in services { try table.install(service) }
+        try machine.load(guest.map { .unikernel(path: $0, hypercalls: table, argument: argument) }
+            ?? .unikernel(image: GuestImages.hello, hypercalls: table, argument: argument))
+        try machine.start()
+        let reason = machine.wait().stopReason
         echo?.stop()
         if stats {
-            for statistics in vm.dispatcher.statistics() where statistics.calls > 0 { print("  \(statistics)") }
+            for statistics in machine.hypercallDispatcher?.statistics() ?? [] where statistics.calls > 0 { print("  \(statistics)") }
         }
         switch reason {
         case let .guestRequested(.exit(status), _):

@@ -25,7 +25,10 @@ extension Machine {
     /// ``load(_:)``.
     @discardableResult
     public func addLegacyDevices(console: any ByteSink, input: FileDescriptor? = nil) throws(MachineError) -> LegacyDevices {
-        let interrupt = try during(.wireInterrupt, device: "16550 serial") { try vm.makeInterruptLine(gsi: LegacyDevices.serialInterrupt) }
+        // Without the interrupt controllers the UART works polled, as guests' early consoles do.
+        let interrupt: IRQFDLine? = configuration.interruptControllers
+            ? try during(.wireInterrupt, device: "16550 serial") { try vm.makeInterruptLine(gsi: LegacyDevices.serialInterrupt) }
+            : nil
         let serial = Serial16550(output: console, interrupt: interrupt)
         let reset = resetLine
         let i8042 = I8042Controller { reset.pull() }

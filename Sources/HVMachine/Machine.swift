@@ -44,6 +44,8 @@ public final class Machine: Sendable {
     public let mmio: Bus
     /// The event loop thread that serves queue notifications, AIO completions and input.
     public let events: EventLoop
+    /// Whether the machine made ``events`` (and so stops it at shutdown).
+    let ownsEventLoop: Bool
     let logger: Logger
 
     enum Phase: Sendable, Equatable {
@@ -59,6 +61,7 @@ public final class Machine: Sendable {
         var extraCommandLine: [String] = []
         var boot: LoadedBoot?
         var traps: [TrapSite: any RegisterTrap] = [:]
+        var dispatcher: HypercallDispatcher?
         var runner: VCPURunner?
         var scheduled: ScheduledVM?
         var result: MachineResult?
@@ -82,14 +85,22 @@ public final class Machine: Sendable {
         // RAM before the irqchip: the first slot added after KVM_CREATE_IRQCHIP costs about
         // 10 ms on this kind of host, 0.1 ms before it.
         _ = try during(.mapMemory) { try vm.map(memory) }
-        try during(.createInterruptControllers) {
-            try vm.createIRQChip()
-            try vm.createPIT()
+        if configuration.interruptControllers {
+            try during(.createInterruptControllers) {
+                try vm.createIRQChip()
+                try vm.createPIT()
+            }
         }
         (self.kvm, self.vm, self.memory) = (kvm, vm, memory)
         pio = Bus(space: .pio)
         mmio = Bus(space: .mmio)
-        events = try during(.startEventLoop) { try EventLoop(name: "\(configuration.name)-io") }
+        if let shared = configuration.sharedEventLoop {
+            events = shared
+            ownsEventLoop = false
+        } else {
+            events = try during(.startEventLoop) { try EventLoop(name: "\(configuration.name)-io") }
+            ownsEventLoop = true
+        }
         state = Mutex(State(allocator: DeviceAllocator(areaStart: configuration.deviceAreaStart, areaSize: configuration.deviceAreaSize,
                                                        interrupts: configuration.deviceInterrupts)))
     }
@@ -101,7 +112,7 @@ public final class Machine: Sendable {
     }
 
     deinit {
-        events.shutdown()
+        if ownsEventLoop { events.shutdown() }
     }
 
     // MARK: Devices
@@ -110,6 +121,9 @@ public final class Machine: Sendable {
     public var virtioDevices: [VirtioSlot] { state.withLock { $0.virtio } }
     /// The disks added so far, in order.
     public var disks: [MachineDisk] { state.withLock { $0.disks } }
+    /// The hypercall dispatcher serving the loaded guest's services (per-call statistics), or
+    /// nil when the guest has none.
+    public var hypercallDispatcher: HypercallDispatcher? { state.withLock { $0.dispatcher } }
 
     /// Appends `argument` to a Linux guest's command line (after the caller's own and before
     /// the device announcements). For pseudo-devices a guest finds by a parameter.

@@ -28,6 +28,14 @@ public struct MachineConfiguration: Sendable {
     /// CPUID features hidden from the guest. The default hides CMPXCHG16B on hosts whose KVM
     /// emulates kernel code (no VMX/SVM), which refuse that instruction; Linux runs without it.
     public var hiddenCPUFeatures: [GuestCPUModel.Feature] = HostVirtualization.current.isEmulated ? [.cx16] : []
+    /// Whether the VM gets KVM's in-kernel interrupt controllers (PIC, I/O APIC, local APICs)
+    /// and PIT. Devices that interrupt the guest (virtio, the 16550) and SMP guests need them;
+    /// a unikernel that only makes hypercalls can do without, and then its HLT exits to the VMM
+    /// instead of waiting in the kernel.
+    public var interruptControllers = true
+    /// An event loop shared with other machines (many small VMs need not have a thread each);
+    /// nil gives the machine its own, stopped at shutdown. A shared loop is left running.
+    public var sharedEventLoop: EventLoop?
     /// What a triple fault, a reset event or the i8042's reset line does.
     public var resetPolicy: ResetPolicy = .stop
     /// Which host CPUs the vCPU threads may run on (own runner only).
@@ -67,6 +75,9 @@ public struct MachineConfiguration: Sendable {
         }
         guard (1...254).contains(vcpuCount) else {
             throw MachineError(.start, reason: "\(vcpuCount) vCPUs: 1 to 254")
+        }
+        guard vcpuCount == 1 || interruptControllers else {
+            throw MachineError(.start, reason: "\(vcpuCount) vCPUs need the in-kernel interrupt controllers (interruptControllers)")
         }
         guard !deviceInterrupts.isEmpty else {
             throw MachineError(.addDevice, reason: "no device interrupts configured")

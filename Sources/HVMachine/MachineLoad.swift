@@ -72,14 +72,15 @@ extension Machine {
             boot = .unikernel(entry: elf.entry, argument: argument)
             loaded = LoadedGuest(kind: "a unikernel", entry: elf.entry, linuxPlan: nil, commandLine: nil)
         }
-        let traps = source.hypercalls.map { HypercallDispatcher(memory: memory, table: $0).trapSites } ?? [:]
+        let dispatcher = source.hypercalls.map { HypercallDispatcher(memory: memory, table: $0) }
         try state.withLock { state throws(MachineError) in
             guard state.phase == .composing else {
                 throw MachineError(.loadGuest, reason: "the machine changed while the guest was loaded (it is \(state.phase))")
             }
             state.phase = .loaded
             state.boot = boot
-            state.traps = traps
+            state.traps = dispatcher?.trapSites ?? [:]
+            state.dispatcher = dispatcher
         }
         return loaded
     }

@@ -16,7 +16,8 @@ public struct MachineResult: Sendable, CustomStringConvertible {
 
 /// What ``Machine/wait()`` did after the vCPUs stopped, in this order: every virtio device
 /// reset (a disk first finishes every request in flight, so nothing writes guest memory or the
-/// file afterwards), every writable disk flushed to stable storage, the event loop stopped.
+/// file afterwards), every writable disk flushed to stable storage, the machine's own event
+/// loop stopped (a shared one is left running).
 public struct ShutdownReport: Sendable, CustomStringConvertible {
     /// Whether the machine ran at all.
     public var ran: Bool
@@ -72,7 +73,7 @@ extension Machine {
                     report.failures.append(MachineError(.shutdown, device: disk.name, reason: "flushing \(disk.image.path): \(error)"))
                 }
             }
-            events.shutdown()
+            if ownsEventLoop { events.shutdown() }
             let result = MachineResult(stopReason: reason, shutdown: report)
             state.withLock { $0.result = result }
             done = result
