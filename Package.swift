@@ -132,7 +132,7 @@ let package = Package(
         .executableTarget(
             name: "hv-bench",
             dependencies: [
-                "HVBoot",
+                "HVBoot", "HVMachine",
                 "HVCore", "HVKVM", "HVDevices", "HVDevicesTesting", "HVParavirt", "GuestImages", "CBenchBaseline", "CHVDevicesShims",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

@@ -1,6 +1,7 @@
 import Glibc
 import HVCore
 import HVKVM
+import HVMachine
 import SystemPackage
 
 // The Linux test guest's figures (Guests/linux, built by `make artifacts`): the same kernel and
@@ -11,19 +12,11 @@ let linuxGuestDirectory: String = {
     return "/var/tmp/hvkit-artifacts/linux"
 }()
 
-/// The Linux test guest's command line for this host (see Guests/linux/README.md), without
-/// earlyprintk so that both VMMs print the same lines.
+/// The Linux test guest's command line for this host (what an emulating host needs included),
+/// without earlyprintk so that both VMMs print the same lines.
 func linuxTestCommandLine(tests: String) -> String {
-    var arguments = ["console=ttyS0", "reboot=k", "panic=-1"]
-    if HostVirtualization.current.isEmulated {
-        arguments += ["noxsave", "clearcpuid=smap,popcnt"]
-        if let bytes = try? HostFile.readAll(FilePath("/proc/cpuinfo")),
-           let line = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first(where: { $0.hasPrefix("cpu MHz") }),
-           let megahertz = line.split(separator: ":").last.flatMap({ Double($0.drop { $0 == " " }) }) {
-            arguments.append("tsc_early_khz=\(Int(megahertz * 1000))")
-        }
-    }
-    return (arguments + ["hvkit.tests=\(tests)"]).joined(separator: " ")
+    (["console=ttyS0", "reboot=k", "panic=-1"] + BootSource.emulatedHostParameters + ["hvkit.tests=\(tests)"])
+        .joined(separator: " ")
 }
 
 /// QEMU with the CPU restrictions this host needs: no CMPXCHG16B (refused by the emulator), and

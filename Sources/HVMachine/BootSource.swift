@@ -36,9 +36,33 @@ public struct BootSource: Sendable {
     public var hypercalls: HypercallTable?
 
     /// The command line a Linux guest gets when none is given: the 16550 console of
-    /// ``Machine/addLegacyDevices(console:input:)`` from the first instruction, and an i8042
-    /// reset for `reboot`. The machine appends its devices' announcements.
-    public static let defaultCommandLine = "console=ttyS0 earlyprintk=serial,ttyS0 reboot=k panic=-1"
+    /// ``Machine/addLegacyDevices(console:input:)`` from the first instruction, an i8042 reset
+    /// for `reboot`, and on an emulating host ``emulatedHostParameters``. The machine appends
+    /// its devices' announcements.
+    public static let defaultCommandLine = (["console=ttyS0", "earlyprintk=serial,ttyS0", "reboot=k", "panic=-1"]
+        + emulatedHostParameters).joined(separator: " ")
+
+    /// On a host whose KVM emulates guest kernel code (no VMX or SVM, see
+    /// `HostVirtualization`), the kernel parameters that keep Linux away from what the emulator
+    /// refuses: `noxsave` (XSAVE, XRSTOR), `clearcpuid=smap,popcnt` (SMAP's stac/clac, POPCNT),
+    /// and `tsc_early_khz=` with the host's TSC rate, since calibrating the TSC against the PIT
+    /// fails there. Together with the kernel patch in Guests/linux they let a 6.1 kernel reach
+    /// userspace on such a host. Empty on hardware-virtualized hosts.
+    public static let emulatedHostParameters: [String] = {
+        guard HostVirtualization.current.isEmulated else { return [] }
+        var parameters = ["noxsave", "clearcpuid=smap,popcnt"]
+        if let kilohertz = hostTSCKilohertz() { parameters.append("tsc_early_khz=\(kilohertz)") }
+        return parameters
+    }()
+
+    /// The host's TSC rate, from /proc/cpuinfo's first "cpu MHz" line (constant TSCs tick at
+    /// that rate on the hosts this is for).
+    static func hostTSCKilohertz() -> Int? {
+        guard let bytes = try? HostFile.readAll(FilePath("/proc/cpuinfo")) else { return nil }
+        let line = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("cpu MHz") }
+        guard let value = line?.split(separator: ":").last.flatMap({ Double($0.drop { $0 == " " || $0 == "\t" }) }) else { return nil }
+        return Int(value * 1000)
+    }
 
     /// A Linux kernel read from `kernel` (a bzImage or an ELF vmlinux) with an optional
     /// initramfs.

@@ -148,6 +148,11 @@ public struct ELF64Image: Sendable {
         try self.init(bytes: bytes, machine: machine)
     }
 
+    /// Reads and validates the ELF file at `path`, given as a `String`.
+    public init(contentsOf path: String, machine: UInt16 = ELF64Image.machineX86_64) throws(ELFError) {
+        try self.init(contentsOf: FilePath(path), machine: machine)
+    }
+
     /// The lowest and highest guest-physical addresses the segments occupy.
     public var loadedRange: GuestAddressRange? {
         guard let low = segments.map(\.physicalAddress).min(),

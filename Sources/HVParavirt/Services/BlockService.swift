@@ -35,6 +35,12 @@ public final class BlockService: ParavirtService {
         }
     }
 
+    /// Opens the file at `path` (a `String`, as every HVKit API that takes a path also
+    /// accepts), as the `FilePath` initializer does.
+    public convenience init(path: String, readOnly: Bool = false) throws(BlockServiceError) {
+        try self.init(path: FilePath(path), readOnly: readOnly)
+    }
+
     /// Serves an open descriptor; closes it at deinit when `ownsDescriptor`.
     public init(fileDescriptor: FileDescriptor, readOnly: Bool, ownsDescriptor: Bool = false) throws(BlockServiceError) {
         // lseek to the end gives the size of regular files and block devices alike.

@@ -20,25 +20,12 @@ enum LinuxTestGuest {
         return nil
     }()
 
-    /// The command line for this host. An emulating host (no VMX/SVM) needs the kernel to keep
-    /// away from what its emulator refuses (Guests/linux/README.md): no XSAVE, no SMAP's
-    /// stac/clac, no POPCNT, and the TSC rate given, since calibrating it against the PIT fails.
+    /// The command line for this host: the console, an i8042 reset at the end, what an
+    /// emulating host needs (BootSource.emulatedHostParameters), and the checks to run.
     static func commandLine(tests: [String], extra: [String] = []) -> String {
-        var arguments = ["console=ttyS0", "reboot=k", "panic=-1"]
-        if HostVirtualization.current.isEmulated {
-            arguments += ["noxsave", "clearcpuid=smap,popcnt"]
-            if let kilohertz = hostTSCKilohertz { arguments.append("tsc_early_khz=\(kilohertz)") }
-        }
-        return (arguments + extra + ["hvkit.tests=" + tests.joined(separator: ",")]).joined(separator: " ")
+        (["console=ttyS0", "reboot=k", "panic=-1"] + BootSource.emulatedHostParameters + extra
+            + ["hvkit.tests=" + tests.joined(separator: ",")]).joined(separator: " ")
     }
-
-    /// The host's TSC rate from /proc/cpuinfo's first "cpu MHz" line.
-    static let hostTSCKilohertz: Int? = {
-        guard let bytes = try? HostFile.readAll(FilePath("/proc/cpuinfo")) else { return nil }
-        let line = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("cpu MHz") }
-        guard let value = line?.split(separator: ":").last.flatMap({ Double($0.trimmingPrefix(" ")) }) else { return nil }
-        return Int(value * 1000)
-    }()
 }
 
 /// One check's line: `HVKIT-TEST NAME ok|fail key=value ...`.
@@ -83,14 +70,6 @@ struct GuestRun: Sendable {
     var tail: String { serial.split(whereSeparator: \.isNewline).suffix(25).joined(separator: "\n") }
 }
 
-extension String {
-    func trimmingPrefix(_ prefix: Character) -> Substring { self.drop { $0 == prefix } }
-}
-
-extension Substring {
-    func trimmingSuffix(_ suffix: String) -> String { String(self).trimmingSuffix(suffix) }
-    func trimmingPrefix(_ prefix: Character) -> Substring { self.drop { $0 == prefix } }
-}
 
 extension Machine {
     /// Boots `source` and waits for the guest to end (it resets through the i8042 after its

@@ -70,6 +70,11 @@ public final class DiskImage: Sendable {
         isDirect = direct
     }
 
+    /// Opens the image at `path`, given as a `FilePath`, as the `String` initializer does.
+    public convenience init(path: FilePath, readOnly: Bool = false, cacheMode: BlockCacheMode = .writeback, direct: Bool = false) throws(DiskImageError) {
+        try self.init(path: path.string, readOnly: readOnly, cacheMode: cacheMode, direct: direct)
+    }
+
     deinit {
         close(fileDescriptor.rawValue)
     }
