@@ -5,7 +5,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench deps guests artifacts clean
+.PHONY: demo test bench deps guests artifacts lint docs clean
 
 ## Installs the system packages HVKit builds against, where they are missing.
 DEB_PACKAGES := libaio-dev linux-libc-dev zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
@@ -22,9 +22,29 @@ demo: deps
 	$(SWIFT) build --product minivmm
 	./.build/debug/minivmm
 
-## Runs the whole test suite (KVM tests are skipped, with the reason, where /dev/kvm is absent).
+## Runs the whole test suite (KVM tests are skipped, with the reason, where /dev/kvm is absent):
+## first everything but the Linux boots, in parallel; then the tests that boot Linux (the test
+## guest where `make artifacts` built it, Debian's kernel), one at a time, since each keeps a
+## core busy for tens of seconds when kernel code is emulated.
+LINUX_BOOTS := LinuxGuestTests|DebianKernelTests|theComposeSnippetBootsLinux
 test: deps
-	$(SWIFT) test
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --skip '$(LINUX_BOOTS)'
+	$(SWIFT) test --skip-build --filter '$(LINUX_BOOTS)' --no-parallel
+
+## Checks that public declarations are documented (Scripts/lint-docs.sh); CI runs it.
+lint:
+	sh Scripts/lint-docs.sh
+
+## Builds the DocC documentation of the library modules into .build/docs, failing on any
+## warning (a broken symbol link, a missing page).
+DOC_TARGETS := HVCore HVBoot HVKVM HVParavirt HVDevices HVMachine
+docs: deps
+	@for target in $(DOC_TARGETS); do \
+		$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target $$target \
+			--output-path .build/docs/$$target --warnings-as-errors || exit 1; \
+	done
+	@echo "documentation in .build/docs/<module>"
 
 ## Builds hv-bench (and minivmm, which three figures run) as release binaries with the Swift
 ## runtime linked in, and runs it. banner_vs_qemu's baseline is QEMU, installed here.

@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // `make docs`: DocC for the library modules.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // C shims: what Swift cannot import on its own.
@@ -90,7 +92,10 @@ let package = Package(
             ]
         ),
 
-        .target(name: "HVDevicesTesting", dependencies: ["HVCore", "HVDevices"]),
+        .target(
+            name: "HVDevicesTesting",
+            dependencies: ["HVCore", "HVDevices", .product(name: "SystemPackage", package: "swift-system")]
+        ),
         // The unikernel guests Guests/build-guests.sh builds, as byte arrays (generated).
         .target(name: "GuestImages", path: "Guests/Images"),
 
@@ -147,7 +152,7 @@ let package = Package(
         // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
         .testTarget(
             name: "HVKVMTests",
-            dependencies: ["HVKVM", "HVBoot", "HVCore", "HVDevices", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVKVM", "HVBoot", "HVCore", "HVDevices", "HVDevicesTesting", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
         ),
         // The kernel's virtio headers, for a test that checks HVDevices' constants against them.
         .target(name: "CVirtioHeaders", path: "Tests/CVirtioHeaders"),
@@ -166,7 +171,7 @@ let package = Package(
         // HVParavirtTests also run guests end to end on real KVM.
         .testTarget(
             name: "HVParavirtTests",
-            dependencies: ["HVParavirt", "HVCore", "HVBoot", "HVKVM", "GuestImages", "CHVKitGuestABI", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVParavirt", "HVCore", "HVBoot", "HVKVM", "HVDevicesTesting", "GuestImages", "CHVKitGuestABI", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]
         ),
     ],
     swiftLanguageModes: [.v6]

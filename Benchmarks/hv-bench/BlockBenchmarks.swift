@@ -68,7 +68,7 @@ final class BlockBenchRig {
             ? SyncBlockBackend(disk: image)
             : try AIOBlockBackend(disk: image, eventLoop: loop, depth: 256)
         device = BlockDevice(backend: backend, queueSize: 256)
-        let transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: NoInterrupt())
+        let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: NoInterrupt())
         mmio = MMIODriver(transport: transport)
         queue = try DriverQueue(memory: memory, size: 256)
         mmio.initialize(queues: [queue])

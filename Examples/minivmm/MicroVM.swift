@@ -78,7 +78,7 @@ struct Outcome {
 /// rng and console (each with its irqfd and ioeventfds), the boot timer, and the kernel or the
 /// built-in guest with its hypercall services.
 final class MicroVM {
-    static let bootTimerPort: UInt16 = 0x3F0
+    static let bootTimerPort: IOPort = 0x3F0
 
     let machine: Machine
     let loaded: LoadedGuest

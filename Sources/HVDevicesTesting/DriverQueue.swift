@@ -8,11 +8,17 @@ import HVDevices
 /// For tests and benchmarks of device models without a guest; it trusts itself and traps on
 /// misuse, unlike the device side.
 public struct DriverQueue: Sendable {
+    /// The guest memory the rings live in.
     public let memory: any GuestMemory
+    /// Entries in the queue (a power of two).
     public let size: UInt16
+    /// Where the descriptor table is.
     public let descriptorTable: GuestAddress
+    /// Where the available ring is.
     public let availableRing: GuestAddress
+    /// Where the used ring is.
     public let usedRing: GuestAddress
+    /// The available index the driver has published.
     public private(set) var availableIndex: UInt16 = 0
     private var nextFreeDescriptor: UInt16 = 0
     private var lastUsedSeen: UInt16 = 0
@@ -43,6 +49,7 @@ public struct DriverQueue: Sendable {
 
     // MARK: Raw writers
 
+    /// Writes descriptor `index` of the queue's table, or of an indirect `table`.
     public func writeDescriptor(_ index: UInt16, _ descriptor: Descriptor, table: GuestAddress? = nil) throws {
         try memory.write(descriptor, at: GuestAddress((table ?? descriptorTable).rawValue + 16 * UInt64(index)))
     }
@@ -60,18 +67,22 @@ public struct DriverQueue: Sendable {
         try memory.storeRelease(index, at: GuestAddress(availableRing.rawValue + 2))
     }
 
+    /// Sets the available ring's flags (VIRTQ_AVAIL_F_NO_INTERRUPT is 1).
     public func setAvailableFlags(_ flags: UInt16) throws {
         try memory.write(flags, at: availableRing)
     }
 
+    /// Sets used_event, the index at which the driver wants an interrupt (EVENT_IDX).
     public func setUsedEvent(_ value: UInt16) throws {
         try memory.write(value, at: GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(size)))
     }
 
+    /// avail_event as the device wrote it: the index at which it wants a kick (EVENT_IDX).
     public var availEvent: UInt16 {
         get throws { try memory.read(UInt16.self, at: GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(size))) }
     }
 
+    /// The used ring's flags (VIRTQ_USED_F_NO_NOTIFY is 1).
     public var usedFlags: UInt16 {
         get throws { try memory.read(UInt16.self, at: usedRing) }
     }
@@ -114,6 +125,7 @@ public struct DriverQueue: Sendable {
 
     // MARK: Used ring
 
+    /// The used index as the device wrote it.
     public var usedIndex: UInt16 {
         get throws { try memory.loadAcquire(UInt16.self, at: GuestAddress(usedRing.rawValue + 2)) }
     }

@@ -1,22 +1,28 @@
 import HVCore
 import HVDevices
 
-/// Drives a ``VirtioMMIODevice`` through its registers the way Linux's virtio_mmio driver does.
+/// Drives a ``VirtioMMIOTransport`` through its registers the way Linux's virtio_mmio driver does.
 public struct MMIODriver {
-    public let transport: VirtioMMIODevice
+    /// The transport driven, as a guest would through its registers.
+    public let transport: VirtioMMIOTransport
 
-    public init(transport: VirtioMMIODevice) { self.transport = transport }
+    /// A driver for `transport`.
+    public init(transport: VirtioMMIOTransport) { self.transport = transport }
 
+    /// Reads a 32-bit register.
     public func read(_ register: MMIORegister) -> UInt32 {
         UInt32(truncatingIfNeeded: transport.read(offset: register.rawValue, width: .doubleWord))
     }
 
+    /// Writes a 32-bit register.
     public func write(_ register: MMIORegister, _ value: UInt32) {
         transport.write(offset: register.rawValue, width: .doubleWord, value: UInt64(value))
     }
 
+    /// The device status register.
     public var status: DeviceStatus { DeviceStatus(rawValue: UInt8(truncatingIfNeeded: read(.status))) }
 
+    /// Writes the device status register.
     public func setStatus(_ status: DeviceStatus) { write(.status, UInt32(status.rawValue)) }
 
     /// The features the device offers, both pages.
@@ -54,6 +60,7 @@ public struct MMIODriver {
         write(.queueReady, 1)
     }
 
+    /// Writes a 64-bit guest address to a low register and the high one after it.
     public func writeAddress(_ low: MMIORegister, _ address: GuestAddress) {
         write(low, UInt32(truncatingIfNeeded: address.rawValue))
         if let high = MMIORegister(rawValue: low.rawValue + 4) {
@@ -61,6 +68,7 @@ public struct MMIODriver {
         }
     }
 
+    /// Sets DRIVER_OK.
     public func driverOK() {
         setStatus([.acknowledge, .driver, .featuresOK, .driverOK])
     }
@@ -72,6 +80,7 @@ public struct MMIODriver {
         driverOK()
     }
 
+    /// Kicks `queue` (QueueNotify).
     public func notify(_ queue: UInt32) { write(.queueNotify, queue) }
 
     /// Reads and acknowledges the interrupt status.

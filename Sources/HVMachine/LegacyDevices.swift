@@ -13,7 +13,7 @@ public struct LegacyDevices: Sendable {
     public let cmos: CMOSClock
 
     /// The serial port's first I/O port.
-    public static let serialPort: UInt16 = 0x3F8
+    public static let serialPort: IOPort = 0x3F8
     /// The serial port's interrupt (ISA IRQ 4, GSI 4).
     public static let serialInterrupt: UInt32 = 4
 }

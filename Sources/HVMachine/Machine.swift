@@ -146,12 +146,12 @@ public final class Machine: Sendable {
         }
     }
 
-    /// Registers `device` on the port-I/O bus at `port` (I/O ports are their own 16-bit
-    /// address space, not guest-physical addresses).
-    public func add(pio device: any BusDevice, port: UInt16, count: UInt16, name: String) throws(MachineError) {
+    /// Registers `device` on the port-I/O bus for `count` ports from `port` (I/O ports are
+    /// their own 16-bit address space, not guest-physical addresses).
+    public func add(pio device: any BusDevice, port: IOPort, count: UInt16, name: String) throws(MachineError) {
         try state.withLock { state throws(MachineError) in
             try Self.requireComposing(state, device: name)
-            try during(.addDevice, device: name) { try pio.register(device, at: GuestAddress(UInt64(port)), length: UInt64(count)) }
+            try during(.addDevice, device: name) { try pio.register(device, port: port, count: count) }
         }
     }
 

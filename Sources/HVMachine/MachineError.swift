@@ -60,6 +60,7 @@ public struct MachineError: Error, Sendable, CustomStringConvertible {
         self.underlying = nil
     }
 
+    /// The step, the device and the reason, in one line.
     public var description: String {
         if let device { return "\(step.rawValue) (\(device)): \(reason)" }
         return "\(step.rawValue): \(reason)"

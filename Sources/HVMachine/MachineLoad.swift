@@ -15,6 +15,7 @@ public struct LoadedGuest: Sendable, CustomStringConvertible {
     /// The full command line a Linux guest got.
     public let commandLine: String?
 
+    /// What was booted, how, and where it is entered.
     public var description: String {
         guard let plan = linuxPlan else { return "\(kind) at \(entry)" }
         let entry = plan.bootProtocol == .pvh ? "PVH" : "the 64-bit boot protocol"

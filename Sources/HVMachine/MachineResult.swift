@@ -9,6 +9,7 @@ public struct MachineResult: Sendable, CustomStringConvertible {
     /// What happened after: devices quiesced, disks flushed, anything that failed.
     public let shutdown: ShutdownReport
 
+    /// The stop reason, then what the shutdown did.
     public var description: String {
         "\(stopReason); \(shutdown)"
     }
@@ -31,6 +32,7 @@ public struct ShutdownReport: Sendable, CustomStringConvertible {
     /// Whether everything the guest wrote reached its disks.
     public var isClean: Bool { failures.isEmpty }
 
+    /// What the shutdown did, in words.
     public var description: String {
         guard ran else { return "the machine never ran" }
         var parts = ["\(devicesQuiesced) device(s) quiesced", "\(disksFlushed.count) disk(s) flushed"]

@@ -21,17 +21,17 @@ public final class VirtioSlot: Sendable {
     /// The device model.
     public let device: any VirtioDevice
     /// Its virtio-mmio transport, registered on the machine's MMIO bus.
-    public let transport: VirtioMMIODevice
+    public let transport: VirtioMMIOTransport
     /// The MMIO window.
     public let window: GuestAddressRange
     /// The interrupt line (GSI), injected through an irqfd.
     public let interrupt: UInt32
     /// How queue notifications arrive.
     public let notifications: QueueNotifications
-    let notifiers: Mutex<[VirtioMMIODevice.QueueNotifier]>
+    let notifiers: Mutex<[VirtioMMIOTransport.QueueNotifier]>
 
-    init(name: String, device: any VirtioDevice, transport: VirtioMMIODevice, window: GuestAddressRange, interrupt: UInt32,
-         notifications: QueueNotifications, notifiers: [VirtioMMIODevice.QueueNotifier]) {
+    init(name: String, device: any VirtioDevice, transport: VirtioMMIOTransport, window: GuestAddressRange, interrupt: UInt32,
+         notifications: QueueNotifications, notifiers: [VirtioMMIOTransport.QueueNotifier]) {
         self.name = name
         self.device = device
         self.transport = transport
@@ -48,8 +48,8 @@ public final class VirtioSlot: Sendable {
     }
 
     /// The record that declares this device in ACPI's DSDT.
-    public var acpiRecord: ACPITables.VirtioMMIODevice {
-        ACPITables.VirtioMMIODevice(base: window.start.rawValue, length: UInt32(window.length), interrupt: interrupt)
+    public var acpiRecord: ACPITables.VirtioMMIORecord {
+        ACPITables.VirtioMMIORecord(base: window.start.rawValue, length: UInt32(window.length), interrupt: interrupt)
     }
 }
 
@@ -80,12 +80,12 @@ extension Machine {
         return try state.withLock { state throws(MachineError) in
             let label = name ?? "\(device.deviceType.shortName) \(state.virtio.count)"
             try Self.requireComposing(state, device: label)
-            let window = try state.allocator.allocateWindow(size: VirtioMMIODevice.windowSize)
+            let window = try state.allocator.allocateWindow(size: VirtioMMIOTransport.windowSize)
             let gsi = state.allocator.allocateInterrupt()
             let line = try during(.wireInterrupt, device: label) { try vm.makeInterruptLine(gsi: gsi) }
-            let transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: line)
+            let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: line)
             try during(.addDevice, device: label) { try mmio.register(transport, at: window.start, length: window.length) }
-            var notifiers: [VirtioMMIODevice.QueueNotifier] = []
+            var notifiers: [VirtioMMIOTransport.QueueNotifier] = []
             if mode == .ioeventfd {
                 notifiers = try during(.wireNotifications, device: label) { try transport.attachNotifiers(on: events) }
                 do {

@@ -1,4 +1,5 @@
 import GuestImages
+import HVDevicesTesting
 import Glibc
 import HVMachine
 import HVTestSupport

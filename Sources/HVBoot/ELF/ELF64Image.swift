@@ -12,14 +12,20 @@ public struct ELF64Image: Sendable {
     public struct Segment: Sendable, Hashable {
         /// Index of the program header, for error messages.
         public let index: Int
+        /// Where the segment's bytes start in the file.
         public let fileOffset: UInt64
+        /// How many bytes the file holds for it.
         public let fileSize: UInt64
+        /// Its size in memory; the bytes past ``fileSize`` are zeroed (bss).
         public let memorySize: UInt64
+        /// Where it is loaded (p_paddr).
         public let physicalAddress: GuestAddress
+        /// Where the image expects it (p_vaddr), for images that map themselves.
         public let virtualAddress: UInt64
         /// PF_X, PF_W, PF_R bits.
         public let flags: UInt32
 
+        /// Whether the segment is executable (PF_X).
         public var isExecutable: Bool { flags & 1 != 0 }
         /// Whether guest-physical `address` lies inside the segment's memory.
         public func containsPhysical(_ address: UInt64) -> Bool {
@@ -31,17 +37,25 @@ public struct ELF64Image: Sendable {
 
     /// A program header of any type (PT_NOTE, PT_DYNAMIC, ...), for callers that look further.
     public struct ProgramHeader: Sendable, Hashable {
+        /// p_type (1 PT_LOAD, 4 PT_NOTE, ...).
         public let type: UInt32
+        /// p_flags (PF_X 1, PF_W 2, PF_R 4).
         public let flags: UInt32
+        /// p_offset.
         public let fileOffset: UInt64
+        /// p_vaddr.
         public let virtualAddress: UInt64
+        /// p_paddr.
         public let physicalAddress: UInt64
+        /// p_filesz.
         public let fileSize: UInt64
+        /// p_memsz.
         public let memorySize: UInt64
         /// p_align.
         public let alignment: UInt64
     }
 
+    /// EM_X86_64.
     public static let machineX86_64: UInt16 = 62
     /// More program headers than this is not a kernel or a guest; refuse it.
     public static let maximumProgramHeaders: UInt16 = 256
@@ -51,6 +65,7 @@ public struct ELF64Image: Sendable {
 
     /// The entry point (`e_entry`), inside an executable segment.
     public let entry: GuestAddress
+    /// e_machine, checked against the expected machine.
     public let machine: UInt16
     /// The PT_LOAD segments with a non-zero memory size, in file order.
     public let segments: [Segment]

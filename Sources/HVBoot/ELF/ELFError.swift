@@ -41,6 +41,7 @@ public enum ELFError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Reading the file failed.
     case io(path: String, Errno)
 
+    /// What is wrong, naming the field.
     public var description: String {
         switch self {
         case let .truncated(what, needed, fileSize): return "ELF: \(what) needs \(needed) bytes but the file has \(fileSize)"

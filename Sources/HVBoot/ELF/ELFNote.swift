@@ -6,9 +6,12 @@ import HVCore
 public struct ELFNote: Sendable, Hashable {
     /// The owner, without its terminating NUL ("Xen", "GNU", "Linux").
     public let name: String
+    /// The note's type, in the owner's numbering.
     public let type: UInt32
+    /// The descriptor (the note's payload).
     public let descriptor: [UInt8]
 
+    /// A note owned by `name`.
     public init(name: String, type: UInt32, descriptor: [UInt8]) {
         self.name = name
         self.type = type

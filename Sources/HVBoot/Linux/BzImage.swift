@@ -2,10 +2,12 @@
 /// 64-bit entry point is 0x200 bytes in. Parsed and checked; nothing is trusted that the
 /// header says about where things are.
 public struct BzImage: Sendable {
+    /// The setup header, checked.
     public let header: LinuxSetupHeader
     /// The whole file.
     public let bytes: [UInt8]
 
+    /// Parses and checks a bzImage: boot flag, header magic, protocol version (2.12 or later), a 64-bit entry, and every size and offset against the image's length.
     public init(bytes: [UInt8]) throws(LinuxBootError) {
         let header = try LinuxSetupHeader(image: bytes)
         guard header.setupBytes < bytes.count else {

@@ -43,6 +43,7 @@ public enum LinuxBootError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The ELF kernel was refused.
     case elf(ELFError)
 
+    /// What went wrong, naming the field or the step.
     public var description: String {
         switch self {
         case let .truncated(what, needed, fileSize): return "kernel: \(what) needs \(needed) bytes but the image has \(fileSize)"

@@ -36,20 +36,25 @@ public struct LinuxBootLayout: Sendable, Hashable {
     public var zeroPage: GuestAddress = GuestAddress(0x7000)
     /// The PVH start info with its module list and memory map, for a PVH entry.
     public var startInfo: GuestAddress = GuestAddress(0x9000)
+    /// Bytes reserved for the start info at ``startInfo``, module list and memory map included.
     public var startInfoCapacity: Int = 0x1000
     /// The stack pointer at entry (the kernel soon switches to its own).
     public var stackPointer: UInt64 = 0x8FF0
+    /// Where the command line goes.
     public var commandLine: GuestAddress = GuestAddress(0x2_0000)
     /// Room for the command line, its NUL included.
     public var commandLineCapacity: Int = 0x1_0000
+    /// Where the long-mode GDT and page tables go (64-bit protocol) and the GDT (PVH).
     public var longMode = LongModeLayout()
 
+    /// The default layout, all of it in the first 1 MiB.
     public init() {}
 }
 
 /// What ``LinuxLoader/load(_:commandLine:initrd:into:layout:acpiRoot:bootProtocol:)`` put
 /// where, and how to enter.
 public struct LinuxBootPlan: Sendable, Hashable {
+    /// How the vCPU enters the kernel.
     public let bootProtocol: LinuxBootProtocol
     /// The entry point: 64-bit for ``LinuxBootProtocol/linux64``, 32-bit for PVH.
     public let entry: GuestAddress
@@ -57,12 +62,17 @@ public struct LinuxBootPlan: Sendable, Hashable {
     public let kernel: GuestAddressRange
     /// The zero page, written for the 64-bit protocol only.
     public let zeroPageAddress: GuestAddress
+    /// The zero page as written (64-bit protocol); built for PVH too, for inspection.
     public let zeroPage: ZeroPage
     /// What a PVH entry finds through EBX; nil for the 64-bit protocol.
     public let startInfo: PVHStartInfo?
+    /// Where the command line is.
     public let commandLine: GuestAddress
+    /// Where the initrd is, if there is one.
     public let initrd: GuestAddressRange?
+    /// The e820 map the kernel gets (in the zero page or the start info).
     public let memoryMap: [E820Entry]
+    /// The layout the plan was made with.
     public let layout: LinuxBootLayout
 }
 

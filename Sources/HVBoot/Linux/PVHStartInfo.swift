@@ -54,6 +54,7 @@ public struct PVHStartInfo: Sendable, Hashable {
 
     /// Where the block goes in guest memory.
     public let address: GuestAddress
+    /// The start info, then its module list and memory map, laid out from ``address``.
     public let bytes: [UInt8]
 
     /// - Parameters:
@@ -95,8 +96,12 @@ public struct PVHStartInfo: Sendable, Hashable {
 
     // Readers, for tests and for embedders that want to check what the guest will see.
 
+    /// cmdline_paddr: where the command line is.
     public var commandLineAddress: UInt64 { bytes.littleEndian(UInt64.self, at: Offset.commandLineAddress) }
+    /// rsdp_paddr: where the ACPI RSDP is, or 0.
     public var rsdpAddress: UInt64 { bytes.littleEndian(UInt64.self, at: Offset.rsdpAddress) }
+    /// nr_modules: 1 with an initrd, else 0.
     public var moduleCount: UInt32 { bytes.littleEndian(UInt32.self, at: Offset.moduleCount) }
+    /// memmap_entries: how many memory map entries follow.
     public var memoryMapEntryCount: UInt32 { bytes.littleEndian(UInt32.self, at: Offset.memoryMapEntries) }
 }

@@ -38,17 +38,21 @@ public struct LinuxSetupHeader: Sendable, Hashable {
     public let setupSectors: Int
     /// Protocol version, major in the high byte (0x020F is 2.15).
     public let version: UInt16
+    /// loadflags: bit 0 LOADED_HIGH (the protected-mode kernel goes at 1 MiB).
     public let loadFlags: UInt8
+    /// xloadflags: bit 0 XLF_KERNEL_64 (a 64-bit entry at +0x200).
     public let xloadFlags: UInt16
     /// The highest address the initrd may occupy.
     public let initrdAddressMax: UInt32
     /// Alignment a relocatable kernel needs.
     public let kernelAlignment: UInt32
+    /// Whether the kernel may be loaded elsewhere than pref_address (relocatable_kernel).
     public let relocatable: Bool
     /// The longest command line the kernel takes, without its terminating NUL.
     public let commandLineSize: UInt32
     /// The compressed payload, relative to the start of the protected-mode kernel.
     public let payloadOffset: UInt32
+    /// The compressed payload's size (payload_length).
     public let payloadLength: UInt32
     /// Where the kernel prefers to be loaded.
     public let preferredAddress: UInt64

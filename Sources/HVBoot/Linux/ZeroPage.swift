@@ -2,6 +2,7 @@
 /// header, the command line and initrd addresses, and the e820 memory map.
 /// (Documentation/arch/x86/zero-page.rst.)
 public struct ZeroPage: Sendable, Hashable {
+    /// A zero page is one 4 KiB page.
     public static let size = 4096
 
     enum Offset {
@@ -17,6 +18,7 @@ public struct ZeroPage: Sendable, Hashable {
     /// The identifier a boot loader without an assigned one puts in type_of_loader.
     static let undefinedLoader: UInt8 = 0xFF
 
+    /// The page as the kernel will read it.
     public private(set) var bytes = [UInt8](repeating: 0, count: ZeroPage.size)
 
     /// A zero page with `header` (the bytes from 0x1F1, as in the image) copied in.
@@ -54,6 +56,7 @@ public struct ZeroPage: Sendable, Hashable {
         bytes.setLittleEndian(address, at: Offset.acpiRSDPAddress)
     }
 
+    /// acpi_rsdp_addr: where the RSDP is, or 0.
     public var acpiRootAddress: UInt64 { bytes.littleEndian(UInt64.self, at: Offset.acpiRSDPAddress) }
 
     mutating func setMemoryMap(_ entries: [E820Entry]) {
@@ -68,11 +71,13 @@ public struct ZeroPage: Sendable, Hashable {
 
     // Readers, for tests and for embedders that want to check what the guest will see.
 
+    /// cmd_line_ptr with ext_cmd_line_ptr: where the command line is.
     public var commandLineAddress: UInt64 {
         UInt64(bytes.littleEndian(UInt32.self, at: LinuxSetupHeader.Offset.commandLinePointer))
             | UInt64(bytes.littleEndian(UInt32.self, at: Offset.extCommandLinePointer)) << 32
     }
 
+    /// ramdisk_image and ramdisk_size with their ext_ high halves.
     public var initrd: (address: UInt64, size: UInt64) {
         (UInt64(bytes.littleEndian(UInt32.self, at: LinuxSetupHeader.Offset.ramdiskImage))
             | UInt64(bytes.littleEndian(UInt32.self, at: Offset.extRamdiskImage)) << 32,
@@ -80,6 +85,7 @@ public struct ZeroPage: Sendable, Hashable {
             | UInt64(bytes.littleEndian(UInt32.self, at: Offset.extRamdiskSize)) << 32)
     }
 
+    /// The e820 table (e820_entries of them).
     public var memoryMap: [E820Entry] {
         (0..<Int(bytes[Offset.e820Entries])).compactMap { index in
             let base = Offset.e820Table + index * Offset.e820EntrySize
@@ -88,6 +94,8 @@ public struct ZeroPage: Sendable, Hashable {
         }
     }
 
+    /// The setup header's boot flag (0xAA55).
     public var bootFlag: UInt16 { bytes.littleEndian(UInt16.self, at: LinuxSetupHeader.Offset.bootFlag) }
+    /// type_of_loader (0xFF: a loader without an assigned ID).
     public var typeOfLoader: UInt8 { bytes[LinuxSetupHeader.Offset.typeOfLoader] }
 }

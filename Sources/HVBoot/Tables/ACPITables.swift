@@ -10,10 +10,14 @@ import HVCore
 /// zero page's acpi_rsdp_addr points at the RSDP as well.
 public struct ACPITables: Sendable, Hashable {
     /// A virtio-mmio device to declare.
-    public struct VirtioMMIODevice: Sendable, Hashable {
+    public struct VirtioMMIORecord: Sendable, Hashable {
+        /// The first byte of the device's MMIO window.
         public var base: UInt64
+        /// The window's size in bytes.
         public var length: UInt32
+        /// The GSI the device interrupts on (an I/O APIC pin).
         public var interrupt: UInt32
+        /// A device at `base` with a window of `length` bytes, interrupting on `interrupt`.
         public init(base: UInt64, length: UInt32 = 0x1000, interrupt: UInt32) {
             self.base = base
             self.length = length
@@ -21,11 +25,15 @@ public struct ACPITables: Sendable, Hashable {
         }
     }
 
+    /// Where the tables go by default: in the BIOS area below 1 MiB, where Linux also scans for an RSDP.
     public static let defaultAddress = GuestAddress(0xE_0000)
+    /// Where the tables start (the RSDP, which Linux finds through the zero page or the PVH start info).
     public let address: GuestAddress
+    /// The tables, laid out from ``address``, checksums filled in.
     public let bytes: [UInt8]
 
-    public init(vcpuCount: Int, virtioDevices: [VirtioMMIODevice] = [], at address: GuestAddress = ACPITables.defaultAddress) throws(LinuxBootError) {
+    /// Builds the tables for `vcpuCount` vCPUs (one local APIC each in the MADT) and `virtioDevices` (LNRO0005 devices in the DSDT), to be written at `address`.
+    public init(vcpuCount: Int, virtioDevices: [VirtioMMIORecord] = [], at address: GuestAddress = ACPITables.defaultAddress) throws(LinuxBootError) {
         guard (1...254).contains(vcpuCount) else {
             throw .badField(name: "the MADT's processor count", value: UInt64(max(0, vcpuCount)), reason: "1 to 254")
         }
@@ -70,6 +78,7 @@ public struct ACPITables: Sendable, Hashable {
         bytes = block
     }
 
+    /// Writes ``bytes`` at ``address``; refused if they do not fit in `memory`'s RAM.
     public func write(to memory: some GuestMemory) throws(LinuxBootError) {
         do { try memory.write(bytes, to: address) } catch { throw .guestMemory(error) }
     }
@@ -162,7 +171,7 @@ enum AML {
     }
 
     /// Device VRnn: _HID "LNRO0005", _UID, and _CRS with its registers and interrupt.
-    static func virtioDevice(index: Int, device: ACPITables.VirtioMMIODevice) -> [UInt8] {
+    static func virtioDevice(index: Int, device: ACPITables.VirtioMMIORecord) -> [UInt8] {
         let hex = String(index, radix: 16, uppercase: true)
         let segment = "VR" + String(repeating: "0", count: max(0, 2 - hex.count)) + hex
         // Memory32Fixed (read/write), then an extended interrupt (consumer, edge, active high).

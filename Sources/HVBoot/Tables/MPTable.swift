@@ -9,10 +9,13 @@ public struct MPTable: Sendable, Hashable {
     /// Where Linux looks first: the last KiB of base memory (0x9FC00), which the e820 map
     /// leaves out of RAM.
     public static let defaultAddress = GuestAddress(0x9_FC00)
+    /// Where the table says the I/O APIC is (KVM's in-kernel one).
     public static let ioAPICAddress: UInt32 = 0xFEC0_0000
+    /// Where the table says each local APIC is.
     public static let localAPICAddress: UInt32 = 0xFEE0_0000
     static let isaInterrupts = 16
 
+    /// The processors the table lists.
     public let vcpuCount: Int
     /// The bytes to write at the table's address: the floating pointer, then the table.
     public let bytes: [UInt8]

@@ -11,6 +11,7 @@ public struct LongModeLayout: Sendable, Hashable {
     /// at most 512 GiB. Mapped with 2 MiB pages.
     public var identityMapSize: UInt64
 
+    /// A layout with the GDT at `gdtAddress`, the page tables at `pageTableAddress`, and an identity map of `identityMapSize` bytes.
     public init(gdtAddress: GuestAddress = GuestAddress(0x500),
                 pageTableAddress: GuestAddress = GuestAddress(0x1000),
                 identityMapSize: UInt64 = 4 << 30) {

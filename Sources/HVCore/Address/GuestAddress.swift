@@ -3,11 +3,15 @@
 /// Arithmetic on guest addresses never traps: the values usually come from the guest, so an
 /// overflow is reported as ``GuestMemoryError/addressOverflow(address:length:)`` instead.
 public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// The address as a number.
     public var rawValue: UInt64
 
+    /// The guest-physical address `rawValue`.
     @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
+    /// The guest-physical address `rawValue`.
     @inlinable public init(_ rawValue: UInt64) { self.rawValue = rawValue }
 
+    /// Orders addresses by their value.
     @inlinable public static func < (lhs: GuestAddress, rhs: GuestAddress) -> Bool {
         lhs.rawValue < rhs.rawValue
     }
@@ -39,6 +43,7 @@ public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable, Cu
         alignment != 0 && rawValue & (alignment &- 1) == 0
     }
 
+    /// The address in hexadecimal (`0xd0000000`).
     public var description: String { "0x" + String(rawValue, radix: 16) }
 }
 
@@ -48,7 +53,9 @@ public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable, Cu
 /// fits in the 64-bit address space; `end` (exclusive) may be exactly 2^64, which is why it
 /// is exposed as ``lastAddress`` (inclusive) instead.
 public struct GuestAddressRange: Hashable, Sendable, CustomStringConvertible {
+    /// The range's first address.
     public let start: GuestAddress
+    /// The range's size in bytes; never zero.
     public let length: UInt64
 
     /// Creates `[start, start + length)`. Refuses an empty range and a range that runs past
@@ -69,6 +76,7 @@ public struct GuestAddressRange: Hashable, Sendable, CustomStringConvertible {
     /// The first address after the range, or nil when the range ends at the top of the space.
     @inlinable public var end: GuestAddress? { start.adding(length) }
 
+    /// Whether `address` lies inside this range.
     @inlinable
     public func contains(_ address: GuestAddress) -> Bool {
         address >= start && address <= lastAddress
@@ -80,10 +88,12 @@ public struct GuestAddressRange: Hashable, Sendable, CustomStringConvertible {
         other.start >= start && other.lastAddress <= lastAddress
     }
 
+    /// Whether the two ranges share at least one address.
     @inlinable
     public func overlaps(_ other: GuestAddressRange) -> Bool {
         start <= other.lastAddress && other.start <= lastAddress
     }
 
+    /// The range as `[first, last]` in hexadecimal.
     public var description: String { "[\(start), \(lastAddress)]" }
 }

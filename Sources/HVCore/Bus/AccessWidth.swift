@@ -11,6 +11,7 @@ public enum AccessWidth: Int, Sendable, CaseIterable {
         self.init(rawValue: byteCount)
     }
 
+    /// The access's size in bytes.
     @inlinable public var byteCount: Int { rawValue }
 
     /// The mask that keeps the low `byteCount` bytes of a value.

@@ -9,13 +9,18 @@ public enum BusError: Error, Hashable, Sendable, CustomStringConvertible {
     case outOfSpace(base: GuestAddress, length: UInt64, space: Bus.Space)
     /// No device is registered at that base address.
     case notRegistered(base: GuestAddress)
+    /// A registration meant for one address space was made on a bus of the other (ports on
+    /// an MMIO bus).
+    case wrongSpace(expected: Bus.Space, bus: Bus.Space)
 
+    /// Why the registration was refused, in words.
     public var description: String {
         switch self {
         case let .overlap(requested, existing): return "bus range \(requested) overlaps \(existing)"
         case let .outOfSpace(base, length, space):
             return "bus range at \(base) of length \(length) does not fit the \(space.rawValue) space"
         case let .notRegistered(base): return "no device registered at \(base)"
+        case let .wrongSpace(expected, bus): return "a \(expected.rawValue) registration on a \(bus.rawValue) bus"
         }
     }
 }
@@ -26,6 +31,7 @@ public enum BusError: Error, Hashable, Sendable, CustomStringConvertible {
 /// Accesses that hit no device (or straddle the end of one) are handled here: reads return
 /// ``unmappedReadValue``, writes are dropped, and both are counted.
 public final class Bus: Sendable {
+    /// Which address space a bus serves: 16-bit I/O ports, or guest-physical MMIO addresses.
     public enum Space: String, Sendable {
         case pio = "port I/O"
         case mmio = "MMIO"
@@ -44,13 +50,16 @@ public final class Bus: Sendable {
         let device: any BusDevice
     }
 
+    /// The address space this bus serves.
     public let space: Space
+    /// What reads of unclaimed addresses return.
     public let unmappedReadValue: UnmappedRead
     private let entries = Mutex<[Entry]>([])
     private let unhandledReadCount = Atomic<UInt64>(0)
     private let unhandledWriteCount = Atomic<UInt64>(0)
     private let logger: Logger
 
+    /// An empty bus for `space`.
     public init(space: Space, unmappedReadValue: UnmappedRead = .allOnes, logger: Logger? = nil) {
         self.space = space
         self.unmappedReadValue = unmappedReadValue

@@ -11,14 +11,17 @@ public protocol ByteSink: Sendable {
 /// A sink that writes to a file descriptor (stdout, a file, a pty), retrying short writes.
 /// The caller keeps the descriptor open. Output to a descriptor that fails is dropped and logged.
 public final class FileDescriptorSink: ByteSink {
+    /// Where the bytes go.
     public let fileDescriptor: FileDescriptor
     private let logger: Logger
 
+    /// A sink writing to `fileDescriptor`, which the caller keeps open.
     public init(_ fileDescriptor: FileDescriptor, logger: Logger = Logger(label: "hvkit.console")) {
         self.fileDescriptor = fileDescriptor
         self.logger = logger
     }
 
+    /// Writes all of `bytes`, retrying short writes and EINTR; a failure is logged and the rest dropped.
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress else { return }
         var done = 0

@@ -106,8 +106,10 @@ extension GuestMemory {
         guard let base = buffer.baseAddress, buffer.count > 0 else { throw .zeroLength(address: address) }
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             try forEachChunk(at: address, length: UInt64(buffer.count), for: .read) { chunk, offset throws(GuestMemoryError) in
+                // A chunk is never empty; an empty one has nothing to copy.
+                guard let source = chunk.baseAddress else { return }
                 // SAFETY: chunk was bounds-checked by the backend; offset + chunk.count <= buffer.count.
-                (base + offset).copyMemory(from: chunk.baseAddress!, byteCount: chunk.count)
+                (base + offset).copyMemory(from: source, byteCount: chunk.count)
             }
         }
     }
@@ -117,8 +119,10 @@ extension GuestMemory {
         guard let base = bytes.baseAddress, bytes.count > 0 else { throw .zeroLength(address: address) }
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             try forEachChunk(at: address, length: UInt64(bytes.count), for: .write) { chunk, offset throws(GuestMemoryError) in
+                // A chunk is never empty; an empty one has nothing to copy.
+                guard let destination = chunk.baseAddress else { return }
                 // SAFETY: chunk was bounds-checked by the backend; offset + chunk.count <= bytes.count.
-                chunk.baseAddress!.copyMemory(from: base + offset, byteCount: chunk.count)
+                destination.copyMemory(from: base + offset, byteCount: chunk.count)
             }
         }
     }
@@ -160,9 +164,9 @@ extension GuestMemory {
         let size = MemoryLayout<T>.size
         guard size > 0 else { throw .zeroLength(address: address) }
         return try withExtendedLifetime(self) { () throws(GuestMemoryError) -> T in
-            if let buffer = try? unsafeHostBuffer(at: address, length: UInt64(size), for: .read) {
+            if let buffer = try? unsafeHostBuffer(at: address, length: UInt64(size), for: .read), let base = buffer.baseAddress {
                 // SAFETY: buffer holds exactly `size` bytes; T is BitwiseCopyable, so any bytes form a value.
-                return buffer.baseAddress!.loadUnaligned(as: T.self)
+                return base.loadUnaligned(as: T.self)
             }
             let bytes = try readBytes(at: address, count: size)
             return bytes.withUnsafeBytes { $0.loadUnaligned(as: T.self) }
@@ -175,9 +179,9 @@ extension GuestMemory {
         guard size > 0 else { throw .zeroLength(address: address) }
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             // Fast path: one region, no temporary buffers (ring entries, status bytes).
-            if let buffer = try? unsafeHostBuffer(at: address, length: UInt64(size), for: .write) {
+            if let buffer = try? unsafeHostBuffer(at: address, length: UInt64(size), for: .write), let base = buffer.baseAddress {
                 // SAFETY: buffer holds exactly `size` bytes of writable guest RAM.
-                buffer.baseAddress!.storeBytes(of: value, as: T.self)
+                base.storeBytes(of: value, as: T.self)
                 return
             }
             var copy = value
@@ -190,7 +194,10 @@ extension GuestMemory {
     func atomicPointer(at address: GuestAddress, size: UInt64, for access: MemoryAccess) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         guard address.isAligned(to: size) else { throw .misaligned(address: address, alignment: size) }
         // Naturally aligned and at most 8 bytes: never spans two pages, so never two regions.
-        return try unsafeHostBuffer(at: address, length: size, for: access).baseAddress!
+        guard let pointer = try unsafeHostBuffer(at: address, length: size, for: access).baseAddress else {
+            throw .zeroLength(address: address)
+        }
+        return pointer
     }
 
     /// An atomic load with acquire ordering of a naturally aligned `UInt16`.

@@ -20,6 +20,7 @@ public enum GuestMemoryError: Error, Hashable, Sendable, CustomStringConvertible
     /// A length that does not fit in the host's `Int`.
     case lengthTooLarge(address: GuestAddress, length: UInt64)
 
+    /// What was refused and where.
     public var description: String {
         switch self {
         case let .addressOverflow(address, length):

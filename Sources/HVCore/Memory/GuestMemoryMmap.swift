@@ -6,6 +6,7 @@ import SystemPackage
 public final class GuestMemoryMmap: GuestMemory {
     /// The regions, sorted by guest address.
     public let regions: [GuestMemoryRegion]
+    /// Each region's guest range, in the order of ``regions`` (sorted by address).
     public let ramRanges: [GuestAddressRange]
 
     /// The host's page size, which every region start and size must be a multiple of.
@@ -65,6 +66,7 @@ public final class GuestMemoryMmap: GuestMemory {
         indexOfRange(containing: address, in: ramRanges, range: { $0 }).map { regions[$0] }
     }
 
+    /// A host pointer to `length` bytes of guest RAM at `address`, checked to lie inside one region that allows `access`. Valid while this memory object lives; the guest may change the bytes at any time.
     public func unsafeHostBuffer(
         at address: GuestAddress, length: UInt64, for access: MemoryAccess
     ) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {

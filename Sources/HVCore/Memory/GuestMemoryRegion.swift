@@ -16,7 +16,9 @@ public enum MemoryBacking: Sendable {
 
 /// How a region is mapped.
 public struct MemoryRegionOptions: OptionSet, Sendable, Hashable {
+    /// The options as bits.
     public let rawValue: UInt32
+    /// Options from their bits.
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Map with MAP_NORESERVE: no swap is reserved up front, so large sparse guests are cheap.
@@ -33,11 +35,16 @@ public struct MemoryRegionOptions: OptionSet, Sendable, Hashable {
 
 /// A request for one region of guest RAM.
 public struct MemoryRegionSpec: Sendable {
+    /// Where the region starts in guest-physical memory (page-aligned).
     public var start: GuestAddress
+    /// Its size in bytes (a multiple of the page size).
     public var size: UInt64
+    /// What backs it: anonymous memory, a memfd, or a file.
     public var backing: MemoryBacking
+    /// How it is mapped.
     public var options: MemoryRegionOptions
 
+    /// A region of `size` bytes at `start`.
     public init(start: GuestAddress, size: UInt64, backing: MemoryBacking = .anonymous, options: MemoryRegionOptions = []) {
         self.start = start
         self.size = size
@@ -55,6 +62,7 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
     case overlap(GuestAddressRange, GuestAddressRange)
     case systemCall(String, Errno, start: GuestAddress, size: UInt64)
 
+    /// What went wrong, naming the region.
     public var description: String {
         switch self {
         case .emptyLayout: return "guest memory layout has no regions"
@@ -72,10 +80,13 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
 /// One mapped region of guest RAM. Owns its host mapping (and memfd, if any) and releases
 /// them when the last reference goes away.
 public final class GuestMemoryRegion: Sendable {
+    /// The guest-physical range the region covers.
     public let range: GuestAddressRange
+    /// How it is mapped.
     public let options: MemoryRegionOptions
     /// The descriptor behind a memfd- or file-backed region, and the file offset of the start.
     public let fileDescriptor: FileDescriptor?
+    /// Where in that file the region's first byte is.
     public let fileOffset: Int64
     private let ownsDescriptor: Bool
     // SAFETY: the pointer is written once in init and the mapping lives until deinit.
@@ -83,7 +94,9 @@ public final class GuestMemoryRegion: Sendable {
 
     /// The host address of the first byte, for registering the region with a hypervisor.
     public var hostAddress: UInt { UInt(bitPattern: base) }
+    /// The region's size in bytes.
     public var size: UInt64 { range.length }
+    /// Whether the guest (and the VMM's checked writes) may not write it.
     public var isReadOnly: Bool { options.contains(.readOnly) }
 
     init(_ spec: MemoryRegionSpec, pageSize: UInt64) throws(MemoryMappingError) {

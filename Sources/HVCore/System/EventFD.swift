@@ -6,6 +6,7 @@ import SystemPackage
 /// ioeventfd (a guest write became a notification) and what it waits on for an irqfd (a
 /// write injects an interrupt). Owns its descriptor and closes it when released.
 public final class EventFD: Notifier, Sendable {
+    /// The eventfd, closed when this object goes away.
     public let fileDescriptor: FileDescriptor
 
     /// Creates an eventfd. Close-on-exec is always set.
@@ -37,6 +38,7 @@ public final class EventFD: Notifier, Sendable {
         }
     }
 
+    /// Adds 1 to the counter (``signal(_:)`` with 1).
     public func notify() throws(Errno) { try signal(1) }
 
     /// Returns the counter and resets it to zero (or takes 1, for a semaphore eventfd). Blocks while it is zero, unless the eventfd

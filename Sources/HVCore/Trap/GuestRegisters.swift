@@ -17,12 +17,15 @@ public protocol GuestRegisterAccess {
 public struct GuestRegisterFile: GuestRegisterAccess, Sendable, Hashable {
     private var values = [UInt64](repeating: 0, count: GeneralRegister.allCases.count)
 
+    /// A register file with every register zero.
     public init() {}
 
+    /// A register file with `values` set and the rest zero.
     public init(_ values: [GeneralRegister: UInt64]) {
         for (register, value) in values { self[register] = value }
     }
 
+    /// The value of `register`.
     public subscript(register: GeneralRegister) -> UInt64 {
         get { values[register.rawValue] }
         set { values[register.rawValue] = newValue }

@@ -7,6 +7,7 @@ public enum TrapSite: Hashable, Sendable, CustomStringConvertible {
     /// `vmcall`/`vmmcall` that KVM forwarded to userspace.
     case vmcall
 
+    /// Where the trap is, in words.
     public var description: String {
         switch self {
         case let .port(port): return "port 0x" + String(port, radix: 16)
@@ -23,6 +24,7 @@ public enum GuestStopRequest: Hashable, Sendable, CustomStringConvertible {
     /// The guest gave up; `message` is what it said (already copied out of guest memory).
     case abort(message: String)
 
+    /// What the guest asked for, in words.
     public var description: String {
         switch self {
         case let .exit(status): return "exit with status \(status)"

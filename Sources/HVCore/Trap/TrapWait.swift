@@ -18,6 +18,7 @@ public struct TrapWait: Sendable, Hashable {
     /// for never.
     public var deadline: UInt64
 
+    /// A wait that ends when one of `readable` is readable or at `deadline`.
     public init(readable: [FileDescriptor], deadline: UInt64) {
         self.readable = readable
         self.deadline = deadline

@@ -18,6 +18,7 @@ public final class InputPump: Sendable {
         var stopped = false
     }
 
+    /// The descriptor read.
     public let fileDescriptor: FileDescriptor
     /// The most bytes held for the guest.
     public let capacity: Int

@@ -9,6 +9,7 @@ import Synchronization
 /// progress, so a guest's read loop ends at once. Time comes from `now` (seconds since the
 /// epoch, UTC); the default is the host's CLOCK_REALTIME.
 public final class CMOSClock: BusDevice {
+    /// The index and data ports (0x70, 0x71).
     public static let portCount: UInt64 = 2
 
     private struct State {
@@ -19,6 +20,7 @@ public final class CMOSClock: BusDevice {
     private let state = Mutex(State())
     private let now: @Sendable () -> Int
 
+    /// A clock that reads `now` (seconds since 1970) for the time registers.
     public init(now: @escaping @Sendable () -> Int = CMOSClock.hostTime) {
         self.now = now
     }
@@ -30,6 +32,8 @@ public final class CMOSClock: BusDevice {
         return time.tv_sec
     }
 
+    /// Reads the selected register: the host time (BCD) in the time registers, status A to D,
+    /// and the CMOS RAM.
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         guard width == .byte else { return 0xFF }
         switch offset {
@@ -41,6 +45,8 @@ public final class CMOSClock: BusDevice {
         }
     }
 
+    /// Selects a register, or writes the selected one: status A and B and the CMOS RAM keep what
+    /// is written; the time registers and status C and D are read-only.
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         guard width == .byte else { return }
         let byte = UInt8(truncatingIfNeeded: value)

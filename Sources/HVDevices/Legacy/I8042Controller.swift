@@ -10,6 +10,7 @@ import Synchronization
 /// Register it on the PIO bus at 0x60 with ``portCount`` ports: offset 0 is the data port
 /// (0x60), offset 4 the command and status port (0x64); 0x61–0x63 read as all ones.
 public final class I8042Controller: BusDevice {
+    /// Ports 0x60 to 0x64.
     public static let portCount: UInt64 = 5
     static let dataPort: UInt64 = 0
     static let commandPort: UInt64 = 4
@@ -54,11 +55,13 @@ public final class I8042Controller: BusDevice {
     /// How many times the guest asked for a reset.
     public var resetRequestCount: Int { resetRequests.withLock { $0 } }
 
+    /// Data and status reads: no keyboard, an empty output buffer.
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         guard width == .byte else { return 0xFF }
         return UInt64(read(port: offset))
     }
 
+    /// Commands; 0xFE (pulse the reset line) calls the reset handler.
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         guard width == .byte else { return }
         write(port: offset, value: UInt8(truncatingIfNeeded: value))

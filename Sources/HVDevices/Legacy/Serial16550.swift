@@ -103,6 +103,7 @@ public final class Serial16550: BusDevice {
         return accepted
     }
 
+    /// A register read: received data, interrupt identification, line and modem status, the scratch register.
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         guard width == .byte else { return 0xFF }
         var refillNeeded = false
@@ -140,6 +141,7 @@ public final class Serial16550: BusDevice {
         return UInt64(value)
     }
 
+    /// A register write: transmitted data to the output, control registers and the divisor latch.
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         guard width == .byte else { return }
         let byte = UInt8(truncatingIfNeeded: value)

@@ -8,6 +8,7 @@ import HVCore
 /// /dev/mem) or on the PIO bus (a port). Any access width works; other values, other offsets
 /// and reads are ignored (reads return 0). Each magic write reports again.
 public final class BootTimer: BusDevice {
+    /// The byte a guest writes to say it booted.
     public static let magic: UInt8 = 123
     /// The MMIO window a guest maps: one page.
     public static let windowSize: UInt64 = 0x1000
@@ -24,8 +25,10 @@ public final class BootTimer: BusDevice {
         self.onBoot = onBoot
     }
 
+    /// Reads as zero.
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 { 0 }
 
+    /// A write of ``magic`` reports the time since start, once.
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         guard offset == 0, UInt8(truncatingIfNeeded: value) == Self.magic else { return }
         let now = HostClock.monotonicNanoseconds()

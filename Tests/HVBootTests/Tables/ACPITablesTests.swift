@@ -14,7 +14,7 @@ import Testing
 
     @Test("every table checks out and the RSDP leads to the FADT, MADT and DSDT")
     func layout() throws {
-        let devices = [ACPITables.VirtioMMIODevice(base: 0xD000_0000, interrupt: 5), ACPITables.VirtioMMIODevice(base: 0xD000_1000, interrupt: 6)]
+        let devices = [ACPITables.VirtioMMIORecord(base: 0xD000_0000, interrupt: 5), ACPITables.VirtioMMIORecord(base: 0xD000_1000, interrupt: 6)]
         let tables = try ACPITables(vcpuCount: 3, virtioDevices: devices)
         let bytes = tables.bytes
         #expect(Array(bytes[0..<8]) == Array("RSD PTR ".utf8))
@@ -60,7 +60,7 @@ import Testing
         #expect(throws: LinuxBootError.self) { try ACPITables(vcpuCount: 255) }
         #expect(throws: LinuxBootError.self) { try ACPITables(vcpuCount: 1, at: GuestAddress(0xE_0001)) }
         #expect(throws: LinuxBootError.self) {
-            try ACPITables(vcpuCount: 1, virtioDevices: [ACPITables.VirtioMMIODevice(base: 0xFFFF_FFFF, interrupt: 5)])
+            try ACPITables(vcpuCount: 1, virtioDevices: [ACPITables.VirtioMMIORecord(base: 0xFFFF_FFFF, interrupt: 5)])
         }
     }
 }

@@ -95,6 +95,24 @@ struct BusTests {
         #expect(throws: BusError.notRegistered(base: GuestAddress(0x60))) { try bus.unregister(at: GuestAddress(0x60)) }
     }
 
+    @Test func portsAreRegisteredAsPortsAndOnlyOnAPortBus() throws {
+        let pio = Bus(space: .pio)
+        let device = RecordingDevice()
+        try pio.register(device, port: 0x3F8, count: 8)
+        _ = pio.read(at: GuestAddress(0x3FD), width: .byte)
+        #expect(device.accesses.withLock { $0.map(\.offset) } == [5])
+        #expect(throws: BusError.self) { try pio.register(RecordingDevice(), port: 0x3FF, count: 1) }
+        // The last port fits; one past it does not.
+        try pio.register(RecordingDevice(), port: 0xFFFF, count: 1)
+        #expect(throws: BusError.outOfSpace(base: GuestAddress(0xFFFF), length: 2, space: .pio)) {
+            try Bus(space: .pio).register(RecordingDevice(), port: 0xFFFF, count: 2)
+        }
+        #expect(throws: BusError.wrongSpace(expected: .pio, bus: .mmio)) {
+            try Bus(space: .mmio).register(RecordingDevice(), port: 0x60, count: 1)
+        }
+        #expect(IOPort(0x3F8).description == "port 0x3f8")
+    }
+
     @Test func accessWidths() {
         #expect(AccessWidth(byteCount: 3) == nil)
         #expect(AccessWidth(byteCount: 0) == nil)

@@ -1,4 +1,5 @@
 import HVCore
+import HVDevicesTesting
 @testable import HVDevices
 import Synchronization
 import Testing

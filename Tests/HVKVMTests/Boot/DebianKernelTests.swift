@@ -58,7 +58,7 @@ import Testing
         let (kvm, vm, memory) = try Self.linuxMachine(memorySize: 256 << 20)
         let commandLine = "console=ttyS0 earlyprintk=serial,ttyS0 hvkit.test=1"
         // Two vCPUs and a virtio-mmio device, described by ACPI (this kernel reads no MP table).
-        let acpi = try ACPITables(vcpuCount: 2, virtioDevices: [ACPITables.VirtioMMIODevice(base: 0xD000_0000, interrupt: 5)])
+        let acpi = try ACPITables(vcpuCount: 2, virtioDevices: [ACPITables.VirtioMMIORecord(base: 0xD000_0000, interrupt: 5)])
         try acpi.write(to: memory)
         let plan = try LinuxLoader.load(kernel, commandLine: commandLine, into: memory, acpiRoot: acpi.address,
                                         bootProtocol: bootProtocol)
@@ -162,13 +162,13 @@ final class SerialLog: ByteSink {
             BlockDevice(backend: try AIOBlockBackend(disk: try DiskImage(path: diskPath, readOnly: true), eventLoop: events)),
             EntropyDevice(),
         ]
-        var declared: [ACPITables.VirtioMMIODevice] = []
+        var declared: [ACPITables.VirtioMMIORecord] = []
         for (index, device) in devices.enumerated() {
             let base = 0xD000_0000 + UInt64(index) * 0x1000
             let irq = UInt32(5 + index)
-            let transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: try vm.makeInterruptLine(gsi: irq))
-            try mmio.register(transport, at: GuestAddress(base), length: VirtioMMIODevice.windowSize)
-            declared.append(ACPITables.VirtioMMIODevice(base: base, interrupt: irq))
+            let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: try vm.makeInterruptLine(gsi: irq))
+            try mmio.register(transport, at: GuestAddress(base), length: VirtioMMIOTransport.windowSize)
+            declared.append(ACPITables.VirtioMMIORecord(base: base, interrupt: irq))
         }
         let acpi = try ACPITables(vcpuCount: 1, virtioDevices: declared)
         try acpi.write(to: memory)

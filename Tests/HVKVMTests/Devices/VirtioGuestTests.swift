@@ -1,6 +1,7 @@
 import HVTestSupport
 import HVCore
 import HVDevices
+import HVDevicesTesting
 import HVKVM
 import Synchronization
 import SystemPackage
@@ -19,24 +20,20 @@ private final class CountingProxy: BusDevice {
     }
 }
 
-/// Counts interrupts. (An irqfd needs the in-kernel irqchip, and with it the guest's final
-/// HLT would wait in the kernel for an interrupt instead of ending the test.)
-private final class CountingLine: InterruptLine {
-    let count = Atomic<Int>(0)
-    func trigger() throws(Errno) { count.add(1, ordering: .relaxed) }
-}
+// Interrupts are counted, not injected: an irqfd needs the in-kernel irqchip, and with it the
+// guest's final HLT would wait in the kernel for an interrupt instead of ending the test.
 
 /// A real guest drives HVDevices' virtio-mmio transport and entropy device through KVM.
 @Suite("virtio-mmio driven by a guest", .requiresKVM)
 struct VirtioGuestTests {
     static let base = GuestAddress(0xD000_0000)
 
-    private func runRNGGuest(useIOEventFD: Bool) async throws -> (report: [UInt64], transport: VirtioMMIODevice, busNotifies: Int, memory: GuestMemoryMmap) {
+    private func runRNGGuest(useIOEventFD: Bool) async throws -> (report: [UInt64], transport: VirtioMMIOTransport, busNotifies: Int, memory: GuestMemoryMmap) {
         let vm = try TestVM(code: TestGuests.virtioRng)
-        let line = CountingLine()
-        let transport = VirtioMMIODevice(device: EntropyDevice(queueSize: 8), memory: vm.memory, interruptLine: line)
+        let line = CountingInterruptLine()
+        let transport = VirtioMMIOTransport(device: EntropyDevice(queueSize: 8), memory: vm.memory, interruptLine: line)
         let proxy = CountingProxy(transport)
-        try vm.mmio.register(proxy, at: Self.base, length: VirtioMMIODevice.windowSize)
+        try vm.mmio.register(proxy, at: Self.base, length: VirtioMMIOTransport.windowSize)
         let ports = EchoDevice()
         try vm.pio.register(ports, at: GuestAddress(0x10), length: 8)
         let loop = try EventLoop(name: "virtio-test")
@@ -50,7 +47,7 @@ struct VirtioGuestTests {
         let (reason, timedOut) = try await vm.run(setup: try vm.longMode())
         #expect(!timedOut)
         #expect(reason == .halted(vcpu: 0))
-        #expect(line.count.load(ordering: .relaxed) == 1)
+        #expect(line.count == 1)
         return (ports.writes.map(\.value), transport, proxy.notifyWrites.load(ordering: .relaxed), vm.memory)
     }
 

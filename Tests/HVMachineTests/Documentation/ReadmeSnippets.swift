@@ -43,7 +43,7 @@ enum ReadmeSnippets {
         try memory.write(guestCode, to: GuestAddress(0x10000))
 
         let pio = Bus(space: .pio)
-        try pio.register(myConsole, at: GuestAddress(0xE9), length: 1)   // any BusDevice
+        try pio.register(myConsole, port: 0xE9, count: 1)   // any BusDevice; ports are not addresses
 
         let cpuid = try kvm.supportedCPUID()
         let runner = VCPURunner(vm: vm, pio: pio, mmio: Bus(space: .mmio))

@@ -1,4 +1,5 @@
 import HVMachine
+import HVDevicesTesting
 import Synchronization
 import Testing
 

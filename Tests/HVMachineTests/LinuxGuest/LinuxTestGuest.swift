@@ -1,4 +1,5 @@
 import Glibc
+import HVDevicesTesting
 import HVMachine
 import Synchronization
 import Testing
@@ -90,44 +91,5 @@ func guestPattern(seed: UInt32, count: Int) -> [UInt8] {
         var x = UInt32(truncatingIfNeeded: index) &* 2_654_435_761 ^ (seed &* 0x9E37_79B9)
         x ^= x >> 15
         return UInt8(truncatingIfNeeded: x ^ (x >> 7))
-    }
-}
-
-/// A scratch file that is removed when the value goes away.
-final class ScratchFile: Sendable {
-    let path: String
-
-    init(size: Int, contents: [(offset: Int, bytes: [UInt8])] = []) throws {
-        var template = Array("/var/tmp/hvkit-test-XXXXXX".utf8CString)
-        let descriptor = mkstemp(&template)
-        guard descriptor >= 0 else { throw Errno(rawValue: errno) }
-        path = String(cString: template)
-        defer { close(descriptor) }
-        guard ftruncate(descriptor, off_t(size)) == 0 else { throw Errno(rawValue: errno) }
-        for (offset, bytes) in contents {
-            let written = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, off_t(offset)) }
-            guard written == bytes.count else { throw Errno(rawValue: errno) }
-        }
-    }
-
-    deinit { unlink(path) }
-
-    func read(at offset: Int, count: Int) throws -> [UInt8] {
-        let descriptor = open(path, O_RDONLY)
-        guard descriptor >= 0 else { throw Errno(rawValue: errno) }
-        defer { close(descriptor) }
-        var bytes = [UInt8](repeating: 0, count: count)
-        let got = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, off_t(offset)) }
-        guard got == count else { throw Errno(rawValue: errno) }
-        return bytes
-    }
-
-    /// Where the first hole at or after `offset` starts (SEEK_HOLE).
-    func firstHole(from offset: Int) -> Int {
-        let descriptor = open(path, O_RDONLY)
-        guard descriptor >= 0 else { return -1 }
-        defer { close(descriptor) }
-        // SEEK_HOLE is 4 on Linux; Glibc does not export it to Swift.
-        return Int(lseek(descriptor, off_t(offset), 4))
     }
 }

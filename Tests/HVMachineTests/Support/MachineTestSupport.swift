@@ -1,4 +1,5 @@
 import Glibc
+import HVDevicesTesting
 import HVMachine
 import Synchronization
 import Testing
@@ -9,36 +10,6 @@ extension Trait where Self == ConditionTrait {
     /// Runs the test only where /dev/kvm works, and says why it was skipped otherwise.
     static var requiresKVM: ConditionTrait {
         .enabled(if: kvmUnavailableReason == nil, Comment(rawValue: "needs /dev/kvm: \(kvmUnavailableReason ?? "")"))
-    }
-}
-
-/// Collects what a guest writes, and calls `onLine` for each complete line (without its end).
-final class CollectingSink: ByteSink {
-    private let bytes = Mutex<[UInt8]>([])
-    private let onLine: (@Sendable (String) -> Void)?
-
-    init(onLine: (@Sendable (String) -> Void)? = nil) { self.onLine = onLine }
-
-    func write(_ buffer: UnsafeRawBufferPointer) {
-        let lines: [String] = bytes.withLock { bytes in
-            let start = bytes.count
-            bytes.append(contentsOf: buffer)
-            guard onLine != nil, buffer.contains(UInt8(ascii: "\n")) else { return [] }
-            // The lines completed by this write.
-            let lineStart = bytes[..<start].lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
-            let end = bytes.lastIndex(of: UInt8(ascii: "\n")) ?? lineStart
-            return bytes[lineStart..<end].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
-                .map { String(decoding: $0, as: UTF8.self).trimmingSuffix("\r") }
-        }
-        for line in lines { onLine?(line) }
-    }
-
-    var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
-}
-
-extension String {
-    func trimmingSuffix(_ suffix: String) -> String {
-        hasSuffix(suffix) ? String(dropLast(suffix.count)) : self
     }
 }
 

@@ -1,4 +1,5 @@
 import HVCore
+import HVDevicesTesting
 @testable import HVParavirt
 import HVTestSupport
 import Testing

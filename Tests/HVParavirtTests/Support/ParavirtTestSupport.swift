@@ -1,5 +1,6 @@
 import Glibc
 import HVCore
+import HVDevicesTesting
 @testable import HVParavirt
 import HVTestSupport
 import Synchronization
@@ -7,14 +8,6 @@ import SystemPackage
 
 /// Where the first region of ``testMemory()`` ends (the hole begins).
 let firstRegionEnd: UInt64 = holeAddress.rawValue
-
-/// A sink that keeps what it is given.
-final class CollectingSink: ByteSink {
-    private let storage = Mutex<[UInt8]>([])
-    func write(_ bytes: UnsafeRawBufferPointer) { storage.withLock { $0.append(contentsOf: bytes) } }
-    var bytes: [UInt8] { storage.withLock { $0 } }
-    var text: String { String(decoding: bytes, as: UTF8.self) }
-}
 
 /// A dispatcher over `memory` with `services` installed.
 func makeDispatcher(memory: any GuestMemory, _ services: [any ParavirtService]) throws -> HypercallDispatcher {

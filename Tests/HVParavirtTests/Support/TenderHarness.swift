@@ -1,4 +1,5 @@
 import Glibc
+import HVDevicesTesting
 import HVBoot
 import HVCore
 import HVKVM

@@ -10,6 +10,7 @@ public enum AIOBackendError: Error, Hashable, Sendable, CustomStringConvertible 
     case setup(Errno)
     case eventFD(Errno)
 
+    /// What failed, with the system's error.
     public var description: String {
         switch self {
         case let .setup(errno): "io_setup failed: \(errno)"
@@ -25,6 +26,7 @@ public enum AIOBackendError: Error, Hashable, Sendable, CustomStringConvertible 
 /// operation). If the file system refuses an AIO fdatasync, flushes fall back to fdatasync on
 /// the submitting thread.
 public final class AIOBlockBackend: BlockBackend {
+    /// The image served.
     public let disk: DiskImage
     /// The most operations in flight in the kernel; more wait in a backlog.
     public let depth: Int
@@ -95,17 +97,23 @@ public final class AIOBlockBackend: BlockBackend {
         io_destroy(context)
     }
 
+    /// The image's capacity in bytes.
     public var capacity: UInt64 { disk.capacity }
+    /// Whether the image was opened read-only.
     public var isReadOnly: Bool { disk.isReadOnly }
+    /// The image's cache mode.
     public var cacheMode: BlockCacheMode { disk.cacheMode }
+    /// Discard punches holes in a writable image.
     public var supportsDiscard: Bool { !disk.isReadOnly }
     /// Operations submitted to the kernel and not yet reaped, plus the backlog.
     public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count } }
 
+    /// Where completions go (the device).
     public func setCompletionSink(_ sink: any BlockCompletionSink) {
         state.withLock { $0.sink.sink = sink }
     }
 
+    /// Submits `requests` with io_submit (up to ``depth`` in flight, the rest queued); completions arrive on the event loop or, when they finished at once, on this thread.
     public func submit(_ requests: [BlockRequest]) {
         var finished: [BlockCompletion] = []
         var prepared: [Slot] = []
@@ -142,6 +150,7 @@ public final class AIOBlockBackend: BlockBackend {
         if !prepared.isEmpty { reap(minimum: 0, timeoutNanoseconds: 0) }
     }
 
+    /// Waits until every submitted request has completed and been delivered.
     public func drain() {
         while pendingCount > 0 {
             deliver(submitBacklog())
@@ -195,8 +204,10 @@ public final class AIOBlockBackend: BlockBackend {
             var controls: [UnsafeMutablePointer<iocb>?] = batch.map(\.control)
             var submitted = 0
             while submitted < batch.count {
-                let result = controls.withUnsafeMutableBufferPointer { buffer in
-                    io_submit(context, batch.count - submitted, buffer.baseAddress! + submitted)
+                let result = controls.withUnsafeMutableBufferPointer { buffer -> Int32 in
+                    // The batch is not empty, so neither is its buffer.
+                    guard let first = buffer.baseAddress else { return -EINVAL }
+                    return io_submit(context, batch.count - submitted, first + submitted)
                 }
                 if result > 0 {
                     submitted += Int(result)

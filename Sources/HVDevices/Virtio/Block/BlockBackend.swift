@@ -22,12 +22,15 @@ public enum BlockStatus: UInt8, Sendable {
 
 /// Host buffers in guest RAM that one operation reads into or writes from.
 ///
-/// SAFETY: the buffers point into guest memory that the device's ``Virtqueue`` keeps mapped
+/// SAFETY: the buffers point into guest memory that the device's ``LockedVirtqueue`` keeps mapped
 /// until the request completes, and only the one operation they belong to uses them on the
 /// host side; so they may cross to the thread that completes the I/O.
 public struct GuestBuffers: @unchecked Sendable {
+    /// Host pointers into guest RAM, checked when the request was parsed.
     public let buffers: [UnsafeMutableRawBufferPointer]
+    /// The bytes they cover.
     public var byteCount: Int { buffers.reduce(0) { $0 + $1.count } }
+    /// Buffers over `buffers`.
     public init(_ buffers: [UnsafeMutableRawBufferPointer]) { self.buffers = buffers }
 }
 
@@ -42,8 +45,11 @@ public enum BlockOperation: Sendable {
 
 /// An operation and the token its completion carries back.
 public struct BlockRequest: Sendable {
+    /// The device's name for the request, returned with its completion.
     public let token: UInt64
+    /// What to do.
     public let operation: BlockOperation
+    /// A request `token` for `operation`.
     public init(token: UInt64, operation: BlockOperation) {
         self.token = token
         self.operation = operation
@@ -52,8 +58,11 @@ public struct BlockRequest: Sendable {
 
 /// A finished operation.
 public struct BlockCompletion: Hashable, Sendable {
+    /// The request's token.
     public let token: UInt64
+    /// How it ended.
     public let status: BlockStatus
+    /// The completion of request `token` with `status`.
     public init(token: UInt64, status: BlockStatus) {
         self.token = token
         self.status = status

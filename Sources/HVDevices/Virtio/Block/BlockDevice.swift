@@ -24,19 +24,23 @@ extension VirtioFeatures {
 /// writable status byte is returned empty, and a write to a read-only disk moves no data.
 /// Requests the backend finishes later complete from its thread.
 public final class BlockDevice: VirtioDevice, BlockCompletionSink {
+    /// Where requests go.
     public let backend: any BlockBackend
+    /// One request queue of this size.
     public let queueMaxSizes: [UInt16]
+    /// What the device offers: SEG_MAX, BLK_SIZE, FLUSH, DISCARD and WRITE_ZEROES (writable disks), RO (read-only ones), and the transport's.
     public let offeredFeatures: VirtioFeatures
+    /// The configuration space (virtio_blk_config), fixed at creation.
     public let configuration: [UInt8]
 
     private struct Pending {
-        let queue: Virtqueue
+        let queue: LockedVirtqueue
         let statusAddress: GuestAddress
         let usedLength: UInt32
     }
 
     private let parser: BlockRequestParser
-    private let active = Mutex<Virtqueue?>(nil)
+    private let active = Mutex<LockedVirtqueue?>(nil)
     private let pending = Mutex<[UInt64: Pending]>([:])
     private let logger: Logger
 
@@ -67,16 +71,19 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         backend.setCompletionSink(self)
     }
 
+    /// ``VirtioDeviceType/block`` (2).
     public var deviceType: VirtioDeviceType { .block }
 
     /// Requests handed to the backend and not finished.
     public var pendingCount: Int { pending.withLock { $0.count } }
 
+    /// Takes the request queue.
     public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
         let queue = try activation.queue(0)
         active.withLock { $0 = queue }
     }
 
+    /// Parses every request the driver queued and hands the valid ones to the backend; a malformed one is completed as an error without reaching it.
     public func queueNotified(_ index: Int) {
         // Holding `active` while parsing and submitting makes reset() wait for this.
         active.withLock { queue in
@@ -100,6 +107,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         }
     }
 
+    /// Stops taking requests and waits for those in flight, so nothing writes guest memory once it returns.
     public func reset() {
         active.withLock { $0 = nil }
         // Nothing may write guest memory once reset returns.
@@ -107,12 +115,14 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         pending.withLock { $0.removeAll() }
     }
 
+    /// Writes each request's status byte and returns the chains to the driver, at most one
+    /// interrupt per batch.
     public func blockOperationsCompleted(_ results: [BlockCompletion]) {
         let finished = pending.withLock { pending in
             results.compactMap { result in pending.removeValue(forKey: result.token).map { (result, $0) } }
         }
         // Nearly always one queue: group with a linear scan instead of a dictionary.
-        var batches: [(queue: Virtqueue, completions: [(head: UInt16, length: UInt32)])] = []
+        var batches: [(queue: LockedVirtqueue, completions: [(head: UInt16, length: UInt32)])] = []
         for (result, request) in finished {
             let written = writeStatus(result.status, at: request.statusAddress, in: request.queue.memory)
             let length: UInt32 = written ? (result.status == .ok ? request.usedLength : 1) : 0

@@ -9,6 +9,7 @@ public enum DiskImageError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The file is smaller than one sector.
     case empty(path: String)
 
+    /// What failed, with the path and the system's error.
     public var description: String {
         switch self {
         case let .open(path, errno): "cannot open disk \(path): \(errno)"
@@ -20,13 +21,18 @@ public enum DiskImageError: Error, Hashable, Sendable, CustomStringConvertible {
 
 /// A file or block device opened as a disk. Owns its descriptor.
 public final class DiskImage: Sendable {
+    /// virtio-blk's sector: capacities and offsets count 512-byte sectors.
     public static let sectorSize: UInt64 = 512
 
+    /// The image's path, for messages.
     public let path: String
+    /// The open image, closed when this object goes away.
     public let fileDescriptor: FileDescriptor
     /// Bytes the guest can address: the file's size rounded down to whole sectors.
     public let capacity: UInt64
+    /// Whether the image was opened read-only (the device then refuses writes).
     public let isReadOnly: Bool
+    /// How writes reach the file.
     public let cacheMode: BlockCacheMode
     /// Whether the file was opened O_DIRECT (guest buffers must then be sector-aligned, which
     /// Linux's are; a misaligned request fails with IOERR).

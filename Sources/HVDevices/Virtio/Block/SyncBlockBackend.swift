@@ -4,27 +4,36 @@ import Synchronization
 /// submits it (a vCPU thread, or the event loop when notifications come by ioeventfd). Simple
 /// and predictable; one request at a time per queue.
 public final class SyncBlockBackend: BlockBackend {
+    /// The image served.
     public let disk: DiskImage
     private let sink = Mutex(WeakCompletionSink())
 
+    /// A backend that serves `disk` with blocking calls on the submitting thread.
     public init(disk: DiskImage) {
         self.disk = disk
     }
 
+    /// The image's capacity in bytes.
     public var capacity: UInt64 { disk.capacity }
+    /// Whether the image was opened read-only.
     public var isReadOnly: Bool { disk.isReadOnly }
+    /// The image's cache mode.
     public var cacheMode: BlockCacheMode { disk.cacheMode }
+    /// Discard punches holes in a writable image.
     public var supportsDiscard: Bool { !disk.isReadOnly }
 
+    /// Where completions go (the device).
     public func setCompletionSink(_ sink: any BlockCompletionSink) {
         self.sink.withLock { $0.sink = sink }
     }
 
+    /// Runs `requests` one after another and completes them before returning.
     public func submit(_ requests: [BlockRequest]) {
         let results = requests.map { BlockCompletion(token: $0.token, status: perform($0.operation)) }
         sink.withLock { $0.sink }?.blockOperationsCompleted(results)
     }
 
+    /// Nothing is ever in flight after ``submit(_:)`` returns.
     public func drain() {}
 
     private func perform(_ operation: BlockOperation) -> BlockStatus {

@@ -22,14 +22,16 @@ public final class ConsoleDevice: VirtioDevice {
     /// The emerg_wr field's offset in the configuration space.
     static let emergencyWriteOffset = 8
 
+    /// receiveq and transmitq, of this size each.
     public let queueMaxSizes: [UInt16]
+    /// SIZE and EMERG_WRITE, and the transport's.
     public let offeredFeatures: VirtioFeatures = VirtioFeatures.transportDefaults.union([.consoleSize, .consoleEmergencyWrite])
     private let output: any ByteSink
     private let size: (columns: UInt16, rows: UInt16)
 
     private struct State {
-        var receive: Virtqueue?
-        var transmit: Virtqueue?
+        var receive: LockedVirtqueue?
+        var transmit: LockedVirtqueue?
         /// Receive chains taken from the guest and not yet filled, oldest first.
         var receiveBuffers: [DescriptorChain] = []
         /// Input given with receive(_:) and not yet delivered.
@@ -71,8 +73,10 @@ public final class ConsoleDevice: VirtioDevice {
         deliverInput()
     }
 
+    /// ``VirtioDeviceType/console`` (3).
     public var deviceType: VirtioDeviceType { .console }
 
+    /// cols, rows, max_nr_ports (1) and emerg_wr.
     public var configuration: [UInt8] {
         // cols, rows, max_nr_ports, emerg_wr.
         var bytes = [UInt8](repeating: 0, count: 12)
@@ -84,12 +88,14 @@ public final class ConsoleDevice: VirtioDevice {
         return bytes
     }
 
+    /// An emergency write: one character straight to the output.
     public func writeConfiguration(at offset: Int, bytes: [UInt8]) {
         // An emergency write: one character, before the queues work (early boot, panics).
         guard offset == Self.emergencyWriteOffset, let character = bytes.first else { return }
         withUnsafeBytes(of: character) { output.write($0) }
     }
 
+    /// Takes both queues.
     public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
         let receive = try activation.queue(Self.receiveQueue)
         let transmit = try activation.queue(Self.transmitQueue)
@@ -99,6 +105,7 @@ public final class ConsoleDevice: VirtioDevice {
         }
     }
 
+    /// Transmits output, or takes new receive buffers and fills them with waiting input.
     public func queueNotified(_ index: Int) {
         switch index {
         case Self.transmitQueue: transmitOutput()
@@ -107,6 +114,7 @@ public final class ConsoleDevice: VirtioDevice {
         }
     }
 
+    /// Drops the queues and the receive buffers held.
     public func reset() {
         state.withLock { state in
             state.receive = nil

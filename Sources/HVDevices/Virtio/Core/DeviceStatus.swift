@@ -1,12 +1,18 @@
 /// The virtio device status register: the driver's progress through initialisation, plus the
 /// device's own NEEDS_RESET and the driver's FAILED.
 public struct DeviceStatus: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    /// The status bits.
     public let rawValue: UInt8
+    /// A status from its bits.
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
 
+    /// ACKNOWLEDGE: the driver found the device.
     public static let acknowledge = DeviceStatus(rawValue: 1)
+    /// DRIVER: the driver knows how to drive it.
     public static let driver = DeviceStatus(rawValue: 2)
+    /// DRIVER_OK: the driver is ready; the device may use its queues.
     public static let driverOK = DeviceStatus(rawValue: 4)
+    /// FEATURES_OK: the driver accepted features the device agreed to.
     public static let featuresOK = DeviceStatus(rawValue: 8)
     /// Set by the device when it hit an error it cannot recover from without a reset.
     public static let needsReset = DeviceStatus(rawValue: 64)
@@ -34,6 +40,7 @@ public struct DeviceStatus: OptionSet, Hashable, Sendable, CustomStringConvertib
         return true
     }
 
+    /// The set bits by name.
     public var description: String {
         let names: [(DeviceStatus, String)] = [
             (.acknowledge, "ACKNOWLEDGE"), (.driver, "DRIVER"), (.featuresOK, "FEATURES_OK"),

@@ -3,7 +3,7 @@ import HVCore
 /// A virtio device model: what it offers, its configuration space, and what it does with its
 /// queues once the driver has set them up.
 ///
-/// A transport (``VirtioMMIODevice``) owns the register interface, feature negotiation and the
+/// A transport (``VirtioMMIOTransport``) owns the register interface, feature negotiation and the
 /// status state machine; it calls the device only at these points, never while holding its
 /// own lock, so a device may call back into the ``VirtioActivation`` it was given at any time.
 public protocol VirtioDevice: AnyObject, Sendable {
@@ -31,6 +31,7 @@ public protocol VirtioDevice: AnyObject, Sendable {
 }
 
 extension VirtioDevice {
+    /// Ignores the write: most devices' configuration is read-only.
     public func writeConfiguration(at offset: Int, bytes: [UInt8]) {}
 }
 
@@ -41,6 +42,7 @@ public enum VirtioDeviceError: Error, Hashable, Sendable, CustomStringConvertibl
     /// The backend (file, descriptor, event loop) failed.
     case backend(String)
 
+    /// Why the device refused, in words.
     public var description: String {
         switch self {
         case let .queueNotReady(index): "queue \(index) is needed but the driver did not make it ready"

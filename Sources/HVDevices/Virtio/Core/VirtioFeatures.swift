@@ -3,7 +3,9 @@
 /// Bits 0–23 belong to the device type (see each device's extension, such as
 /// ``VirtioFeatures/blockReadOnly``); bits 24–40 are transport and ring features.
 public struct VirtioFeatures: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    /// The feature bits.
     public let rawValue: UInt64
+    /// Features from their bits.
     @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
 
     /// The feature with bit number `bit` (0–63).
@@ -42,5 +44,6 @@ public struct VirtioFeatures: OptionSet, Hashable, Sendable, CustomStringConvert
         }
     }
 
+    /// The bits in hexadecimal.
     public var description: String { "0x" + String(rawValue, radix: 16) }
 }

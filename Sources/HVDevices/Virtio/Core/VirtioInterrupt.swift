@@ -10,7 +10,9 @@ import Synchronization
 public final class VirtioInterrupt: Sendable {
     /// InterruptStatus bits (virtio-mmio).
     public struct Status: OptionSet, Sendable {
+        /// The InterruptStatus bits.
         public let rawValue: UInt32
+        /// A status from its bits.
         public init(rawValue: UInt32) { self.rawValue = rawValue }
         /// The device used buffers in at least one queue.
         public static let usedBuffer = Status(rawValue: 1)
@@ -25,6 +27,7 @@ public final class VirtioInterrupt: Sendable {
     private let failedTriggers = Atomic<UInt64>(0)
     private let logger: Logger
 
+    /// An interrupt raised on `line`.
     public init(line: any InterruptLine, logger: Logger = Logger(label: "hvkit.virtio")) {
         self.line = line
         self.logger = logger

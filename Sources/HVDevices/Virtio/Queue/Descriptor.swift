@@ -10,6 +10,7 @@ public struct Descriptor: BitwiseCopyable, Hashable, Sendable {
     /// The next descriptor's index when ``Flags/next`` is set.
     public var next: UInt16
 
+    /// A descriptor for `length` bytes at guest address `address`.
     public init(address: UInt64, length: UInt32, flags: Flags = [], next: UInt16 = 0) {
         self.address = address
         self.length = length
@@ -17,8 +18,11 @@ public struct Descriptor: BitwiseCopyable, Hashable, Sendable {
         self.next = next
     }
 
+    /// VIRTQ_DESC_F_* bits.
     public struct Flags: OptionSet, Hashable, Sendable {
+        /// The flags as bits.
         public let rawValue: UInt16
+        /// Flags from their bits.
         public init(rawValue: UInt16) { self.rawValue = rawValue }
         /// VIRTQ_DESC_F_NEXT: the chain goes on at ``Descriptor/next``.
         public static let next = Flags(rawValue: 1)
@@ -28,6 +32,7 @@ public struct Descriptor: BitwiseCopyable, Hashable, Sendable {
         public static let indirect = Flags(rawValue: 4)
     }
 
+    /// ``flags`` as a ``Flags`` set.
     public var descriptorFlags: Flags { Flags(rawValue: flags) }
 
     /// The size of a descriptor in guest memory.

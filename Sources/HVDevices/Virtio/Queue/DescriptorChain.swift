@@ -3,7 +3,9 @@ import HVCore
 /// One buffer of a chain, already checked to be guest RAM (writable RAM when the device writes
 /// it) with no overflow.
 public struct ChainSegment: Hashable, Sendable {
+    /// Where the buffer starts in guest memory.
     public let address: GuestAddress
+    /// Its length in bytes.
     public let length: UInt32
     /// Whether the device writes this buffer (VIRTQ_DESC_F_WRITE).
     public let isWritable: Bool
@@ -44,6 +46,7 @@ public enum ChainAccessError: Error, Hashable, Sendable, CustomStringConvertible
     /// read-only region or a bug).
     case memory(GuestMemoryError)
 
+    /// The chain's head and buffers, for logs.
     public var description: String {
         switch self {
         case let .notEnoughSpace(requested, remaining): "\(requested) bytes asked for but the chain has \(remaining) left"

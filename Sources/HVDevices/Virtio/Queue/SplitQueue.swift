@@ -3,7 +3,7 @@ import HVCore
 /// The device side of one split virtqueue (virtio 1.2, section 2.7).
 ///
 /// The queue holds no memory: every operation takes the guest memory it works on. It is a
-/// value that one owner mutates under its own lock (``Virtqueue`` provides one). Everything it
+/// value that one owner mutates under its own lock (``LockedVirtqueue`` provides one). Everything it
 /// reads from the rings is treated as hostile: ring indices are read with acquire loads,
 /// descriptors are copied once and validated, chains are bounded and loop-checked, a head
 /// cannot be in flight twice, and an avail index that runs ahead breaks the queue instead of

@@ -22,6 +22,7 @@ public enum ChainError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A buffer (or indirect table) is not entirely guest RAM, or its end overflows.
     case badBuffer(GuestMemoryError)
 
+    /// What the driver got wrong, and where.
     public var description: String {
         switch self {
         case let .descriptorIndexOutOfRange(index, size): "descriptor index \(index) is outside the table of \(size)"
@@ -52,6 +53,7 @@ public enum VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible {
         if case .invalidChain = self { false } else { true }
     }
 
+    /// What the driver got wrong, and where.
     public var description: String {
         switch self {
         case let .invalidChain(head, error): "chain at head \(head) refused: \(error)"
@@ -76,6 +78,7 @@ public enum QueueFault: Error, Hashable, Sendable, CustomStringConvertible {
     /// The queue's layout is invalid (size or ring placement).
     case invalidLayout(String)
 
+    /// What the driver got wrong, and where.
     public var description: String {
         switch self {
         case let .availableIndexTooFarAhead(available, next, size):

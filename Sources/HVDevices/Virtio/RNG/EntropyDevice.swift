@@ -11,10 +11,12 @@ import Synchronization
 public final class EntropyDevice: VirtioDevice {
     /// The most bytes one request receives.
     public let maxBytesPerRequest: UInt32
+    /// One queue (requestq) of this size.
     public let queueMaxSizes: [UInt16]
-    private let queue = Mutex<Virtqueue?>(nil)
+    private let queue = Mutex<LockedVirtqueue?>(nil)
     private let logger: Logger
 
+    /// An entropy device whose requests are filled from the host's getrandom, at most `maxBytesPerRequest` bytes each.
     public init(queueSize: UInt16 = 256, maxBytesPerRequest: UInt32 = 64 << 10,
                 logger: Logger = Logger(label: "hvkit.virtio-rng")) {
         queueMaxSizes = [queueSize]
@@ -22,15 +24,20 @@ public final class EntropyDevice: VirtioDevice {
         self.logger = logger
     }
 
+    /// ``VirtioDeviceType/entropy`` (4).
     public var deviceType: VirtioDeviceType { .entropy }
+    /// No device features: only the transport's.
     public var offeredFeatures: VirtioFeatures { .transportDefaults }
+    /// virtio-rng has no configuration space.
     public var configuration: [UInt8] { [] }
 
+    /// Takes the request queue.
     public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
         let requests = try activation.queue(0)
         queue.withLock { $0 = requests }
     }
 
+    /// Fills every writable buffer the driver queued with random bytes.
     public func queueNotified(_ index: Int) {
         // Holding the lock while serving makes reset() wait for a request under way.
         queue.withLock { queue in
@@ -39,6 +46,7 @@ public final class EntropyDevice: VirtioDevice {
         }
     }
 
+    /// Drops the queue.
     public func reset() {
         queue.withLock { $0 = nil }
     }

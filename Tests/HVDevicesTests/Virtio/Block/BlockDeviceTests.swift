@@ -16,17 +16,18 @@ private let status = GuestAddress(0x9000)
 
 /// A virtio-blk device on a temporary file behind the MMIO transport, with a driver.
 final class BlockRig {
-    let file: TempFile
+    let file: ScratchFile
     let memory: GuestMemoryMmap
     let loop: EventLoop
     let device: BlockDevice
-    let transport: VirtioMMIODevice
+    let transport: VirtioMMIOTransport
     let mmio: MMIODriver
     var queue: DriverQueue
 
     init(_ kind: BackendKind, sectors: Int = 64, readOnly: Bool = false, cacheMode: BlockCacheMode = .writeback,
          backend: ((DiskImage) -> any BlockBackend)? = nil) throws {
-        file = try TempFile(size: sectors * 512)
+        // Each byte a function of its offset, so a misplaced read shows.
+        file = try ScratchFile(size: sectors * 512) { UInt8(truncatingIfNeeded: $0 / 512 &+ $0) }
         memory = try testMemory()
         loop = try EventLoop(name: "blk-test")
         let disk = try DiskImage(path: file.path, readOnly: readOnly, cacheMode: cacheMode)
@@ -37,7 +38,7 @@ final class BlockRig {
             chosen = kind == .sync ? SyncBlockBackend(disk: disk) : try AIOBlockBackend(disk: disk, eventLoop: loop, depth: 64)
         }
         device = BlockDevice(backend: chosen, identifier: "hvkit-test-disk", queueSize: 128)
-        transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: CountingInterruptLine())
+        transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: CountingInterruptLine())
         mmio = MMIODriver(transport: transport)
         // 128 entries: room for 32 three-descriptor chains at once.
         queue = try DriverQueue(memory: memory, size: 128)
@@ -48,10 +49,7 @@ final class BlockRig {
 
     /// Writes a request header at `at` and returns its buffer.
     func header(type: UInt32, sector: UInt64, at address: GuestAddress = headerAddress) throws -> (address: GuestAddress, length: UInt32, writable: Bool) {
-        try memory.write(type, at: address)
-        try memory.write(UInt32(0), at: GuestAddress(address.rawValue + 4))
-        try memory.write(sector, at: GuestAddress(address.rawValue + 8))
-        return (address, 16, false)
+        try VirtioBlockRequest.writeHeader(rawType: type, sector: sector, at: address, in: memory)
     }
 
     /// Submits one chain, notifies, waits for it to be used and returns (used length, status byte).
@@ -76,7 +74,7 @@ struct BlockDeviceTests {
         let rig = try BlockRig(kind)
         let result = try rig.run([try rig.header(type: 0, sector: 3), (dataAddress, 1024, true), rig.statusBuffer])
         #expect(result.length == 1025 && result.status == 0)
-        #expect(try rig.memory.readBytes(at: dataAddress, count: 1024) == Array(rig.file.contents()[1536..<2560]))
+        #expect(try rig.memory.readBytes(at: dataAddress, count: 1024) == Array(try rig.file.contents()[1536..<2560]))
     }
 
     @Test(arguments: BackendKind.allCases)
@@ -86,7 +84,7 @@ struct BlockDeviceTests {
         try rig.memory.fill(0xA5, at: GuestAddress(0x20000), length: 512)
         let result = try rig.run([try rig.header(type: 1, sector: 10), (dataAddress, 512, false), (GuestAddress(0x20000), 512, false), rig.statusBuffer])
         #expect(result.length == 1 && result.status == 0)
-        let contents = rig.file.contents()
+        let contents = try rig.file.contents()
         #expect(contents[5120..<5632].allSatisfy { $0 == 0x5A })
         #expect(contents[5632..<6144].allSatisfy { $0 == 0xA5 })
     }
@@ -114,7 +112,7 @@ struct BlockDeviceTests {
             try rig.memory.write(UInt32(0), at: GuestAddress(0xB00C))
             #expect(try rig.run([try rig.header(type: type, sector: 0), (GuestAddress(0xB000), 16, false), rig.statusBuffer]).status == 0)
         }
-        let contents = rig.file.contents()
+        let contents = try rig.file.contents()
         #expect(contents.count == 64 * 512)
         #expect(contents[2048..<3072].allSatisfy { $0 == 0 })
         #expect(contents[4096..<5120].allSatisfy { $0 == 0 })
@@ -202,10 +200,10 @@ struct BlockDeviceHostileTests {
     ] as [(UInt32, UInt64)])
     func sectorsBeyondCapacityFailWithIOErr(type: UInt32, sector: UInt64) throws {
         let rig = try BlockRig(.sync, sectors: 64)
-        let before = rig.file.contents()
+        let before = try rig.file.contents()
         let result = try rig.run([try rig.header(type: type, sector: sector), (dataAddress, 1024, type == 0), rig.statusBuffer])
         #expect(result.status == 1 && result.length == 1)
-        #expect(rig.file.contents() == before)
+        #expect(try rig.file.contents() == before)
     }
 
     @Test(arguments: [UInt32(0), 1])
@@ -218,19 +216,19 @@ struct BlockDeviceHostileTests {
         let rig = try BlockRig(.sync, readOnly: true)
         #expect(rig.transport.negotiatedFeatures.contains(.blockReadOnly))
         #expect(!rig.transport.negotiatedFeatures.contains(.blockDiscard))
-        let before = rig.file.contents()
+        let before = try rig.file.contents()
         try rig.memory.fill(0xFF, at: dataAddress, length: 512)
         for type in [UInt32(1), 11, 13] {
             #expect(try rig.run([try rig.header(type: type, sector: 0), (dataAddress, 512, false), rig.statusBuffer]).status == 1)
         }
-        #expect(rig.file.contents() == before)
+        #expect(try rig.file.contents() == before)
     }
 
     @Test(arguments: BackendKind.allCases)
     func writeToAReadOnlyDiskFailsInTheBackendToo(kind: BackendKind) throws {
         // Even if a device forgot the check, the backend refuses.
         let rig = try BlockRig(kind, readOnly: true)
-        let before = rig.file.contents()
+        let before = try rig.file.contents()
         let backend = rig.device.backend
         let done = StatusCollector()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 512, alignment: 512)
@@ -238,7 +236,7 @@ struct BlockDeviceHostileTests {
         backend.setCompletionSink(done)
         backend.submit([BlockRequest(token: 1, operation: .write(offset: 0, from: GuestBuffers([buffer])))])
         #expect(waitUntil { done.statuses == [.ioError] })
-        #expect(rig.file.contents() == before)
+        #expect(try rig.file.contents() == before)
     }
 
     @Test func aFailingFlushReportsIOErr() throws {
@@ -304,7 +302,7 @@ struct BlockDeviceHostileTests {
     }
 
     @Test func diskSmallerThanASectorIsRefused() throws {
-        let file = try TempFile(size: 100)
+        let file = try ScratchFile(size: 100) { UInt8(truncatingIfNeeded: $0 / 512 &+ $0) }
         #expect(throws: DiskImageError.empty(path: file.path)) { try DiskImage(path: file.path) }
         #expect(throws: DiskImageError.self) { try DiskImage(path: "/nonexistent/disk.img") }
     }

@@ -25,7 +25,7 @@ private struct ConsoleRig {
     init() throws {
         memory = try testMemory()
         device = ConsoleDevice(output: sink, columns: 120, rows: 40, queueSize: 16)
-        let transport = VirtioMMIODevice(device: device, memory: memory, interruptLine: CountingInterruptLine())
+        let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: CountingInterruptLine())
         mmio = MMIODriver(transport: transport)
         receive = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x1000))
         transmit = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x3000))
@@ -94,7 +94,7 @@ struct ConsoleDeviceTests {
         let answering = AnsweringSink { device.withLock { $0 }?.receive(Array("pong".utf8)) }
         let console = ConsoleDevice(output: answering, queueSize: 16)
         device.withLock { $0 = console }
-        let transport = VirtioMMIODevice(device: console, memory: memory, interruptLine: CountingInterruptLine())
+        let transport = VirtioMMIOTransport(device: console, memory: memory, interruptLine: CountingInterruptLine())
         let mmio = MMIODriver(transport: transport)
         var receive = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x1000))
         var transmit = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x3000))

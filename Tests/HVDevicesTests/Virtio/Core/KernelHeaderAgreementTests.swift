@@ -1,5 +1,6 @@
 import CVirtioHeaders
 @testable import HVDevices
+import HVDevicesTesting
 import Testing
 
 /// HVDevices spells the virtio ABI out in Swift; these tests hold it to the kernel's own

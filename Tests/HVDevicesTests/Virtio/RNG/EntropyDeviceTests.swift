@@ -8,7 +8,7 @@ import Testing
 struct EntropyDeviceTests {
     private func rig(maxBytes: UInt32 = 64 << 10) throws -> (GuestMemoryMmap, MMIODriver, DriverQueue) {
         let memory = try testMemory()
-        let transport = VirtioMMIODevice(device: EntropyDevice(queueSize: 8, maxBytesPerRequest: maxBytes), memory: memory, interruptLine: CountingInterruptLine())
+        let transport = VirtioMMIOTransport(device: EntropyDevice(queueSize: 8, maxBytesPerRequest: maxBytes), memory: memory, interruptLine: CountingInterruptLine())
         let driver = MMIODriver(transport: transport)
         let queue = try DriverQueue(memory: memory, size: 8)
         driver.initialize(queues: [queue])

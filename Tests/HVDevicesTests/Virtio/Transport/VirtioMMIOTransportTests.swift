@@ -8,13 +8,13 @@ import Testing
 private struct Fixture {
     let memory: GuestMemoryMmap
     let line = CountingInterruptLine()
-    let transport: VirtioMMIODevice
+    let transport: VirtioMMIOTransport
     let driver: MMIODriver
     var queue: DriverQueue
 
     init(queueSize: UInt16 = 16) throws {
         memory = try testMemory()
-        transport = VirtioMMIODevice(device: EntropyDevice(queueSize: queueSize), memory: memory, interruptLine: line)
+        transport = VirtioMMIOTransport(device: EntropyDevice(queueSize: queueSize), memory: memory, interruptLine: line)
         driver = MMIODriver(transport: transport)
         queue = try DriverQueue(memory: memory, size: 8)
     }

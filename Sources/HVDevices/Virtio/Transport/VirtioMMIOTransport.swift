@@ -13,7 +13,7 @@ import SystemPackage
 /// queue registers can be written only between FEATURES_OK and DRIVER_OK while the queue is
 /// not ready, and illegal status transitions are ignored. Refused accesses are counted in
 /// ``refusedAccessCount`` and change nothing.
-public final class VirtioMMIODevice: BusDevice {
+public final class VirtioMMIOTransport: BusDevice {
     /// The bytes a virtio-mmio device occupies on the bus (registers plus configuration).
     public static let windowSize: UInt64 = 0x1000
 
@@ -72,6 +72,7 @@ public final class VirtioMMIODevice: BusDevice {
 
     // MARK: BusDevice
 
+    /// A driver's read of a register or of the configuration space; refused accesses read 0 and are counted.
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         if offset >= MMIORegister.configurationOffset {
             return readConfiguration(at: offset - MMIORegister.configurationOffset, width: width)
@@ -82,6 +83,7 @@ public final class VirtioMMIODevice: BusDevice {
         return UInt64(readRegister(register))
     }
 
+    /// A driver's write of a register or of the configuration space; illegal ones are refused and counted.
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         if offset >= MMIORegister.configurationOffset {
             writeConfiguration(at: offset - MMIORegister.configurationOffset, width: width, value: value)
@@ -100,8 +102,11 @@ public final class VirtioMMIODevice: BusDevice {
     /// ioeventfd on the QueueNotify register (base + ``MMIORegister/queueNotify``, 4 bytes,
     /// matching ``queueIndex``).
     public struct QueueNotifier: Sendable {
+        /// The queue it kicks.
         public let queueIndex: Int
+        /// The eventfd the hypervisor signals.
         public let eventFD: EventFD
+        /// Its registration on the event loop.
         public let registration: EventLoop.Registration
         /// The register offset the ioeventfd must cover.
         public var registerOffset: UInt64 { MMIORegister.queueNotify.rawValue }
@@ -294,12 +299,12 @@ public final class VirtioMMIODevice: BusDevice {
         state.status = accepted
         guard added.contains(.driverOK), accepted.contains(.driverOK) else { return (.none, refusal) }
         let features = state.driverFeatures
-        let queues: [Virtqueue?] = state.queues.enumerated().map { index, queue in
+        let queues: [LockedVirtqueue?] = state.queues.enumerated().map { index, queue in
             guard queue.isReady else { return nil }
             var configured = queue
             configured.eventIndexEnabled = features.contains(.eventIndex)
             configured.indirectEnabled = features.contains(.indirectDescriptors)
-            return Virtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger)
+            return LockedVirtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger)
         }
         return (.activate(VirtioActivation(memory: memory, features: features, queues: queues, interrupt: interrupt)), refusal)
     }

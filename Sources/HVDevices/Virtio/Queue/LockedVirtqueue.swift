@@ -8,17 +8,19 @@ import Synchronization
 /// A device usually calls ``processAvailable(_:)`` when notified; a device that completes
 /// requests later (asynchronous I/O) returns nil from the handler and calls
 /// ``complete(head:length:)`` from wherever the completion arrives.
-public final class Virtqueue: Sendable {
+public final class LockedVirtqueue: Sendable {
     /// The queue's index in its device.
     public let index: Int
     /// The guest memory the rings and buffers live in.
     public let memory: any GuestMemory
+    /// The device's interrupt, raised when used entries need the driver's attention.
     public let interrupt: VirtioInterrupt
     private let queue: Mutex<SplitQueue>
     private let rejectedChains = Atomic<UInt64>(0)
     private let completedChains = Atomic<UInt64>(0)
     private let logger: Logger
 
+    /// Queue `index` of a device: `queue`'s rings in `memory`, signalling through `interrupt`.
     public init(index: Int, queue: SplitQueue, memory: any GuestMemory, interrupt: VirtioInterrupt,
                 logger: Logger = Logger(label: "hvkit.virtqueue")) {
         self.index = index
@@ -109,11 +111,12 @@ public struct VirtioActivation: Sendable {
     /// The features both sides agreed on.
     public let features: VirtioFeatures
     /// One entry per queue the device declared; nil where the driver left a queue unready.
-    public let queues: [Virtqueue?]
+    public let queues: [LockedVirtqueue?]
     /// The device's interrupt (used buffers, configuration change, needs reset).
     public let interrupt: VirtioInterrupt
 
-    public init(memory: any GuestMemory, features: VirtioFeatures, queues: [Virtqueue?], interrupt: VirtioInterrupt) {
+    /// What a device gets when the driver sets DRIVER_OK: the memory, the negotiated features, its queues (nil for one the driver did not enable) and its interrupt.
+    public init(memory: any GuestMemory, features: VirtioFeatures, queues: [LockedVirtqueue?], interrupt: VirtioInterrupt) {
         self.memory = memory
         self.features = features
         self.queues = queues
@@ -121,7 +124,7 @@ public struct VirtioActivation: Sendable {
     }
 
     /// Queue `index`, or an error if the driver did not make it ready.
-    public func queue(_ index: Int) throws(VirtioDeviceError) -> Virtqueue {
+    public func queue(_ index: Int) throws(VirtioDeviceError) -> LockedVirtqueue {
         guard queues.indices.contains(index), let queue = queues[index] else { throw .queueNotReady(index: index) }
         return queue
     }
