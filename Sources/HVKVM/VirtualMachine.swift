@@ -308,7 +308,7 @@ public final class VirtualMachine: Sendable {
     }
 }
 
-/// An ``InterruptLine`` backed by a KVM irqfd: `trigger()` writes the eventfd and the kernel
+/// An `InterruptLine` backed by a KVM irqfd: `trigger()` writes the eventfd and the kernel
 /// injects the GSI, from any thread, without a vCPU exit.
 public final class IRQFDLine: InterruptLine {
     public let eventfd: EventFD

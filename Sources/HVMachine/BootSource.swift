@@ -67,10 +67,14 @@ public struct BootSource: Sendable {
     /// A Linux kernel read from `kernel` (a bzImage or an ELF vmlinux) with an optional
     /// initramfs.
     /// - Parameters:
+    ///   - kernel: the kernel's path.
+    ///   - initrd: the initramfs's path, if any.
+    ///   - commandLine: the command line; the machine appends its devices' announcements.
     ///   - bootProtocol: nil chooses PVH for an ELF kernel with the PVH note, else the 64-bit
     ///     protocol.
     ///   - extractOnHost: decompress a bzImage's kernel on the host and load the ELF inside
     ///     (much faster than the bzImage's own decompressor under emulation).
+    ///   - hypercalls: services the guest may call, if any.
     public static func linux(
         kernel: String, initrd: String? = nil, commandLine: String = defaultCommandLine,
         bootProtocol: LinuxBootProtocol? = nil, extractOnHost: Bool = true, hypercalls: HypercallTable? = nil

@@ -21,7 +21,7 @@ public struct LegacyDevices: Sendable {
 extension Machine {
     /// Adds the standard legacy set: a 16550A UART on 0x3F8/IRQ 4 writing to `console` (and
     /// reading `input`, if given, on the event loop), the i8042 whose reset line goes to
-    /// ``requestReset()`` (so the ``ResetPolicy`` decides), and the CMOS clock. Only before
+    /// ``requestReset()`` (so the `ResetPolicy` decides), and the CMOS clock. Only before
     /// ``load(_:)``.
     @discardableResult
     public func addLegacyDevices(console: any ByteSink, input: FileDescriptor? = nil) throws(MachineError) -> LegacyDevices {

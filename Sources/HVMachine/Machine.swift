@@ -17,8 +17,8 @@ import Synchronization
 ///    Each virtio device gets an MMIO window and an interrupt, its irqfd and one ioeventfd per
 ///    queue, and is announced to the guest on the command line and in ACPI.
 /// 3. ``load(_:)``: the kernel or unikernel, the command line, the initrd and the boot tables.
-/// 4. ``start()`` (a thread per vCPU) or ``start(on:weight:)`` (a shared ``VCPUScheduler``).
-/// 5. ``wait()``: the vCPUs' stop reason, after an orderly shutdown that loses nothing: every
+/// 4. ``start(onVCPUReady:)`` (a thread per vCPU) or ``start(on:weight:)`` (a shared `VCPUScheduler`).
+/// 5. `wait()`: the vCPUs' stop reason, after an orderly shutdown that loses nothing: every
 ///    in-flight request finishes, every writable disk is flushed, the event loop stops.
 ///
 /// ```swift
@@ -164,7 +164,7 @@ public final class Machine: Sendable {
 
     // MARK: Running
 
-    /// Starts the vCPUs, one host thread each (``VCPURunner``), after ``load(_:)``.
+    /// Starts the vCPUs, one host thread each (`VCPURunner`), after ``load(_:)``.
     /// - Parameter onVCPUReady: runs on each vCPU's thread right before it first enters the
     ///   guest (for timing, pinning checks, or extra per-vCPU setup of your own).
     public func start(onVCPUReady: (@Sendable (VCPU) throws(KVMError) -> Void)? = nil) throws(MachineError) {
@@ -185,7 +185,7 @@ public final class Machine: Sendable {
         }
     }
 
-    /// Runs the vCPUs as one VM of a shared ``VCPUScheduler`` (many VMs on a few worker
+    /// Runs the vCPUs as one VM of a shared `VCPUScheduler` (many VMs on a few worker
     /// threads), after ``load(_:)``. A reset request stops the VM (the scheduler does not
     /// restart VMs).
     public func start(on scheduler: VCPUScheduler, weight: Int = 1) throws(MachineError) {
@@ -202,7 +202,7 @@ public final class Machine: Sendable {
         }
     }
 
-    /// Asks the vCPUs to stop (from any thread); ``wait()`` then returns.
+    /// Asks the vCPUs to stop (from any thread); `wait()` then returns.
     public func stop() {
         let (runner, scheduled) = state.withLock { ($0.runner, $0.scheduled) }
         runner?.stop()
@@ -227,14 +227,14 @@ public final class Machine: Sendable {
     /// The reset line legacy devices pull (the i8042's reset): connected at start.
     let resetLine = ResetLine()
 
-    /// Asks for a guest reset, as the i8042's reset line does: the ``ResetPolicy`` decides.
+    /// Asks for a guest reset, as the i8042's reset line does: the `ResetPolicy` decides.
     public func requestReset() {
         resetLine.pull()
     }
 
     /// Waits until the vCPUs stop, then shuts the machine down in order (see
     /// ``MachineResult``). Returns at once with the same result when called again. Before
-    /// ``start()`` it returns a result saying the machine never ran.
+    /// ``start(onVCPUReady:)`` it returns a result saying the machine never ran.
     public func wait() -> MachineResult {
         let (runner, scheduled, done) = state.withLock { ($0.runner, $0.scheduled, $0.result) }
         if let done { return done }
@@ -249,7 +249,7 @@ public final class Machine: Sendable {
         return finish(reason)
     }
 
-    /// ``wait()`` for async callers: suspends without blocking a thread of the pool until the
+    /// `wait()` for async callers: suspends without blocking a thread of the pool until the
     /// vCPUs stop, then shuts down.
     public func wait() async -> MachineResult {
         let (runner, scheduled, done) = state.withLock { ($0.runner, $0.scheduled, $0.result) }

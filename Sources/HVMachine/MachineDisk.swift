@@ -29,7 +29,7 @@ public final class MachineDisk: Sendable {
     public var name: String { slot.name }
 
     /// Makes everything the guest wrote so far durable on the host (fdatasync). Requests still
-    /// in flight are not waited for; ``Machine/wait()`` does both, in order, at shutdown.
+    /// in flight are not waited for; `wait()` does both, in order, at shutdown.
     public func flush() throws(Errno) {
         try image.flush()
     }
@@ -38,9 +38,10 @@ public final class MachineDisk: Sendable {
 extension Machine {
     /// Adds a virtio-blk disk backed by the file (or block device) at `path`.
     /// - Parameters:
+    ///   - path: the image file or block device.
     ///   - readOnly: the guest sees a read-only disk (VIRTIO_BLK_F_RO) and the device refuses
     ///     writes from a driver that ignores it.
-    ///   - cacheMode: how writes reach the file (``BlockCacheMode``).
+    ///   - cacheMode: how writes reach the file (`BlockCacheMode`).
     ///   - engine: how requests are served (``DiskEngine``).
     ///   - name: how errors and reports name it; default "diskN".
     @discardableResult

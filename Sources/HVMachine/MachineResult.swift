@@ -15,7 +15,7 @@ public struct MachineResult: Sendable, CustomStringConvertible {
     }
 }
 
-/// What ``Machine/wait()`` did after the vCPUs stopped, in this order: every virtio device
+/// What `wait()` did after the vCPUs stopped, in this order: every virtio device
 /// reset (a disk first finishes every request in flight, so nothing writes guest memory or the
 /// file afterwards), every writable disk flushed to stable storage, the machine's own event
 /// loop stopped (a shared one is left running).

@@ -71,6 +71,7 @@ extension Machine {
     /// (by default) one ioeventfd per queue, and records the announcement a Linux guest needs
     /// (command line and ACPI). Only before ``load(_:)``.
     /// - Parameters:
+    ///   - device: the device model.
     ///   - name: how errors and reports name it; default "virtio-TYPE N".
     ///   - notifications: overrides ``MachineConfiguration/queueNotificationsByIOEventFD``.
     @discardableResult
@@ -114,7 +115,7 @@ extension Machine {
     }
 
     /// Adds a virtio console (hvc0 in Linux): guest output goes to `output`; `input`, if
-    /// given, is read on the event loop and fed to the guest. ``ConsoleDevice/receive(_:)``
+    /// given, is read on the event loop and fed to the guest. `ConsoleDevice/receive(_:)`
     /// feeds it from code.
     @discardableResult
     public func addConsole(output: any ByteSink, input: FileDescriptor? = nil, name: String? = nil) throws(MachineError) -> ConsoleDevice {

@@ -87,6 +87,11 @@ public enum LinuxLoader {
     /// ``check(_:)``, then ``write(_:kernel:commandLine:initrd:into:)``. Nothing is written
     /// unless everything fits.
     /// - Parameters:
+    ///   - kernel: the kernel to load.
+    ///   - commandLine: the kernel command line.
+    ///   - initrd: the initramfs, if any, placed as high as the kernel allows.
+    ///   - memory: the guest RAM everything goes into.
+    ///   - layout: where the loader's own structures go.
     ///   - acpiRoot: where the embedder put ACPI tables (their RSDP), recorded in the zero
     ///     page's acpi_rsdp_addr or the PVH start info's rsdp_paddr.
     ///   - bootProtocol: how the kernel will be entered. nil (the default) chooses PVH for an

@@ -20,8 +20,10 @@ public struct MPTable: Sendable, Hashable {
     /// The bytes to write at the table's address: the floating pointer, then the table.
     public let bytes: [UInt8]
 
-    /// - Parameter address: where the bytes will be written (the floating pointer records the
-    ///   configuration table's address, right after it).
+    /// - Parameters:
+    ///   - vcpuCount: the processors to list, 1 to 254.
+    ///   - address: where the bytes will be written (the floating pointer records the
+    ///     configuration table's address, right after it).
     public init(vcpuCount: Int, at address: GuestAddress = MPTable.defaultAddress) throws(LinuxBootError) {
         guard (1...254).contains(vcpuCount) else {
             throw .badField(name: "the MP table's processor count", value: UInt64(max(0, vcpuCount)), reason: "1 to 254 (APIC IDs below the I/O APIC's)")

@@ -4,7 +4,7 @@ import Logging
 import Synchronization
 import SystemPackage
 
-/// Reads a host file descriptor (a terminal, a pipe, a socket) on an ``EventLoop`` into a
+/// Reads a host file descriptor (a terminal, a pipe, a socket) on an `EventLoop` into a
 /// bounded buffer that a device drains at the guest's pace.
 ///
 /// When the buffer is full the pump stops watching the descriptor, so a guest that never reads

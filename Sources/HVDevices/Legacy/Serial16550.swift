@@ -74,6 +74,7 @@ public final class Serial16550: BusDevice {
     /// - Parameters:
     ///   - output: where transmitted bytes go.
     ///   - interrupt: the UART's interrupt line (IRQ 4 for COM1), or nil for a polled UART.
+    ///   - logger: where the UART logs what it refuses.
     public init(output: any ByteSink, interrupt: (any InterruptLine)? = nil, logger: Logger = Logger(label: "hvkit.uart")) {
         self.output = output
         self.interrupt = interrupt

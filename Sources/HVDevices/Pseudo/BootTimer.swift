@@ -17,7 +17,7 @@ public final class BootTimer: BusDevice {
     private let onBoot: @Sendable (Duration) -> Void
 
     /// - Parameters:
-    ///   - start: the CLOCK_MONOTONIC nanoseconds to measure from (``HostClock``); the
+    ///   - start: the CLOCK_MONOTONIC nanoseconds to measure from (`HostClock`); the
     ///     default is now.
     ///   - onBoot: called on the vCPU thread that wrote the magic, with the time since start.
     public init(start: UInt64 = HostClock.monotonicNanoseconds(), onBoot: @escaping @Sendable (Duration) -> Void) {

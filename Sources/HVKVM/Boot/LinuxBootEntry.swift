@@ -17,10 +17,10 @@ public enum LinuxEntryMSRs {
 extension VCPU {
     /// Puts the vCPU at the plan's entry, with interrupts off and the MSRs of
     /// ``LinuxEntryMSRs`` (those the host lets a guest have):
-    /// - 64-bit protocol: long mode with identity page tables (``LinuxBootLayout/longMode``),
+    /// - 64-bit protocol: long mode with identity page tables (`LinuxBootLayout/longMode`),
     ///   RSI pointing at the zero page, the layout's stack.
     /// - PVH: 32-bit protected mode with flat segments and a TSS (the GDT at the layout's
-    ///   ``LongModeLayout/gdtAddress``), paging off, EBX pointing at the start info.
+    ///   `LongModeLayout/gdtAddress`), paging off, EBX pointing at the start info.
     public func setupLinuxBoot(_ plan: LinuxBootPlan, memory: some GuestMemory) throws(KVMError) {
         let stack = plan.layout.stackPointer
         switch plan.bootProtocol {

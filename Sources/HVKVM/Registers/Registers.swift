@@ -259,7 +259,7 @@ public enum MPState: Hashable, Sendable {
 }
 
 extension Registers: GuestRegisterAccess {
-    /// The register named by HVCore's ``GeneralRegister``, so trap handlers (hypercalls) can
+    /// The register named by HVCore's `GeneralRegister`, so trap handlers (hypercalls) can
     /// read and write registers without knowing KVM.
     public subscript(register: GeneralRegister) -> UInt64 {
         get {

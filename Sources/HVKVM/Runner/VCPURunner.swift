@@ -59,12 +59,16 @@ public final class VCPURunner: Sendable {
     private let snapshots = Mutex<[UInt32: VCPUSnapshot]>([:])
 
     /// - Parameters:
+    ///   - vm: the VM whose vCPUs run.
+    ///   - pio: the port-I/O bus exits go to.
+    ///   - mmio: the MMIO bus exits go to.
     ///   - traps: handlers for port writes, MMIO writes or forwarded `vmcall`s that need the
-    ///     vCPU's registers (see ``RegisterTrap``). They are checked before the buses. When
+    ///     vCPU's registers (see `RegisterTrap`). They are checked before the buses. When
     ///     there are any, each vCPU syncs its general registers through kvm_run (if the host
     ///     can), so a trap costs one exit and no register ioctls.
     ///   - resetPolicy: what a triple fault, a reset system event or ``requestReset()`` does.
     ///   - placement: which host CPUs each vCPU thread may run on.
+    ///   - logger: where the runner logs.
     ///   - exitHandler: sees every exit first.
     public init(vm: VirtualMachine, pio: Bus, mmio: Bus, traps: [TrapSite: any RegisterTrap] = [:],
                 resetPolicy: ResetPolicy = .stop,

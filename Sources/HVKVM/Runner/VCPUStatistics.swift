@@ -45,7 +45,7 @@ public struct VCPUStatistics: Sendable, Hashable, CustomStringConvertible {
     public let portIOExits: UInt64
     /// MMIO exits handled by the bus (not traps).
     public let mmioExits: UInt64
-    /// Exits handed to a ``RegisterTrap`` (hypercalls).
+    /// Exits handed to a `RegisterTrap` (hypercalls).
     public let trapExits: UInt64
     /// Runs ended by a kick or a signal.
     public let interruptions: UInt64

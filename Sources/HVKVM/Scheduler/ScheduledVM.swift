@@ -2,7 +2,7 @@ import HVCore
 import Synchronization
 
 /// A VM whose vCPUs a ``VCPUScheduler`` runs on its workers. Made by
-/// ``VCPUScheduler/add(_:vcpuCount:weight:halts:setup:)``; stop it, pause it, or wait for
+/// ``VCPUScheduler/add(_:pio:mmio:traps:vcpuCount:weight:halts:exitHandler:setup:)``; stop it, pause it, or wait for
 /// it from any thread.
 public final class ScheduledVM: @unchecked Sendable {
     /// What a vCPU's `hlt` does when the VM has no in-kernel irqchip (with one, KVM waits in

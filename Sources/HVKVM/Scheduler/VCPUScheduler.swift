@@ -48,8 +48,10 @@ public final class VCPUScheduler: @unchecked Sendable {
 
     /// Starts `workers` worker threads (named `hv-worker-N`) and the slice timer.
     /// - Parameters:
+    ///   - workers: how many worker threads run vCPUs.
     ///   - timeSlice: the base slice, at least 100 µs.
     ///   - placement: which host CPUs each worker may run on (worker N as vCPU N would).
+    ///   - logger: where the scheduler logs.
     public init(workers: Int, timeSlice: Duration = .milliseconds(4), placement: VCPUPlacement = .unpinned,
                 logger: Logger? = nil) throws(KVMError) {
         guard workers > 0 else { throw .invalidArgument("worker count \(workers)") }
@@ -86,8 +88,15 @@ public final class VCPUScheduler: @unchecked Sendable {
     /// Creates `vcpuCount` vCPUs for `vm` on the calling thread, runs `setup` on each, and
     /// queues them. If a setup fails nothing is queued and the error is thrown.
     /// - Parameters:
+    ///   - vm: the VM whose vCPUs to create and run.
+    ///   - pio: the port-I/O bus its exits go to.
+    ///   - mmio: the MMIO bus its exits go to.
+    ///   - traps: register traps (hypercall doorbells), checked before the buses.
+    ///   - vcpuCount: how many vCPUs.
     ///   - weight: 1 to 64; a vCPU of this VM runs `weight` base slices per turn.
     ///   - halts: what `hlt` does without an in-kernel irqchip.
+    ///   - exitHandler: sees every exit first.
+    ///   - setup: prepares each vCPU before it is queued.
     public func add(
         _ vm: VirtualMachine, pio: Bus, mmio: Bus, traps: [TrapSite: any RegisterTrap] = [:],
         vcpuCount: Int = 1, weight: Int = 1, halts: ScheduledVM.HaltBehavior = .stop,

@@ -90,7 +90,7 @@ public enum HypercallResult: Sendable, Hashable {
     /// Stop the VM (``HypercallNumber/exit``, ``HypercallNumber/abort``).
     case stop(GuestStopRequest)
     /// Nothing to answer yet (``HypercallNumber/poll``): the vCPU waits off its thread and
-    /// the handler is called again when the wait ends (see ``TrapWait``). Only for trapped
+    /// the handler is called again when the wait ends (see `TrapWait`). Only for trapped
     /// calls; on the channel it is an error.
     case wait(TrapWait)
 

@@ -4,7 +4,7 @@ import Synchronization
 
 /// Decodes hypercalls, runs their handlers, and returns results to the guest.
 ///
-/// It is the ``RegisterTrap`` an embedding program gives its vCPU runner for the doorbells in
+/// It is the `RegisterTrap` an embedding program gives its vCPU runner for the doorbells in
 /// ``trapSites``. For each trap it takes the number (the value written to the doorbell, or RAX
 /// for `vmcall`) and the six argument registers, runs the handler from the
 /// ``HypercallTable``, and puts the result or a negative ``HypercallErrno`` in RAX. An
@@ -37,8 +37,11 @@ public final class HypercallDispatcher: RegisterTrap {
     private let logger: Logger
 
     /// - Parameters:
+    ///   - memory: the guest memory arguments point into.
+    ///   - table: the hypercalls offered.
     ///   - doorbells: where guests trap: the port-I/O doorbell by default; add an MMIO address
     ///     or `.vmcall` where the platform has them.
+    ///   - logger: where the dispatcher logs refused calls.
     public init(memory: any GuestMemory, table: HypercallTable, doorbells: [TrapSite] = [.port(HypercallABI.doorbellPort)],
                 logger: Logger = Logger(label: "hvkit.hypercall")) {
         self.memory = memory

@@ -1,6 +1,6 @@
 import HVCore
 
-/// ``HypercallNumber/consoleWrite``: the guest's text goes to a ``ByteSink`` (stdout, a file,
+/// ``HypercallNumber/consoleWrite``: the guest's text goes to a `ByteSink` (stdout, a file,
 /// a test's collector). At most ``HypercallABI/maximumSmallTransfer`` bytes per call (E2BIG
 /// beyond); the bytes are copied out of guest memory once, then written.
 public struct ConsoleService: ParavirtService {

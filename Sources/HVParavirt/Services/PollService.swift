@@ -5,7 +5,7 @@ import SystemPackage
 
 /// ``HypercallNumber/poll``: waits until a source is ready, the timeout passes, or the VM
 /// stops, without holding the vCPU's thread: when nothing is ready the call hands a
-/// ``TrapWait`` on the sources' descriptors to the backend (a thread per vCPU blocks in
+/// `TrapWait` on the sources' descriptors to the backend (a thread per vCPU blocks in
 /// poll(2); a scheduler parks the vCPU), which calls again when the wait ends. An idle
 /// guest costs no host CPU either way.
 ///

@@ -21,7 +21,7 @@ public enum AIOBackendError: Error, Hashable, Sendable, CustomStringConvertible 
 
 /// A ``BlockBackend`` on Linux native AIO (libaio): reads, writes and flushes are submitted with
 /// io_submit straight from and into guest RAM, many in flight at once, and their completions
-/// arrive on an eventfd that an ``EventLoop`` serves, so the submitting vCPU never waits for
+/// arrive on an eventfd that an `EventLoop` serves, so the submitting vCPU never waits for
 /// the disk. Discard and write-zeroes use fallocate on the submitting thread (AIO has no such
 /// operation). If the file system refuses an AIO fdatasync, flushes fall back to fdatasync on
 /// the submitting thread.
@@ -64,6 +64,7 @@ public final class AIOBlockBackend: BlockBackend {
     ///   - disk: the opened disk.
     ///   - eventLoop: where completions are reaped.
     ///   - depth: the AIO context size; a virtio queue's size is a natural choice.
+    ///   - logger: where the backend logs I/O errors.
     public init(disk: DiskImage, eventLoop: EventLoop, depth: Int = 256,
                 logger: Logger = Logger(label: "hvkit.virtio-blk.aio")) throws(AIOBackendError) {
         self.disk = disk

@@ -48,6 +48,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     ///   - backend: where the I/O goes.
     ///   - identifier: the serial the guest reads with GET_ID (at most 20 bytes are used).
     ///   - queueSize: the request queue's maximum size.
+    ///   - logger: where the device logs refused requests.
     public init(backend: any BlockBackend, identifier: String = "hvkit", queueSize: UInt16 = 256,
                 logger: Logger = Logger(label: "hvkit.virtio-blk")) {
         self.backend = backend

@@ -40,6 +40,7 @@ public final class DiskImage: Sendable {
 
     /// Opens `path`.
     /// - Parameters:
+    ///   - path: the image file or block device.
     ///   - readOnly: open read-only; the device refuses writes with IOERR.
     ///   - cacheMode: see ``BlockCacheMode``; writethrough opens the file O_DSYNC.
     ///   - direct: bypass the host page cache (O_DIRECT).

@@ -11,7 +11,7 @@ extension VirtioFeatures {
 }
 
 /// virtio-console (virtio 1.2, section 5.3) with a single port: guest output goes to a
-/// ``ByteSink`` and host input (an ``InputPump`` over a descriptor, or ``receive(_:)``) goes to
+/// `ByteSink` and host input (an ``InputPump`` over a descriptor, or ``receive(_:)``) goes to
 /// the guest's receive buffers.
 ///
 /// Receive buffers are held until input arrives, so an idle console costs nothing; input that
@@ -44,7 +44,10 @@ public final class ConsoleDevice: VirtioDevice {
 
     /// - Parameters:
     ///   - output: where guest output goes.
-    ///   - columns, rows: the size reported to the guest.
+    ///   - columns: the width reported to the guest.
+    ///   - rows: the height reported to the guest.
+    ///   - queueSize: each queue's maximum size.
+    ///   - logger: where the device logs refused buffers.
     public init(output: any ByteSink, columns: UInt16 = 80, rows: UInt16 = 25, queueSize: UInt16 = 256,
                 logger: Logger = Logger(label: "hvkit.virtio-console")) {
         self.output = output

@@ -4,7 +4,7 @@ import Synchronization
 import SystemPackage
 
 /// The virtio-mmio transport (version 2) for one ``VirtioDevice``: register it on an MMIO
-/// ``Bus`` at a base address with ``windowSize`` bytes, and announce it to the guest (for Linux,
+/// `Bus` at a base address with ``windowSize`` bytes, and announce it to the guest (for Linux,
 /// `virtio_mmio.device=4K@0xBASE:IRQ` on the command line).
 ///
 /// It implements the whole register set, feature negotiation, the device status state machine
@@ -40,6 +40,8 @@ public final class VirtioMMIOTransport: BusDevice {
     ///   - device: the device model.
     ///   - memory: the guest memory its queues live in.
     ///   - interruptLine: the line the device raises (an irqfd under KVM).
+    ///   - vendorID: what the VendorID register reads.
+    ///   - logger: where the transport logs refused accesses.
     public init(
         device: any VirtioDevice, memory: any GuestMemory, interruptLine: any InterruptLine,
         vendorID: UInt32 = 0, logger: Logger = Logger(label: "hvkit.virtio-mmio")

@@ -125,7 +125,7 @@ extension VCPU {
     }
 
     /// Puts the vCPU in 64-bit long mode at `entry`: writes a GDT and identity page tables
-    /// (see ``LongModeLayout``), enables PAE, paging, LME and SSE, and sets RIP and RSP, and
+    /// (see `LongModeLayout`), enables PAE, paging, LME and SSE, and sets RIP and RSP, and
     /// RDI to `argument` (the entry's first argument in the System V convention).
     /// On a multi-vCPU VM the tables are shared; writing them again is harmless.
     public func setupLongMode(
