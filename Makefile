@@ -49,6 +49,7 @@ bench: deps
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends qemu-system-x86; }
 	$(SWIFT) build -c release --static-swift-stdlib --product hv-bench
 	$(SWIFT) build -c release --static-swift-stdlib --product minivmm
+	$(SWIFT) build -c release --static-swift-stdlib --product hv-empty
 	./.build/release/hv-bench $(if $(JSON),--json) $(NAMES)
 
 ## Rebuilds the guests (Guests/asm, and the SDK guests in Guests/tender and Guests/bench) into

@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "hv-fleet", targets: ["hv-fleet"]),
         .executable(name: "minivmm", targets: ["minivmm"]),
         .executable(name: "hv-bench", targets: ["hv-bench"]),
+        .executable(name: "hv-empty", targets: ["hv-empty"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -127,6 +128,8 @@ let package = Package(
             ],
             path: "Examples/minivmm"
         ),
+        // The floor of compose_to_first_run: an empty Swift program.
+        .executableTarget(name: "hv-empty", path: "Benchmarks/hv-empty"),
         .target(
             name: "CBenchBaseline",
             dependencies: ["CKVM"],

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Builds HVKit's unikernel-style guests (ELF64 executables linked at 1 MiB) with the Swift
-# toolchain's own swiftc (Embedded Swift), clang and ld.lld, and writes their bytes as Swift
-# arrays into Guests/Images/GuestImages.swift, the GuestImages target that hv-tender, the tests
+# Builds HVKit's unikernel-style guests (ELF64 executables linked at 1 MiB) with the guest SDK's
+# build-guest.sh (the Swift toolchain's swiftc for Embedded Swift, clang and ld.lld), and
+# writes their bytes as Swift arrays into Guests/Images/GuestImages.swift, the GuestImages target that hv-tender, the tests
 # and hv-bench share. Run it after changing a guest or the SDK; the output is committed so
 # builds need no cross toolchain. With an argument, it only builds the ELF files into that
 # directory.
@@ -9,48 +9,22 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root="$here/.."
 sdk="$here/sdk"
-# A fixed work path: Embedded Swift hashes paths into the binary, and the committed bytes
-# should only change when a guest does.
+# A fixed work path for the SDK: Embedded Swift hashes paths into the binary, and the committed
+# bytes should only change when a guest does.
 work="${TMPDIR:-/tmp}/hvkit-guest-build"
-rm -rf "$work"
-mkdir -p "$work"
-trap 'rm -rf "$work"' EXIT
-out=${1:-$work/elf}
+elves=$(mktemp -d)
+trap 'rm -rf "$elves"' EXIT
+out=${1:-$elves}
 mkdir -p "$out"
 
-# No SSE, MMX or AVX: on hosts whose KVM emulates guest instructions in software (PVM here),
-# SSE arithmetic such as xorps stops the guest with KVM_INTERNAL_ERROR_EMULATION, whatever
-# CR4.OSFXSR, XCR0 and CPUID say (measured). Guests keep to general registers.
-cflags="--target=x86_64-unknown-none-elf -ffreestanding -fno-pic -fno-pie -fno-stack-protector -mno-red-zone -mgeneral-regs-only -Os -std=c11 -Wall -Werror -I $sdk/include"
-# Embedded Swift: no runtime, no OS; -Osize keeps guests small. The -Xcc target flags also
-# reach Swift's own code generation.
-swiftflags="-enable-experimental-feature Embedded -enable-experimental-feature Extern -target x86_64-unknown-none-elf -wmo -Osize -parse-as-library -Xcc -mno-red-zone -Xcc -mno-sse -Xcc -mno-sse2 -Xcc -mno-mmx -Xcc -mno-avx -I $work/modules"
-
-# The runtime every guest links: entry point, memory functions, allocator, putchar.
-clang $cflags -c "$sdk/runtime/start.S" -o "$work/start.o"
-clang $cflags -c "$sdk/runtime/runtime.c" -o "$work/runtime.o"
-# The Embedded Swift SDK module, and the C header as a Clang module for it. The module map is
-# made here, not kept beside the header, so that host code including the header (the ABI test)
-# does not find a module of the same name.
-mkdir -p "$work/modules"
-printf 'module CHVKitGuest {\n    header "%s"\n    export *\n}\n' "$sdk/include/hvkit_guest.h" > "$work/modules/module.modulemap"
-swiftc $swiftflags -module-name HVKitGuest -emit-module -emit-module-path "$work/modules/HVKitGuest.swiftmodule" \
-    -c "$sdk/swift/HVKitGuest.swift" -o "$work/HVKitGuest.o"
-
-link() { # output, objects...
-  name=$1; shift
-  ld.lld -T "$sdk/runtime/guest.ld" -nostdlib -static -s -z max-page-size=16 --no-dynamic-linker -z noexecstack "$work/start.o" "$@" "$work/runtime.o" -o "$out/$name.elf"
-}
-
+# Each guest is built by the SDK's build-guest.sh, as a downstream package would build its own.
 for source in "$here"/tender/*.swift; do
   name=$(basename "$source" .swift)
-  swiftc $swiftflags -I "$work/modules" -module-name "$name" -c "$source" -o "$work/$name.o"
-  link "$name" "$work/$name.o" "$work/HVKitGuest.o"
+  HVKIT_GUEST_WORK="$work" HVKIT_GUEST_MODULE="$name" sh "$sdk/build-guest.sh" "$source" -o "$out/$name.elf" >/dev/null
 done
 for source in "$here"/tender/*.c "$here"/bench/*.c; do
   name=$(basename "$source" .c)
-  clang $cflags -c "$source" -o "$work/$name.o"
-  link "$name" "$work/$name.o"
+  HVKIT_GUEST_WORK="$work" sh "$sdk/build-guest.sh" "$source" -o "$out/$name.elf" >/dev/null
 done
 [ $# -gt 0 ] && exit 0
 

@@ -18,7 +18,7 @@ let allNames = [
     "null_hypercall", "block_via_hypercall", "block_via_ring",
     "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
     "bzimage_extract", "startup_to_first_run", "minivmm_rss", "minivmm_private_rss", "banner_vs_qemu",
-    "linux_boot_to_init",
+    "compose_to_first_run", "linux_boot_to_init",
 ]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -103,6 +103,7 @@ for name in selected {
             for figure in try minivmmFigures(rounds: 11) where selected.contains(figure.name) { emit(figure) }
         case "banner_vs_qemu": emit(try bannerVersusQEMUFigure(rounds: 3))
         case "linux_boot_to_init": emit(try linuxBootToInitFigure(rounds: 3))
+        case "compose_to_first_run": emit(try composeToFirstRunFigure(rounds: 11))
         default: break
         }
     } catch {
