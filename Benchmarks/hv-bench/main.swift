@@ -18,7 +18,7 @@ let allNames = [
     "null_hypercall", "block_via_hypercall", "block_via_ring",
     "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
     "bzimage_extract", "startup_to_first_run", "minivmm_rss", "minivmm_private_rss", "banner_vs_qemu",
-    "compose_to_first_run", "linux_boot_to_init",
+    "compose_to_first_run", "linux_boot_to_init", "linux_blk_dd",
 ]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -104,6 +104,7 @@ for name in selected {
         case "banner_vs_qemu": emit(try bannerVersusQEMUFigure(rounds: 3))
         case "linux_boot_to_init": emit(try linuxBootToInitFigure(rounds: 3))
         case "compose_to_first_run": emit(try composeToFirstRunFigure(rounds: 11))
+        case "linux_blk_dd": emit(try linuxBlockDDFigure(rounds: 3))
         default: break
         }
     } catch {

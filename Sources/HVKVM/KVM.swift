@@ -6,8 +6,10 @@ import SystemPackage
 /// The KVM system handle: an open /dev/kvm. Checks the API version, answers capability
 /// queries, lists the CPUID entries and MSRs the host supports, and creates VMs.
 public final class KVM: Sendable {
+    /// Where KVM usually is.
     public static let defaultPath = "/dev/kvm"
 
+    /// The /dev/kvm descriptor, closed when this object goes away.
     public let fileDescriptor: FileDescriptor
     /// The size of each vCPU's shared kvm_run mapping.
     public let vcpuMmapSize: Int

@@ -7,8 +7,11 @@ import SystemPackage
 /// One virtual CPU. Not `Sendable`: KVM wants a vCPU's ioctls from the thread that created
 /// it, so a `VCPU` stays on its thread. Other threads reach it through its ``kicker``.
 public final class VCPU {
+    /// The VM the vCPU belongs to.
     public let vm: VirtualMachine
+    /// The vCPU's index in its VM (also its initial APIC ID).
     public let id: UInt32
+    /// The vCPU's descriptor, closed when this object goes away.
     public let fileDescriptor: FileDescriptor
     let runMapping: KVMRunMapping
     /// Makes this vCPU leave the guest from any thread.
@@ -210,23 +213,27 @@ public final class VCPU {
         try kvmIoctl(fileDescriptor, request, &raw, name)
     }
 
+    /// The x87, SSE and MXCSR state (KVM_GET_FPU).
     public func fpuRegisters() throws(KVMError) -> FPURegisters {
         var fpu = kvm_fpu()
         try kvmIoctl(fileDescriptor, CKVM_GET_FPU, &fpu, "KVM_GET_FPU")
         return FPURegisters(fpu)
     }
 
+    /// Sets the x87, SSE and MXCSR state (KVM_SET_FPU).
     public func setFPURegisters(_ registers: FPURegisters) throws(KVMError) {
         var fpu = registers.raw
         try kvmIoctl(fileDescriptor, CKVM_SET_FPU, &fpu, "KVM_SET_FPU")
     }
 
+    /// DR0-DR3, DR6 and DR7 (KVM_GET_DEBUGREGS).
     public func debugRegisters() throws(KVMError) -> DebugRegisters {
         var regs = kvm_debugregs()
         try kvmIoctl(fileDescriptor, CKVM_GET_DEBUGREGS, &regs, "KVM_GET_DEBUGREGS")
         return DebugRegisters(regs)
     }
 
+    /// Sets DR0-DR3, DR6 and DR7 (KVM_SET_DEBUGREGS).
     public func setDebugRegisters(_ registers: DebugRegisters) throws(KVMError) {
         var regs = registers.raw
         try kvmIoctl(fileDescriptor, CKVM_SET_DEBUGREGS, &regs, "KVM_SET_DEBUGREGS")
@@ -286,6 +293,7 @@ public final class VCPU {
         return LAPICState(bytes: bytes)
     }
 
+    /// Sets the in-kernel local APIC's registers (KVM_SET_LAPIC); needs the irqchip.
     public func setLAPIC(_ lapicState: LAPICState) throws(KVMError) {
         var state = kvm_lapic_state()
         withUnsafeMutableBytes(of: &state.regs) { destination in
@@ -294,12 +302,14 @@ public final class VCPU {
         try kvmIoctl(fileDescriptor, CKVM_SET_LAPIC, &state, "KVM_SET_LAPIC")
     }
 
+    /// The vCPU's multiprocessing state (KVM_GET_MP_STATE): running, waiting for INIT or SIPI, halted.
     public func mpState() throws(KVMError) -> MPState {
         var state = kvm_mp_state()
         try kvmIoctl(fileDescriptor, CKVM_GET_MP_STATE, &state, "KVM_GET_MP_STATE")
         return MPState(state.mp_state)
     }
 
+    /// Sets the multiprocessing state (KVM_SET_MP_STATE).
     public func setMPState(_ state: MPState) throws(KVMError) {
         var raw = kvm_mp_state(mp_state: state.raw)
         try kvmIoctl(fileDescriptor, CKVM_SET_MP_STATE, &raw, "KVM_SET_MP_STATE")
@@ -308,13 +318,19 @@ public final class VCPU {
 
 /// Register sets that can live in kvm_run's sync area (KVM_SYNC_X86_*).
 public struct SyncRegisterSet: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    /// The KVM_SYNC_X86_* bits.
     public let rawValue: UInt64
+    /// A set from its bits.
     public init(rawValue: UInt64) { self.rawValue = rawValue }
 
+    /// The general registers (kvm_regs).
     public static let general = SyncRegisterSet(rawValue: UInt64(KVM_SYNC_X86_REGS))
+    /// The special registers (kvm_sregs).
     public static let special = SyncRegisterSet(rawValue: UInt64(KVM_SYNC_X86_SREGS))
+    /// Pending events (kvm_vcpu_events).
     public static let events = SyncRegisterSet(rawValue: UInt64(KVM_SYNC_X86_EVENTS))
 
+    /// The sets by name.
     public var description: String {
         var names: [String] = []
         if contains(.general) { names.append("general") }

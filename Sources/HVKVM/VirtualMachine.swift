@@ -13,7 +13,9 @@ public enum IOEventSpace: Sendable {
 /// A KVM virtual machine: its memory slots, in-kernel interrupt controllers, irqfds and
 /// ioeventfds, dirty-page logging, and the factory for its vCPUs. Thread-safe.
 public final class VirtualMachine: Sendable {
+    /// The system handle the VM was created from.
     public let kvm: KVM
+    /// The VM's descriptor, closed when this object goes away.
     public let fileDescriptor: FileDescriptor
 
     struct Slot {
@@ -311,7 +313,9 @@ public final class VirtualMachine: Sendable {
 /// An `InterruptLine` backed by a KVM irqfd: `trigger()` writes the eventfd and the kernel
 /// injects the GSI, from any thread, without a vCPU exit.
 public final class IRQFDLine: InterruptLine {
+    /// The eventfd KVM watches.
     public let eventfd: EventFD
+    /// The interrupt line it injects.
     public let gsi: UInt32
 
     init(eventfd: EventFD, gsi: UInt32) {
@@ -319,5 +323,6 @@ public final class IRQFDLine: InterruptLine {
         self.gsi = gsi
     }
 
+    /// Injects the interrupt (an edge) from any thread.
     public func trigger() throws(Errno) { try eventfd.signal() }
 }

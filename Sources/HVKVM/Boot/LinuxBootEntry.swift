@@ -5,6 +5,7 @@ import HVCore
 /// (IA32_MISC_ENABLE), MTRRs on with write-back as the default type, and the system-call and
 /// GS-base MSRs cleared.
 public enum LinuxEntryMSRs {
+    /// Each MSR's index and value.
     public static let values: [(index: UInt32, value: UInt64)] = [
         (0x174, 0), (0x175, 0), (0x176, 0),  // IA32_SYSENTER_CS, _ESP, _EIP
         (0xC000_0081, 0), (0xC000_0082, 0), (0xC000_0083, 0), (0xC000_0084, 0),  // STAR, LSTAR, CSTAR, SFMASK

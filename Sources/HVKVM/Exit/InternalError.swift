@@ -24,6 +24,7 @@ public struct InternalErrorReport: Sendable, Hashable, CustomStringConvertible {
         return Array(packed[1...size])
     }
 
+    /// The error in words, with the instruction bytes when KVM gave them.
     public var description: String {
         switch suberror {
         case 1:

@@ -3,15 +3,22 @@ import SystemPackage
 
 /// One CPUID leaf as KVM describes it (struct kvm_cpuid_entry2).
 public struct CPUIDEntry: Hashable, Sendable {
+    /// The leaf (EAX on input).
     public var function: UInt32
+    /// The subleaf (ECX on input), where the leaf has them.
     public var index: UInt32
     /// KVM_CPUID_FLAG_* bits (for example, whether `index` is significant).
     public var flags: UInt32
+    /// EAX on output.
     public var eax: UInt32
+    /// EBX on output.
     public var ebx: UInt32
+    /// ECX on output.
     public var ecx: UInt32
+    /// EDX on output.
     public var edx: UInt32
 
+    /// A leaf with these outputs.
     public init(function: UInt32, index: UInt32 = 0, flags: UInt32 = 0, eax: UInt32, ebx: UInt32, ecx: UInt32, edx: UInt32) {
         self.function = function
         self.index = index

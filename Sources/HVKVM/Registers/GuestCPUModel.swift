@@ -14,12 +14,18 @@
 public struct GuestCPUModel: Sendable, Hashable {
     /// A feature bit in one register of one leaf.
     public struct Feature: Sendable, Hashable {
+        /// The output register that holds the bit.
         public enum Register: Sendable, Hashable { case eax, ebx, ecx, edx }
+        /// The CPUID leaf.
         public let leaf: UInt32
+        /// The subleaf.
         public let subleaf: UInt32
+        /// The output register.
         public let register: Register
+        /// The bit number in that register.
         public let bit: Int
 
+        /// The feature at `bit` of `register` in leaf `leaf`, subleaf `subleaf`.
         public init(leaf: UInt32, subleaf: UInt32 = 0, register: Register, bit: Int) {
             self.leaf = leaf
             self.subleaf = subleaf
@@ -37,6 +43,7 @@ public struct GuestCPUModel: Sendable, Hashable {
 
     /// The entries every vCPU shares, before the per-vCPU fields are filled in.
     public private(set) var entries: [CPUIDEntry]
+    /// The vCPUs the model describes (topology leaves).
     public let vcpuCount: Int
 
     /// KVM's supported CPUID with the filter above, for `vcpuCount` vCPUs.
@@ -44,6 +51,7 @@ public struct GuestCPUModel: Sendable, Hashable {
         try self.init(supported: kvm.supportedCPUID(), vcpuCount: vcpuCount)
     }
 
+    /// A model from `supported` (KVM_GET_SUPPORTED_CPUID's leaves) for `vcpuCount` vCPUs.
     public init(supported: [CPUIDEntry], vcpuCount: Int) throws(KVMError) {
         guard (1...255).contains(vcpuCount) else { throw .invalidArgument("vCPU count \(vcpuCount) (1 to 255 with xAPIC IDs)") }
         self.vcpuCount = vcpuCount
@@ -61,6 +69,7 @@ public struct GuestCPUModel: Sendable, Hashable {
     /// Gives a feature to every vCPU (only meaningful if KVM can provide it).
     public mutating func addFeature(_ feature: Feature) { set(feature, true) }
 
+    /// Whether the model shows `feature` to the guest.
     public func has(_ feature: Feature) -> Bool {
         guard let entry = entries.first(where: { $0.function == feature.leaf && $0.index == feature.subleaf }) else { return false }
         return Self.register(entry, feature.register) & (1 << UInt32(feature.bit)) != 0

@@ -7,10 +7,12 @@ public struct Registers: Hashable, Sendable {
     public var rsi: UInt64 = 0, rdi: UInt64 = 0, rsp: UInt64 = 0, rbp: UInt64 = 0
     public var r8: UInt64 = 0, r9: UInt64 = 0, r10: UInt64 = 0, r11: UInt64 = 0
     public var r12: UInt64 = 0, r13: UInt64 = 0, r14: UInt64 = 0, r15: UInt64 = 0
+    /// The instruction pointer.
     public var rip: UInt64 = 0
     /// Bit 1 is reserved and always set on x86; the default value respects that.
     public var rflags: UInt64 = 0x2
 
+    /// All registers zero, RFLAGS at its reserved bit.
     public init() {}
 
     init(_ raw: kvm_regs) {
@@ -30,13 +32,17 @@ public struct Registers: Hashable, Sendable {
 
 /// A segment register as KVM describes it (struct kvm_segment): the hidden part included.
 public struct Segment: Hashable, Sendable {
+    /// The segment's base address.
     public var base: UInt64 = 0
     /// The limit in bytes (KVM expands the descriptor's 4 KiB units when `g` is set).
     public var limit: UInt32 = 0xFFFF
+    /// The selector loaded.
     public var selector: UInt16 = 0
     /// The descriptor type field (for example 0xB: execute/read code, accessed).
     public var type: UInt8 = 0
+    /// Whether the segment is present.
     public var present: Bool = true
+    /// The descriptor privilege level.
     public var dpl: UInt8 = 0
     /// Default operation size (1: 32-bit segment).
     public var db: Bool = false
@@ -46,11 +52,15 @@ public struct Segment: Hashable, Sendable {
     public var l: Bool = false
     /// Granularity: the limit counts 4 KiB units.
     public var g: Bool = false
+    /// The available-for-software bit.
     public var avl: Bool = false
+    /// Whether the segment register holds no usable segment.
     public var unusable: Bool = false
 
+    /// A present segment at 0 with a 64 KiB limit, every other field zero.
     public init() {}
 
+    /// A segment with these fields.
     public init(base: UInt64, limit: UInt32, selector: UInt16, type: UInt8, present: Bool = true, dpl: UInt8 = 0,
                 db: Bool = false, s: Bool = true, l: Bool = false, g: Bool = false) {
         self.base = base
@@ -93,9 +103,12 @@ public struct Segment: Hashable, Sendable {
 
 /// The GDT or IDT register.
 public struct DescriptorTable: Hashable, Sendable {
+    /// The table's linear address.
     public var base: UInt64 = 0
+    /// The table's limit (size in bytes minus one).
     public var limit: UInt16 = 0xFFFF
 
+    /// A table at `base` with `limit`.
     public init(base: UInt64 = 0, limit: UInt16 = 0xFFFF) {
         self.base = base
         self.limit = limit
@@ -109,11 +122,14 @@ public struct SpecialRegisters: Hashable, Sendable {
     public var gs = Segment(), ss = Segment(), tr = Segment(), ldt = Segment()
     public var gdt = DescriptorTable(), idt = DescriptorTable()
     public var cr0: UInt64 = 0, cr2: UInt64 = 0, cr3: UInt64 = 0, cr4: UInt64 = 0, cr8: UInt64 = 0
+    /// The extended feature enable register (long mode, NX, SYSCALL).
     public var efer: UInt64 = 0
+    /// IA32_APIC_BASE.
     public var apicBase: UInt64 = 0
     /// Pending external interrupts, one bit per vector (256 bits).
     public var interruptBitmap: [UInt64] = [0, 0, 0, 0]
 
+    /// Everything zero.
     public init() {}
 
     init(_ raw: kvm_sregs) {
@@ -145,17 +161,24 @@ public struct SpecialRegisters: Hashable, Sendable {
 public struct FPURegisters: Hashable, Sendable {
     /// ST0..ST7, each an 80-bit value in the low bytes of 16.
     public var x87: [UInt128] = Array(repeating: 0, count: 8)
+    /// The x87 control word.
     public var fcw: UInt16 = 0x37F
+    /// The x87 status word.
     public var fsw: UInt16 = 0
     /// The abridged tag word (one bit per register).
     public var ftwx: UInt8 = 0
+    /// The last x87 opcode.
     public var lastOpcode: UInt16 = 0
+    /// The last x87 instruction pointer.
     public var lastIP: UInt64 = 0
+    /// The last x87 data pointer.
     public var lastDP: UInt64 = 0
     /// XMM0..XMM15.
     public var xmm: [UInt128] = Array(repeating: 0, count: 16)
+    /// The SSE control and status register.
     public var mxcsr: UInt32 = 0x1F80
 
+    /// The state after FNINIT, with MXCSR at its reset value.
     public init() {}
 
     init(_ raw: kvm_fpu) {
@@ -182,10 +205,14 @@ public struct FPURegisters: Hashable, Sendable {
 
 /// DR0-DR3, DR6 and DR7 (struct kvm_debugregs).
 public struct DebugRegisters: Hashable, Sendable {
+    /// DR0-DR3, the breakpoint addresses.
     public var db: [UInt64] = [0, 0, 0, 0]
+    /// DR6, the debug status.
     public var dr6: UInt64 = 0xFFFF0FF0
+    /// DR7, the debug control.
     public var dr7: UInt64 = 0x400
 
+    /// The registers' reset values.
     public init() {}
 
     init(_ raw: kvm_debugregs) {
@@ -206,9 +233,12 @@ public struct DebugRegisters: Hashable, Sendable {
 
 /// The local APIC's register page (struct kvm_lapic_state, 1 KiB).
 public struct LAPICState: Hashable, Sendable {
+    /// Bytes in the page.
     public static let size = 1024
+    /// The page, as KVM lays it out.
     public var bytes: [UInt8]
 
+    /// A page from `bytes`, cut or zero-padded to ``size``.
     public init(bytes: [UInt8]) {
         self.bytes = Array(bytes.prefix(Self.size)) + Array(repeating: 0, count: max(0, Self.size - bytes.count))
     }

@@ -26,6 +26,7 @@ public enum StopReason: Sendable, Hashable, CustomStringConvertible {
     /// with a message.
     case guestRequested(GuestStopRequest, vcpu: UInt32)
 
+    /// The reason in words, naming the vCPU.
     public var description: String {
         switch self {
         case let .halted(vcpu): return "vCPU \(vcpu) halted"

@@ -24,12 +24,17 @@ public final class VCPURunner: Sendable {
     /// Sees every exit first, on the vCPU's thread; return nil for the default handling.
     public typealias ExitHandler = @Sendable (VCPU, VMExit) -> ExitAction?
 
+    /// The VM whose vCPUs run.
     public let vm: VirtualMachine
+    /// Where port-I/O exits go.
     public let pio: Bus
+    /// Where MMIO exits go.
     public let mmio: Bus
     /// Doorbells that need the trapping vCPU's registers (hypercalls), by where they trap.
     public var traps: [TrapSite: any RegisterTrap] { dispatch.traps }
+    /// What a guest reset does.
     public let resetPolicy: ResetPolicy
+    /// Which host CPUs the vCPU threads may run on.
     public let placement: VCPUPlacement
     private let dispatch: ExitDispatch
     private let logger: Logger

@@ -38,6 +38,7 @@ final class VCPUCounters: Sendable {
 
 /// What one vCPU has done so far: exits by kind, and where its thread spent its time.
 public struct VCPUStatistics: Sendable, Hashable, CustomStringConvertible {
+    /// Which vCPU.
     public let vcpu: UInt32
     /// Every return from KVM_RUN.
     public let exits: UInt64
@@ -57,12 +58,14 @@ public struct VCPUStatistics: Sendable, Hashable, CustomStringConvertible {
     public let nanosecondsInVMM: UInt64
     /// Times the vCPU was parked: by a pause, and under ``VCPUScheduler`` also while halted.
     public let parks: UInt64
+    /// Time spent parked.
     public let nanosecondsParked: UInt64
     /// Under ``VCPUScheduler``: turns on a worker thread (0 with a thread per vCPU).
     public let slices: UInt64
     /// Under ``VCPUScheduler``: slices run on another worker than the one before.
     public let migrations: UInt64
 
+    /// The counts and times in one line.
     public var description: String {
         "vCPU \(vcpu): \(exits) exits (\(portIOExits) port I/O, \(mmioExits) MMIO, \(trapExits) traps, "
             + "\(interruptions) interrupted, \(otherExits) other), \(nanosecondsInGuest / 1000) us in KVM_RUN, "

@@ -15,9 +15,11 @@ public final class ScheduledVM: @unchecked Sendable {
         case sleep(timeout: Duration?)
     }
 
+    /// The VM.
     public let vm: VirtualMachine
     /// A vCPU of this VM runs `weight` slices in a row when its turn comes.
     public let weight: Int
+    /// What its vCPUs' `hlt` does.
     public let halts: HaltBehavior
     /// ``HaltBehavior/sleep(timeout:)``'s timeout in nanoseconds, when there is one.
     let haltTimeoutNanoseconds: UInt64?

@@ -28,6 +28,7 @@ import SystemPackage
 public final class VCPUScheduler: @unchecked Sendable {
     /// The base slice a vCPU runs before others get a turn.
     public let timeSlice: Duration
+    /// How many worker threads run vCPUs.
     public let workerCount: Int
     private let sliceNanoseconds: UInt64
     private let logger: Logger

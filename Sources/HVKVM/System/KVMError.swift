@@ -19,6 +19,7 @@ public enum KVMError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A caller passed a value KVM would reject or that makes no sense.
     case invalidArgument(String)
 
+    /// What failed and why, naming the operation.
     public var description: String {
         switch self {
         case let .deviceUnavailable(path, errno):

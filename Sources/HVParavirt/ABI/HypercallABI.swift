@@ -9,7 +9,9 @@ import HVCore
 /// a non-negative value, or a negative errno-style code (``HypercallErrno``). Hypercalls that
 /// take many values take the guest-physical address of an argument block instead.
 public enum HypercallABI {
+    /// The ABI's major version: a guest built for another major version must not run.
     public static let majorVersion: UInt32 = 1
+    /// The ABI's minor version: additions a guest may check for.
     public static let minorVersion: UInt32 = 0
     /// `major << 16 | minor`, as ``HypercallNumber/info`` returns it.
     public static let version: UInt32 = majorVersion << 16 | minorVersion
@@ -38,8 +40,11 @@ public enum HypercallABI {
 
 /// A hypercall number. 0 to 0x0FFF are HVKit's; embedding programs use ``userBase`` and up.
 public struct HypercallNumber: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The number.
     public let rawValue: UInt32
+    /// Hypercall `rawValue`.
     public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Hypercall `rawValue`.
     public init(_ rawValue: UInt32) { self.rawValue = rawValue }
 
     /// Returns the ABI version; fills a ``ParavirtInfo`` block at arg0 unless arg0 is 0.
@@ -78,12 +83,14 @@ public struct HypercallNumber: RawRepresentable, Hashable, Sendable, CustomStrin
     /// The first number for an embedding program's own hypercalls.
     public static let userBase = HypercallNumber(0x1000)
 
+    /// The names of HVKit's own hypercalls, by number, for statistics and logs.
     public static let builtinNames: [UInt32: String] = [
         0: "info", 1: "console_write", 2: "clock_monotonic", 3: "clock_wall", 4: "random",
         5: "block_read", 6: "block_write", 7: "block_flush", 8: "net_send", 9: "net_receive",
         10: "poll", 11: "exit", 12: "abort", 13: "channel_setup", 14: "channel_notify", 15: "null",
     ]
 
+    /// The hypercall's name, or its number in hexadecimal.
     public var description: String {
         Self.builtinNames[rawValue] ?? "hypercall 0x" + String(rawValue, radix: 16)
     }
@@ -116,6 +123,7 @@ public enum HypercallErrno: Int64, Sendable, Hashable, CaseIterable, CustomStrin
     /// The value RAX carries: the code negated, as two's complement.
     public var returnValue: UInt64 { UInt64(bitPattern: -rawValue) }
 
+    /// The code's errno name (`EIO`).
     public var description: String {
         switch self {
         case .io: return "EIO"
@@ -134,24 +142,38 @@ public enum HypercallErrno: Int64, Sendable, Hashable, CaseIterable, CustomStrin
 
 /// What ``HypercallNumber/info`` reports as present.
 public struct ParavirtFeatures: OptionSet, Sendable, Hashable {
+    /// The feature bits.
     public let rawValue: UInt64
+    /// Features from their bits.
     public init(rawValue: UInt64) { self.rawValue = rawValue }
 
+    /// The console service is installed.
     public static let console = ParavirtFeatures(rawValue: 1 << 0)
+    /// The clock service is installed.
     public static let clock = ParavirtFeatures(rawValue: 1 << 1)
+    /// The random service is installed.
     public static let random = ParavirtFeatures(rawValue: 1 << 2)
+    /// A block device is attached.
     public static let block = ParavirtFeatures(rawValue: 1 << 3)
+    /// The block device is read-only.
     public static let blockReadOnly = ParavirtFeatures(rawValue: 1 << 4)
+    /// A network is attached.
     public static let net = ParavirtFeatures(rawValue: 1 << 5)
+    /// The poll service is installed.
     public static let poll = ParavirtFeatures(rawValue: 1 << 6)
+    /// The shared-memory channel is available.
     public static let channel = ParavirtFeatures(rawValue: 1 << 7)
+    /// The MMIO doorbell is served.
     public static let mmioDoorbell = ParavirtFeatures(rawValue: 1 << 8)
+    /// `vmcall` is served.
     public static let vmcall = ParavirtFeatures(rawValue: 1 << 9)
 }
 
 /// Bits of the set ``HypercallNumber/poll`` returns.
 public struct PollEvents: OptionSet, Sendable, Hashable {
+    /// The event bits.
     public let rawValue: UInt64
+    /// Events from their bits.
     public init(rawValue: UInt64) { self.rawValue = rawValue }
 
     /// A frame is waiting for ``HypercallNumber/netReceive``.

@@ -4,6 +4,7 @@ import HVCore
 public struct HypercallArguments: Sendable, Hashable {
     public var a0: UInt64, a1: UInt64, a2: UInt64, a3: UInt64, a4: UInt64, a5: UInt64
 
+    /// Arguments `a0` to `a5` (zero where not given).
     public init(_ a0: UInt64 = 0, _ a1: UInt64 = 0, _ a2: UInt64 = 0, _ a3: UInt64 = 0, _ a4: UInt64 = 0, _ a5: UInt64 = 0) {
         (self.a0, self.a1, self.a2, self.a3, self.a4, self.a5) = (a0, a1, a2, a3, a4, a5)
     }
@@ -34,11 +35,16 @@ public enum HypercallOrigin: Sendable, Hashable {
 /// guest memory its arguments point at. Every accessor validates before it touches memory
 /// and throws a ``HypercallError`` the guest receives as a negative code.
 public struct HypercallCall: Sendable {
+    /// Which hypercall.
     public let number: HypercallNumber
+    /// Its arguments, as the guest passed them (unchecked).
     public let arguments: HypercallArguments
+    /// Where it came from: a vCPU's trap or the shared-memory channel.
     public let origin: HypercallOrigin
+    /// The guest memory its arguments point into.
     public let memory: any GuestMemory
 
+    /// A call of `number` with `arguments` from `origin`, over `memory`.
     public init(number: HypercallNumber, arguments: HypercallArguments, origin: HypercallOrigin, memory: any GuestMemory) {
         self.number = number
         self.arguments = arguments
@@ -94,7 +100,9 @@ public enum HypercallResult: Sendable, Hashable {
     /// calls; on the channel it is an error.
     case wait(TrapWait)
 
+    /// A count (bytes, frames) as the result.
     public static func count(_ count: Int) -> HypercallResult { .value(UInt64(count)) }
+    /// Success with nothing to return.
     public static let zero = HypercallResult.value(0)
 }
 

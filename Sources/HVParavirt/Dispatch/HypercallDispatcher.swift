@@ -18,6 +18,7 @@ public final class HypercallDispatcher: RegisterTrap {
     static let reservedNumbers: Set<HypercallNumber> = [.info, .null, .channelSetup, .channelNotify]
     static let builtinCounterSlots: UInt32 = 64
 
+    /// The guest memory arguments point into.
     public let memory: any GuestMemory
     /// What ``HypercallNumber/info`` reports: the table's info, plus memory size, the
     /// channel and the doorbells present.
@@ -75,6 +76,7 @@ public final class HypercallDispatcher: RegisterTrap {
 
     // MARK: RegisterTrap
 
+    /// Handles a doorbell: reads the call from the trapping vCPU's registers, dispatches it, and writes the result to RAX (or asks the runner to wait or stop).
     public func trap(at site: TrapSite, value: UInt64, vcpu: UInt32, registers: inout some GuestRegisterAccess) -> TrapOutcome {
         // The doorbell's value is EAX; for vmcall the number is RAX itself. Only 32 bits count.
         let raw = site == .vmcall ? registers[HypercallABI.resultRegister] : value
@@ -92,6 +94,7 @@ public final class HypercallDispatcher: RegisterTrap {
         }
     }
 
+    /// Ends the waits of handlers (polls) because the VM stops.
     public func vmStopping() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for observer in stopObservers { observer() }

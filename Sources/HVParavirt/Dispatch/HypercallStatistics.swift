@@ -38,15 +38,20 @@ final class HypercallCounters: Sendable {
 /// How often one hypercall ran, how often it failed, and how long its handler took (host
 /// time inside the dispatcher, not the exit itself).
 public struct HypercallStatistics: Sendable, Hashable, CustomStringConvertible {
+    /// Which hypercall.
     public let number: HypercallNumber
+    /// Its name.
     public let name: String
+    /// How many times it ran.
     public let calls: UInt64
     /// Calls that returned an error code.
     public let errors: UInt64
+    /// Host time in its handler, all calls together.
     public let totalNanoseconds: UInt64
     /// `histogram[i]` counts calls that took from 2^i up to 2^(i+1) nanoseconds.
     public let histogram: [UInt64]
 
+    /// Host time per call, on average.
     public var meanNanoseconds: Double { calls == 0 ? 0 : Double(totalNanoseconds) / Double(calls) }
 
     /// An upper bound for the `fraction` quantile (0.5 for the median), in nanoseconds: the
@@ -62,6 +67,7 @@ public struct HypercallStatistics: Sendable, Hashable, CustomStringConvertible {
         return UInt64.max
     }
 
+    /// Name, calls, errors and mean time, in one line.
     public var description: String {
         "\(name) (\(number.rawValue)): \(calls) calls, \(errors) errors, mean \(Int(meanNanoseconds)) ns, p99 < \(quantileUpperBound(0.99)) ns"
     }

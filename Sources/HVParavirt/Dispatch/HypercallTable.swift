@@ -13,6 +13,7 @@ public struct HypercallTable: Sendable {
     /// What ``HypercallNumber/info`` reports; services add their features and fields.
     public var info = ParavirtInfo()
 
+    /// A table with no hypercalls.
     public init() {}
 
     /// Adds a handler for `number`. `allowedOnChannel` says whether the shared-memory channel
@@ -34,10 +35,12 @@ public struct HypercallTable: Sendable {
     public var numbers: [HypercallNumber] { entries.keys.sorted().map(HypercallNumber.init(rawValue:)) }
 }
 
+/// Why a hypercall could not be added to a table.
 public enum HypercallTableError: Error, Hashable, Sendable, CustomStringConvertible {
     case duplicate(HypercallNumber)
     case reserved(HypercallNumber)
 
+    /// What was refused, naming the number.
     public var description: String {
         switch self {
         case let .duplicate(number): return "hypercall \(number.rawValue) (\(number)) is already registered"

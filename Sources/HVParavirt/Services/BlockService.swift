@@ -13,7 +13,9 @@ import SystemPackage
 /// Errors: EINVAL (unaligned or empty), E2BIG (too long), ERANGE (beyond the disk), EFAULT
 /// (buffer not RAM), EROFS (write to a read-only disk), EIO (the host call failed).
 public final class BlockService: ParavirtService {
+    /// The disk, open.
     public let fileDescriptor: FileDescriptor
+    /// Whether the guest may only read.
     public let isReadOnly: Bool
     /// The disk's size in bytes, rounded down to whole sectors.
     public let capacity: UInt64
@@ -56,6 +58,7 @@ public final class BlockService: ParavirtService {
         if ownsDescriptor { try? fileDescriptor.close() }
     }
 
+    /// Adds block_read, block_write and block_flush, and the disk's size and sector to the info block.
     public func install(into table: inout HypercallTable) throws(HypercallTableError) {
         table.info.features.insert(.block)
         if isReadOnly { table.info.features.insert(.blockReadOnly) }
@@ -118,10 +121,12 @@ public final class BlockService: ParavirtService {
     }
 }
 
+/// Why a disk could not be served.
 public enum BlockServiceError: Error, Hashable, Sendable, CustomStringConvertible {
     case open(path: String, Errno)
     case size(Errno)
 
+    /// What failed, with the path and the system's error.
     public var description: String {
         switch self {
         case let .open(path, errno): return "cannot open disk \(path): \(errno)"

@@ -3,6 +3,7 @@ import HVCore
 /// ``HypercallNumber/clockMonotonic`` and ``HypercallNumber/clockWall``: the host's
 /// CLOCK_MONOTONIC and CLOCK_REALTIME in nanoseconds, or the clocks a test injects.
 public struct ClockService: ParavirtService {
+    /// A clock: nanoseconds from some fixed point.
     public typealias Clock = @Sendable () -> UInt64
 
     let monotonic: Clock
@@ -14,6 +15,7 @@ public struct ClockService: ParavirtService {
         self.wall = wall ?? { HostClock.wallNanoseconds() }
     }
 
+    /// Adds clock_monotonic and clock_wall.
     public func install(into table: inout HypercallTable) throws(HypercallTableError) {
         table.info.features.insert(.clock)
         let monotonic = self.monotonic

@@ -4,12 +4,15 @@ import HVCore
 /// a test's collector). At most ``HypercallABI/maximumSmallTransfer`` bytes per call (E2BIG
 /// beyond); the bytes are copied out of guest memory once, then written.
 public struct ConsoleService: ParavirtService {
+    /// Where the guest's output goes.
     public let output: any ByteSink
 
+    /// A console writing to `output`.
     public init(output: any ByteSink) {
         self.output = output
     }
 
+    /// Adds console_write.
     public func install(into table: inout HypercallTable) throws(HypercallTableError) {
         table.info.features.insert(.console)
         let output = self.output

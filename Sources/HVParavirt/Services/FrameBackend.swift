@@ -16,9 +16,12 @@ public protocol FrameBackend: Sendable {
 /// Two connected ports: what one sends, the other receives. Each port queues at most
 /// `capacity` frames; more are dropped (as a full NIC would) and counted.
 public final class InProcessNetwork: Sendable {
+    /// The end a guest's network service uses.
     public let guestSide: InProcessPort
+    /// The end the host program uses.
     public let hostSide: InProcessPort
 
+    /// A connected pair whose ports queue at most `capacity` frames each.
     public init(capacity: Int = 256) throws(Errno) {
         let toGuest = try FrameInbox(capacity: capacity)
         let toHost = try FrameInbox(capacity: capacity)
@@ -37,8 +40,11 @@ public final class InProcessPort: FrameBackend {
         self.peer = peer
     }
 
+    /// Sends a frame to the other end; false if its queue was full.
     public func send(_ frame: [UInt8]) -> Bool { peer.push(frame) }
+    /// The next frame the other end sent, if any.
     public func receive() -> [UInt8]? { inbox.pop() }
+    /// Readable while a frame is waiting.
     public var readiness: FileDescriptor { inbox.signal.fileDescriptor }
     /// Frames dropped because this port's inbox was full.
     public var dropped: UInt64 { inbox.dropped.load(ordering: .relaxed) }

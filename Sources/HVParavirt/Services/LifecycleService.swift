@@ -4,8 +4,10 @@ import HVCore
 /// status, or with a message (at most ``HypercallABI/maximumSmallTransfer`` bytes are kept;
 /// an unreadable message still aborts, with a note instead of the text).
 public struct LifecycleService: ParavirtService {
+    /// The exit and abort hypercalls.
     public init() {}
 
+    /// Adds exit and abort.
     public func install(into table: inout HypercallTable) throws(HypercallTableError) {
         try table.register(.exit, name: "exit", allowedOnChannel: false) { call throws(HypercallError) in
             .stop(.exit(status: Int32(truncatingIfNeeded: call.arguments.a0)))

@@ -8,13 +8,18 @@ import Synchronization
 /// next frame's length, EAGAIN when none is waiting, or EMSGSIZE when the guest's buffer is
 /// smaller than the frame; the frame then stays queued, so nothing is lost.
 public final class NetService: ParavirtService {
+    /// Bytes of an Ethernet header, the smallest frame accepted.
     public static let headerSize = 14
+    /// Where frames go and come from.
     public let backend: any FrameBackend
+    /// The guest's MAC address, reported in the info block.
     public let mac: [UInt8]
+    /// The MTU, reported in the info block; larger frames are refused.
     public let mtu: UInt16
     /// A frame a receive could not deliver because the guest's buffer was too small.
     private let held = HeldFrame()
 
+    /// A network over `backend` with this MAC address and MTU.
     public init(backend: any FrameBackend, mac: [UInt8] = [0x02, 0x48, 0x56, 0x4B, 0x00, 0x01], mtu: UInt16 = 1500) {
         self.backend = backend
         self.mac = Array(mac.prefix(6)) + [UInt8](repeating: 0, count: max(0, 6 - mac.count))
@@ -24,6 +29,7 @@ public final class NetService: ParavirtService {
     /// What ``PollService`` watches for ``PollEvents/netReceive``.
     public var pollSource: PollService.Source { PollService.Source(events: .netReceive, descriptor: backend.readiness, isReady: { [held] in held.isHolding }) }
 
+    /// Adds net_send and net_receive.
     public func install(into table: inout HypercallTable) throws(HypercallTableError) {
         table.info.features.insert(.net)
         table.info.mac = mac

@@ -14,12 +14,14 @@ import SystemPackage
 public final class PollService: ParavirtService {
     /// Something the guest can wait for.
     public struct Source: Sendable {
+        /// What the source reports when ready.
         public let events: PollEvents
         /// Readable while the source has something for the guest.
         public let descriptor: FileDescriptor
         /// Readiness the descriptor cannot show (a frame held back in host memory).
         public let isReady: @Sendable () -> Bool
 
+        /// A source reporting `events`, ready while `descriptor` is readable or `isReady` says so.
         public init(events: PollEvents, descriptor: FileDescriptor, isReady: @escaping @Sendable () -> Bool = { false }) {
             self.events = events
             self.descriptor = descriptor
@@ -27,6 +29,7 @@ public final class PollService: ParavirtService {
         }
     }
 
+    /// What the guest can wait for.
     public let sources: [Source]
     /// Signalled once when the VM stops, and never drained: every later poll returns at once.
     private let stopSignal: EventFD
@@ -34,11 +37,13 @@ public final class PollService: ParavirtService {
     /// again, not a new one (the guest has not run since).
     private let waiting = Mutex<[UInt32: UInt64]>([:])
 
+    /// A poll over `sources`.
     public init(sources: [Source] = []) throws(Errno) {
         self.sources = sources
         stopSignal = try EventFD(nonBlocking: true)
     }
 
+    /// Adds poll.
     public func install(into table: inout HypercallTable) throws(HypercallTableError) {
         table.info.features.insert(.poll)
         table.onVMStopping { [self] in

@@ -4,8 +4,10 @@ import HVCore
 /// ``HypercallABI/maximumSmallTransfer`` bytes) from the host's getrandom(2), straight into
 /// guest RAM after checking the whole buffer is writable RAM.
 public struct RandomService: ParavirtService {
+    /// Random bytes from the host's getrandom.
     public init() {}
 
+    /// Adds random.
     public func install(into table: inout HypercallTable) throws(HypercallTableError) {
         table.info.features.insert(.random)
         try table.register(.random, name: "random") { call throws(HypercallError) in

@@ -4,8 +4,11 @@ import HVCore
 
 /// Segment selectors of the GDTs the helpers write.
 public enum GDTSelector {
+    /// The flat code segment.
     public static let code: UInt16 = 0x08
+    /// The flat data segment.
     public static let data: UInt16 = 0x10
+    /// The task state segment.
     public static let tss: UInt16 = 0x18
 }
 
