@@ -24,6 +24,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // HVMachine reports through swift-metrics, so an embedder's exporter picks HVKit's
+        // counters up with no HVKit code.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // C shims: what Swift cannot import on its own.
@@ -88,6 +91,7 @@ let package = Package(
                 "HVCore", "HVBoot", "HVKVM", "HVDevices", "HVParavirt",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
 
@@ -165,7 +169,10 @@ let package = Package(
         // (Guests/linux) where its artifacts exist.
         .testTarget(
             name: "HVMachineTests",
-            dependencies: ["HVMachine", "HVDevicesTesting", "GuestImages", "HVTestSupport"]
+            dependencies: [
+                "HVMachine", "HVDevicesTesting", "GuestImages", "HVTestSupport",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
         ),
         // The guest SDK's C header (Guests/sdk/include), for the test that checks it against HVParavirt.
         .target(name: "CHVKitGuestABI", path: "Tests/CHVKitGuestABI"),

@@ -47,6 +47,7 @@ public final class Machine: Sendable {
     /// Whether the machine made ``events`` (and so stops it at shutdown).
     let ownsEventLoop: Bool
     let logger: Logger
+    let metrics: MachineMetrics
 
     enum Phase: Sendable, Equatable {
         case composing, loaded, running, stopped
@@ -76,6 +77,7 @@ public final class Machine: Sendable {
         try configuration.validate()
         self.configuration = configuration
         logger = configuration.logger
+        metrics = MachineMetrics(vm: configuration.name, factory: configuration.metricsFactory)
         let kvm: KVM, vm: VirtualMachine
         do {
             kvm = try KVM()
@@ -270,6 +272,33 @@ public final class Machine: Sendable {
         try load(source)
         try start()
         return wait()
+    }
+
+    /// Publishes the machine's statistics through swift-metrics, so that any exporter the embedder
+    /// bootstrapped (swift-prometheus, swift-otel, ...) sees them with no HVKit code.
+    ///
+    /// Nothing is added to the exit or I/O paths: the counters HVKit keeps anyway (per-vCPU
+    /// statistics, transport and queue counts, block counts, hypercall statistics) are read when
+    /// this runs (from an exporter's scrape, or a timer of the embedder's) and at
+    /// shutdown, and each swift-metrics counter is incremented by what changed since the last
+    /// read. Every metric carries the dimension `vm` (``MachineConfiguration/name``):
+    ///
+    /// | label | more dimensions | what |
+    /// |---|---|---|
+    /// | `hvkit_vcpu_exits_total` | `vcpu`, `kind` (pio, mmio, trap, interrupted, other) | returns from KVM_RUN |
+    /// | `hvkit_vcpu_slices_total` | `vcpu` | scheduler turns (a shared `VCPUScheduler` only) |
+    /// | `hvkit_vcpu_parks_total` | `vcpu` | pauses, and halts under a scheduler |
+    /// | `hvkit_virtio_notifications_total` | `device` | queue kicks that reached the device |
+    /// | `hvkit_virtio_requests_total` | `device` | chains returned to the driver |
+    /// | `hvkit_virtio_rejected_requests_total` | `device` | malformed chains refused |
+    /// | `hvkit_virtio_queue_breaks_total` | `device` | queues broken by a misbehaving driver |
+    /// | `hvkit_virtio_refused_accesses_total` | `device` | illegal register accesses |
+    /// | `hvkit_block_bytes_total` | `device`, `direction` (read, write) | bytes moved by a disk |
+    /// | `hvkit_block_errors_total` | `device` | disk requests that failed on the host |
+    /// | `hvkit_hypercalls_total` | `call` | hypercalls handled |
+    /// | `hvkit_hypercall_errors_total` | `call` | hypercalls that returned an error |
+    public func publishMetrics() {
+        metrics.publish(self)
     }
 
     /// Per-vCPU statistics (exits by kind, time in the guest), while or after it runs.

@@ -1,6 +1,7 @@
 import HVCore
 import HVKVM
 import Logging
+import Metrics
 
 /// What a ``Machine`` is made of before any device is added: RAM, vCPUs, where devices go, and
 /// how the vCPUs run. Every field has a default that boots Linux and HVKit's guests.
@@ -40,7 +41,11 @@ public struct MachineConfiguration: Sendable {
     public var resetPolicy: ResetPolicy = .stop
     /// Which host CPUs the vCPU threads may run on (own runner only).
     public var placement: VCPUPlacement = .unpinned
-    /// The machine's name, used for its threads and log labels.
+    /// Where ``Machine/publishMetrics()`` reports: nil for swift-metrics' bootstrapped system
+    /// (`MetricsSystem.bootstrap`), or a factory of the machine's own (a test's recorder).
+    public var metricsFactory: (any MetricsFactory)?
+    /// The machine's name, used for its threads and log labels, and as the `vm` dimension of
+    /// its metrics.
     public var name: String = "hvkit"
     /// Where the machine logs (swift-log).
     public var logger: Logger = Logger(label: "hvkit.machine")

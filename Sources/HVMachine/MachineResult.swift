@@ -67,6 +67,8 @@ extension Machine {
                 slot.device.reset()
                 report.devicesQuiesced += 1
             }
+            // The vCPUs and devices are done: their last counts.
+            metrics.publish(self)
             for disk in disks where !disk.image.isReadOnly {
                 do throws(Errno) {
                     try disk.flush()

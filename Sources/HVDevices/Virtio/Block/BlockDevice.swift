@@ -37,6 +37,23 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         let queue: LockedVirtqueue
         let statusAddress: GuestAddress
         let usedLength: UInt32
+        /// Bytes the request reads from or writes to the disk, for the counts.
+        let bytesRead: UInt64
+        let bytesWritten: UInt64
+    }
+
+    private let completedRequests = Atomic<UInt64>(0)
+    private let failedRequests = Atomic<UInt64>(0)
+    private let readBytes = Atomic<UInt64>(0)
+    private let writtenBytes = Atomic<UInt64>(0)
+
+    /// What the device has done: requests that reached the disk and completed, those that
+    /// failed there, and the bytes read and written. Updated once per completion batch.
+    public var counts: BlockDeviceCounts {
+        BlockDeviceCounts(completedRequests: completedRequests.load(ordering: .relaxed),
+                          failedRequests: failedRequests.load(ordering: .relaxed),
+                          bytesRead: readBytes.load(ordering: .relaxed),
+                          bytesWritten: writtenBytes.load(ordering: .relaxed))
     }
 
     private let parser: BlockRequestParser
@@ -99,7 +116,15 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
                     return writeStatus(status, at: statusAddress, in: queue.memory) ? usedLength : 0
                 case let .io(operation, statusAddress, usedLength):
                     let token = UInt64(chain.head)
-                    pending.withLock { $0[token] = Pending(queue: queue, statusAddress: statusAddress, usedLength: usedLength) }
+                    var (read, written): (UInt64, UInt64) = (0, 0)
+                    switch operation {
+                    case let .read(_, buffers): read = UInt64(buffers.byteCount)
+                    case let .write(_, buffers): written = UInt64(buffers.byteCount)
+                    default: break
+                    }
+                    pending.withLock {
+                        $0[token] = Pending(queue: queue, statusAddress: statusAddress, usedLength: usedLength, bytesRead: read, bytesWritten: written)
+                    }
                     requests.append(BlockRequest(token: token, operation: operation))
                     return nil
                 }
@@ -124,7 +149,15 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         }
         // Nearly always one queue: group with a linear scan instead of a dictionary.
         var batches: [(queue: LockedVirtqueue, completions: [(head: UInt16, length: UInt32)])] = []
+        var (completed, failed, read, written): (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         for (result, request) in finished {
+            if result.status == .ok {
+                completed += 1
+                read += request.bytesRead
+                written += request.bytesWritten
+            } else {
+                failed += 1
+            }
             let written = writeStatus(result.status, at: request.statusAddress, in: request.queue.memory)
             let length: UInt32 = written ? (result.status == .ok ? request.usedLength : 1) : 0
             let completion = (head: UInt16(truncatingIfNeeded: result.token), length: length)
@@ -135,6 +168,11 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
             }
         }
         for batch in batches { batch.queue.complete(batch.completions) }
+        // One update per batch, off the guest's exit path.
+        if completed > 0 { completedRequests.add(completed, ordering: .relaxed) }
+        if failed > 0 { failedRequests.add(failed, ordering: .relaxed) }
+        if read > 0 { readBytes.add(read, ordering: .relaxed) }
+        if written > 0 { writtenBytes.add(written, ordering: .relaxed) }
     }
 
     private func writeStatus(_ status: BlockStatus, at address: GuestAddress, in memory: any GuestMemory) -> Bool {
@@ -170,4 +208,16 @@ struct BlockConfiguration {
         bytes[56] = 1  // write_zeroes_may_unmap
         return bytes
     }
+}
+
+/// What a ``BlockDevice`` has done since it was made.
+public struct BlockDeviceCounts: Sendable, Hashable {
+    /// Requests that reached the backend and completed successfully.
+    public var completedRequests: UInt64
+    /// Requests that reached the backend and failed there (I/O errors).
+    public var failedRequests: UInt64
+    /// Bytes read from the disk into guest memory.
+    public var bytesRead: UInt64
+    /// Bytes written from guest memory to the disk.
+    public var bytesWritten: UInt64
 }

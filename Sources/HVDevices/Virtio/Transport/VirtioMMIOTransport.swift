@@ -29,6 +29,7 @@ public final class VirtioMMIOTransport: BusDevice {
     /// transport does not implement (ACCESS_PLATFORM, RING_PACKED).
     public let offeredFeatures: VirtioFeatures
     private let state: Mutex<MMIOTransportState>
+    private let queueHistory = Mutex(QueueHistory())
     /// Serialises activation and reset, which call into the device outside `state`'s lock.
     private let lifecycle = Mutex(())
     private let active = Atomic<Bool>(false)
@@ -56,6 +57,12 @@ public final class VirtioMMIOTransport: BusDevice {
     }
 
     // MARK: Observing
+
+    /// What the device's queues have done over the transport's life, across driver resets:
+    /// read from counters the queues keep anyway, so asking costs the data path nothing.
+    public var queueCounts: VirtioQueueCounts {
+        queueHistory.withLock { $0.total }
+    }
 
     /// The device status as the driver reads it.
     public var status: DeviceStatus {
@@ -267,11 +274,13 @@ public final class VirtioMMIOTransport: BusDevice {
                 // The device stops first, so nothing touches the queues after the registers reset.
                 active.store(false, ordering: .releasing)
                 device.reset()
+                queueHistory.withLock { $0.retire() }
                 state.withLock { $0.reset() }
                 interrupt.reset()
             case let .activate(activation):
                 do throws(VirtioDeviceError) {
                     try device.activate(activation)
+                    queueHistory.withLock { $0.active = activation.queues.compactMap { $0 } }
                     active.store(true, ordering: .releasing)
                 } catch {
                     interrupt.setNeedsReset(because: "activation failed: \(error)")
@@ -358,5 +367,44 @@ public final class VirtioMMIOTransport: BusDevice {
         refusedAccesses.add(1, ordering: .relaxed)
         logger.debug("refused virtio-mmio access", metadata: ["device": "\(device.deviceType)", "access": "\(what)"])
         return value
+    }
+}
+
+/// Counts of what a device's queues did, summed over its activations.
+public struct VirtioQueueCounts: Sendable, Hashable {
+    /// Chains returned to the driver (rejected ones included).
+    public var completedChains: UInt64 = 0
+    /// Chains refused as malformed (loops, buffers outside RAM, bad indirect tables, ...).
+    public var rejectedChains: UInt64 = 0
+    /// Queues that broke (the driver misbehaved and the device asked for a reset).
+    public var brokenQueues: UInt64 = 0
+    /// Times the driver set DRIVER_OK and the device started.
+    public var activations: UInt64 = 0
+
+    /// No counts yet.
+    public init() {}
+}
+
+/// The queues of the current activation, and what earlier ones did.
+private struct QueueHistory {
+    var active: [LockedVirtqueue] = [] {
+        didSet { if !active.isEmpty { retired.activations += 1 } }
+    }
+    var retired = VirtioQueueCounts()
+
+    /// Folds the current queues into the retired counts (the driver reset the device).
+    mutating func retire() {
+        retired = total
+        active = []
+    }
+
+    var total: VirtioQueueCounts {
+        var counts = retired
+        for queue in active {
+            counts.completedChains += queue.completedChainCount
+            counts.rejectedChains += queue.rejectedChainCount
+            if queue.fault != nil { counts.brokenQueues += 1 }
+        }
+        return counts
     }
 }
