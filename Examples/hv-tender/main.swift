@@ -75,11 +75,13 @@ struct Tender: ParsableCommand {
             for statistics in machine.hypercallDispatcher?.statistics() ?? [] where statistics.calls > 0 { print("  \(statistics)") }
         }
         switch reason {
-        case let .guestRequested(.exit(status), _):
-            throw ExitCode(status)
-        case let .guestRequested(.abort(message), _):
-            print("hv-tender: guest aborted: \(message)")
-            throw ExitCode(255)
+        case let .guestRequested(request, _):
+            // A status that does not fit an exit status (256 would read as 0) becomes a failure.
+            if case let .abort(message) = request { print("hv-tender: guest aborted: \(message)") }
+            if case let .exit(status) = request, request.processExitCode != status {
+                print("hv-tender: guest exited with status \(status), which no process exit status can carry")
+            }
+            throw ExitCode(request.processExitCode)
         default:
             print("hv-tender: guest stopped without exiting: \(reason)")
             throw ExitCode(254)

@@ -141,8 +141,14 @@ final class MicroVM {
         Report.write(memory: machine.memory)
         let lost = result.shutdown.isClean ? "" : " (\(result.shutdown))"
         switch result.stopReason {
-        case let .guestRequested(.exit(status), _): return Outcome(status: status, message: "the guest exited with status \(status)\(lost)")
-        case let .guestRequested(.abort(message), _): return Outcome(status: 255, message: "the guest aborted: \(message)\(lost)")
+        case let .guestRequested(request, _):
+            // processExitCode: a status outside 0 to 255 fails instead of being cut to its low byte.
+            let what: String
+            switch request {
+            case let .exit(status): what = "the guest exited with status \(status)"
+            case let .abort(message): what = "the guest aborted: \(message)"
+            }
+            return Outcome(status: request.processExitCode, message: what + lost)
         case .resetRequested, .systemEvent(.reset, _): return Outcome(status: 0, message: "the guest asked for a reset; stopped\(lost)")
         case .systemEvent(.shutdown, _): return Outcome(status: 0, message: "the guest powered off\(lost)")
         case let .shutdown(vcpu): return Outcome(status: 2, message: "vCPU \(vcpu) triple-faulted; stopped\(lost)")

@@ -31,6 +31,19 @@ public enum GuestStopRequest: Hashable, Sendable, CustomStringConvertible {
         case let .abort(message): return "abort: \(message)"
         }
     }
+
+    /// The status a VMM process should exit with: the guest's own when it fits a process exit
+    /// status (0 to 255); ``failedExitCode`` for an abort, and for a status that does not fit,
+    /// which would otherwise be cut to its low byte (256 would read as success).
+    public var processExitCode: Int32 {
+        switch self {
+        case let .exit(status): return (0...255).contains(status) ? status : Self.failedExitCode
+        case .abort: return Self.failedExitCode
+        }
+    }
+
+    /// The exit status for a guest that aborted or exited with a status out of range.
+    public static let failedExitCode: Int32 = 255
 }
 
 /// What the vCPU does after a trap.

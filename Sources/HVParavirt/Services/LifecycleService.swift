@@ -26,11 +26,13 @@ public struct LifecycleService: ParavirtService {
     }
 
     /// The message as text, with control characters other than newline and tab escaped so a
-    /// guest cannot drive the host's terminal.
+    /// guest cannot drive the host's terminal: C0 controls, DEL, and the C1 controls
+    /// (U+0080 to U+009F, among them CSI U+009B and DCS U+0090, which terminals obey too).
     static func printable(_ bytes: [UInt8]) -> String {
         var text = ""
         for scalar in String(decoding: bytes, as: UTF8.self).unicodeScalars {
-            if scalar.value < 0x20 && scalar != "\n" && scalar != "\t" || scalar.value == 0x7F {
+            let isControl = scalar.value < 0x20 && scalar != "\n" && scalar != "\t" || (0x7F...0x9F).contains(scalar.value)
+            if isControl {
                 text += "\\u{" + String(scalar.value, radix: 16) + "}"
             } else {
                 text.unicodeScalars.append(scalar)

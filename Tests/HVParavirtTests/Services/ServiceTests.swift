@@ -93,6 +93,19 @@ import Testing
         #expect(result == .stop(.abort(message: "bad\\u{1b}[2J\nend")))
     }
 
+    /// C1 controls (CSI U+009B, DCS U+0090, ...) drive terminals as their ESC forms do.
+    @Test func abortEscapesC1ControlsToo() throws {
+        let text = "a\u{9B}2Jb\u{90}c\u{85}d\u{A0}e"
+        #expect(LifecycleService.printable(Array(text.utf8)) == "a\\u{9b}2Jb\\u{90}c\\u{85}d\u{A0}e")
+    }
+
+    /// A status no process exit status can carry fails, instead of being cut to its low byte.
+    @Test(arguments: [(Int32(0), Int32(0)), (1, 1), (255, 255), (256, 255), (512, 255), (-1, 255), (.min, 255)])
+    func exitStatusesMapToProcessExitCodes(status: Int32, code: Int32) {
+        #expect(GuestStopRequest.exit(status: status).processExitCode == code)
+        #expect(GuestStopRequest.abort(message: "x").processExitCode == 255)
+    }
+
     @Test func abortWithAnUnreadableMessageStillStops() throws {
         let dispatcher = try makeDispatcher(memory: testMemory(), [LifecycleService()])
         let result = dispatcher.dispatch(.abort, HypercallArguments(holeAddress.rawValue, 10), origin: .trap(vcpu: 0))

@@ -131,7 +131,8 @@ public final class AIOBlockBackend: BlockBackend {
                 prepared.append(makeSlot(request.token, buffers, offset: offset, write: true))
             case .flush:
                 if disk.cacheMode == .unsafe {
-                    finished.append(BlockCompletion(token: request.token, status: .ok))
+                    // Unsafe mode never syncs: a flush is refused, never acknowledged without being durable.
+                    finished.append(BlockCompletion(token: request.token, status: .unsupported))
                 } else if fdsyncUnsupported {
                     finished.append(BlockCompletion(token: request.token, status: disk.synchronize()))
                 } else {

@@ -8,8 +8,10 @@ public enum BlockCacheMode: String, Sendable, CaseIterable {
     /// Every write is durable before it completes (the file is opened O_DSYNC); flush also
     /// syncs. Slower, for guests that never flush.
     case writethrough
-    /// Writes go to the page cache and flushes are acknowledged without syncing, so a host
-    /// crash may lose data the guest believes durable. For scratch disks and benchmarks.
+    /// Writes go to the page cache and are never synced: the device offers no FLUSH, and a
+    /// flush request from a driver that sends one anyway is answered UNSUPP, so no flush is
+    /// ever acknowledged without being durable. A host crash may lose writes. For scratch disks
+    /// and benchmarks.
     case unsafe
 }
 

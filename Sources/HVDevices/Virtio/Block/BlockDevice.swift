@@ -200,10 +200,10 @@ struct BlockConfiguration {
         put(segmentMax, at: 12)  // seg_max
         put(UInt32(DiskImage.sectorSize), at: 20)  // blk_size
         put(UInt16(1), at: 34)  // num_queues
-        put(UInt32.max / UInt32(DiskImage.sectorSize), at: 36)  // max_discard_sectors
+        put(BlockRequestParser.maximumZeroingSectors, at: 36)  // max_discard_sectors
         put(UInt32(1), at: 40)  // max_discard_seg
         put(UInt32(1), at: 44)  // discard_sector_alignment
-        put(UInt32.max / UInt32(DiskImage.sectorSize), at: 48)  // max_write_zeroes_sectors
+        put(BlockRequestParser.maximumZeroingSectors, at: 48)  // max_write_zeroes_sectors
         put(UInt32(1), at: 52)  // max_write_zeroes_seg
         bytes[56] = 1  // write_zeroes_may_unmap
         return bytes

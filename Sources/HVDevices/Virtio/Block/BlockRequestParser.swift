@@ -27,6 +27,10 @@ struct BlockRequestParser {
     static let headerSize: UInt64 = 16
     static let discardSegmentSize: UInt64 = 16
     static let identifierLength = 20
+    /// The most sectors one DISCARD or WRITE_ZEROES may cover (32 MiB), advertised as
+    /// max_discard_sectors and max_write_zeroes_sectors and enforced here: the fallback for a
+    /// file system without a zero-range fallocate writes the zeros, on the notified thread.
+    static let maximumZeroingSectors: UInt32 = 65_536
 
     let capacity: UInt64
     let isReadOnly: Bool
@@ -85,6 +89,8 @@ struct BlockRequestParser {
             let unmap = flags & 1 != 0
             // Discard takes no flags; write-zeroes takes only UNMAP.
             guard flags & ~1 == 0, !(type == .discard && unmap) else { return fail(.unsupported) }
+            // Larger than the device advertised: a driver that honours the limit never sends it.
+            guard sectorCount <= Self.maximumZeroingSectors else { return fail(.ioError) }
             let length = UInt64(sectorCount) * DiskImage.sectorSize
             guard let offset = byteRange(sector: firstSector, length: length) else { return fail(.ioError) }
             guard length > 0 else { return .immediate(status: .ok, statusAddress: statusAddress, usedLength: 1) }

@@ -44,7 +44,8 @@ public final class SyncBlockBackend: BlockBackend {
             guard !disk.isReadOnly else { return .ioError }
             return transfer(.write, buffers, offset: offset)
         case .flush:
-            return disk.cacheMode == .unsafe ? .ok : disk.synchronize()
+            // Unsafe mode never syncs: a flush is refused, never acknowledged without being durable.
+            return disk.cacheMode == .unsafe ? .unsupported : disk.synchronize()
         case let .discard(offset, length):
             return disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true)
         case let .writeZeroes(offset, length, mayUnmap):

@@ -296,9 +296,36 @@ struct BlockDeviceHostileTests {
         #expect(try rig.run([try rig.header(type: 11, sector: 0), (GuestAddress(0xB000), 16, false), rig.statusBuffer]).status == 1)
     }
 
-    @Test func unsafeCacheModeOffersNoFlush() throws {
-        let rig = try BlockRig(.sync, cacheMode: .unsafe)
+    @Test(arguments: BackendKind.allCases)
+    func unsafeCacheModeOffersNoFlushAndRefusesOne(kind: BackendKind) throws {
+        let rig = try BlockRig(kind, cacheMode: .unsafe)
         #expect(!rig.transport.negotiatedFeatures.contains(.blockFlush))
+        // A driver that flushes anyway is told UNSUPP, never OK: nothing was made durable.
+        #expect(try rig.run([try rig.header(type: 4, sector: 0), rig.statusBuffer]).status == 2)
+    }
+
+    /// DISCARD and WRITE_ZEROES are bounded by the limits the device advertises, so that one
+    /// request cannot make the notified thread write zeros over the whole disk.
+    @Test(arguments: [UInt32(11), 13])
+    func zeroingBeyondTheAdvertisedLimitIsRefused(type: UInt32) throws {
+        let rig = try BlockRig(.sync, sectors: 70_000)
+        let configuration = VirtioBlockConfiguration(reading: rig.transport)
+        let limit = type == 11 ? configuration.maxDiscardSectors : configuration.maxWriteZeroesSectors
+        #expect(limit == 65_536)
+        let before = try rig.file.read(at: 0, count: 4096)
+        for (count, status) in [(limit + 1, UInt8(1)), (UInt32.max, 1), (limit, 0)] {
+            try rig.memory.write(UInt64(0), at: GuestAddress(0xB000))
+            try rig.memory.write(count, at: GuestAddress(0xB008))
+            try rig.memory.write(UInt32(0), at: GuestAddress(0xB00C))
+            if status != 0 {
+                // Refused before anything reaches the file.
+                #expect(try rig.run([try rig.header(type: type, sector: 0), (GuestAddress(0xB000), 16, false), rig.statusBuffer]).status == status)
+                #expect(try rig.file.read(at: 0, count: 4096) == before)
+            } else {
+                #expect(try rig.run([try rig.header(type: type, sector: 0), (GuestAddress(0xB000), 16, false), rig.statusBuffer]).status == 0)
+                #expect(try rig.file.read(at: 0, count: 4096).allSatisfy { $0 == 0 })
+            }
+        }
     }
 
     @Test func diskSmallerThanASectorIsRefused() throws {
