@@ -38,6 +38,10 @@ public enum ELFError: Error, Hashable, Sendable, CustomStringConvertible {
     case badNote(segment: Int, offset: UInt64)
     /// The PT_NOTE segments hold more than ``ELF64Image/maximumNotes`` notes.
     case tooManyNotes
+    /// The notes' names and descriptors add up to more than ``ELF64Image/maximumNoteBytes``.
+    case tooManyNoteBytes
+    /// Two PT_NOTE segments share file bytes (program headers `segment` and `other`).
+    case overlappingNotes(segment: Int, other: Int)
     /// Reading the file failed.
     case io(path: String, Errno)
 
@@ -62,6 +66,9 @@ public enum ELFError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .badNote(segment, offset):
             return "ELF: the note at offset \(offset) of program header \(segment) reaches past the segment (n_namesz or n_descsz)"
         case .tooManyNotes: return "ELF: more than \(ELF64Image.maximumNotes) notes in the PT_NOTE segments"
+        case .tooManyNoteBytes: return "ELF: the notes hold more than \(ELF64Image.maximumNoteBytes) bytes"
+        case let .overlappingNotes(segment, other):
+            return "ELF: the PT_NOTE segments of program headers \(segment) and \(other) overlap"
         case let .io(path, errno): return "ELF: cannot read \(path): \(errno)"
         }
     }

@@ -22,9 +22,11 @@ struct ELFBuilder {
     var segments: [Segment] = [Segment(offset: 0x100, address: 0x100000, fileSize: 16, memorySize: 32)]
     var payload: [UInt8] = Array(1...16)
     var truncateTo: Int?
+    /// Where the payload starts; the program headers must fit before it.
+    var headerArea = 0x100
 
     var bytes: [UInt8] {
-        var file = [UInt8](repeating: 0, count: 0x100)
+        var file = [UInt8](repeating: 0, count: headerArea)
         file.replaceSubrange(0..<4, with: [0x7F, 0x45, 0x4C, 0x46])
         file[4] = 2; file[5] = 1; file[6] = 1
         func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {

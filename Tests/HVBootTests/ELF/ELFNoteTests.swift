@@ -57,6 +57,31 @@ private func image(notes: [UInt8], alignment: UInt64 = 4, declaredSize: UInt64? 
         #expect(throws: ELFError.tooManyNotes) { try image(notes: atLimit + empty).notes() }
     }
 
+    /// Many PT_NOTE headers over one large note once made the parser copy the note once per
+    /// header (4.1 GiB for a 16 MiB image): overlapping note segments are refused before any
+    /// note is read.
+    @Test func manyNoteSegmentsOverOneNoteAreRefused() throws {
+        let note = elfNote(name: "Xen", type: 18, descriptor: [UInt8](repeating: 7, count: 64 << 10))
+        var builder = ELFBuilder()
+        builder.headerArea = 64 + 256 * 56
+        let payloadOffset = UInt64(builder.headerArea)
+        builder.payload = note
+        builder.segments = [.init(offset: payloadOffset, address: 0x100000, fileSize: 16, memorySize: 16)]
+            + (0..<255).map { _ in .init(type: 4, flags: 4, offset: payloadOffset, address: 0, fileSize: UInt64(note.count), memorySize: 0, alignment: 4) }
+        let image = try ELF64Image(bytes: builder.bytes)
+        #expect(throws: ELFError.overlappingNotes(segment: 1, other: 2)) { try image.notes() }
+        // One segment with the same note is fine.
+        builder.segments = Array(builder.segments.prefix(2))
+        #expect(try ELF64Image(bytes: builder.bytes).notes().map(\.descriptor.count) == [64 << 10])
+    }
+
+    @Test func notesLargerThanTheCapAreRefused() throws {
+        let big = elfNote(name: "X", type: 1, descriptor: [UInt8](repeating: 1, count: ELF64Image.maximumNoteBytes))
+        #expect(throws: ELFError.tooManyNoteBytes) { try image(notes: big).notes() }
+        let fits = elfNote(name: "", type: 1, descriptor: [UInt8](repeating: 1, count: ELF64Image.maximumNoteBytes - 8))
+        #expect(try image(notes: fits).notes().count == 1)
+    }
+
     @Test func trailingBytesShorterThanANoteHeaderAreIgnored() throws {
         let notes = elfNote(name: "Xen", type: 18, descriptor: [1, 2, 3, 4]) + [0, 0, 0, 0]
         #expect(try image(notes: notes).notes().count == 1)
