@@ -46,6 +46,9 @@ public final class AIOBlockBackend: BlockBackend {
         var inFlight: [UInt: Slot] = [:]
         var backlog: [Slot] = []
         var fdsyncUnsupported = false
+        /// Completions taken out of flight (or made without it) and not yet handed to the
+        /// device: counted as pending, so that drain() (and so a device reset) waits for them.
+        var delivering = 0
     }
 
     /// SAFETY: an AIO context is a kernel handle; io_submit and io_getevents may be called on
@@ -107,7 +110,7 @@ public final class AIOBlockBackend: BlockBackend {
     /// Discard punches holes in a writable image.
     public var supportsDiscard: Bool { !disk.isReadOnly }
     /// Operations submitted to the kernel and not yet reaped, plus the backlog.
-    public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count } }
+    public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count + $0.delivering } }
 
     /// Where completions go (the device).
     public func setCompletionSink(_ sink: any BlockCompletionSink) {
@@ -144,7 +147,10 @@ public final class AIOBlockBackend: BlockBackend {
                 finished.append(BlockCompletion(token: request.token, status: disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap)))
             }
         }
-        state.withLock { $0.backlog.append(contentsOf: prepared) }
+        state.withLock { state in
+            state.backlog.append(contentsOf: prepared)
+            state.delivering += finished.count
+        }
         finished += submitBacklog()
         deliver(finished)
         // Buffered I/O often completes inside io_submit: reap it here rather than hand it to
@@ -231,6 +237,7 @@ public final class AIOBlockBackend: BlockBackend {
                 let unsupportedFlush = slot.isFlush && result == -EINVAL
                 state.withLock { state in
                     state.inFlight.removeValue(forKey: UInt(bitPattern: slot.control))
+                    state.delivering += 1
                     if unsupportedFlush { state.fdsyncUnsupported = true }
                 }
                 if unsupportedFlush {
@@ -245,9 +252,13 @@ public final class AIOBlockBackend: BlockBackend {
         }
     }
 
+    /// Hands `completions` to the device, then stops counting them as pending. Every
+    /// completion was counted in `delivering` when it was made, under the lock that took it out
+    /// of flight, so a drain cannot see zero while one is on its way to the device.
     private func deliver(_ completions: [BlockCompletion]) {
         guard !completions.isEmpty else { return }
         state.withLock { $0.sink.sink }?.blockOperationsCompleted(completions)
+        state.withLock { $0.delivering -= completions.count }
     }
 
     // MARK: Completion
@@ -286,6 +297,7 @@ public final class AIOBlockBackend: BlockBackend {
                         finished.append(BlockCompletion(token: slot.token, status: status))
                         release(slot)
                     }
+                    state.delivering += finished.count
                 }
                 finished += submitBacklog()
                 deliver(finished)

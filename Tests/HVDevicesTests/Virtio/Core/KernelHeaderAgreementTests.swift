@@ -102,8 +102,8 @@ struct KernelHeaderAgreementTests {
         #expect(field(CV_BLK_NUM_QUEUES, 2) == 1)
         #expect(field(CV_BLK_MAX_DISCARD_SEG, 4) == 1)
         #expect(field(CV_BLK_DISCARD_ALIGNMENT, 4) == 1)
-        #expect(field(CV_BLK_MAX_DISCARD_SECTORS, 4) == UInt64(UInt32.max / 512))
-        #expect(field(CV_BLK_MAX_WRITE_ZEROES_SECTORS, 4) == UInt64(UInt32.max / 512))
+        #expect(field(CV_BLK_MAX_DISCARD_SECTORS, 4) == UInt64(BlockRequestParser.maximumZeroingSectors))
+        #expect(field(CV_BLK_MAX_WRITE_ZEROES_SECTORS, 4) == UInt64(BlockRequestParser.maximumZeroingSectors))
         #expect(field(CV_BLK_MAX_WRITE_ZEROES_SEG, 4) == 1)
         #expect(field(CV_BLK_WRITE_ZEROES_MAY_UNMAP, 1) == 1)
     }
