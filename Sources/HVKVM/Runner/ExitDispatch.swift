@@ -135,14 +135,21 @@ struct ExitDispatch: Sendable {
     }
 
     /// The register trap `exit` goes to instead of a bus, with the value the guest wrote.
-    private func trap(for exit: VMExit) -> (site: TrapSite, trap: any RegisterTrap, value: UInt64)? {
+    ///
+    /// A doorbell is one 4-byte write: `outl` to a port trap (not `outb` or `outw`, and not a
+    /// `rep outs`, whose bytes come from memory and could name calls the guest never put in a
+    /// register), or one 4-byte store to an MMIO trap. Any other write goes to the bus as
+    /// usual: it reaches no device there and is dropped and counted (`Bus.unhandledWrites`).
+    func trap(for exit: VMExit) -> (site: TrapSite, trap: any RegisterTrap, value: UInt64)? {
         switch exit {
         case let .ioOut(port, size, data):
             guard !portTraps.isEmpty, let trap = portTraps.first(where: { $0.port == port })?.trap else { return nil }
-            return (.port(port), trap, data.value(width: min(size, 8)))
+            guard size == 4, data.count == 4 else { return nil }
+            return (.port(port), trap, data.value(width: 4))
         case let .mmioWrite(address, data):
             guard !mmioTraps.isEmpty, let trap = mmioTraps.first(where: { $0.address == address })?.trap else { return nil }
-            return (.mmio(address), trap, data.value(width: data.count))
+            guard data.count == 4 else { return nil }
+            return (.mmio(address), trap, data.value(width: 4))
         case .hypercall:
             return vmcallTrap.map { (.vmcall, $0, 0) }
         default:
