@@ -152,7 +152,10 @@ let package = Package(
         // Tests. HVTestSupport holds what several test targets share: a seeded generator, a
         // guest memory layout with a hole and a read-only region, and ELF note bytes.
         .target(name: "HVTestSupport", dependencies: ["HVCore"], path: "Tests/HVTestSupport"),
-        .testTarget(name: "HVCoreTests", dependencies: ["HVCore", "HVTestSupport"]),
+        .testTarget(
+            name: "HVCoreTests",
+            dependencies: ["HVCore", "HVTestSupport", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "HVBootTests", dependencies: ["HVBoot", "HVCore", "HVTestSupport"]),
         // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
         .testTarget(

@@ -295,6 +295,7 @@ public final class Machine: Sendable {
     /// | `hvkit_virtio_refused_accesses_total` | `device` | illegal register accesses |
     /// | `hvkit_block_bytes_total` | `device`, `direction` (read, write) | bytes moved by a disk |
     /// | `hvkit_block_errors_total` | `device` | disk requests that failed on the host |
+    /// | `hvkit_guest_events_total` | `device`, `kind` | guest-caused events, each counted though its log lines are rate-limited |
     /// | `hvkit_hypercalls_total` | `call` | hypercalls handled |
     /// | `hvkit_hypercall_errors_total` | `call` | hypercalls that returned an error |
     public func publishMetrics() {

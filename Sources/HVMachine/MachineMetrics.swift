@@ -51,6 +51,12 @@ final class MachineMetrics: Sendable {
             report("hvkit_virtio_rejected_requests_total", device, queues.rejectedChains)
             report("hvkit_virtio_queue_breaks_total", device, queues.brokenQueues)
             report("hvkit_virtio_refused_accesses_total", device, slot.transport.refusedAccessCount)
+            // Guest-caused events (malformed chains, refused accesses and requests), by kind.
+            var events = slot.transport.guestEvents.counts
+            let deviceEvents = (slot.device as? BlockDevice)?.guestEvents ?? (slot.device as? EntropyDevice)?.guestEvents
+                ?? (slot.device as? ConsoleDevice)?.guestEvents
+            events.merge(deviceEvents?.counts ?? [:], uniquingKeysWith: +)
+            for (kind, count) in events { report("hvkit_guest_events_total", device + [("kind", kind)], count) }
             if let block = slot.device as? BlockDevice {
                 let counts = block.counts
                 report("hvkit_block_bytes_total", device + [("direction", "read")], counts.bytesRead)

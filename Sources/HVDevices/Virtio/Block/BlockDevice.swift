@@ -60,6 +60,8 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     private let active = Mutex<LockedVirtqueue?>(nil)
     private let pending = Mutex<[UInt64: Pending]>([:])
     private let logger: Logger
+    /// Guest-caused events, logged rate-limited and counted.
+    public let guestEvents: GuestEventLog
 
     /// - Parameters:
     ///   - backend: where the I/O goes.
@@ -70,6 +72,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
                 logger: Logger = Logger(label: "hvkit.virtio-blk")) {
         self.backend = backend
         self.logger = logger
+        guestEvents = GuestEventLog(logger: logger)
         let queue = SplitQueue(maxSize: queueSize)
         queueMaxSizes = [queue.maxSize]
         var features: VirtioFeatures = VirtioFeatures.transportDefaults.union([.blockSegmentMax, .blockSize])
@@ -110,7 +113,8 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
             queue.processAvailable { chain in
                 switch parser.parse(chain, in: queue.memory) {
                 case let .unanswerable(reason):
-                    logger.warning("virtio-blk request cannot be answered", metadata: ["head": "\(chain.head)", "reason": "\(reason)"])
+                    guestEvents.record("unanswerable-request", "virtio-blk request cannot be answered",
+                                       metadata: ["head": "\(chain.head)", "reason": "\(reason)"])
                     return 0
                 case let .immediate(status, statusAddress, usedLength):
                     return writeStatus(status, at: statusAddress, in: queue.memory) ? usedLength : 0
@@ -180,7 +184,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
             try memory.write(status.rawValue, at: address)
             return true
         } catch {
-            logger.warning("cannot write virtio-blk status", metadata: ["error": "\(error)"])
+            guestEvents.record("status-not-written", "cannot write virtio-blk status", metadata: ["error": "\(error)"])
             return false
         }
     }

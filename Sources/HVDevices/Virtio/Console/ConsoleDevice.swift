@@ -41,6 +41,8 @@ public final class ConsoleDevice: VirtioDevice {
 
     private let state = Mutex(State())
     private let logger: Logger
+    /// Guest-caused events, logged rate-limited and counted.
+    public let guestEvents: GuestEventLog
 
     /// - Parameters:
     ///   - output: where guest output goes.
@@ -52,6 +54,7 @@ public final class ConsoleDevice: VirtioDevice {
                 logger: Logger = Logger(label: "hvkit.virtio-console")) {
         self.output = output
         self.logger = logger
+        guestEvents = GuestEventLog(logger: logger)
         size = (columns, rows)
         let maxSize = SplitQueue(maxSize: queueSize).maxSize
         queueMaxSizes = [maxSize, maxSize]
@@ -137,7 +140,7 @@ public final class ConsoleDevice: VirtioDevice {
                     output.write(UnsafeRawBufferPointer(buffer))
                 }
             } catch {
-                logger.warning("virtio-console output refused", metadata: ["error": "\(error)"])
+                guestEvents.record("refused-output", "virtio-console output refused", metadata: ["error": "\(error)"])
             }
             return 0
         }
@@ -177,7 +180,7 @@ public final class ConsoleDevice: VirtioDevice {
                 do {
                     try writer.write(bytes)
                 } catch {
-                    logger.warning("virtio-console input dropped", metadata: ["error": "\(error)"])
+                    guestEvents.record("dropped-input", "virtio-console input dropped", metadata: ["error": "\(error)"])
                 }
                 completions.append((chain.head, UInt32(writer.bytesWritten)))
             }

@@ -18,16 +18,19 @@ public final class LockedVirtqueue: Sendable {
     private let queue: Mutex<SplitQueue>
     private let rejectedChains = Atomic<UInt64>(0)
     private let completedChains = Atomic<UInt64>(0)
-    private let logger: Logger
+    /// Where refused chains are logged, rate-limited, and counted.
+    private let events: GuestEventLog
 
     /// Queue `index` of a device: `queue`'s rings in `memory`, signalling through `interrupt`.
+    /// - Parameter events: the device's log of guest-caused events (a new one over `logger`
+    ///   when nil), so that a flood of malformed chains logs a bounded number of lines.
     public init(index: Int, queue: SplitQueue, memory: any GuestMemory, interrupt: VirtioInterrupt,
-                logger: Logger = Logger(label: "hvkit.virtqueue")) {
+                logger: Logger = Logger(label: "hvkit.virtqueue"), events: GuestEventLog? = nil) {
         self.index = index
         self.queue = Mutex(queue)
         self.memory = memory
         self.interrupt = interrupt
-        self.logger = logger
+        self.events = events ?? GuestEventLog(logger: logger)
     }
 
     /// Chains refused as malformed (each completed with length zero).
@@ -61,7 +64,7 @@ public final class LockedVirtqueue: Sendable {
                             guard case .invalidChain = error else { throw error }
                             rejectedChains.add(1, ordering: .relaxed)
                             completedChains.add(1, ordering: .relaxed)
-                            logger.warning("refused a malformed chain", metadata: ["queue": "\(index)", "error": "\(error)"])
+                            events.record("malformed-chain", "refused a malformed chain", metadata: ["queue": "\(index)", "error": "\(error)"])
                             continue
                         }
                         if let length = handle(chain) {

@@ -15,6 +15,8 @@ public final class EntropyDevice: VirtioDevice {
     public let queueMaxSizes: [UInt16]
     private let queue = Mutex<LockedVirtqueue?>(nil)
     private let logger: Logger
+    /// Guest-caused events, logged rate-limited and counted.
+    public let guestEvents: GuestEventLog
 
     /// An entropy device whose requests are filled from the host's getrandom, at most `maxBytesPerRequest` bytes each.
     public init(queueSize: UInt16 = 256, maxBytesPerRequest: UInt32 = 64 << 10,
@@ -22,6 +24,7 @@ public final class EntropyDevice: VirtioDevice {
         queueMaxSizes = [queueSize]
         self.maxBytesPerRequest = maxBytesPerRequest
         self.logger = logger
+        guestEvents = GuestEventLog(logger: logger)
     }
 
     /// ``VirtioDeviceType/entropy`` (4).
@@ -59,7 +62,7 @@ public final class EntropyDevice: VirtioDevice {
         do {
             buffers = try writer.hostBuffers(count)
         } catch {
-            logger.warning("virtio-rng request refused", metadata: ["error": "\(error)"])
+            guestEvents.record("refused-request", "virtio-rng request refused", metadata: ["error": "\(error)"])
             return 0
         }
         // Only whole buffers count as written if getrandom fails part way.

@@ -30,6 +30,9 @@ public final class VirtioMMIOTransport: BusDevice {
     public let offeredFeatures: VirtioFeatures
     private let state: Mutex<MMIOTransportState>
     private let queueHistory = Mutex(QueueHistory())
+    /// The transport's and its queues' log of guest-caused events: rate-limited lines, exact
+    /// counts by kind (malformed chains, refused register accesses).
+    public let guestEvents: GuestEventLog
     /// Serialises activation and reset, which call into the device outside `state`'s lock.
     private let lifecycle = Mutex(())
     private let active = Atomic<Bool>(false)
@@ -51,6 +54,7 @@ public final class VirtioMMIOTransport: BusDevice {
         self.memory = memory
         self.vendorID = vendorID
         self.logger = logger
+        guestEvents = GuestEventLog(logger: logger)
         offeredFeatures = device.offeredFeatures.union(.version1).subtracting([.accessPlatform, .ringPacked])
         interrupt = VirtioInterrupt(line: interruptLine, logger: logger)
         state = Mutex(MMIOTransportState(queueMaxSizes: device.queueMaxSizes))
@@ -315,7 +319,7 @@ public final class VirtioMMIOTransport: BusDevice {
             var configured = queue
             configured.eventIndexEnabled = features.contains(.eventIndex)
             configured.indirectEnabled = features.contains(.indirectDescriptors)
-            return LockedVirtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger)
+            return LockedVirtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger, events: guestEvents)
         }
         return (.activate(VirtioActivation(memory: memory, features: features, queues: queues, interrupt: interrupt)), refusal)
     }
@@ -365,7 +369,8 @@ public final class VirtioMMIOTransport: BusDevice {
     @discardableResult
     private func refuse(_ what: String, value: UInt64 = 0) -> UInt64 {
         refusedAccesses.add(1, ordering: .relaxed)
-        logger.debug("refused virtio-mmio access", metadata: ["device": "\(device.deviceType)", "access": "\(what)"])
+        guestEvents.record("refused-access", level: .debug, "refused virtio-mmio access",
+                           metadata: ["device": "\(device.deviceType)", "access": "\(what)"])
         return value
     }
 }

@@ -328,6 +328,19 @@ struct BlockDeviceHostileTests {
         }
     }
 
+    /// A flood of malformed chains (a buffer in the hole after RAM's first region) is counted
+    /// exactly, while its log lines are rate-limited by the transport's GuestEventLog.
+    @Test func aFloodOfMalformedChainsIsCountedExactly() throws {
+        var rig = try BlockRig(.sync)
+        for round in 0..<4 {
+            for _ in 0..<25 { try rig.queue.addChain([try rig.header(type: 0, sector: 0), (holeAddress, 512, true), rig.statusBuffer]) }
+            rig.mmio.notify(0)
+            #expect(try rig.queue.takeUsed().count == 25, "round \(round)")
+        }
+        #expect(rig.transport.guestEvents.count(of: "malformed-chain") == 100)
+        #expect(rig.transport.queueCounts.rejectedChains == 100)
+    }
+
     @Test func diskSmallerThanASectorIsRefused() throws {
         let file = try ScratchFile(size: 100) { UInt8(truncatingIfNeeded: $0 / 512 &+ $0) }
         #expect(throws: DiskImageError.empty(path: file.path)) { try DiskImage(path: file.path) }
