@@ -22,8 +22,14 @@ public final class LockedVirtqueue: Sendable {
     private let events: GuestEventLog
 
     /// Queue `index` of a device: `queue`'s rings in `memory`, signalling through `interrupt`.
-    /// - Parameter events: the device's log of guest-caused events (a new one over `logger`
-    ///   when nil), so that a flood of malformed chains logs a bounded number of lines.
+    /// - Parameters:
+    ///   - index: the queue's index in its device.
+    ///   - queue: the rings, as the driver set them up.
+    ///   - memory: the guest memory they live in.
+    ///   - interrupt: the device's interrupt.
+    ///   - logger: where refused chains are logged when `events` is nil.
+    ///   - events: the device's log of guest-caused events (a new one over `logger` when nil),
+    ///     so that a flood of malformed chains logs a bounded number of lines.
     public init(index: Int, queue: SplitQueue, memory: any GuestMemory, interrupt: VirtioInterrupt,
                 logger: Logger = Logger(label: "hvkit.virtqueue"), events: GuestEventLog? = nil) {
         self.index = index
