@@ -51,18 +51,9 @@ public struct BootSource: Sendable {
     public static let emulatedHostParameters: [String] = {
         guard HostVirtualization.current.isEmulated else { return [] }
         var parameters = ["noxsave", "clearcpuid=smap,popcnt"]
-        if let kilohertz = hostTSCKilohertz() { parameters.append("tsc_early_khz=\(kilohertz)") }
+        if let kilohertz = HostVirtualization.current.tscKilohertz { parameters.append("tsc_early_khz=\(kilohertz)") }
         return parameters
     }()
-
-    /// The host's TSC rate, from /proc/cpuinfo's first "cpu MHz" line (constant TSCs tick at
-    /// that rate on the hosts this is for).
-    static func hostTSCKilohertz() -> Int? {
-        guard let bytes = try? HostFile.readAll(FilePath("/proc/cpuinfo")) else { return nil }
-        let line = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("cpu MHz") }
-        guard let value = line?.split(separator: ":").last.flatMap({ Double($0.drop { $0 == " " || $0 == "\t" }) }) else { return nil }
-        return Int(value * 1000)
-    }
 
     /// A Linux kernel read from `kernel` (a bzImage or an ELF vmlinux) with an optional
     /// initramfs.

@@ -57,13 +57,7 @@ extension Machine {
                     defer { notifiers = [] }
                     return notifiers
                 }
-                for notifier in notifiers {
-                    if let address = try? slot.window.start.checkedAdd(notifier.registerOffset) {
-                        try? vm.unregisterIOEventFD(notifier.eventFD, address: address, length: 4, space: .mmio,
-                                                    dataMatch: notifier.dataMatch)
-                    }
-                }
-                slot.transport.detachNotifiers(notifiers, from: events)
+                unwire(notifiers, from: slot.transport)
                 slot.device.reset()
                 report.devicesQuiesced += 1
             }

@@ -28,10 +28,11 @@ public final class VirtioSlot: Sendable {
     public let interrupt: UInt32
     /// How queue notifications arrive.
     public let notifications: QueueNotifications
-    let notifiers: Mutex<[VirtioMMIOTransport.QueueNotifier]>
+    /// The ioeventfds registered with KVM, until the shutdown takes them away.
+    let notifiers: Mutex<[WiredNotifier]>
 
     init(name: String, device: any VirtioDevice, transport: VirtioMMIOTransport, window: GuestAddressRange, interrupt: UInt32,
-         notifications: QueueNotifications, notifiers: [VirtioMMIOTransport.QueueNotifier]) {
+         notifications: QueueNotifications, notifiers: [WiredNotifier]) {
         self.name = name
         self.device = device
         self.transport = transport
@@ -86,17 +87,20 @@ extension Machine {
             let line = try during(.wireInterrupt, device: label) { try vm.makeInterruptLine(gsi: gsi) }
             let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: line)
             try during(.addDevice, device: label) { try mmio.register(transport, at: window.start, length: window.length) }
-            var notifiers: [VirtioMMIOTransport.QueueNotifier] = []
+            var notifiers: [WiredNotifier] = []
             if mode == .ioeventfd {
-                notifiers = try during(.wireNotifications, device: label) { try transport.attachNotifiers(on: events) }
+                let attached = try during(.wireNotifications, device: label) { try transport.attachNotifiers(on: events) }
                 do {
-                    for notifier in notifiers {
+                    for notifier in attached {
                         let address = try window.start.checkedAdd(notifier.registerOffset)
                         try vm.registerIOEventFD(notifier.eventFD, address: address, length: 4, space: .mmio,
                                                  dataMatch: notifier.dataMatch)
+                        notifiers.append(WiredNotifier(notifier: notifier, address: address))
                     }
                 } catch {
-                    transport.detachNotifiers(notifiers, from: events)
+                    // Those KVM already took must go too: KVM keeps an eventfd it was given.
+                    unregisterIOEventFDs(notifiers)
+                    transport.detachNotifiers(attached, from: events)
                     throw MachineError(.wireNotifications, device: label, error)
                 }
             }
@@ -125,5 +129,27 @@ extension Machine {
             try during(.addDevice, device: slot.name) { try console.attachInput(input, eventLoop: events) }
         }
         return console
+    }
+}
+
+/// A queue notifier registered with KVM as an ioeventfd at `address`.
+struct WiredNotifier: Sendable {
+    let notifier: VirtioMMIOTransport.QueueNotifier
+    let address: GuestAddress
+}
+
+extension Machine {
+    /// Unregisters `wired` from KVM and stops serving them on the event loop.
+    func unwire(_ wired: [WiredNotifier], from transport: VirtioMMIOTransport) {
+        unregisterIOEventFDs(wired)
+        transport.detachNotifiers(wired.map(\.notifier), from: events)
+    }
+
+    /// Takes `wired` back from KVM: a guest's kick there no longer signals them.
+    func unregisterIOEventFDs(_ wired: [WiredNotifier]) {
+        for entry in wired {
+            try? vm.unregisterIOEventFD(entry.notifier.eventFD, address: entry.address, length: 4, space: .mmio,
+                                        dataMatch: entry.notifier.dataMatch)
+        }
     }
 }

@@ -20,12 +20,21 @@ public struct HostVirtualization: Sendable, Hashable {
     /// Whether KVM here emulates guest kernel code (no VMX or SVM).
     public var isEmulated: Bool { !isHardwareAssisted }
 
-    /// Reads the flags of the first processor in `cpuinfo` (the text of /proc/cpuinfo).
+    /// The first processor's clock in kHz ("cpu MHz" × 1000), which is the TSC's rate on hosts
+    /// with a constant TSC; nil when /proc/cpuinfo does not say. Emulating hosts need it on
+    /// the guest's command line (`tsc_early_khz=`), since calibrating against the PIT fails.
+    public let tscKilohertz: Int?
+
+    /// Reads the flags and clock of the first processor in `cpuinfo` (the text of /proc/cpuinfo).
     public init(cpuinfo: String) {
-        let flags = cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?
-            .split(separator: ":", maxSplits: 1).last?.split(separator: " ") ?? []
+        let lines = cpuinfo.split(separator: "\n")
+        func field(_ name: String) -> Substring? {
+            lines.first { $0.hasPrefix(name) }?.split(separator: ":", maxSplits: 1).last
+        }
+        let flags = field("flags")?.split(separator: " ") ?? []
         hasVMX = flags.contains("vmx")
         hasSVM = flags.contains("svm")
+        tscKilohertz = field("cpu MHz").flatMap { Double($0.drop { $0 == " " || $0 == "\t" }) }.map { Int($0 * 1000) }
     }
 
     /// This host, read once from /proc/cpuinfo (no flags when it cannot be read).

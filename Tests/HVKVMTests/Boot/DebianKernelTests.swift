@@ -124,11 +124,7 @@ final class SerialLog: ByteSink {
 /// test is enabled only there.
 @Suite struct DebianFullBootTests {
     static let initramfs = "/var/tmp/hvkit-artifacts/initramfs.cpio.gz"
-    static let hardwareVirtualization: Bool = {
-        guard let cpuinfo = try? HostFile.readAll(FilePath("/proc/cpuinfo")) else { return false }
-        let text = String(decoding: cpuinfo, as: UTF8.self)
-        return text.contains(" vmx") || text.contains(" svm")
-    }()
+    static let hardwareVirtualization = HostVirtualization.current.isHardwareAssisted
     static var reason: Comment {
         Comment(rawValue: hardwareVirtualization
             ? "needs `make artifacts` (\(DebianKernelTests.path) and \(initramfs))"

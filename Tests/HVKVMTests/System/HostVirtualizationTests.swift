@@ -1,0 +1,25 @@
+import HVKVM
+import Testing
+
+@Suite struct HostVirtualizationTests {
+    @Test func readsTheFirstProcessorsFlagsAndClock() {
+        let cpuinfo = """
+            processor\t: 0
+            cpu MHz\t\t: 2445.424
+            flags\t\t: fpu vme svm lm
+            processor\t: 1
+            cpu MHz\t\t: 1200.000
+            flags\t\t: fpu vmx
+            """
+        let host = HostVirtualization(cpuinfo: cpuinfo)
+        #expect(host.hasSVM && !host.hasVMX && host.isHardwareAssisted)
+        #expect(host.tscKilohertz == 2_445_424)
+    }
+
+    @Test func aHostWithoutVMXOrSVMEmulatesAndMayNotSayItsClock() {
+        let host = HostVirtualization(cpuinfo: "flags\t: fpu lm\n")
+        #expect(host.isEmulated)
+        #expect(host.tscKilohertz == nil)
+        #expect(HostVirtualization(cpuinfo: "").isEmulated)
+    }
+}
