@@ -87,15 +87,17 @@ extension Machine {
             let line = try during(.wireInterrupt, device: label) { try vm.makeInterruptLine(gsi: gsi) }
             let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: line)
             try during(.addDevice, device: label) { try mmio.register(transport, at: window.start, length: window.length) }
-            var notifiers: [WiredNotifier] = []
+            // Attached in both modes: the transport also resumes a queue whose notification used
+            // up its budget through them, on the event loop.
+            let attached = try during(.wireNotifications, device: label) { try transport.attachNotifiers(on: events) }
+            var notifiers = attached.map { WiredNotifier(notifier: $0, address: nil) }
             if mode == .ioeventfd {
-                let attached = try during(.wireNotifications, device: label) { try transport.attachNotifiers(on: events) }
                 do {
-                    for notifier in attached {
+                    for (index, notifier) in attached.enumerated() {
                         let address = try window.start.checkedAdd(notifier.registerOffset)
                         try vm.registerIOEventFD(notifier.eventFD, address: address, length: 4, space: .mmio,
                                                  dataMatch: notifier.dataMatch)
-                        notifiers.append(WiredNotifier(notifier: notifier, address: address))
+                        notifiers[index] = WiredNotifier(notifier: notifier, address: address)
                     }
                 } catch {
                     // Those KVM already took must go too: KVM keeps an eventfd it was given.
@@ -132,10 +134,11 @@ extension Machine {
     }
 }
 
-/// A queue notifier registered with KVM as an ioeventfd at `address`.
+/// A queue notifier on the machine's event loop, registered with KVM as an ioeventfd at
+/// `address` when kicks are delivered that way (nil when they arrive as MMIO exits).
 struct WiredNotifier: Sendable {
     let notifier: VirtioMMIOTransport.QueueNotifier
-    let address: GuestAddress
+    let address: GuestAddress?
 }
 
 extension Machine {
@@ -148,7 +151,8 @@ extension Machine {
     /// Takes `wired` back from KVM: a guest's kick there no longer signals them.
     func unregisterIOEventFDs(_ wired: [WiredNotifier]) {
         for entry in wired {
-            try? vm.unregisterIOEventFD(entry.notifier.eventFD, address: entry.address, length: 4, space: .mmio,
+            guard let address = entry.address else { continue }
+            try? vm.unregisterIOEventFD(entry.notifier.eventFD, address: address, length: 4, space: .mmio,
                                         dataMatch: entry.notifier.dataMatch)
         }
     }

@@ -40,6 +40,16 @@ public final class HostThread: Sendable {
     public func join() {
         _ = pthread_join(handle, nil)
     }
+
+    /// Whether the caller is running on this thread.
+    public var isCurrent: Bool { pthread_equal(handle, pthread_self()) != 0 }
+
+    /// Lets the thread end without anyone joining it; the system frees it when it ends. Call
+    /// at most once, instead of ``join()`` (for example when the last owner goes away on the
+    /// thread itself).
+    public func detach() {
+        _ = pthread_detach(handle)
+    }
 }
 
 // MARK: Placement

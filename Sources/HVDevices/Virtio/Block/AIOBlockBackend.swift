@@ -22,9 +22,11 @@ public enum AIOBackendError: Error, Hashable, Sendable, CustomStringConvertible 
 /// A ``BlockBackend`` on Linux native AIO (libaio): reads, writes and flushes are submitted with
 /// io_submit straight from and into guest RAM, many in flight at once, and their completions
 /// arrive on an eventfd that an `EventLoop` serves, so the submitting vCPU never waits for
-/// the disk. Discard and write-zeroes use fallocate on the submitting thread (AIO has no such
-/// operation). If the file system refuses an AIO fdatasync, flushes fall back to fdatasync on
-/// the submitting thread.
+/// the disk. Discard and write-zeroes (which AIO has no operation for) run on a worker thread of
+/// the backend's own, started on first use: fallocate, or where the file system has no
+/// zero-range fallocate, writing the zeros, which must not hold a thread that vCPUs or other
+/// devices share. If the file system refuses an AIO fdatasync, flushes fall back to fdatasync
+/// on the submitting thread.
 public final class AIOBlockBackend: BlockBackend {
     /// The image served.
     public let disk: DiskImage
@@ -61,6 +63,7 @@ public final class AIOBlockBackend: BlockBackend {
     private let loop: EventLoop
     private let registration: EventLoop.Registration
     private let state = Mutex(State())
+    private let offload: OffloadWorker
     private let logger: Logger
 
     /// - Parameters:
@@ -80,6 +83,7 @@ public final class AIOBlockBackend: BlockBackend {
         aio = Context(raw: context)
         do {
             completions = try EventFD(nonBlocking: true)
+            offload = try OffloadWorker(name: "hv-blk-offload")
         } catch {
             io_destroy(context)
             throw .eventFD(error)
@@ -97,6 +101,10 @@ public final class AIOBlockBackend: BlockBackend {
 
     deinit {
         loop.unregister(registration)
+        // Offloaded jobs hold the backend weakly: those that ran during deinit could not hand
+        // their completion over (there is no device left to take it) and stopped counting.
+        offload.shutdown()
+        state.withLock { $0.delivering = 0 }
         drain()
         io_destroy(context)
     }
@@ -121,6 +129,8 @@ public final class AIOBlockBackend: BlockBackend {
     public func submit(_ requests: [BlockRequest]) {
         var finished: [BlockCompletion] = []
         var prepared: [Slot] = []
+        var offloaded: [@Sendable (DiskImage) -> BlockStatus] = []
+        var offloadedTokens: [UInt64] = []
         let fdsyncUnsupported = state.withLock { $0.fdsyncUnsupported }
         for request in requests {
             switch request.operation {
@@ -142,14 +152,23 @@ public final class AIOBlockBackend: BlockBackend {
                     prepared.append(makeFlushSlot(request.token))
                 }
             case let .discard(offset, length):
-                finished.append(BlockCompletion(token: request.token, status: disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true)))
+                offloaded.append { disk in disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true) }
+                offloadedTokens.append(request.token)
             case let .writeZeroes(offset, length, mayUnmap):
-                finished.append(BlockCompletion(token: request.token, status: disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap)))
+                offloaded.append { disk in disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap) }
+                offloadedTokens.append(request.token)
             }
         }
         state.withLock { state in
             state.backlog.append(contentsOf: prepared)
-            state.delivering += finished.count
+            // Offloaded operations count as on their way to the device until delivered.
+            state.delivering += finished.count + offloaded.count
+        }
+        for (operation, token) in zip(offloaded, offloadedTokens) {
+            offload.run { [weak self, disk] in
+                let status = operation(disk)
+                self?.deliver([BlockCompletion(token: token, status: status)])
+            }
         }
         finished += submitBacklog()
         deliver(finished)

@@ -20,9 +20,12 @@ extension VirtioFeatures {
 /// virtio-blk (virtio 1.2, section 5.2): one request queue served by a ``BlockBackend``.
 ///
 /// Requests are read, write, flush, get-id, discard and write-zeroes. Each chain is checked
-/// before any I/O (see the parser), malformed requests get IOERR or UNSUPP, a chain without a
-/// writable status byte is returned empty, and a write to a read-only disk moves no data.
-/// Requests the backend finishes later complete from its thread.
+/// before any I/O (see the parser); malformed requests get IOERR or UNSUPP in their status
+/// byte, and a write to a read-only disk moves no data. A chain with no writable status byte
+/// to carry the error breaks the queue and sets DEVICE_NEEDS_RESET: nothing the device refused
+/// is ever completed in a way the driver could read as OK. Requests the backend finishes later
+/// complete from its thread. One notification takes at most a queue's worth of requests; the
+/// transport resumes it for the rest.
 public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     /// Where requests go.
     public let backend: any BlockBackend
@@ -56,6 +59,8 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
                           bytesWritten: writtenBytes.load(ordering: .relaxed))
     }
 
+    /// How many requests one notification takes, and for how long.
+    public let notificationBudget: NotificationBudget
     private let parser: BlockRequestParser
     private let active = Mutex<LockedVirtqueue?>(nil)
     private let pending = Mutex<[UInt64: Pending]>([:])
@@ -67,10 +72,13 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     ///   - backend: where the I/O goes.
     ///   - identifier: the serial the guest reads with GET_ID (at most 20 bytes are used).
     ///   - queueSize: the request queue's maximum size.
+    ///   - notificationBudget: how many requests one notification takes, and for how long,
+    ///     before the rest is resumed behind other work on the event loop.
     ///   - logger: where the device logs refused requests.
     public init(backend: any BlockBackend, identifier: String = "hvkit", queueSize: UInt16 = 256,
-                logger: Logger = Logger(label: "hvkit.virtio-blk")) {
+                notificationBudget: NotificationBudget = .default, logger: Logger = Logger(label: "hvkit.virtio-blk")) {
         self.backend = backend
+        self.notificationBudget = notificationBudget
         self.logger = logger
         guestEvents = GuestEventLog(logger: logger)
         let queue = SplitQueue(maxSize: queueSize)
@@ -104,36 +112,62 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         active.withLock { $0 = queue }
     }
 
-    /// Parses every request the driver queued and hands the valid ones to the backend; a malformed one is completed as an error without reaching it.
+    /// Requests parsed per round before they go to the backend: the backend's work (for the
+    /// sync backend all of the I/O, for AIO the copy io_submit does for buffered files) then
+    /// counts against the notification's time slice, checked between rounds.
+    static let requestsPerRound = 16
+
+    /// Parses the requests the driver queued, in rounds of ``requestsPerRound``, and hands the
+    /// valid ones to the backend; a malformed one is completed as an error without reaching it.
+    /// Stops when the budget or its time slice is spent and resumes later for the rest.
     public func queueNotified(_ index: Int) {
         // Holding `active` while parsing and submitting makes reset() wait for this.
         active.withLock { queue in
             guard let queue else { return }
-            var requests: [BlockRequest] = []
-            queue.processAvailable { chain in
-                switch parser.parse(chain, in: queue.memory) {
-                case let .unanswerable(reason):
-                    guestEvents.record("unanswerable-request", "virtio-blk request cannot be answered",
-                                       metadata: ["head": "\(chain.head)", "reason": "\(reason)"])
-                    return 0
-                case let .immediate(status, statusAddress, usedLength):
-                    return writeStatus(status, at: statusAddress, in: queue.memory) ? usedLength : 0
-                case let .io(operation, statusAddress, usedLength):
-                    let token = UInt64(chain.head)
-                    var (read, written): (UInt64, UInt64) = (0, 0)
-                    switch operation {
-                    case let .read(_, buffers): read = UInt64(buffers.byteCount)
-                    case let .write(_, buffers): written = UInt64(buffers.byteCount)
-                    default: break
-                    }
-                    pending.withLock {
-                        $0[token] = Pending(queue: queue, statusAddress: statusAddress, usedLength: usedLength, bytesRead: read, bytesWritten: written)
-                    }
-                    requests.append(BlockRequest(token: token, operation: operation))
-                    return nil
+            let deadline = notificationBudget.timeSlice.map { HostClock.monotonicNanoseconds() &+ $0.nanosecondsClamped }
+            var remaining = notificationBudget.chains ?? Int(queue.size)
+            while remaining > 0 {
+                var requests: [BlockRequest] = []
+                let round = NotificationBudget(chains: min(remaining, Self.requestsPerRound), timeSlice: nil)
+                let progress = queue.processAvailable(budget: round, resumingWhenExhausted: false, malformed: { refused in
+                    // The chain's last byte was validated as writable: report IOERR there.
+                    guard let statusByte = refused.statusByte else { return nil }
+                    return writeStatus(.ioError, at: statusByte, in: queue.memory) ? 1 : nil
+                }) { chain in
+                    serve(chain, from: queue, into: &requests)
                 }
+                if !requests.isEmpty { backend.submit(requests) }
+                guard progress.workLeft else { return }
+                remaining -= progress.chainsTaken
+                if let deadline, HostClock.monotonicNanoseconds() > deadline { break }
             }
-            if !requests.isEmpty { backend.submit(requests) }
+            queue.scheduleResumption()
+        }
+    }
+
+    /// Parses one request: answers it at once, or records it and adds it to `requests`.
+    private func serve(_ chain: DescriptorChain, from queue: LockedVirtqueue, into requests: inout [BlockRequest]) -> ChainDisposition {
+        switch parser.parse(chain, in: queue.memory) {
+        case let .unanswerable(reason):
+            guestEvents.record("unanswerable-request", "virtio-blk request cannot be answered",
+                               metadata: ["head": "\(chain.head)", "reason": "\(reason)"])
+            return .unanswerable(reason: reason)
+        case let .immediate(status, statusAddress, usedLength):
+            return writeStatus(status, at: statusAddress, in: queue.memory)
+                ? .used(length: usedLength) : .unanswerable(reason: "the status byte cannot be written")
+        case let .io(operation, statusAddress, usedLength):
+            let token = UInt64(chain.head)
+            var (read, written): (UInt64, UInt64) = (0, 0)
+            switch operation {
+            case let .read(_, buffers): read = UInt64(buffers.byteCount)
+            case let .write(_, buffers): written = UInt64(buffers.byteCount)
+            default: break
+            }
+            pending.withLock {
+                $0[token] = Pending(queue: queue, statusAddress: statusAddress, usedLength: usedLength, bytesRead: read, bytesWritten: written)
+            }
+            requests.append(BlockRequest(token: token, operation: operation))
+            return .pending
         }
     }
 

@@ -12,7 +12,7 @@ enum BlockRequestType: UInt32 {
 
 /// What the device does with one chain.
 enum ParsedBlockRequest {
-    /// No writable status byte: nothing can be reported, so the chain is returned empty.
+    /// No writable status byte: nothing can be reported, so the queue breaks (NEEDS_RESET).
     case unanswerable(reason: String)
     /// Answered at once with `status`; `usedLength` counts bytes written including the status.
     case immediate(status: BlockStatus, statusAddress: GuestAddress, usedLength: UInt32)

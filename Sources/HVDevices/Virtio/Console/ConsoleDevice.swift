@@ -142,7 +142,7 @@ public final class ConsoleDevice: VirtioDevice {
             } catch {
                 guestEvents.record("refused-output", "virtio-console output refused", metadata: ["error": "\(error)"])
             }
-            return 0
+            return .used(length: 0)
         }
     }
 
@@ -152,9 +152,9 @@ public final class ConsoleDevice: VirtioDevice {
             guard let queue = state.receive else { return }
             var taken: [DescriptorChain] = []
             queue.processAvailable { chain in
-                guard chain.writableLength > 0 else { return 0 }
+                guard chain.writableLength > 0 else { return .used(length: 0) }
                 taken.append(chain)
-                return nil
+                return .pending
             }
             state.receiveBuffers += taken
         }

@@ -2,12 +2,61 @@ import HVCore
 import Logging
 import Synchronization
 
+/// What a device did with one chain that ``LockedVirtqueue/processAvailable(budget:resumingWhenExhausted:malformed:_:)``
+/// handed it.
+public enum ChainDisposition: Sendable, Hashable {
+    /// Finished: return the chain to the driver saying `length` bytes were written into it.
+    case used(length: UInt32)
+    /// Kept in flight; the device completes it later with ``LockedVirtqueue/complete(head:length:)``.
+    case pending
+    /// The request cannot be answered in a way the driver would read as a failure (a virtio-blk
+    /// request without a writable status byte): the queue breaks and the device sets
+    /// DEVICE_NEEDS_RESET rather than return something that could pass for success.
+    case unanswerable(reason: String)
+}
+
+/// How much work one notification of a queue may do before the rest is resumed behind other
+/// work (see ``LockedVirtqueue``).
+public struct NotificationBudget: Sendable, Hashable {
+    /// The most chains one call takes; nil means the queue's size.
+    public var chains: Int?
+    /// How long one call may keep taking chains (checked after each one); nil: no time limit.
+    public var timeSlice: Duration?
+
+    /// A budget of `chains` chains (nil: the queue's size) and `timeSlice`.
+    public init(chains: Int? = nil, timeSlice: Duration? = .microseconds(250)) {
+        self.chains = chains
+        self.timeSlice = timeSlice
+    }
+
+    /// A queue's worth of chains and 0.25 ms: with the work under way when the slice runs out
+    /// (a virtio-blk round of 16 requests), a notification holds its thread for about a
+    /// millisecond at most (`blk_notify_budget_latency` in hv-bench).
+    public static let `default` = NotificationBudget()
+    /// No bound at all: a driver that keeps posting keeps the call going. For measurements.
+    public static let unlimited = NotificationBudget(chains: .max, timeSlice: nil)
+}
+
+/// What one call of ``LockedVirtqueue/processAvailable(budget:resumingWhenExhausted:malformed:_:)`` did.
+public struct QueueProgress: Sendable, Hashable {
+    /// Chains taken (served, kept in flight or refused).
+    public var chainsTaken: Int
+    /// Whether the budget ran out with chains still available.
+    public var workLeft: Bool
+}
+
 /// A ready queue handed to a device at activation: the ``SplitQueue`` under a lock, the guest
 /// memory it lives in, and the interrupt that tells the driver about used buffers.
 ///
-/// A device usually calls ``processAvailable(_:)`` when notified; a device that completes
-/// requests later (asynchronous I/O) returns nil from the handler and calls
-/// ``complete(head:length:)`` from wherever the completion arrives.
+/// A device usually calls ``processAvailable(budget:resumingWhenExhausted:malformed:_:)`` when notified; a device that
+/// completes requests later (asynchronous I/O) returns ``ChainDisposition/pending`` from the
+/// handler and calls ``complete(head:length:)`` from wherever the completion arrives.
+///
+/// Work per notification is bounded: one call takes at most a budget of chains (by default the
+/// queue's size) and stops early once its time slice is spent, then asks for a resumption,
+/// which the transport schedules on its event loop behind whatever else is waiting there. So a
+/// driver that keeps re-posting requests can hold neither the notified thread nor the queue's
+/// lock for much longer than one slice.
 public final class LockedVirtqueue: Sendable {
     /// The queue's index in its device.
     public let index: Int
@@ -18,8 +67,11 @@ public final class LockedVirtqueue: Sendable {
     private let queue: Mutex<SplitQueue>
     private let rejectedChains = Atomic<UInt64>(0)
     private let completedChains = Atomic<UInt64>(0)
+    private let resumptions = Atomic<UInt64>(0)
     /// Where refused chains are logged, rate-limited, and counted.
     private let events: GuestEventLog
+    /// Asks for the device to be notified again later (budget exhausted).
+    private let resume: @Sendable () -> Void
 
     /// Queue `index` of a device: `queue`'s rings in `memory`, signalling through `interrupt`.
     /// - Parameters:
@@ -30,60 +82,130 @@ public final class LockedVirtqueue: Sendable {
     ///   - logger: where refused chains are logged when `events` is nil.
     ///   - events: the device's log of guest-caused events (a new one over `logger` when nil),
     ///     so that a flood of malformed chains logs a bounded number of lines.
+    ///   - resume: called (outside the lock) when a call of ``processAvailable(budget:resumingWhenExhausted:malformed:_:)``
+    ///     used up its budget with chains still available; it must arrange for the device to be
+    ///     notified again soon, on a thread of its choosing. The transport provides it.
     public init(index: Int, queue: SplitQueue, memory: any GuestMemory, interrupt: VirtioInterrupt,
-                logger: Logger = Logger(label: "hvkit.virtqueue"), events: GuestEventLog? = nil) {
+                logger: Logger = Logger(label: "hvkit.virtqueue"), events: GuestEventLog? = nil,
+                resume: @escaping @Sendable () -> Void = {}) {
         self.index = index
         self.queue = Mutex(queue)
         self.memory = memory
         self.interrupt = interrupt
         self.events = events ?? GuestEventLog(logger: logger)
+        self.resume = resume
     }
 
-    /// Chains refused as malformed (each completed with length zero).
+    /// Chains refused as malformed (reported through their status byte, or breaking the queue).
     public var rejectedChainCount: UInt64 { rejectedChains.load(ordering: .relaxed) }
-    /// Chains completed (including rejected ones).
+    /// Chains completed (including rejected ones answered with an error).
     public var completedChainCount: UInt64 { completedChains.load(ordering: .relaxed) }
+    /// Times a call used up its budget and asked to be resumed.
+    public var resumptionCount: UInt64 { resumptions.load(ordering: .relaxed) }
     /// Why the queue broke, if it did.
     public var fault: QueueFault? { queue.withLock { $0.fault } }
     /// Chains taken and not yet completed.
     public var inFlightCount: Int { queue.withLock { $0.inFlightCount } }
+    /// The size the driver chose.
+    public var size: UInt16 { queue.withLock { $0.size } }
 
-    /// Takes every available chain and hands it to `handle`, then interrupts the driver if it
-    /// wants to hear about the chains completed.
+    /// Takes available chains, at most `budget` of them, and hands each to `handle`; then
+    /// interrupts the driver if it wants to hear about the chains completed.
     ///
-    /// `handle` returns the number of bytes it wrote to complete the chain at once, or nil to
-    /// keep it in flight and complete it later with ``complete(head:length:)``. It runs with the
-    /// queue locked, so it must not call back into this queue. Malformed chains are completed
-    /// with length zero, counted and logged; a broken queue sets DEVICE_NEEDS_RESET.
-    public func processAvailable(_ handle: (DescriptorChain) -> UInt32?) {
-        queue.withLock { queue in
+    /// `handle` says what became of each chain (``ChainDisposition``). A malformed chain goes to
+    /// `malformed`, which may write the device's error code into the chain's
+    /// ``MalformedChain/statusByte`` and return the used length to complete it with; returning
+    /// nil (the default) breaks the queue and sets DEVICE_NEEDS_RESET, so that no malformed
+    /// request is ever completed in a way a driver could read as success. Both run with the
+    /// queue locked, so they must not call back into this queue.
+    ///
+    /// - Parameters:
+    ///   - budget: how many chains this call may take, and for how long.
+    ///   - resumingWhenExhausted: when the budget runs out with chains still available, ask to
+    ///     be resumed (see ``init(index:queue:memory:interrupt:logger:events:resume:)``). A
+    ///     device that works in several rounds per notification passes false and calls
+    ///     ``scheduleResumption()`` itself when it stops.
+    ///   - malformed: reports a malformed chain's error, or declines to (nil).
+    ///   - handle: serves one well-formed chain.
+    /// - Returns: how many chains were taken, and whether work was left.
+    @discardableResult
+    public func processAvailable(
+        budget: NotificationBudget = .default,
+        resumingWhenExhausted: Bool = true,
+        malformed: (MalformedChain) -> UInt32? = { _ in nil },
+        _ handle: (DescriptorChain) -> ChainDisposition
+    ) -> QueueProgress {
+        let progress = queue.withLock { queue -> QueueProgress in
             let memory = self.memory
+            let limit = max(budget.chains ?? Int(queue.size), 1)
+            let deadline = budget.timeSlice.map { HostClock.monotonicNanoseconds() &+ $0.nanosecondsClamped }
+            var taken = 0
+            var exhausted = false
             do throws(VirtqueueError) {
-                repeat {
+                serving: repeat {
                     try queue.disableNotifications(in: memory)
                     while true {
+                        let outOfTime = taken > 0 && deadline.map { HostClock.monotonicNanoseconds() > $0 } ?? false
+                        guard taken < limit, !outOfTime else {
+                            // Notifications stay disabled: the resumption comes back for the rest.
+                            exhausted = try queue.hasAvailable(in: memory)
+                            break serving
+                        }
                         let chain: DescriptorChain
                         do throws(VirtqueueError) {
                             guard let next = try queue.popChain(in: memory) else { break }
                             chain = next
                         } catch {
-                            guard case .invalidChain = error else { throw error }
-                            rejectedChains.add(1, ordering: .relaxed)
-                            completedChains.add(1, ordering: .relaxed)
-                            events.record("malformed-chain", "refused a malformed chain", metadata: ["queue": "\(index)", "error": "\(error)"])
+                            guard case let .invalidChain(refused) = error else { throw error }
+                            taken += 1
+                            try refuse(refused, reportingWith: malformed, in: &queue)
                             continue
                         }
-                        if let length = handle(chain) {
+                        taken += 1
+                        switch handle(chain) {
+                        case let .used(length):
                             try queue.addUsed(head: chain.head, length: length, in: memory)
                             completedChains.add(1, ordering: .relaxed)
+                        case .pending:
+                            break
+                        case let .unanswerable(reason):
+                            queue.markBroken(.unanswerableRequest(head: chain.head, reason: reason))
+                            throw VirtqueueError.broken(.unanswerableRequest(head: chain.head, reason: reason))
                         }
                     }
                 } while try queue.enableNotifications(in: memory)
                 if try queue.needsNotification(in: memory) { interrupt.signalUsedBuffers() }
             } catch {
+                // A broken queue answers nothing more; DEVICE_NEEDS_RESET interrupts the driver.
                 fail(error)
+                return QueueProgress(chainsTaken: taken, workLeft: false)
             }
+            return QueueProgress(chainsTaken: taken, workLeft: exhausted)
         }
+        if progress.workLeft, resumingWhenExhausted { scheduleResumption() }
+        return progress
+    }
+
+    /// Asks for the device to be notified again soon (on the transport's event loop when it has
+    /// one), to serve chains left when a budget ran out.
+    public func scheduleResumption() {
+        resumptions.add(1, ordering: .relaxed)
+        resume()
+    }
+
+    /// Counts and logs a malformed chain, then completes it if the device reported the error
+    /// in its status byte, or breaks the queue.
+    private func refuse(
+        _ chain: MalformedChain, reportingWith report: (MalformedChain) -> UInt32?, in queue: inout SplitQueue
+    ) throws(VirtqueueError) {
+        rejectedChains.add(1, ordering: .relaxed)
+        events.record("malformed-chain", "refused a malformed chain", metadata: ["queue": "\(index)", "error": "\(chain)"])
+        guard chain.statusByte != nil, let length = report(chain) else {
+            queue.markBroken(.malformedChain(chain))
+            throw .broken(.malformedChain(chain))
+        }
+        try queue.addUsed(head: chain.head, length: length, in: memory)
+        completedChains.add(1, ordering: .relaxed)
     }
 
     /// Completes a chain kept in flight by ``processAvailable(_:)``, and interrupts the driver
@@ -136,5 +258,16 @@ public struct VirtioActivation: Sendable {
     public func queue(_ index: Int) throws(VirtioDeviceError) -> LockedVirtqueue {
         guard queues.indices.contains(index), let queue = queues[index] else { throw .queueNotReady(index: index) }
         return queue
+    }
+}
+
+extension Duration {
+    /// The duration in nanoseconds, clamped to 0...UInt64.max.
+    var nanosecondsClamped: UInt64 {
+        let (seconds, attoseconds) = components
+        guard seconds >= 0 else { return 0 }
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return .max }
+        return whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000)).overflow ? .max : whole + UInt64(attoseconds / 1_000_000_000)
     }
 }

@@ -99,9 +99,11 @@ public struct SplitQueue: Sendable {
 
     /// Takes the next available chain, or returns nil when the driver has made none available.
     ///
-    /// A malformed chain is completed at once with a used length of zero and reported as
-    /// ``VirtqueueError/invalidChain(head:_:)``; call again for the next one. A fault that
-    /// makes the ring itself untrustworthy breaks the queue (``VirtqueueError/broken(_:)``).
+    /// A malformed chain is reported as ``VirtqueueError/invalidChain(_:)`` and stays in flight:
+    /// the caller either reports the error through the chain's validated status byte and
+    /// completes it with ``addUsed(head:length:in:)``, or gives up on the queue with
+    /// ``markBroken(_:)``. A fault that makes the ring itself untrustworthy breaks the queue
+    /// (``VirtqueueError/broken(_:)``).
     public mutating func popChain(in memory: some GuestMemory) throws(VirtqueueError) -> DescriptorChain? {
         try checkUsable()
         let available = try ringLoad(availableRing, offset: 2, in: memory)
@@ -122,12 +124,18 @@ public struct SplitQueue: Sendable {
         guard head < size else { throw breakQueue(.headOutOfRange(head: head, size: size)) }
         guard !isInFlight(head) else { throw breakQueue(.duplicateHead(head)) }
         setInFlight(head, true)
-        do {
+        do throws(MalformedChain) {
             return try parseChain(head: head, in: memory)
         } catch {
-            try addUsed(head: head, length: 0, in: memory)
-            throw .invalidChain(head: head, error)
+            throw .invalidChain(error)
         }
+    }
+
+    /// Breaks the queue because of `fault` (for example a malformed chain the device cannot
+    /// answer): every later call fails with ``VirtqueueError/broken(_:)`` until a reset, and
+    /// the device should set DEVICE_NEEDS_RESET.
+    public mutating func markBroken(_ fault: QueueFault) {
+        if self.fault == nil { self.fault = fault }
     }
 
     /// Whether the driver has made chains available that the device has not taken.
@@ -203,7 +211,24 @@ public struct SplitQueue: Sendable {
 
     // MARK: Chain parsing
 
-    private mutating func parseChain(head: UInt16, in memory: some GuestMemory) throws(ChainError) -> DescriptorChain {
+    /// Walks the chain at `head`. A loop, an index outside the table or a bad indirect table
+    /// ends the walk with no status byte; a bad buffer, a readable buffer after a writable one
+    /// or an oversized chain is remembered and the walk goes on, so the chain's last buffer is
+    /// still found and, if it is valid writable RAM, offered as the status byte to report in.
+    private mutating func parseChain(head: UInt16, in memory: some GuestMemory) throws(MalformedChain) -> DescriptorChain {
+        var builder = ChainBuilder(head: head)
+        do throws(ChainError) {
+            try walkChain(head: head, into: &builder, in: memory)
+        } catch {
+            throw MalformedChain(head: head, error: error, statusByte: nil)
+        }
+        if let error = builder.firstError {
+            throw MalformedChain(head: head, error: error, statusByte: builder.trailingWritableByte)
+        }
+        return builder.chain
+    }
+
+    private mutating func walkChain(head: UInt16, into builder: inout ChainBuilder, in memory: some GuestMemory) throws(ChainError) {
         chainSerial &+= 1
         if chainSerial == 0 {
             // The marks wrapped: forget every old mark so none can look current.
@@ -211,7 +236,6 @@ public struct SplitQueue: Sendable {
             for index in indirectVisits.indices { indirectVisits[index] = 0 }
             chainSerial = 1
         }
-        var builder = ChainBuilder(head: head)
         var index = head
         while true {
             guard index < size else {
@@ -226,13 +250,12 @@ public struct SplitQueue: Sendable {
                 // The spec forbids INDIRECT with NEXT, so an indirect table ends the chain.
                 guard !flags.contains(.next) else { throw .indirectWithNext }
                 try parseIndirectTable(descriptor, into: &builder, in: memory)
-                break
+                return
             }
-            try builder.append(descriptor, index: index, in: memory)
-            guard flags.contains(.next) else { break }
+            builder.append(descriptor, index: index, in: memory)
+            guard flags.contains(.next) else { return }
             index = descriptor.next
         }
-        return builder.chain
     }
 
     private mutating func parseIndirectTable(
@@ -262,7 +285,7 @@ public struct SplitQueue: Sendable {
             let descriptor = try readDescriptor(table: table, index: UInt32(index), in: memory)
             let flags = descriptor.descriptorFlags
             guard !flags.contains(.indirect) else { throw .nestedIndirect }
-            try builder.append(descriptor, index: index, in: memory)
+            builder.append(descriptor, index: index, in: memory)
             guard flags.contains(.next) else { return }
             index = descriptor.next
         }
@@ -318,13 +341,18 @@ public struct SplitQueue: Sendable {
     }
 }
 
-/// Accumulates a chain's validated segments.
+/// Accumulates a chain's validated segments, and for a malformed chain its first error and
+/// whether its last buffer could carry a status byte.
 private struct ChainBuilder {
     let head: UInt16
     var segments: [ChainSegment] = []
     var readableLength: UInt64 = 0
     var writableLength: UInt64 = 0
     var sawWritable = false
+    /// The first thing wrong with a buffer; the walk goes on to find the chain's end.
+    var firstError: ChainError?
+    /// The last non-empty buffer seen, if it was writable guest RAM: its last byte.
+    var trailingWritableByte: GuestAddress?
 
     init(head: UInt16) {
         self.head = head
@@ -336,21 +364,31 @@ private struct ChainBuilder {
     }
 
     /// Validates one buffer descriptor and adds it. Zero-length buffers carry nothing and are
-    /// skipped.
-    mutating func append(_ descriptor: Descriptor, index: UInt16, in memory: some GuestMemory) throws(ChainError) {
+    /// skipped. Once the chain is known to be malformed nothing more is kept but the end.
+    mutating func append(_ descriptor: Descriptor, index: UInt16, in memory: some GuestMemory) {
         let writable = descriptor.descriptorFlags.contains(.write)
-        if !writable, sawWritable { throw .readableAfterWritable(index: index) }
+        if !writable, sawWritable { record(.readableAfterWritable(index: index)) }
         sawWritable = sawWritable || writable
         guard descriptor.length > 0 else { return }
         let address = GuestAddress(descriptor.address)
         let length = UInt64(descriptor.length)
         do {
             try memory.validateRange(address, length: length, for: writable ? .write : .read)
+            // Validated, so the last byte's address cannot overflow.
+            trailingWritableByte = writable ? GuestAddress(address.rawValue + length - 1) : nil
         } catch {
-            throw .badBuffer(error)
+            trailingWritableByte = nil
+            record(.badBuffer(error))
+            return
         }
+        // At most 32768 + 1024 buffers of under 4 GiB each: these sums cannot overflow.
         if writable { writableLength += length } else { readableLength += length }
-        guard readableLength + writableLength <= SplitQueue.maxChainBytes else { throw .chainTooLarge }
+        if readableLength + writableLength > SplitQueue.maxChainBytes { record(.chainTooLarge) }
+        guard firstError == nil else { return }
         segments.append(ChainSegment(address: address, length: descriptor.length, isWritable: writable))
+    }
+
+    private mutating func record(_ error: ChainError) {
+        if firstError == nil { firstError = error }
     }
 }

@@ -1,7 +1,6 @@
 import HVCore
 
-/// Why one descriptor chain was refused. The queue completes such a chain with a used length of
-/// zero and goes on with the next one.
+/// Why one descriptor chain was refused (see ``MalformedChain`` for what happens to it).
 public enum ChainError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A `next` field (or an indirect table entry's) names a descriptor past the table.
     case descriptorIndexOutOfRange(index: UInt16, tableSize: UInt32)
@@ -38,10 +37,41 @@ public enum ChainError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A chain the queue refused, still in flight: the device reports the error and completes
+/// it, or the queue breaks.
+///
+/// A driver must never read a refused request as a success. Linux's virtio-blk ignores the used
+/// length and reads the request's status byte, so completing a bad chain with length zero would
+/// leave a stale "OK" there. When the whole chain could be walked (no loop, no index outside the
+/// table, no bad indirect table) and its last buffer is writable guest RAM, ``statusByte`` is
+/// that buffer's last byte, where a device whose requests end in a status byte writes its error
+/// code. Otherwise nothing can carry the error: the queue breaks and the device sets
+/// DEVICE_NEEDS_RESET, as the virtio specification recommends (2.1.2) and QEMU does.
+public struct MalformedChain: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The chain's head: the id to complete it with.
+    public let head: UInt16
+    /// The first thing wrong with it.
+    public let error: ChainError
+    /// The last byte of the chain's last buffer, if the chain could be walked to its end and
+    /// that buffer is writable guest RAM (checked).
+    public let statusByte: GuestAddress?
+
+    /// A refused chain at `head`.
+    public init(head: UInt16, error: ChainError, statusByte: GuestAddress?) {
+        self.head = head
+        self.error = error
+        self.statusByte = statusByte
+    }
+
+    /// The head and the error, for logs.
+    public var description: String { "chain at head \(head) refused: \(error)" }
+}
+
 /// What went wrong with a virtqueue.
 public enum VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// One chain was malformed; it was completed with length zero and the queue goes on.
-    case invalidChain(head: UInt16, ChainError)
+    /// One chain was malformed. It stays in flight until the caller completes it (after
+    /// reporting the error in its status byte) or breaks the queue.
+    case invalidChain(MalformedChain)
     /// The queue cannot go on; the device should set DEVICE_NEEDS_RESET. Every later call
     /// fails the same way until the queue is reset.
     case broken(QueueFault)
@@ -56,7 +86,7 @@ public enum VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What the driver got wrong, and where.
     public var description: String {
         switch self {
-        case let .invalidChain(head, error): "chain at head \(head) refused: \(error)"
+        case let .invalidChain(chain): "\(chain)"
         case let .broken(fault): "virtqueue broken: \(fault)"
         case .notReady: "virtqueue is not ready"
         }
@@ -77,6 +107,11 @@ public enum QueueFault: Error, Hashable, Sendable, CustomStringConvertible {
     case ringAccess(GuestMemoryError)
     /// The queue's layout is invalid (size or ring placement).
     case invalidLayout(String)
+    /// A malformed chain whose error the device had no status byte to report in.
+    case malformedChain(MalformedChain)
+    /// A well-formed chain carrying a request the device cannot answer (a virtio-blk request
+    /// without a writable status byte).
+    case unanswerableRequest(head: UInt16, reason: String)
 
     /// What the driver got wrong, and where.
     public var description: String {
@@ -88,6 +123,8 @@ public enum QueueFault: Error, Hashable, Sendable, CustomStringConvertible {
         case let .headNotInFlight(head): "head \(head) is not in flight"
         case let .ringAccess(error): "ring access failed: \(error)"
         case let .invalidLayout(reason): "invalid queue layout: \(reason)"
+        case let .malformedChain(chain): "\(chain), and it has no status byte to report that in"
+        case let .unanswerableRequest(head, reason): "the request at head \(head) cannot be answered: \(reason)"
         }
     }
 }

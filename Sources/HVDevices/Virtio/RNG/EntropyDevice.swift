@@ -45,7 +45,7 @@ public final class EntropyDevice: VirtioDevice {
         // Holding the lock while serving makes reset() wait for a request under way.
         queue.withLock { queue in
             guard let queue else { return }
-            queue.processAvailable { chain in fill(chain, in: queue.memory) }
+            queue.processAvailable { chain in .used(length: fill(chain, in: queue.memory)) }
         }
     }
 

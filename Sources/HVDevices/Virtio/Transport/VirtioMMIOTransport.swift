@@ -38,6 +38,11 @@ public final class VirtioMMIOTransport: BusDevice {
     private let active = Atomic<Bool>(false)
     private let refusedAccesses = Atomic<UInt64>(0)
     private let notifications = Atomic<UInt64>(0)
+    /// Each queue's notifier eventfd, once attached: signalling it resumes work left over by a
+    /// notification that used up its budget, on the event loop, behind other waiting work.
+    private let resumeSignals = Mutex<[Int: EventFD]>([:])
+    /// Queues whose leftover work waits for the notifying thread (no notifier attached).
+    private let resumeRequested = Mutex<Set<Int>>([])
     private let logger: Logger
 
     /// - Parameters:
@@ -131,6 +136,13 @@ public final class VirtioMMIOTransport: BusDevice {
     /// device on the loop's thread without an exit to the VMM. Register the results with the
     /// hypervisor (HVKVM: `VirtualMachine.registerIOEventFD`); unregister them with
     /// ``detachNotifiers(_:from:)``.
+    ///
+    /// The transport also uses them to resume a queue whose notification used up its budget
+    /// (see ``LockedVirtqueue``), so that the rest of the work runs on `loop` in turn with
+    /// everything else there, and a notification by MMIO exit returns to the vCPU after one
+    /// budget. Attach them even when the hypervisor does not deliver kicks through them. Without
+    /// them, the notified thread serves the rest itself, one budget at a time with the queue's
+    /// lock released in between.
     public func attachNotifiers(on loop: EventLoop) throws(Errno) -> [QueueNotifier] {
         var notifiers: [QueueNotifier] = []
         do throws(Errno) {
@@ -147,11 +159,19 @@ public final class VirtioMMIOTransport: BusDevice {
             detachNotifiers(notifiers, from: loop)
             throw error
         }
+        resumeSignals.withLock { signals in
+            for notifier in notifiers { signals[notifier.queueIndex] = notifier.eventFD }
+        }
         return notifiers
     }
 
     /// Stops serving notifiers made by ``attachNotifiers(on:)``.
     public func detachNotifiers(_ notifiers: [QueueNotifier], from loop: EventLoop) {
+        resumeSignals.withLock { signals in
+            for notifier in notifiers where signals[notifier.queueIndex] === notifier.eventFD {
+                signals[notifier.queueIndex] = nil
+            }
+        }
         for notifier in notifiers { loop.unregister(notifier.registration) }
     }
 
@@ -319,7 +339,8 @@ public final class VirtioMMIOTransport: BusDevice {
             var configured = queue
             configured.eventIndexEnabled = features.contains(.eventIndex)
             configured.indirectEnabled = features.contains(.indirectDescriptors)
-            return LockedVirtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger, events: guestEvents)
+            return LockedVirtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger,
+                                   events: guestEvents, resume: { [weak self] in self?.requestResume(queue: index) })
         }
         return (.activate(VirtioActivation(memory: memory, features: features, queues: queues, interrupt: interrupt)), refusal)
     }
@@ -333,6 +354,18 @@ public final class VirtioMMIOTransport: BusDevice {
         }
         notifications.add(1, ordering: .relaxed)
         device.queueNotified(index)
+        // No notifier to come back on: serve the rest here, one budget at a time, with every
+        // lock released in between.
+        while resumeRequested.withLock({ $0.remove(index) != nil }), active.load(ordering: .acquiring) {
+            device.queueNotified(index)
+        }
+    }
+
+    /// A queue used up its budget with work left: come back to it on the event loop if its
+    /// notifier is attached, otherwise on the thread that notified.
+    private func requestResume(queue index: Int) {
+        if let signal = resumeSignals.withLock({ $0[index] }), (try? signal.signal()) != nil { return }
+        resumeRequested.withLock { _ = $0.insert(index) }
     }
 
     // MARK: Configuration space

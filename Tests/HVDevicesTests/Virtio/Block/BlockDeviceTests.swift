@@ -245,22 +245,52 @@ struct BlockDeviceHostileTests {
         #expect(try rig.run([try rig.header(type: 0, sector: 0), (dataAddress, 512, true), rig.statusBuffer]) == (1, 1))
     }
 
-    @Test func missingStatusDescriptorIsReturnedEmpty() throws {
+    /// No writable status byte: nothing can carry an error, so the queue breaks and the device
+    /// asks for a reset instead of returning a request the driver could read as done.
+    @Test func missingStatusDescriptorBreaksTheQueue() throws {
         let rig = try BlockRig(.sync)
-        try rig.memory.write(UInt8(0xEE), at: status)
+        try rig.memory.write(UInt8(0), at: status)
         try rig.queue.addChain([try rig.header(type: 0, sector: 0), (status, 1, false)])
         rig.mmio.notify(0)
-        let used = try rig.queue.takeUsed()
-        #expect(used.count == 1 && used[0].length == 0)
-        #expect(try rig.memory.read(UInt8.self, at: status) == 0xEE)
+        #expect(try rig.queue.takeUsed().isEmpty)
+        #expect(rig.mmio.status.contains(.needsReset))
+        #expect(try rig.memory.read(UInt8.self, at: status) == 0)
+        #expect(rig.transport.queueCounts.brokenQueues == 1)
     }
 
-    @Test func statusInReadOnlyMemoryIsRefusedAsAChain() throws {
+    @Test func statusInReadOnlyMemoryBreaksTheQueue() throws {
         let rig = try BlockRig(.sync)
         try rig.queue.addChain([try rig.header(type: 0, sector: 0), (readOnlyAddress, 1, true)])
         rig.mmio.notify(0)
+        #expect(try rig.queue.takeUsed().isEmpty)
+        #expect(rig.mmio.status.contains(.needsReset))
+    }
+
+    /// Each kind of malformed chain, with a stale 0 (OK) in the status byte a reused request
+    /// buffer would hold: the driver gets IOERR there, or no completion and DEVICE_NEEDS_RESET;
+    /// never a completion that reads as OK, and never data moved.
+    @Test(arguments: MalformedRequest.allCases)
+    func aMalformedChainIsNeverReportedAsOK(kind: MalformedRequest) throws {
+        let rig = try BlockRig(.sync)
+        let before = try rig.file.read(at: 0, count: 4096)
+        try rig.memory.write(UInt8(0), at: status)
+        try kind.post(on: &rig.queue, header: try rig.header(type: 1, sector: 0), status: status)
+        rig.mmio.notify(0)
         let used = try rig.queue.takeUsed()
-        #expect(used.count == 1 && used[0].length == 0)
+        let statusByte = try rig.memory.read(UInt8.self, at: status)
+        switch kind.expected {
+        case .ioError:
+            #expect(used.count == 1 && used.first?.length == 1)
+            #expect(statusByte == 1)
+            #expect(!rig.mmio.status.contains(.needsReset))
+            // The queue goes on serving.
+            #expect(try rig.run([try rig.header(type: 8, sector: 0), (dataAddress, 20, true), rig.statusBuffer]).status == 0)
+        case .needsReset:
+            #expect(used.isEmpty)
+            #expect(rig.mmio.status.contains(.needsReset))
+        }
+        #expect(try rig.file.read(at: 0, count: 4096) == before)
+        #expect(rig.transport.queueCounts.rejectedChains == 1)
     }
 
     @Test func shortHeaderFailsWithIOErr() throws {
@@ -345,5 +375,59 @@ struct BlockDeviceHostileTests {
         let file = try ScratchFile(size: 100) { UInt8(truncatingIfNeeded: $0 / 512 &+ $0) }
         #expect(throws: DiskImageError.empty(path: file.path)) { try DiskImage(path: file.path) }
         #expect(throws: DiskImageError.self) { try DiskImage(path: "/nonexistent/disk.img") }
+    }
+}
+
+/// Malformed write requests, each posted with a valid header and a status byte at the end
+/// where the chain can still be walked to it.
+enum MalformedRequest: String, CaseIterable, CustomTestStringConvertible {
+    case dataOutsideRAM, dataAcrossTheHole, readableAfterWritable, loop, nextOutOfRange, badIndirectTable, nestedIndirect
+
+    enum Outcome { case ioError, needsReset }
+
+    var testDescription: String { rawValue }
+
+    /// IOERR when the walk reaches a writable last byte, otherwise NEEDS_RESET.
+    var expected: Outcome {
+        switch self {
+        case .dataOutsideRAM, .dataAcrossTheHole, .readableAfterWritable: .ioError
+        case .loop, .nextOutOfRange, .badIndirectTable, .nestedIndirect: .needsReset
+        }
+    }
+
+    func post(on queue: inout DriverQueue, header: (address: GuestAddress, length: UInt32, writable: Bool),
+              status: GuestAddress) throws {
+        let data = GuestAddress(0x10000)
+        let indirectTable = GuestAddress(0xA000)
+        let headerDescriptor = Descriptor(address: header.address.rawValue, length: header.length, flags: [.next], next: 1)
+        let statusDescriptor = Descriptor(address: status.rawValue, length: 1, flags: [.write])
+        let base = queue.availableIndex &* 3 & (queue.size - 1)
+        func at(_ index: UInt16) -> UInt16 { (base + index) & (queue.size - 1) }
+        var descriptors: [Descriptor]
+        switch self {
+        case .dataOutsideRAM:
+            descriptors = [headerDescriptor, Descriptor(address: 0x1_0000_0000, length: 512, flags: [.next], next: 2), statusDescriptor]
+        case .dataAcrossTheHole:
+            descriptors = [headerDescriptor, Descriptor(address: holeAddress.rawValue - 256, length: 512, flags: [.next], next: 2), statusDescriptor]
+        case .readableAfterWritable:
+            descriptors = [Descriptor(address: data.rawValue, length: 512, flags: [.write, .next], next: 1),
+                           Descriptor(address: header.address.rawValue, length: header.length, flags: [.next], next: 2), statusDescriptor]
+        case .loop:
+            descriptors = [headerDescriptor, Descriptor(address: data.rawValue, length: 512, flags: [.next], next: 0), statusDescriptor]
+        case .nextOutOfRange:
+            descriptors = [headerDescriptor, Descriptor(address: data.rawValue, length: 512, flags: [.next], next: 0x7FFF), statusDescriptor]
+        case .badIndirectTable:
+            descriptors = [Descriptor(address: indirectTable.rawValue, length: 17, flags: [.indirect])]
+        case .nestedIndirect:
+            try queue.writeDescriptor(0, Descriptor(address: indirectTable.rawValue, length: 16, flags: [.indirect]), table: indirectTable)
+            descriptors = [Descriptor(address: indirectTable.rawValue, length: 16, flags: [.indirect])]
+        }
+        // Relative `next` fields become slots of this queue.
+        for (offset, descriptor) in descriptors.enumerated() {
+            var placed = descriptor
+            if descriptor.descriptorFlags.contains(.next), descriptor.next < 3 { placed.next = at(descriptor.next) }
+            try queue.writeDescriptor(at(UInt16(offset)), placed)
+        }
+        try queue.publish(at(0))
     }
 }

@@ -7,20 +7,25 @@ import Testing
 private let data = GuestAddress(0x8000)
 private let table = GuestAddress(0xA000)
 
-/// Pops the next chain and expects it to be refused with `error`, completed with length zero,
-/// and the queue to stay usable.
+/// Pops the next chain and expects it to be refused with `error`, offering `statusByte` (nil:
+/// none) to report that in, and to stay in flight until the device completes it; the queue
+/// stays usable.
 private func expectRefused(
-    _ error: ChainError, driver: inout DriverQueue, queue: inout SplitQueue, head: UInt16,
+    _ error: ChainError, statusByte: GuestAddress? = nil, driver: inout DriverQueue, queue: inout SplitQueue, head: UInt16,
     sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
     let memory = driver.memory
-    #expect(throws: VirtqueueError.invalidChain(head: head, error), sourceLocation: sourceLocation) {
+    let refused = MalformedChain(head: head, error: error, statusByte: statusByte)
+    #expect(throws: VirtqueueError.invalidChain(refused), sourceLocation: sourceLocation) {
         try queue.popChain(in: memory)
     }
+    // Nothing is returned to the driver behind the device's back.
+    #expect(try driver.takeUsed().isEmpty, sourceLocation: sourceLocation)
+    #expect(queue.fault == nil && queue.inFlightCount == 1, sourceLocation: sourceLocation)
+    // The device reports the error and completes it; the queue goes on.
+    try queue.addUsed(head: head, length: 1, in: memory)
     let used = try driver.takeUsed()
-    #expect(used.count == 1 && used.first?.id == UInt32(head) && used.first?.length == 0, sourceLocation: sourceLocation)
-    #expect(queue.fault == nil && queue.inFlightCount == 0, sourceLocation: sourceLocation)
-    // The queue goes on: a good chain after the bad one is served.
+    #expect(used.count == 1 && used.first?.id == UInt32(head) && used.first?.length == 1, sourceLocation: sourceLocation)
     try driver.addChain([(data, 8, true)])
     #expect(try queue.popChain(in: memory)?.writableLength == 8, sourceLocation: sourceLocation)
 }
@@ -159,6 +164,54 @@ struct SplitQueueHostileTests {
         try driver.writeDescriptor(1, Descriptor(address: 0x10_0000, length: 2))
         try driver.publish(0)
         try expectRefused(.chainTooLarge, driver: &driver, queue: &queue, head: 0)
+    }
+
+    // MARK: Where a refused chain's error can be reported
+
+    /// The walk goes on past a bad buffer, so the chain's last buffer is found: when it is
+    /// writable RAM its last byte is offered as the status byte (virtio-blk writes IOERR there).
+    @Test mutating func badBufferBeforeAWritableEndOffersItsLastByte() throws {
+        let status = GuestAddress(0x9000)
+        try driver.writeDescriptor(0, Descriptor(address: 0x1_0000_0000, length: 16, flags: [.next], next: 1))
+        try driver.writeDescriptor(1, Descriptor(address: data.rawValue, length: 512, flags: [.write, .next], next: 2))
+        try driver.writeDescriptor(2, Descriptor(address: status.rawValue, length: 4, flags: [.write]))
+        try driver.publish(0)
+        try expectRefused(.badBuffer(.outOfBounds(address: GuestAddress(0x1_0000_0000), length: 16)),
+                          statusByte: GuestAddress(status.rawValue + 3), driver: &driver, queue: &queue, head: 0)
+    }
+
+    @Test mutating func readableAfterWritableBeforeAWritableEnd() throws {
+        try driver.writeDescriptor(0, Descriptor(address: data.rawValue, length: 4, flags: [.write, .next], next: 1))
+        try driver.writeDescriptor(1, Descriptor(address: data.rawValue, length: 4, flags: [.next], next: 2))
+        try driver.writeDescriptor(2, Descriptor(address: 0x9000, length: 1, flags: [.write]))
+        try driver.publish(0)
+        try expectRefused(.readableAfterWritable(index: 1), statusByte: GuestAddress(0x9000), driver: &driver, queue: &queue, head: 0)
+    }
+
+    @Test mutating func badBufferInsideAnIndirectTableBeforeAWritableEnd() throws {
+        try driver.writeDescriptor(0, Descriptor(address: holeAddress.rawValue, length: 8, flags: [.next], next: 1), table: table)
+        try driver.writeDescriptor(1, Descriptor(address: 0x9000, length: 1, flags: [.write]), table: table)
+        try driver.writeDescriptor(0, Descriptor(address: table.rawValue, length: 32, flags: [.indirect]))
+        try driver.publish(0)
+        try expectRefused(.badBuffer(.outOfBounds(address: holeAddress, length: 8)), statusByte: GuestAddress(0x9000),
+                          driver: &driver, queue: &queue, head: 0)
+    }
+
+    /// A writable last buffer that is itself bad, read-only or empty offers nothing.
+    @Test(arguments: [(readOnlyAddress, 1), (GuestAddress(0x1_0000_0000), 1), (GuestAddress(0x9000), 0)] as [(GuestAddress, UInt32)])
+    mutating func noStatusByteWhenTheLastBufferCannotCarryIt(address: GuestAddress, length: UInt32) throws {
+        try driver.writeDescriptor(0, Descriptor(address: holeAddress.rawValue, length: 8, flags: [.next], next: 1))
+        try driver.writeDescriptor(1, Descriptor(address: address.rawValue, length: length, flags: [.write]))
+        try driver.publish(0)
+        try expectRefused(.badBuffer(.outOfBounds(address: holeAddress, length: 8)), driver: &driver, queue: &queue, head: 0)
+    }
+
+    /// A bad buffer followed by a loop: the walk cannot find the end, so nothing is offered.
+    @Test mutating func badBufferThenALoopOffersNothing() throws {
+        try driver.writeDescriptor(0, Descriptor(address: holeAddress.rawValue, length: 8, flags: [.next], next: 1))
+        try driver.writeDescriptor(1, Descriptor(address: 0x9000, length: 1, flags: [.write, .next], next: 1))
+        try driver.publish(0)
+        try expectRefused(.descriptorLoop(index: 1, indirect: false), driver: &driver, queue: &queue, head: 0)
     }
 
     // MARK: Faults that break the queue
