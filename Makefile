@@ -5,7 +5,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench deps guests artifacts lint docs clean
+.PHONY: demo test bench deps guests artifacts lint docs fuzz clean
 
 ## Installs the system packages HVKit builds against, where they are missing.
 DEB_PACKAGES := libaio-dev linux-libc-dev zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
@@ -40,6 +40,12 @@ lint:
 ## warning (a broken symbol link, a topic that names nothing): Scripts/build-docs.sh.
 docs: deps
 	sh Scripts/build-docs.sh
+
+## Builds the libFuzzer targets (Fuzz/) with AddressSanitizer and runs each for FUZZ_SECONDS
+## (default 60) after its regression inputs: Scripts/fuzz.sh. CI runs it for 10 s a target.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	sh Scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 ## Builds hv-bench (and minivmm, which three figures run) as release binaries with the Swift
 ## runtime linked in, and runs it. banner_vs_qemu's baseline is QEMU, installed here.

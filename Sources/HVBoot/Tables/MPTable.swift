@@ -28,7 +28,7 @@ public struct MPTable: Sendable, Hashable {
         guard (1...254).contains(vcpuCount) else {
             throw .badField(name: "the MP table's processor count", value: UInt64(max(0, vcpuCount)), reason: "1 to 254 (APIC IDs below the I/O APIC's)")
         }
-        guard address.rawValue + 0x400 <= UInt64(UInt32.max) else {
+        guard address.rawValue <= UInt64(UInt32.max) - 0x400 else {
             throw .badField(name: "the MP table's address", value: address.rawValue, reason: "must lie below 4 GiB")
         }
         self.vcpuCount = vcpuCount

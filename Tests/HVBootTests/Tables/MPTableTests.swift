@@ -39,4 +39,11 @@ import Testing
         }
         #expect(throws: LinuxBootError.self) { try MPTable(vcpuCount: 1, at: GuestAddress(0xFFFF_FF00)) }
     }
+
+    /// Found by fuzz-boot-tables: an address within 1 KiB of the top of the address space made
+    /// the range check itself overflow (a trap) instead of refusing it.
+    @Test("an address at the top of the address space is refused, not overflowed", arguments: [UInt64.max, .max - 0x3FF, 0xFFFF_FFFF_FFFF_F000] as [UInt64])
+    func addressNearTheTopIsRefused(address: UInt64) {
+        #expect(throws: LinuxBootError.self) { try MPTable(vcpuCount: 1, at: GuestAddress(address)) }
+    }
 }

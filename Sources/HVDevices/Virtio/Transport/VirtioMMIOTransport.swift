@@ -38,11 +38,8 @@ public final class VirtioMMIOTransport: BusDevice {
     private let active = Atomic<Bool>(false)
     private let refusedAccesses = Atomic<UInt64>(0)
     private let notifications = Atomic<UInt64>(0)
-    /// Each queue's notifier eventfd, once attached: signalling it resumes work left over by a
-    /// notification that used up its budget, on the event loop, behind other waiting work.
-    private let resumeSignals = Mutex<[Int: EventFD]>([:])
-    /// Queues whose leftover work waits for the notifying thread (no notifier attached).
-    private let resumeRequested = Mutex<Set<Int>>([])
+    /// How queues whose notification used up its budget come back for the rest.
+    private let resumer = QueueResumer()
     private let logger: Logger
 
     /// - Parameters:
@@ -159,19 +156,13 @@ public final class VirtioMMIOTransport: BusDevice {
             detachNotifiers(notifiers, from: loop)
             throw error
         }
-        resumeSignals.withLock { signals in
-            for notifier in notifiers { signals[notifier.queueIndex] = notifier.eventFD }
-        }
+        resumer.attach(notifiers)
         return notifiers
     }
 
     /// Stops serving notifiers made by ``attachNotifiers(on:)``.
     public func detachNotifiers(_ notifiers: [QueueNotifier], from loop: EventLoop) {
-        resumeSignals.withLock { signals in
-            for notifier in notifiers where signals[notifier.queueIndex] === notifier.eventFD {
-                signals[notifier.queueIndex] = nil
-            }
-        }
+        resumer.detach(notifiers)
         for notifier in notifiers { loop.unregister(notifier.registration) }
     }
 
@@ -340,7 +331,7 @@ public final class VirtioMMIOTransport: BusDevice {
             configured.eventIndexEnabled = features.contains(.eventIndex)
             configured.indirectEnabled = features.contains(.indirectDescriptors)
             return LockedVirtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger,
-                                   events: guestEvents, resume: { [weak self] in self?.requestResume(queue: index) })
+                                   events: guestEvents, resume: { [resumer] in resumer.requestResume(queue: index) })
         }
         return (.activate(VirtioActivation(memory: memory, features: features, queues: queues, interrupt: interrupt)), refusal)
     }
@@ -356,16 +347,9 @@ public final class VirtioMMIOTransport: BusDevice {
         device.queueNotified(index)
         // No notifier to come back on: serve the rest here, one budget at a time, with every
         // lock released in between.
-        while resumeRequested.withLock({ $0.remove(index) != nil }), active.load(ordering: .acquiring) {
+        while resumer.takeRequest(queue: index), active.load(ordering: .acquiring) {
             device.queueNotified(index)
         }
-    }
-
-    /// A queue used up its budget with work left: come back to it on the event loop if its
-    /// notifier is attached, otherwise on the thread that notified.
-    private func requestResume(queue index: Int) {
-        if let signal = resumeSignals.withLock({ $0[index] }), (try? signal.signal()) != nil { return }
-        resumeRequested.withLock { _ = $0.insert(index) }
     }
 
     // MARK: Configuration space
@@ -405,6 +389,40 @@ public final class VirtioMMIOTransport: BusDevice {
         guestEvents.record("refused-access", level: .debug, "refused virtio-mmio access",
                            metadata: ["device": "\(device.deviceType)", "access": "\(what)"])
         return value
+    }
+}
+
+/// Brings queues back for work left when a notification used up its budget: through the
+/// queue's notifier eventfd (so the event loop serves it in turn with everything else), or,
+/// with no notifier attached, by a request the notifying thread picks up. Apart from the
+/// transport so that queues can hold it without holding the transport.
+private final class QueueResumer: Sendable {
+    private let signals = Mutex<[Int: EventFD]>([:])
+    private let requested = Mutex<Set<Int>>([])
+
+    func attach(_ notifiers: [VirtioMMIOTransport.QueueNotifier]) {
+        signals.withLock { signals in
+            for notifier in notifiers { signals[notifier.queueIndex] = notifier.eventFD }
+        }
+    }
+
+    func detach(_ notifiers: [VirtioMMIOTransport.QueueNotifier]) {
+        signals.withLock { signals in
+            for notifier in notifiers where signals[notifier.queueIndex] === notifier.eventFD {
+                signals[notifier.queueIndex] = nil
+            }
+        }
+    }
+
+    func requestResume(queue index: Int) {
+        if let signal = signals.withLock({ $0[index] }), (try? signal.signal()) != nil { return }
+        requested.withLock { _ = $0.insert(index) }
+    }
+
+    /// Whether a resumption of queue `index` was requested for the notifying thread (and
+    /// forgets the request).
+    func takeRequest(queue index: Int) -> Bool {
+        requested.withLock { $0.remove(index) != nil }
     }
 }
 

@@ -1,0 +1,23 @@
+import FuzzSupport
+import HVBoot
+import HVCore
+
+// ELF parsing, note lookup (the PVH entry every ELF or extracted bzImage boot reads) and
+// loading into guest memory, from arbitrary bytes.
+
+private let memory = fuzzMemory()
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzELF(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    var input = FuzzInput(data, size)
+    guard let image = try? ELF64Image(bytes: input.rest()) else { return 0 }
+    _ = try? image.notes()
+    _ = try? PVH.entryPoint(of: image)
+    try? image.load(into: memory)
+    return 0
+}
+
+@_cdecl("fuzz_elf_main")
+public func fuzz_elfMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    runFuzzer(argc, argv, fuzzELF)
+}
