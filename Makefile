@@ -5,7 +5,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench deps guests artifacts lint docs fuzz clean
+.PHONY: demo test bench deps guests artifacts lint docs fuzz sanitize sanitize-ci clean
 
 ## Installs the system packages HVKit builds against, where they are missing.
 DEB_PACKAGES := libaio-dev linux-libc-dev zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
@@ -40,6 +40,21 @@ lint:
 ## warning (a broken symbol link, a topic that names nothing): Scripts/build-docs.sh.
 docs: deps
 	sh Scripts/build-docs.sh
+
+## Runs the whole suite (but the Linux boots) under AddressSanitizer, then the suites where
+## threads meet (queues and devices, the event loop, vCPU runners and schedulers, hypercall
+## waits) under ThreadSanitizer; each in its own build directory. CI runs sanitize-ci: ASan on
+## the device and queue suites.
+TSAN_SUITES := HVDevicesTests|HVCoreTests|PauseResumeTests|GuestStopTests|SMPTests|VCPUSchedulerTests|HypercallDispatcherTests
+sanitize: deps
+	$(SWIFT) build --build-tests --build-path .build-asan --sanitize=address
+	$(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --skip '$(LINUX_BOOTS)'
+	$(SWIFT) build --build-tests --build-path .build-tsan --sanitize=thread
+	$(SWIFT) test --skip-build --build-path .build-tsan --sanitize=thread --filter '$(TSAN_SUITES)'
+
+sanitize-ci: deps
+	$(SWIFT) build --build-tests --build-path .build-asan --sanitize=address
+	$(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --filter HVDevicesTests
 
 ## Builds the libFuzzer targets (Fuzz/) with AddressSanitizer and runs each for FUZZ_SECONDS
 ## (default 60) after its regression inputs: Scripts/fuzz.sh. CI runs it for 10 s a target.

@@ -21,6 +21,8 @@ struct VMOptions {
     var extract: Bool
     /// nil: PVH when the kernel has the note, else the 64-bit protocol.
     var bootProtocol: LinuxBootProtocol?
+    /// Whether each thread runs under its seccomp allow list (MachineSystemCalls).
+    var seccomp: Bool
 
     init(command: MiniVMM) throws {
         if let path = command.kernel {
@@ -48,6 +50,7 @@ struct VMOptions {
         virtioConsole = try command.virtioConsole.map { try Self.sink($0, option: "--virtio-console") }
         bootTimer = command.bootTimer
         extract = !command.noExtract
+        seccomp = !command.noSeccomp
         switch command.boot {
         case "auto": bootProtocol = nil
         case "linux64": bootProtocol = .linux64
@@ -88,6 +91,9 @@ final class MicroVM {
     init(_ options: VMOptions) throws {
         var configuration = MachineConfiguration(memorySize: options.memoryBytes, vcpuCount: options.cpus)
         configuration.name = "minivmm"
+        // A system call outside a thread's list kills the process: a compromised device model
+        // cannot open files, start programs or reach the network.
+        configuration.systemCallFilter = options.seccomp ? .killProcess : nil
         machine = try Machine(configuration)
         try machine.addLegacyDevices(console: options.console)
         if options.bootTimer {
@@ -128,15 +134,20 @@ final class MicroVM {
     /// Runs the guest until it ends or minivmm gets SIGINT or SIGTERM; the machine's shutdown
     /// finishes every request in flight and flushes the disks.
     func run(signals: SignalWatcher) -> Outcome {
-        signals.watch { [machine] in machine.stop() }
         do {
             try machine.start { _ throws(KVMError) in
                 // The vCPU enters the guest right after this.
                 Report.firstRun.withLock { first in if first == 0 { first = HostClock.monotonicNanoseconds() } }
             }
+            // From here this thread only waits, stops and shuts down; the signal thread made
+            // next inherits its filter.
+            try machine.restrictCallingThread()
         } catch {
+            machine.stop()
+            _ = machine.wait()
             return Outcome(status: 1, message: "the vCPUs could not start: \(error)")
         }
+        signals.watch { [machine] in machine.stop() }
         let result = machine.wait()
         Report.write(memory: machine.memory)
         let lost = result.shutdown.isClean ? "" : " (\(result.shutdown))"

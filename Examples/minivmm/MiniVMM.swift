@@ -54,6 +54,9 @@ struct MiniVMM: ParsableCommand {
     @Flag(help: "Enter a bzImage through its own decompressor instead of extracting it on the host.")
     var noExtract = false
 
+    @Flag(help: "Run without the seccomp filters that otherwise restrict each thread (vCPUs, the event loop, the main thread) to the system calls it needs; a call outside them kills minivmm.")
+    var noSeccomp = false
+
     @Option(help: "A file of options, one per line (kernel=PATH, disk=PATH,readonly, rng, ...); '#' starts a comment.")
     var config: String?
 
@@ -101,6 +104,7 @@ struct MiniVMM: ParsableCommand {
             case "virtio-console": virtioConsole = value
             case "boot-timer": bootTimer = true
             case "no-extract": noExtract = true
+            case "no-seccomp": noSeccomp = true
             case "boot": boot = value
             default: throw ValidationError("\(path):\(lineIndex + 1): unknown option '\(key)'")
             }

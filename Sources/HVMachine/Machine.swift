@@ -100,7 +100,20 @@ public final class Machine: Sendable {
             events = shared
             ownsEventLoop = false
         } else {
-            events = try during(.startEventLoop) { try EventLoop(name: "\(configuration.name)-io") }
+            let loop = try during(.startEventLoop) { try EventLoop(name: "\(configuration.name)-io") }
+            if let action = configuration.systemCallFilter {
+                MachineSystemCalls.prepareProcess()
+                let filter = MachineSystemCalls.eventLoop(mismatchAction: action)
+                let outcome = loop.perform { () -> SeccompError? in
+                    do throws(SeccompError) { try filter.installOnCurrentThread() } catch { return error }
+                    return nil
+                }
+                guard let outcome, outcome == nil else {
+                    loop.shutdown()
+                    throw MachineError(.restrictSystemCalls, reason: "the event loop's filter: \(outcome.flatMap { $0.map { "\($0)" } } ?? "the loop stopped")")
+                }
+            }
+            events = loop
             ownsEventLoop = true
         }
         state = Mutex(State(allocator: DeviceAllocator(areaStart: configuration.deviceAreaStart, areaSize: configuration.deviceAreaSize,
@@ -177,9 +190,15 @@ public final class Machine: Sendable {
         state.withLock { $0.runner = runner }
         do {
             let setup = try vcpuSetup(for: boot)
+            let filter = configuration.systemCallFilter.map { MachineSystemCalls.vcpu(mismatchAction: $0) }
             try runner.start(vcpuCount: configuration.vcpuCount) { vcpu throws(KVMError) in
                 try setup(vcpu)
                 try onVCPUReady?(vcpu)
+                // Last: from here the thread only runs the guest and serves its exits.
+                do throws(SeccompError) { try filter?.installOnCurrentThread() } catch {
+                    if case let .install(errno) = error { throw .systemCall("seccomp (vcpu \(vcpu.id))", errno) }
+                    throw .invalidArgument("seccomp (vcpu \(vcpu.id)): \(error)")
+                }
             }
         } catch {
             state.withLock { $0.phase = .stopped }

@@ -47,6 +47,14 @@ public struct MachineConfiguration: Sendable {
     /// The machine's name, used for its threads and log labels, and as the `vm` dimension of
     /// its metrics.
     public var name: String = "hvkit"
+    /// When set, the machine's threads run under seccomp allow lists
+    /// (``MachineSystemCalls``): the event loop from creation, each vCPU thread from just before
+    /// it first enters the guest, and the waiting thread once it calls
+    /// ``Machine/restrictCallingThread()``. A call outside its thread's list meets this action
+    /// (`.killProcess` in production). Nil (the default) installs nothing. Applies to the
+    /// machine's own runner and event loop, not to a shared ``sharedEventLoop`` or a
+    /// `VCPUScheduler`'s workers, which serve other machines too.
+    public var systemCallFilter: SeccompAction?
     /// Where the machine logs (swift-log).
     public var logger: Logger = Logger(label: "hvkit.machine")
 

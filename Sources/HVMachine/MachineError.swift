@@ -33,6 +33,8 @@ public struct MachineError: Error, Sendable, CustomStringConvertible {
         case start = "starting the vCPUs"
         /// Finishing in-flight requests and flushing disks after the vCPUs stopped.
         case shutdown = "shutting down"
+        /// Installing a thread's seccomp filter (``MachineConfiguration/systemCallFilter``).
+        case restrictSystemCalls = "restricting system calls"
     }
 
     /// The step that failed.

@@ -7,6 +7,8 @@
 // No _GNU_SOURCE here: it would make these system headers differ from the ones in Swift's
 // Glibc module. memfd_create is called through syscall(2) for that reason.
 #include <linux/memfd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <sys/eventfd.h>
@@ -72,5 +74,16 @@ static const int HV_EFD_CLOEXEC = EFD_CLOEXEC;
 static const int HV_EFD_NONBLOCK = EFD_NONBLOCK;
 static const int HV_EFD_SEMAPHORE = EFD_SEMAPHORE;
 static const int HV_MADV_HUGEPAGE = MADV_HUGEPAGE;
+
+
+/// Installs a seccomp filter of `count` classic BPF instructions (struct sock_filter, 8 bytes
+/// each) on the calling thread, after setting no_new_privs as an unprivileged filter needs.
+/// Threads the caller creates later inherit it; other threads are unaffected. Returns 0, or
+/// -1 with errno set.
+static inline int hv_seccomp_install_filter(const void *instructions, unsigned short count) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+    struct sock_fprog program = { .len = count, .filter = (struct sock_filter *)instructions };
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+}
 
 #endif

@@ -20,6 +20,8 @@ public final class EventLoop: Sendable {
 
     private struct State {
         var handlers: [UInt64: @Sendable () -> Void] = [:]
+        /// Work queued by ``perform(_:)`` for the loop's thread.
+        var work: [@Sendable () -> Void] = []
         var nextToken: UInt64 = 1
         var thread: HostThread?
     }
@@ -85,6 +87,34 @@ public final class EventLoop: Sendable {
         _ = hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_DEL, registration.fileDescriptor.rawValue, 0, 0)
     }
 
+    /// Runs `work` on the loop's thread, between handlers, and returns its result: for what
+    /// must happen on that thread itself (installing its seccomp filter, say). Must not be
+    /// called from a handler; nil if the loop has stopped.
+    public func perform<Result: Sendable>(_ work: @escaping @Sendable () -> Result) -> Result? {
+        guard !stopping.load(ordering: .acquiring), let done = try? EventFD(nonBlocking: true) else { return nil }
+        let result = Mutex<Result?>(nil)
+        state.withLock { state in
+            state.work.append {
+                let value = work()
+                result.withLock { $0 = value }
+                try? done.signal()
+            }
+        }
+        do {
+            try wake.signal()
+            // Waits for the work to signal; a loop that stopped first never runs it, so the wait
+            // wakes up now and then to check.
+            while try done.consume() == nil {
+                guard !stopping.load(ordering: .acquiring) else { return nil }
+                var waiter = pollfd(fd: done.fileDescriptor.rawValue, events: Int16(POLLIN), revents: 0)
+                _ = poll(&waiter, 1, 50)
+            }
+        } catch {
+            return nil
+        }
+        return result.withLock { $0 }
+    }
+
     /// Ends the loop's thread and waits for it. Registered handlers are dropped. Idempotent;
     /// must not be called from a handler.
     public func shutdown() {
@@ -95,6 +125,15 @@ public final class EventLoop: Sendable {
             return state.thread.take()
         }
         thread?.join()
+    }
+
+    private func runQueuedWork() {
+        _ = try? wake.consume()
+        let work = state.withLock { state in
+            defer { state.work.removeAll() }
+            return state.work
+        }
+        for item in work { item() }
     }
 
     private func run() {
@@ -112,7 +151,11 @@ public final class EventLoop: Sendable {
                 logger.error("epoll_wait failed; the event loop stops", metadata: ["errno": "\(Errno(rawValue: errno))"])
                 return
             }
-            for index in 0..<Int(count) where tokens[index] != Self.wakeToken {
+            for index in 0..<Int(count) {
+                guard tokens[index] != Self.wakeToken else {
+                    runQueuedWork()
+                    continue
+                }
                 let handler = state.withLock { $0.handlers[tokens[index]] }
                 handler?()
             }

@@ -1,0 +1,87 @@
+import HVCore
+import HVKVM
+import Glibc
+
+/// The system calls each kind of a machine's threads makes once the guest runs: the seccomp
+/// allow lists ``MachineConfiguration/systemCallFilter`` installs (Firecracker's split: vCPU
+/// threads, the event loop, the thread that waits for the machine).
+///
+/// The lists were taken from `strace -f` of minivmm booting the Linux test guest with a disk,
+/// the entropy device and a virtio console, plus the paths that run rarely (a flush, the
+/// offload thread started for a write-zeroes, a reset). None of them can open a file, create a
+/// socket, execute a program or fork: `clone` needs CLONE_THREAD, and `clone3` (whose flags a
+/// filter cannot see) fails with ENOSYS so that glibc falls back to `clone`. ioctl is limited to
+/// KVM's requests (type 0xAE), and on the waiting thread also the terminal's (type 'T').
+public enum MachineSystemCalls {
+    /// What every thread needs: memory, signals, futexes, time, thread creation and exit, the
+    /// reads and writes of eventfds and output, and getrandom (hash seeds, virtio-rng).
+    public static let common: [SeccompRule] = ([
+        .read, .write, .readv, .writev, .close, .fstat, .newfstatat, .lseek,
+        .mmap, .mprotect, .munmap, .mremap, .brk, .madvise,
+        .rtSigaction, .rtSigprocmask, .rtSigreturn, .sigaltstack, .tgkill,
+        .schedYield, .nanosleep, .clockNanosleep, .clockGettime, .restartSyscall,
+        .getpid, .gettid, .futex, .exit, .exitGroup, .getrandom, .rseq, .setRobustList, .schedGetaffinity,
+    ] as [SystemCall]).map { SeccompRule($0) } + [
+        // A new thread names itself (PR_SET_NAME); nothing else through prctl.
+        SeccompRule(.prctl, argument: 0, mask: 0xFFFF_FFFF, value: 15),
+        // Threads only (CLONE_THREAD), never a new process.
+        SeccompRule(.clone, argument: 0, mask: 0x0001_0000, value: 0x0001_0000),
+    ]
+
+    /// Disk I/O that device work may do on the thread that was notified: the sync backend's
+    /// reads, writes and flushes, fallocate for discard and write-zeroes, and AIO submission.
+    public static let diskIO: [SeccompRule] = ([
+        .pread64, .pwrite64, .preadv, .pwritev, .preadv2, .pwritev2, .fsync, .fdatasync, .fallocate,
+        .ioSubmit, .ioGetevents,
+    ] as [SystemCall]).map { SeccompRule($0) }
+
+    /// KVM's ioctls (type 0xAE): KVM_RUN, registers, interrupt lines.
+    public static let kvmIoctls = SeccompRule.ioctl(type: 0xAE)
+
+    /// Does once, before any filter, what would otherwise need a forbidden call later: glibc
+    /// reads /etc/localtime the first time anything converts a local time (the CMOS clock,
+    /// log timestamps), and a filtered thread may not open files.
+    public static func prepareProcess() {
+        tzset()
+    }
+
+    /// clone3 fails with ENOSYS (glibc then uses clone, whose flags are checked).
+    static let failing: [SystemCall: Int32] = [.clone3: ENOSYS]
+
+    /// A vCPU thread: KVM_RUN and the exits it serves (device registers, doorbells, hypercalls,
+    /// the queue work a notification by exit does).
+    public static func vcpu(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
+        SeccompFilter(allowing: common + diskIO + [kvmIoctls], failing: failing, mismatchAction: mismatchAction)
+    }
+
+    /// The event loop's thread: epoll, the eventfds of ioeventfds, irqfds and AIO completions,
+    /// the device work they start, console input, and KVM interrupt lines for the 16550.
+    public static func eventLoop(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
+        SeccompFilter(allowing: common + diskIO + [kvmIoctls] + ([.epollWait, .epollPwait, .epollCtl] as [SystemCall]).map { SeccompRule($0) },
+                      failing: failing, mismatchAction: mismatchAction)
+    }
+
+    /// The thread that started the machine and waits for it: stopping the vCPUs, unwiring
+    /// devices (KVM and epoll), draining and flushing disks, unmapping memory, restoring the
+    /// terminal, and waiting for signals.
+    public static func waiter(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
+        SeccompFilter(allowing: common + diskIO + [kvmIoctls, .ioctl(type: UInt8(ascii: "T"))]
+                          + ([.epollCtl, .ioDestroy, .rtSigtimedwait] as [SystemCall]).map { SeccompRule($0) },
+                      failing: failing, mismatchAction: mismatchAction)
+    }
+}
+
+extension Machine {
+    /// Installs ``MachineSystemCalls/waiter(mismatchAction:)`` on the calling thread: call it
+    /// from the thread that waits for the machine, after ``start(onVCPUReady:)``, when
+    /// ``MachineConfiguration/systemCallFilter`` is set (otherwise it does nothing). Threads
+    /// this thread creates afterwards inherit the filter.
+    public func restrictCallingThread() throws(MachineError) {
+        guard let action = configuration.systemCallFilter else { return }
+        do {
+            try MachineSystemCalls.waiter(mismatchAction: action).installOnCurrentThread()
+        } catch {
+            throw MachineError(.restrictSystemCalls, error)
+        }
+    }
+}
