@@ -45,16 +45,17 @@ docs: deps
 ## threads meet (queues and devices, the event loop, vCPU runners and schedulers, hypercall
 ## waits) under ThreadSanitizer; each in its own build directory. CI runs sanitize-ci: ASan on
 ## the device and queue suites.
+LSAN := LSAN_OPTIONS=suppressions=$(CURDIR)/Scripts/lsan.supp
 TSAN_SUITES := HVDevicesTests|HVCoreTests|PauseResumeTests|GuestStopTests|SMPTests|VCPUSchedulerTests|HypercallDispatcherTests
 sanitize: deps
 	$(SWIFT) build --build-tests --build-path .build-asan --sanitize=address
-	$(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --skip '$(LINUX_BOOTS)'
+	$(LSAN) $(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --skip '$(LINUX_BOOTS)'
 	$(SWIFT) build --build-tests --build-path .build-tsan --sanitize=thread
 	$(SWIFT) test --skip-build --build-path .build-tsan --sanitize=thread --filter '$(TSAN_SUITES)'
 
 sanitize-ci: deps
 	$(SWIFT) build --build-tests --build-path .build-asan --sanitize=address
-	$(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --filter HVDevicesTests
+	$(LSAN) $(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --filter HVDevicesTests
 
 ## Builds the libFuzzer targets (Fuzz/) with AddressSanitizer and runs each for FUZZ_SECONDS
 ## (default 60) after its regression inputs: Scripts/fuzz.sh. CI runs it for 10 s a target.

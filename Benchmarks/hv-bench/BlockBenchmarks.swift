@@ -60,14 +60,14 @@ final class BlockBenchRig {
     let mmio: MMIODriver
     var queue: DriverQueue
 
-    init(disk: ScratchDisk, backend kind: BlockBackendKind, direct: Bool = false) throws {
+    init(disk: ScratchDisk, backend kind: BlockBackendKind, direct: Bool = false, rateLimit: RateLimit? = nil) throws {
         memory = try GuestMemoryMmap(size: 8 << 20)
         loop = try EventLoop(name: "bench-blk")
         let image = try DiskImage(path: disk.path, direct: direct)
         let backend: any BlockBackend = kind == .sync
             ? SyncBlockBackend(disk: image)
             : try AIOBlockBackend(disk: image, eventLoop: loop, depth: 256)
-        device = BlockDevice(backend: backend, queueSize: 256)
+        device = BlockDevice(backend: backend, queueSize: 256, rateLimiter: rateLimit.map { RateLimiter($0) }, eventLoop: loop)
         let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: NoInterrupt())
         mmio = MMIODriver(transport: transport)
         queue = try DriverQueue(memory: memory, size: 256)

@@ -14,7 +14,7 @@ let allNames = [
     "rss_outside_guest", "pio_exit", "mmio_exit", "vm_create",
     "blk_read_4k_qd1", "blk_read_64k_qd32", "blk_write_64k_qd32", "blk_flush", "blk_cpu_per_request",
     "blk_read_4k_qd1_sync", "blk_read_64k_qd32_sync", "blk_write_64k_qd32_sync",
-    "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync", "blk_notify_budget_latency", "blk_notify_budget_latency_aio",
+    "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync", "blk_notify_budget_latency", "blk_notify_budget_latency_aio", "rate_limit_accuracy",
     "null_hypercall", "block_via_hypercall", "block_via_ring",
     "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
     "bzimage_extract", "startup_to_first_run", "minivmm_rss", "minivmm_private_rss", "banner_vs_qemu",
@@ -32,7 +32,7 @@ if let unknown = arguments.first(where: { !allNames.contains($0) }) {
 let selected = allNames.filter { arguments.isEmpty || arguments.contains($0) }
 
 // The block figures need no KVM; the others do.
-if selected.contains(where: { !$0.hasPrefix("blk_") }), let reason = KVM.unavailabilityReason() {
+if selected.contains(where: { !$0.hasPrefix("blk_") && $0 != "rate_limit_accuracy" }), let reason = KVM.unavailabilityReason() {
     print("hv-bench: \(reason)")
     exit(1)
 }
@@ -87,6 +87,7 @@ for name in selected {
         case "blk_read_64k_qd32_direct": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .aio, rounds: 5, disk: disk()))
         case "blk_read_64k_qd32_direct_sync": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .sync, rounds: 5, disk: disk()))
         case "blk_notify_budget_latency": emit(try blockNotifyBudgetFigure(name: name, backend: .sync, rounds: 5, disk: disk()))
+        case "rate_limit_accuracy": emit(try rateLimitAccuracyFigure(rounds: 3, disk: disk()))
         case "blk_notify_budget_latency_aio": emit(try blockNotifyBudgetFigure(name: name, backend: .aio, rounds: 5, disk: disk()))
         case "null_hypercall": emit(try nullHypercallFigure(rounds: 7, calls: 20_000))
         case "block_via_hypercall", "block_via_ring":

@@ -5,7 +5,7 @@ import HVMachine
 
 /// The command line, checked and with the files it names read.
 struct VMOptions {
-    struct Disk { var path: String; var readOnly: Bool }
+    struct Disk { var path: String; var readOnly: Bool; var rateLimit: RateLimit? }
 
     var kernel: [UInt8]?
     var initrd: [UInt8]?
@@ -40,10 +40,20 @@ struct VMOptions {
         cpus = command.cpus
         disks = try command.disk.map { value in
             let parts = value.split(separator: ",").map(String.init)
-            guard let path = parts.first, parts.count <= 2, parts.count == 1 || parts[1] == "readonly" else {
-                throw ValidationError("--disk \(value): PATH or PATH,readonly")
+            guard let path = parts.first, !path.isEmpty else { throw ValidationError("--disk \(value): PATH[,readonly][,rate=LIMIT]") }
+            var disk = Disk(path: path, readOnly: false, rateLimit: nil)
+            for part in parts.dropFirst() {
+                if part == "readonly" {
+                    disk.readOnly = true
+                } else if part.hasPrefix("rate=") {
+                    do { disk.rateLimit = try RateLimit(parsing: String(part.dropFirst(5))) } catch {
+                        throw ValidationError("--disk \(value): \(error) (rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST])")
+                    }
+                } else {
+                    throw ValidationError("--disk \(value): unknown part '\(part)' (PATH[,readonly][,rate=LIMIT])")
+                }
             }
-            return Disk(path: path, readOnly: parts.count == 2)
+            return disk
         }
         console = try Self.sink(command.console, option: "--console")
         rng = command.rng
@@ -107,7 +117,7 @@ final class MicroVM {
             let page = try machine.add(mmio: timer, size: BootTimer.windowSize, name: "boot timer")
             try machine.announce("hvkit.boot_timer=0x\(String(page.start.rawValue, radix: 16))")
         }
-        for disk in options.disks { try machine.addDisk(path: disk.path, readOnly: disk.readOnly) }
+        for disk in options.disks { try machine.addDisk(path: disk.path, readOnly: disk.readOnly, rateLimit: disk.rateLimit) }
         if options.rng { try machine.addEntropy() }
         if let output = options.virtioConsole { try machine.addConsole(output: output) }
 

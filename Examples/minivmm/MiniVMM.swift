@@ -32,7 +32,7 @@ struct MiniVMM: ParsableCommand {
     @Option(help: "vCPUs.")
     var cpus = 1
 
-    @Option(help: "A virtio block device: PATH or PATH,readonly. Repeatable.")
+    @Option(help: "A virtio block device: PATH[,readonly][,rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST]] (token buckets: BYTES refill every MS ms). Repeatable.")
     var disk: [String] = []
 
     @Option(help: "Where the serial console goes: stdio, or file:PATH.")

@@ -12,7 +12,7 @@ import Synchronization
 /// its phase:
 /// 1. ``init(_:)``: RAM (mapped before the irqchip, which is about 10 ms faster here), the
 ///    in-kernel irqchip and PIT, the buses and the event loop.
-/// 2. Devices: ``addLegacyDevices(console:input:)``, ``addDisk(path:readOnly:cacheMode:engine:name:)``,
+/// 2. Devices: ``addLegacyDevices(console:input:)``, ``addDisk(path:readOnly:cacheMode:engine:rateLimit:name:)``,
 ///    ``addEntropy(name:)``, ``addConsole(output:input:name:)``, or any ``add(virtio:name:notifications:)``.
 ///    Each virtio device gets an MMIO window and an interrupt, its irqfd and one ioeventfd per
 ///    queue, and is announced to the guest on the command line and in ACPI.

@@ -43,10 +43,12 @@ extension Machine {
     ///     writes from a driver that ignores it.
     ///   - cacheMode: how writes reach the file (`BlockCacheMode`).
     ///   - engine: how requests are served (``DiskEngine``).
+    ///   - rateLimit: bandwidth and operations limits (Firecracker's token buckets); a throttled
+    ///     request waits on the event loop's timer, in order, and is never dropped.
     ///   - name: how errors and reports name it; default "diskN".
     @discardableResult
     public func addDisk(path: String, readOnly: Bool = false, cacheMode: BlockCacheMode = .writeback,
-                        engine: DiskEngine = .aio, name: String? = nil) throws(MachineError) -> MachineDisk {
+                        engine: DiskEngine = .aio, rateLimit: RateLimit? = nil, name: String? = nil) throws(MachineError) -> MachineDisk {
         let label = "virtio-blk " + (name ?? "disk\(disks.count)")
         let image = try during(.openDisk, device: label) { try DiskImage(path: path, readOnly: readOnly, cacheMode: cacheMode) }
         let backend: any BlockBackend
@@ -54,7 +56,7 @@ extension Machine {
         case .aio: backend = try during(.openDisk, device: label) { try AIOBlockBackend(disk: image, eventLoop: events) }
         case .sync: backend = SyncBlockBackend(disk: image)
         }
-        let device = BlockDevice(backend: backend)
+        let device = BlockDevice(backend: backend, rateLimiter: rateLimit.map { RateLimiter($0) }, eventLoop: events)
         let slot = try add(virtio: device, name: label)
         let disk = MachineDisk(image: image, device: device, slot: slot)
         state.withLock { $0.disks.append(disk) }

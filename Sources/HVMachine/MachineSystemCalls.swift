@@ -21,6 +21,8 @@ public enum MachineSystemCalls {
         .rtSigaction, .rtSigprocmask, .rtSigreturn, .sigaltstack, .tgkill,
         .schedYield, .nanosleep, .clockNanosleep, .clockGettime, .restartSyscall,
         .getpid, .gettid, .futex, .exit, .exitGroup, .getrandom, .rseq, .setRobustList, .schedGetaffinity,
+        // Arming the event loop's timer (a rate-limited request waits on it).
+        .timerfdSettime,
     ] as [SystemCall]).map { SeccompRule($0) } + [
         // A new thread names itself (PR_SET_NAME); nothing else through prctl.
         SeccompRule(.prctl, argument: 0, mask: 0xFFFF_FFFF, value: 15),

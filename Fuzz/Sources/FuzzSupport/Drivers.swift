@@ -65,3 +65,11 @@ public func driveTransport(_ transport: VirtioMMIOTransport, memory: GuestMemory
     // Leave the device reset for the next input.
     driver.setStatus([])
 }
+
+/// Output nobody reads.
+public final class DiscardingSink: ByteSink {
+    /// An output that drops everything.
+    public init() {}
+    /// Drops `bytes`.
+    public func write(_ bytes: UnsafeRawBufferPointer) {}
+}

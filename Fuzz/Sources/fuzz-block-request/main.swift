@@ -47,7 +47,8 @@ public func fuzzBlockRequest(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int3
     return 0
 }
 
+/// The process entry SwiftPM links as `main`: libFuzzer with this target.
 @_cdecl("fuzz_block_request_main")
-public func fuzz_block_requestMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+public func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     runFuzzer(argc, argv, fuzzBlockRequest)
 }

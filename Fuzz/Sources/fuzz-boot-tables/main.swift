@@ -26,7 +26,8 @@ public func fuzzBootTables(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 
     return 0
 }
 
+/// The process entry SwiftPM links as `main`: libFuzzer with this target.
 @_cdecl("fuzz_boot_tables_main")
-public func fuzz_boot_tablesMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+public func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     runFuzzer(argc, argv, fuzzBootTables)
 }

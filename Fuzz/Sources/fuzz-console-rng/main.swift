@@ -45,12 +45,8 @@ public func fuzzConsoleAndEntropy(_ data: UnsafePointer<UInt8>?, _ size: Int) ->
     return 0
 }
 
-/// Output nobody reads.
-final class DiscardingSink: ByteSink {
-    func write(_ bytes: UnsafeRawBufferPointer) {}
-}
-
+/// The process entry SwiftPM links as `main`: libFuzzer with this target.
 @_cdecl("fuzz_console_rng_main")
-public func fuzz_console_rngMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+public func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     runFuzzer(argc, argv, fuzzConsoleAndEntropy)
 }

@@ -17,7 +17,8 @@ public func fuzzELF(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     return 0
 }
 
+/// The process entry SwiftPM links as `main`: libFuzzer with this target.
 @_cdecl("fuzz_elf_main")
-public func fuzz_elfMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+public func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     runFuzzer(argc, argv, fuzzELF)
 }

@@ -60,12 +60,8 @@ private func argument(_ input: inout FuzzInput) -> UInt64 {
     }
 }
 
-/// Output nobody reads.
-final class DiscardingSink: ByteSink {
-    func write(_ bytes: UnsafeRawBufferPointer) {}
-}
-
+/// The process entry SwiftPM links as `main`: libFuzzer with this target.
 @_cdecl("fuzz_hypercall_main")
-public func fuzz_hypercallMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+public func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     runFuzzer(argc, argv, fuzzHypercall)
 }

@@ -23,12 +23,8 @@ public func fuzzMMIOTransport(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
     return 0
 }
 
-/// Output nobody reads.
-final class DiscardingSink: ByteSink {
-    func write(_ bytes: UnsafeRawBufferPointer) {}
-}
-
+/// The process entry SwiftPM links as `main`: libFuzzer with this target.
 @_cdecl("fuzz_mmio_transport_main")
-public func fuzz_mmio_transportMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+public func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     runFuzzer(argc, argv, fuzzMMIOTransport)
 }

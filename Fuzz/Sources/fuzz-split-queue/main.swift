@@ -65,7 +65,8 @@ public func fuzzSplitQueue(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 
     return 0
 }
 
+/// The process entry SwiftPM links as `main`: libFuzzer with this target.
 @_cdecl("fuzz_split_queue_main")
-public func fuzz_split_queueMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+public func fuzzerMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     runFuzzer(argc, argv, fuzzSplitQueue)
 }

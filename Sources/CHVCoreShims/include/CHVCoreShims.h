@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 // Atomic accesses to naturally aligned locations in guest memory. The guest may write these
@@ -84,6 +85,18 @@ static inline int hv_seccomp_install_filter(const void *instructions, unsigned s
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
     struct sock_fprog program = { .len = count, .filter = (struct sock_filter *)instructions };
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+}
+
+
+/// A non-blocking, close-on-exec CLOCK_MONOTONIC timerfd, or -1 with errno set.
+static inline int hv_timerfd_create(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }
+
+/// Arms `fd` to expire once at the absolute CLOCK_MONOTONIC time `deadline` (ns); 0 disarms.
+static inline int hv_timerfd_arm_absolute(int fd, uint64_t deadline) {
+    struct itimerspec spec = {0};
+    spec.it_value.tv_sec = (time_t)(deadline / 1000000000u);
+    spec.it_value.tv_nsec = (long)(deadline % 1000000000u);
+    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &spec, 0);
 }
 
 #endif

@@ -115,6 +115,8 @@ public struct SystemCall: Hashable, Sendable, CustomStringConvertible {
     /// `clone3`, number 435.
     public static let clone3 = SystemCall(number: 435, name: "clone3")
     // Event loop and asynchronous I/O.
+    /// `timerfd_settime`, number 286.
+    public static let timerfdSettime = SystemCall(number: 286, name: "timerfd_settime")
     /// `io_setup`, number 206.
     public static let ioSetup = SystemCall(number: 206, name: "io_setup")
     /// `io_destroy`, number 207.

@@ -22,14 +22,19 @@ public final class EventLoop: Sendable {
         var handlers: [UInt64: @Sendable () -> Void] = [:]
         /// Work queued by ``perform(_:)`` for the loop's thread.
         var work: [@Sendable () -> Void] = []
+        /// Work due at a CLOCK_MONOTONIC time (``schedule(after:_:)``), earliest first.
+        var timers: [(deadline: UInt64, work: @Sendable () -> Void)] = []
         var nextToken: UInt64 = 1
         var thread: HostThread?
     }
 
     private static let wakeToken: UInt64 = 0
+    private static let timerToken: UInt64 = UInt64.max
 
     private let epoll: FileDescriptor
     private let wake: EventFD
+    /// One timerfd for every scheduled piece of work, armed for the earliest.
+    private let timer: FileDescriptor
     private let stopping = Atomic<Bool>(false)
     private let state = Mutex(State())
     private let logger: Logger
@@ -45,10 +50,19 @@ public final class EventLoop: Sendable {
             close(fd)
             throw error
         }
-        self.logger = logger
-        guard hv_epoll_control(fd, HV_EPOLL_CTL_ADD, wake.fileDescriptor.rawValue, HV_EPOLLIN, Self.wakeToken) == 0 else {
+        let timerFD = hv_timerfd_create()
+        guard timerFD >= 0 else {
             let error = Errno(rawValue: errno)
             close(fd)
+            throw error
+        }
+        timer = FileDescriptor(rawValue: timerFD)
+        self.logger = logger
+        guard hv_epoll_control(fd, HV_EPOLL_CTL_ADD, wake.fileDescriptor.rawValue, HV_EPOLLIN, Self.wakeToken) == 0,
+              hv_epoll_control(fd, HV_EPOLL_CTL_ADD, timerFD, HV_EPOLLIN, Self.timerToken) == 0 else {
+            let error = Errno(rawValue: errno)
+            close(fd)
+            close(timerFD)
             throw error
         }
         let thread = try HostThread(name: name) { [self] in run() }
@@ -57,6 +71,7 @@ public final class EventLoop: Sendable {
 
     deinit {
         close(epoll.rawValue)
+        close(timer.rawValue)
     }
 
     /// Calls `handler` on the loop's thread whenever `fileDescriptor` is readable (or reports
@@ -115,6 +130,21 @@ public final class EventLoop: Sendable {
         return result.withLock { $0 }
     }
 
+    /// Runs `work` on the loop's thread once `delay` has passed (CLOCK_MONOTONIC), in deadline
+    /// order: for what must wait without blocking a thread (a rate-limited request). Dropped
+    /// if the loop stops first.
+    public func schedule(after delay: Duration, _ work: @escaping @Sendable () -> Void) {
+        let (seconds, attoseconds) = delay.components
+        let nanoseconds = max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000)
+        let deadline = HostClock.monotonicNanoseconds() &+ UInt64(clamping: nanoseconds)
+        state.withLock { state in
+            let index = state.timers.firstIndex { $0.deadline > deadline } ?? state.timers.endIndex
+            state.timers.insert((deadline, work), at: index)
+            // Re-armed whenever the earliest deadline changes (here, or after firing).
+            if index == 0 { _ = hv_timerfd_arm_absolute(timer.rawValue, max(deadline, 1)) }
+        }
+    }
+
     /// Ends the loop's thread and waits for it. Registered handlers are dropped. Idempotent;
     /// must not be called from a handler.
     public func shutdown() {
@@ -122,6 +152,7 @@ public final class EventLoop: Sendable {
         try? wake.signal()
         let thread = state.withLock { state in
             state.handlers.removeAll()
+            state.timers.removeAll()
             return state.thread.take()
         }
         thread?.join()
@@ -134,6 +165,20 @@ public final class EventLoop: Sendable {
             return state.work
         }
         for item in work { item() }
+    }
+
+    private func runDueTimers() {
+        var expirations: UInt64 = 0
+        _ = Glibc.read(timer.rawValue, &expirations, 8)
+        let now = HostClock.monotonicNanoseconds()
+        let due = state.withLock { state -> [@Sendable () -> Void] in
+            let count = state.timers.firstIndex { $0.deadline > now } ?? state.timers.endIndex
+            let due = state.timers.prefix(count).map(\.work)
+            state.timers.removeFirst(count)
+            _ = hv_timerfd_arm_absolute(timer.rawValue, state.timers.first?.deadline ?? 0)
+            return due
+        }
+        for work in due { work() }
     }
 
     private func run() {
@@ -154,6 +199,10 @@ public final class EventLoop: Sendable {
             for index in 0..<Int(count) {
                 guard tokens[index] != Self.wakeToken else {
                     runQueuedWork()
+                    continue
+                }
+                guard tokens[index] != Self.timerToken else {
+                    runDueTimers()
                     continue
                 }
                 let handler = state.withLock { $0.handlers[tokens[index]] }

@@ -7,6 +7,8 @@ import Testing
 private let threadBasics: [SystemCall] = [
     .exit, .exitGroup, .futex, .madvise, .munmap, .mmap, .mprotect, .brk, .rtSigprocmask, .gettid, .getpid,
     .rseq, .setRobustList, .write, .schedYield,
+    // pthread_getattr_np, which AddressSanitizer calls as each thread starts.
+    .schedGetaffinity,
 ]
 
 /// Runs `body` on a new thread after installing `filter` there, and returns what it stored

@@ -63,7 +63,7 @@ public final class AIOBlockBackend: BlockBackend {
     private let loop: EventLoop
     private let registration: EventLoop.Registration
     private let state = Mutex(State())
-    private let offload: OffloadWorker
+    private let offload = OffloadWorker(name: "hv-blk-offload")
     private let logger: Logger
 
     /// - Parameters:
@@ -83,7 +83,6 @@ public final class AIOBlockBackend: BlockBackend {
         aio = Context(raw: context)
         do {
             completions = try EventFD(nonBlocking: true)
-            offload = try OffloadWorker(name: "hv-blk-offload")
         } catch {
             io_destroy(context)
             throw .eventFD(error)

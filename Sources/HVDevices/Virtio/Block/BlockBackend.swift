@@ -104,3 +104,14 @@ public protocol BlockBackend: AnyObject, Sendable {
     /// Returns once every submitted request has completed.
     func drain()
 }
+
+extension BlockOperation {
+    /// The data bytes the operation moves between guest memory and the disk (what a
+    /// bandwidth limit counts): the buffers of a read or write, none otherwise.
+    public var dataBytes: UInt64 {
+        switch self {
+        case let .read(_, buffers), let .write(_, buffers): UInt64(buffers.byteCount)
+        default: 0
+        }
+    }
+}

@@ -61,6 +61,12 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
 
     /// How many requests one notification takes, and for how long.
     public let notificationBudget: NotificationBudget
+    /// What limits the requests that reach the backend, if anything.
+    public let rateLimiter: RateLimiter?
+    private let timers: EventLoop?
+    /// Requests parsed but held back by the rate limiter, oldest first; while there are any,
+    /// later requests queue behind them.
+    private let throttled = Mutex<[BlockRequest]>([])
     private let parser: BlockRequestParser
     private let active = Mutex<LockedVirtqueue?>(nil)
     private let pending = Mutex<[UInt64: Pending]>([:])
@@ -74,10 +80,17 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     ///   - queueSize: the request queue's maximum size.
     ///   - notificationBudget: how many requests one notification takes, and for how long,
     ///     before the rest is resumed behind other work on the event loop.
+    ///   - rateLimiter: limits the requests that reach the backend (one operation each, and
+    ///     their data bytes); a throttled request waits, in order, and is never dropped.
+    ///   - eventLoop: where a throttled device waits for its tokens (a timer). Without one,
+    ///     throttled requests go on at the next notification.
     ///   - logger: where the device logs refused requests.
     public init(backend: any BlockBackend, identifier: String = "hvkit", queueSize: UInt16 = 256,
-                notificationBudget: NotificationBudget = .default, logger: Logger = Logger(label: "hvkit.virtio-blk")) {
+                notificationBudget: NotificationBudget = .default, rateLimiter: RateLimiter? = nil,
+                eventLoop: EventLoop? = nil, logger: Logger = Logger(label: "hvkit.virtio-blk")) {
         self.backend = backend
+        self.rateLimiter = rateLimiter
+        self.timers = eventLoop
         self.notificationBudget = notificationBudget
         self.logger = logger
         guestEvents = GuestEventLog(logger: logger)
@@ -117,31 +130,92 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     /// counts against the notification's time slice, checked between rounds.
     static let requestsPerRound = 16
 
-    /// Parses the requests the driver queued, in rounds of ``requestsPerRound``, and hands the
+    /// Parses the requests the driver queued, in rounds of 16, and hands the
     /// valid ones to the backend; a malformed one is completed as an error without reaching it.
     /// Stops when the budget or its time slice is spent and resumes later for the rest.
     public func queueNotified(_ index: Int) {
         // Holding `active` while parsing and submitting makes reset() wait for this.
         active.withLock { queue in
             guard let queue else { return }
-            let deadline = notificationBudget.timeSlice.map { HostClock.monotonicNanoseconds() &+ $0.nanosecondsClamped }
-            var remaining = notificationBudget.chains ?? Int(queue.size)
-            while remaining > 0 {
-                var requests: [BlockRequest] = []
-                let round = NotificationBudget(chains: min(remaining, Self.requestsPerRound), timeSlice: nil)
-                let progress = queue.processAvailable(budget: round, resumingWhenExhausted: false, malformed: { refused in
-                    // The chain's last byte was validated as writable: report IOERR there.
-                    guard let statusByte = refused.statusByte else { return nil }
-                    return writeStatus(.ioError, at: statusByte, in: queue.memory) ? 1 : nil
-                }) { chain in
-                    serve(chain, from: queue, into: &requests)
-                }
-                if !requests.isEmpty { backend.submit(requests) }
-                guard progress.workLeft else { return }
-                remaining -= progress.chainsTaken
-                if let deadline, HostClock.monotonicNanoseconds() > deadline { break }
+            // Throttled: the limiter's timer comes back for the queue once tokens are there.
+            guard throttled.withLock({ $0.isEmpty }) else { return }
+            serve(queue)
+        }
+    }
+
+    /// Serves `queue` in rounds until it is empty, the budget or its time slice is spent (then
+    /// it resumes later), or the rate limiter holds requests back (then its timer resumes it).
+    private func serve(_ queue: LockedVirtqueue) {
+        let deadline = notificationBudget.timeSlice.map { HostClock.monotonicNanoseconds() &+ $0.nanosecondsClamped }
+        var remaining = notificationBudget.chains ?? Int(queue.size)
+        while remaining > 0 {
+            var requests: [BlockRequest] = []
+            let round = NotificationBudget(chains: min(remaining, Self.requestsPerRound), timeSlice: nil)
+            let progress = queue.processAvailable(budget: round, resumingWhenExhausted: false, malformed: { refused in
+                // The chain's last byte was validated as writable: report IOERR there.
+                guard let statusByte = refused.statusByte else { return nil }
+                return writeStatus(.ioError, at: statusByte, in: queue.memory) ? 1 : nil
+            }) { chain in
+                serve(chain, from: queue, into: &requests)
             }
-            queue.scheduleResumption()
+            let admitted = admit(requests)
+            if !admitted.isEmpty { backend.submit(admitted) }
+            if admitted.count < requests.count {
+                waitForTokens()
+                return
+            }
+            guard progress.workLeft else { return }
+            remaining -= progress.chainsTaken
+            if let deadline, HostClock.monotonicNanoseconds() > deadline { break }
+        }
+        queue.scheduleResumption()
+    }
+
+    /// The prefix of `requests` the rate limiter lets through now; the rest wait, in order.
+    private func admit(_ requests: [BlockRequest]) -> [BlockRequest] {
+        guard let rateLimiter, !requests.isEmpty else { return requests }
+        return throttled.withLock { throttled in
+            var admitted: [BlockRequest] = []
+            for request in requests {
+                if throttled.isEmpty, rateLimiter.consume(bytes: request.operation.dataBytes) {
+                    admitted.append(request)
+                } else {
+                    throttled.append(request)
+                }
+            }
+            return admitted
+        }
+    }
+
+    /// Arms a timer for when the oldest throttled request's tokens are there.
+    private func waitForTokens() {
+        guard let rateLimiter else { return }
+        let first = throttled.withLock { $0.first }
+        guard let first else { return }
+        let wait = rateLimiter.waitNanoseconds(bytes: first.operation.dataBytes)
+        guard let timers else { return }
+        // At least a microsecond, so a timer never spins on rounding.
+        timers.schedule(after: .nanoseconds(Int64(clamping: max(wait, 1000)))) { [weak self] in self?.resumeThrottled() }
+    }
+
+    /// The limiter's timer: submits what the buckets allow now, oldest first, then goes on
+    /// serving the queue once nothing is held back.
+    private func resumeThrottled() {
+        active.withLock { queue in
+            guard let queue, let rateLimiter else { return }
+            let ready = throttled.withLock { throttled -> [BlockRequest] in
+                var ready: [BlockRequest] = []
+                while let first = throttled.first, rateLimiter.consume(bytes: first.operation.dataBytes) {
+                    ready.append(throttled.removeFirst())
+                }
+                return ready
+            }
+            if !ready.isEmpty { backend.submit(ready) }
+            if throttled.withLock({ $0.isEmpty }) {
+                serve(queue)
+            } else {
+                waitForTokens()
+            }
         }
     }
 
@@ -174,6 +248,8 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     /// Stops taking requests and waits for those in flight, so nothing writes guest memory once it returns.
     public func reset() {
         active.withLock { $0 = nil }
+        // Held-back requests belong to the queues being reset: they never reach the disk.
+        throttled.withLock { $0.removeAll() }
         // Nothing may write guest memory once reset returns.
         backend.drain()
         pending.withLock { $0.removeAll() }

@@ -10,33 +10,33 @@ final class OffloadWorker: Sendable {
     private struct State {
         var jobs: [@Sendable () -> Void] = []
         var thread: HostThread?
+        /// A blocking counter: the worker sleeps in read until a job or the stop arrives.
+        var wake: EventFD?
         var stopping = false
     }
 
     private let name: String
     private let state = Mutex(State())
-    /// A blocking counter: the worker sleeps in read until a job or the stop arrives.
-    private let wake: EventFD
 
-    init(name: String) throws(Errno) {
+    init(name: String) {
         self.name = name
-        wake = try EventFD()
     }
 
     /// Queues `job`. Starts the thread if it is not running; if it cannot be started, runs
     /// `job` here rather than lose it.
     func run(_ job: @escaping @Sendable () -> Void) {
-        let queued = state.withLock { state -> Bool in
-            guard !state.stopping else { return false }
+        let wake = state.withLock { state -> EventFD? in
+            guard !state.stopping else { return nil }
             if state.thread == nil {
                 // Started under the lock, so two first jobs cannot start two threads.
-                guard let thread = try? HostThread(name: name, { [self] in serve() }) else { return false }
+                guard let wake = try? EventFD(), let thread = try? HostThread(name: name, { [self] in serve(wake) }) else { return nil }
+                state.wake = wake
                 state.thread = thread
             }
             state.jobs.append(job)
-            return true
+            return state.wake
         }
-        guard queued else {
+        guard let wake else {
             job()
             return
         }
@@ -46,12 +46,12 @@ final class OffloadWorker: Sendable {
     /// Runs the jobs already queued, then ends the thread and waits for it; from a job (the
     /// owner's last reference went away there), lets the thread end by itself instead.
     func shutdown() {
-        let thread = state.withLock { state in
+        let (thread, wake) = state.withLock { state in
             state.stopping = true
-            return state.thread.take()
+            return (state.thread.take(), state.wake)
         }
         guard let thread else { return }
-        try? wake.signal()
+        try? wake?.signal()
         if thread.isCurrent {
             thread.detach()
         } else {
@@ -59,7 +59,7 @@ final class OffloadWorker: Sendable {
         }
     }
 
-    private func serve() {
+    private func serve(_ wake: EventFD) {
         while true {
             _ = try? wake.consume()
             let (jobs, stopping) = state.withLock { state in

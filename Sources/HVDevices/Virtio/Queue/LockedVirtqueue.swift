@@ -208,7 +208,7 @@ public final class LockedVirtqueue: Sendable {
         completedChains.add(1, ordering: .relaxed)
     }
 
-    /// Completes a chain kept in flight by ``processAvailable(_:)``, and interrupts the driver
+    /// Completes a chain kept in flight by ``processAvailable(budget:resumingWhenExhausted:malformed:_:)``, and interrupts the driver
     /// if it wants to hear about it.
     public func complete(head: UInt16, length: UInt32) {
         complete([(head, length)])

@@ -94,6 +94,8 @@ struct ConsoleDeviceTests {
         let answering = AnsweringSink { device.withLock { $0 }?.receive(Array("pong".utf8)) }
         let console = ConsoleDevice(output: answering, queueSize: 16)
         device.withLock { $0 = console }
+        // The sink reaches the device through `device`: break that cycle at the end.
+        defer { device.withLock { $0 = nil } }
         let transport = VirtioMMIOTransport(device: console, memory: memory, interruptLine: CountingInterruptLine())
         let mmio = MMIODriver(transport: transport)
         var receive = try DriverQueue(memory: memory, size: 16, base: GuestAddress(0x1000))
