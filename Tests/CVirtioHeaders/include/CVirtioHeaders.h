@@ -9,6 +9,8 @@
 #include <linux/virtio_console.h>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_mmio.h>
+#include <linux/virtio_net.h>
+#include <linux/if_tun.h>
 #include <linux/virtio_ring.h>
 
 static const unsigned long CV_BLK_CONFIG_SIZE = sizeof(struct virtio_blk_config);
@@ -27,6 +29,15 @@ static const unsigned long CV_BLK_OUTHDR_SIZE = sizeof(struct virtio_blk_outhdr)
 static const unsigned long CV_BLK_DISCARD_SEGMENT_SIZE = sizeof(struct virtio_blk_discard_write_zeroes);
 static const unsigned long CV_CONSOLE_CONFIG_SIZE = sizeof(struct virtio_console_config);
 static const unsigned long CV_CONSOLE_EMERG_WR = offsetof(struct virtio_console_config, emerg_wr);
+static const unsigned long CV_NET_HDR_V1_SIZE = sizeof(struct virtio_net_hdr_v1);
+static const unsigned long CV_NET_HDR_NUM_BUFFERS = offsetof(struct virtio_net_hdr_v1, num_buffers);
+static const unsigned long CV_NET_HDR_CSUM_START = offsetof(struct virtio_net_hdr_v1, csum_start);
+static const unsigned long CV_NET_HDR_GSO_SIZE = offsetof(struct virtio_net_hdr_v1, gso_size);
+static const unsigned long CV_NET_CONFIG_STATUS = offsetof(struct virtio_net_config, status);
+static const unsigned long CV_NET_CONFIG_MAX_PAIRS = offsetof(struct virtio_net_config, max_virtqueue_pairs);
+static const unsigned long CV_NET_CONFIG_MTU = offsetof(struct virtio_net_config, mtu);
+static const unsigned long CV_NET_CONFIG_SPEED = offsetof(struct virtio_net_config, speed);
+static const unsigned long CV_NET_CONFIG_DUPLEX = offsetof(struct virtio_net_config, duplex);
 static const unsigned long CV_VRING_DESC_SIZE = sizeof(struct vring_desc);
 static const unsigned long CV_VRING_DESC_LEN = offsetof(struct vring_desc, len);
 static const unsigned long CV_VRING_DESC_FLAGS = offsetof(struct vring_desc, flags);

@@ -31,6 +31,10 @@ private func runFiltered(_ filter: SeccompFilter, _ body: @escaping @Sendable ()
     return result.withLock { $0 }
 }
 
+/// Whether the test binary runs under a sanitizer (make sanitize): its runtime is linked in.
+private let runningUnderASanitizer = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan_init") != nil
+    || dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__tsan_init") != nil
+
 @Suite("SeccompFilter")
 struct SeccompFilterTests {
     @Test func instructionsAreLaidOutAsTheKernelsSockFilter() {
@@ -70,7 +74,9 @@ struct SeccompFilterTests {
     /// The point of a filter: a thread under it that makes a call outside its list is killed
     /// by SIGSYS at that call, and never runs what follows; another thread under the same
     /// filter that stays inside it runs to the end.
-    @Test func aForbiddenCallKillsTheThreadAtThatCall() throws {
+    @Test(.disabled(if: runningUnderASanitizer,
+                    "a thread killed by seccomp never tells AddressSanitizer or ThreadSanitizer it ended, which breaks their bookkeeping"))
+    func aForbiddenCallKillsTheThreadAtThatCall() throws {
         let filter = SeccompFilter(allowing: threadBasics, mismatchAction: .killThread)
         #expect(try runFiltered(filter) { Int64(getpid()) } == Int64(getpid()))
         #expect(try runFiltered(filter) { Int64(getppid()) } == nil)

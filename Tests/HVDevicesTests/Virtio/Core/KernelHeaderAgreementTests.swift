@@ -41,6 +41,11 @@ struct KernelHeaderAgreementTests {
             (.blockSize, VIRTIO_BLK_F_BLK_SIZE), (.blockFlush, VIRTIO_BLK_F_FLUSH),
             (.blockDiscard, VIRTIO_BLK_F_DISCARD), (.blockWriteZeroes, VIRTIO_BLK_F_WRITE_ZEROES),
             (.consoleSize, VIRTIO_CONSOLE_F_SIZE), (.consoleEmergencyWrite, VIRTIO_CONSOLE_F_EMERG_WRITE),
+            (.netChecksum, VIRTIO_NET_F_CSUM), (.netGuestChecksum, VIRTIO_NET_F_GUEST_CSUM), (.netMTU, VIRTIO_NET_F_MTU),
+            (.netMAC, VIRTIO_NET_F_MAC), (.netGuestTSO4, VIRTIO_NET_F_GUEST_TSO4), (.netGuestTSO6, VIRTIO_NET_F_GUEST_TSO6),
+            (.netGuestECN, VIRTIO_NET_F_GUEST_ECN), (.netGuestUFO, VIRTIO_NET_F_GUEST_UFO), (.netHostTSO4, VIRTIO_NET_F_HOST_TSO4),
+            (.netHostTSO6, VIRTIO_NET_F_HOST_TSO6), (.netHostECN, VIRTIO_NET_F_HOST_ECN), (.netHostUFO, VIRTIO_NET_F_HOST_UFO),
+            (.netMergeableReceiveBuffers, VIRTIO_NET_F_MRG_RXBUF), (.netStatus, VIRTIO_NET_F_STATUS),
         ]
         for (feature, bit) in expected {
             #expect(feature == .bit(Int(bit)), "\(feature) is bit \(bit)")
@@ -112,5 +117,22 @@ struct KernelHeaderAgreementTests {
         let console = ConsoleDevice(output: CollectingSink())
         #expect(console.configuration.count == Int(CV_CONSOLE_CONFIG_SIZE))
         #expect(ConsoleDevice.emergencyWriteOffset == Int(CV_CONSOLE_EMERG_WR))
+    }
+
+    @Test func netHeaderConfigurationAndTapOffloads() {
+        #expect(NetHeader.size == Int(CV_NET_HDR_V1_SIZE))
+        #expect(CV_NET_HDR_NUM_BUFFERS == 10 && CV_NET_HDR_CSUM_START == 6 && CV_NET_HDR_GSO_SIZE == 4)
+        #expect(NetHeader.needsChecksum == UInt8(VIRTIO_NET_HDR_F_NEEDS_CSUM))
+        #expect(NetHeader.dataValid == UInt8(VIRTIO_NET_HDR_F_DATA_VALID))
+        #expect(NetHeader.Segmentation.tcpIPv4.rawValue == UInt8(VIRTIO_NET_HDR_GSO_TCPV4))
+        #expect(NetHeader.Segmentation.tcpIPv6.rawValue == UInt8(VIRTIO_NET_HDR_GSO_TCPV6))
+        #expect(NetHeader.Segmentation.udp.rawValue == UInt8(VIRTIO_NET_HDR_GSO_UDP))
+        #expect(NetHeader.segmentationECN == UInt8(VIRTIO_NET_HDR_GSO_ECN))
+        #expect((CV_NET_CONFIG_STATUS, CV_NET_CONFIG_MAX_PAIRS, CV_NET_CONFIG_MTU, CV_NET_CONFIG_SPEED, CV_NET_CONFIG_DUPLEX)
+            == (6, 8, 10, 12, 16))
+        #expect(NetConfiguration.linkUp == UInt16(VIRTIO_NET_S_LINK_UP))
+        #expect(TapOffloads.checksum.rawValue == UInt32(TUN_F_CSUM) && TapOffloads.tso4.rawValue == UInt32(TUN_F_TSO4)
+            && TapOffloads.tso6.rawValue == UInt32(TUN_F_TSO6) && TapOffloads.tsoECN.rawValue == UInt32(TUN_F_TSO_ECN)
+            && TapOffloads.ufo.rawValue == UInt32(TUN_F_UFO))
     }
 }
