@@ -7,8 +7,9 @@ import Testing
 private let threadBasics: [SystemCall] = [
     .exit, .exitGroup, .futex, .madvise, .munmap, .mmap, .mprotect, .brk, .rtSigprocmask, .gettid, .getpid,
     .rseq, .setRobustList, .write, .schedYield,
-    // pthread_getattr_np, which AddressSanitizer calls as each thread starts.
-    .schedGetaffinity,
+    // What AddressSanitizer does as each thread starts and ends: pthread_getattr_np, and
+    // setting and removing the thread's alternate signal stack.
+    .schedGetaffinity, .sigaltstack,
 ]
 
 /// Runs `body` on a new thread after installing `filter` there, and returns what it stored

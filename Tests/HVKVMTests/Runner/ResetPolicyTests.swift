@@ -35,6 +35,8 @@ import Testing
         }
         let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio, resetPolicy: counted)
         device.runner.withLock { $0 = runner }
+        // The device, on the runner's bus, reaches the runner: break that cycle at the end.
+        defer { device.runner.withLock { $0 = nil } }
         let longMode = try vm.longMode()
         try runner.start(vcpuCount: 1) { vcpu throws(KVMError) in
             try longMode(vcpu)

@@ -363,7 +363,7 @@ struct BlockDeviceHostileTests {
     /// A flood of malformed chains (a buffer in the hole after RAM's first region) is counted
     /// exactly, while its log lines are rate-limited by the transport's GuestEventLog.
     @Test func aFloodOfMalformedChainsIsCountedExactly() throws {
-        var rig = try BlockRig(.sync)
+        let rig = try BlockRig(.sync)
         for round in 0..<4 {
             for _ in 0..<25 { try rig.queue.addChain([try rig.header(type: 0, sector: 0), (holeAddress, 512, true), rig.statusBuffer]) }
             rig.mmio.notify(0)

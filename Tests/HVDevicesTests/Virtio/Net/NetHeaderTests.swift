@@ -3,7 +3,8 @@ import Testing
 
 @Suite("virtio-net header")
 struct NetHeaderTests {
-    @Test func roundTripsItsTwelveBytes() {
+    /// A TCP/IPv4 segmentation frame's header, as Linux writes one.
+    static var tso: NetHeader {
         var header = NetHeader()
         header.flags = NetHeader.needsChecksum
         header.segmentationType = NetHeader.Segmentation.tcpIPv4.rawValue
@@ -11,6 +12,11 @@ struct NetHeaderTests {
         header.segmentSize = 1448
         header.checksumStart = 34
         header.checksumOffset = 16
+        return header
+    }
+
+    @Test func roundTripsItsTwelveBytes() {
+        var header = Self.tso
         header.bufferCount = 3
         #expect(header.bytes == [1, 1, 54, 0, 0xA8, 5, 34, 0, 16, 0, 3, 0])
         #expect(NetHeader(bytes: header.bytes) == header)
@@ -26,12 +32,7 @@ struct NetHeaderTests {
         plain.bufferCount = 9
         #expect(try plain.validatedForTransmit(frameLength: 60, negotiated: []).bufferCount == 0)
 
-        var tso = NetHeader()
-        tso.flags = NetHeader.needsChecksum
-        tso.segmentationType = NetHeader.Segmentation.tcpIPv4.rawValue
-        tso.segmentSize = 1448
-        tso.checksumStart = 34
-        tso.checksumOffset = 16
+        let tso = Self.tso
         #expect(throws: Never.self) { try tso.validatedForTransmit(frameLength: 65_000, negotiated: Self.everything) }
         #expect(throws: NetHeader.TransmitError.notNegotiated("VIRTIO_NET_F_HOST_TSO4")) {
             try tso.validatedForTransmit(frameLength: 65_000, negotiated: [.netChecksum])
