@@ -41,17 +41,16 @@ lint:
 docs: deps
 	sh Scripts/build-docs.sh
 
-## Runs the whole suite (but the Linux boots) under AddressSanitizer, then the suites where
-## threads meet (queues and devices, the event loop, vCPU runners and schedulers, hypercall
-## waits) under ThreadSanitizer; each in its own build directory. CI runs sanitize-ci: ASan on
-## the device and queue suites.
+## Runs the whole suite (but the Linux boots) under AddressSanitizer (with LeakSanitizer), in
+## its own build directory. CI runs sanitize-ci: ASan on the device and queue suites.
+## ThreadSanitizer is not here yet: on the runner, scheduler and SMP suites it reports races
+## between accesses that are both inside the same Synchronization.Mutex, which it does not
+## see as a lock, and its run of the device suites did not finish in 10 minutes (issue 15
+## keeps this open).
 LSAN := LSAN_OPTIONS=suppressions=$(CURDIR)/Scripts/lsan.supp
-TSAN_SUITES := HVDevicesTests|HVCoreTests|PauseResumeTests|GuestStopTests|SMPTests|VCPUSchedulerTests|HypercallDispatcherTests
 sanitize: deps
 	$(SWIFT) build --build-tests --build-path .build-asan --sanitize=address
 	$(LSAN) $(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --skip '$(LINUX_BOOTS)'
-	$(SWIFT) build --build-tests --build-path .build-tsan --sanitize=thread
-	$(SWIFT) test --skip-build --build-path .build-tsan --sanitize=thread --filter '$(TSAN_SUITES)'
 
 sanitize-ci: deps
 	$(SWIFT) build --build-tests --build-path .build-asan --sanitize=address

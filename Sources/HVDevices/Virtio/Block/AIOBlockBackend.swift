@@ -100,10 +100,9 @@ public final class AIOBlockBackend: BlockBackend {
 
     deinit {
         loop.unregister(registration)
-        // Offloaded jobs hold the backend weakly: those that ran during deinit could not hand
-        // their completion over (there is no device left to take it) and stopped counting.
+        // Offloaded jobs hold the backend until they have delivered, so none is left here (or
+        // this runs on the worker, after the last one, and the worker ends by itself).
         offload.shutdown()
-        state.withLock { $0.delivering = 0 }
         drain()
         io_destroy(context)
     }
@@ -164,9 +163,8 @@ public final class AIOBlockBackend: BlockBackend {
             state.delivering += finished.count + offloaded.count
         }
         for (operation, token) in zip(offloaded, offloadedTokens) {
-            offload.run { [weak self, disk] in
-                let status = operation(disk)
-                self?.deliver([BlockCompletion(token: token, status: status)])
+            offload.run { [self] in
+                deliver([BlockCompletion(token: token, status: operation(disk))])
             }
         }
         finished += submitBacklog()

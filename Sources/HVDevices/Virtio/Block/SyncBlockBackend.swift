@@ -48,12 +48,13 @@ public final class SyncBlockBackend: BlockBackend {
             case .discard, .writeZeroes:
                 offloaded.add(1, ordering: .relaxed)
                 let operation = request.operation
-                offload.run { [weak self, disk] in
+                // The job holds the backend until it has delivered (a weak reference would
+                // need a side table LeakSanitizer cannot follow); should it hold the last
+                // reference, deinit runs on the worker, which then ends by itself.
+                offload.run { [self] in
                     let status = Self.perform(operation, on: disk)
-                    if let self {
-                        self.sink.withLock { $0.sink }?.blockOperationsCompleted([BlockCompletion(token: request.token, status: status)])
-                        self.offloaded.subtract(1, ordering: .releasing)
-                    }
+                    sink.withLock { $0.sink }?.blockOperationsCompleted([BlockCompletion(token: request.token, status: status)])
+                    offloaded.subtract(1, ordering: .releasing)
                 }
             default:
                 results.append(BlockCompletion(token: request.token, status: Self.perform(request.operation, on: disk)))
