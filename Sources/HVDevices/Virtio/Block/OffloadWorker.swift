@@ -10,33 +10,39 @@ final class OffloadWorker: Sendable {
     private struct State {
         var jobs: [@Sendable () -> Void] = []
         var thread: HostThread?
-        /// A blocking counter: the worker sleeps in read until a job or the stop arrives.
-        var wake: EventFD?
         var stopping = false
     }
 
     private let name: String
     private let state = Mutex(State())
+    /// A blocking counter: the worker sleeps in read until a job or the stop arrives. Made
+    /// here, on the thread that sets the backend up: the first job may come from a thread
+    /// whose seccomp filter allows no new descriptors (starting a thread it does allow).
+    private let wake: EventFD?
 
     init(name: String) {
         self.name = name
+        wake = try? EventFD()
     }
 
     /// Queues `job`. Starts the thread if it is not running; if it cannot be started, runs
     /// `job` here rather than lose it.
     func run(_ job: @escaping @Sendable () -> Void) {
-        let wake = state.withLock { state -> EventFD? in
-            guard !state.stopping else { return nil }
+        guard let wake else {
+            job()
+            return
+        }
+        let queued = state.withLock { state -> Bool in
+            guard !state.stopping else { return false }
             if state.thread == nil {
                 // Started under the lock, so two first jobs cannot start two threads.
-                guard let wake = try? EventFD(), let thread = try? HostThread(name: name, { [self] in serve(wake) }) else { return nil }
-                state.wake = wake
+                guard let thread = try? HostThread(name: name, { [self] in serve(wake) }) else { return false }
                 state.thread = thread
             }
             state.jobs.append(job)
-            return state.wake
+            return true
         }
-        guard let wake else {
+        guard queued else {
             job()
             return
         }
@@ -46,9 +52,9 @@ final class OffloadWorker: Sendable {
     /// Runs the jobs already queued, then ends the thread and waits for it; from a job (the
     /// owner's last reference went away there), lets the thread end by itself instead.
     func shutdown() {
-        let (thread, wake) = state.withLock { state in
+        let thread = state.withLock { state in
             state.stopping = true
-            return (state.thread.take(), state.wake)
+            return state.thread.take()
         }
         guard let thread else { return }
         try? wake?.signal()
