@@ -33,9 +33,7 @@ public struct TokenBucket: Sendable, Hashable {
     public init(size: UInt64, oneTimeBurst: UInt64 = 0, refillTime: Duration, now: UInt64) {
         self.size = max(size, 1)
         self.oneTimeBurst = oneTimeBurst
-        let (seconds, attoseconds) = refillTime.components
-        let nanoseconds = UInt64(clamping: seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        refillNanoseconds = max(1, nanoseconds.overflow ? .max : nanoseconds.partialValue &+ UInt64(clamping: attoseconds / 1_000_000_000))
+        refillNanoseconds = max(1, refillTime.clampedNanoseconds)
         budget = Int64(clamping: self.size)
         burstLeft = oneTimeBurst
         lastUpdate = now

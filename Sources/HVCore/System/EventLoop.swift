@@ -134,9 +134,7 @@ public final class EventLoop: Sendable {
     /// order: for what must wait without blocking a thread (a rate-limited request). Dropped
     /// if the loop stops first.
     public func schedule(after delay: Duration, _ work: @escaping @Sendable () -> Void) {
-        let (seconds, attoseconds) = delay.components
-        let nanoseconds = max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000)
-        let deadline = HostClock.monotonicNanoseconds() &+ UInt64(clamping: nanoseconds)
+        let deadline = HostClock.monotonicDeadline(after: delay)
         state.withLock { state in
             let index = state.timers.firstIndex { $0.deadline > deadline } ?? state.timers.endIndex
             state.timers.insert((deadline, work), at: index)

@@ -42,7 +42,7 @@ public final class ScheduledVM: @unchecked Sendable {
         self.vm = vm
         self.weight = weight
         self.halts = halts
-        if case let .sleep(timeout?) = halts { haltTimeoutNanoseconds = timeout.wholeNanoseconds } else { haltTimeoutNanoseconds = nil }
+        if case let .sleep(timeout?) = halts { haltTimeoutNanoseconds = timeout.clampedNanoseconds } else { haltTimeoutNanoseconds = nil }
         self.dispatch = dispatch
         self.scheduler = scheduler
     }

@@ -57,7 +57,7 @@ public final class VCPUScheduler: @unchecked Sendable {
                 logger: Logger? = nil) throws(KVMError) {
         guard workers > 0 else { throw .invalidArgument("worker count \(workers)") }
         guard timeSlice >= .zero, timeSlice < .seconds(60) else { throw .invalidArgument("time slice \(timeSlice)") }
-        let nanoseconds = timeSlice.wholeNanoseconds
+        let nanoseconds = timeSlice.clampedNanoseconds
         guard nanoseconds >= 100_000 else { throw .invalidArgument("time slice \(timeSlice) is under 100 µs") }
         self.timeSlice = timeSlice
         self.workerCount = workers
@@ -486,11 +486,3 @@ extension ScheduledVCPU.State {
     var isHalted: Bool { if case .halted = self { true } else { false } }
 }
 
-extension Duration {
-    /// Whole nanoseconds; a negative duration counts as 0.
-    var wholeNanoseconds: UInt64 {
-        guard self > .zero else { return 0 }
-        let (seconds, attoseconds) = components
-        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
-    }
-}

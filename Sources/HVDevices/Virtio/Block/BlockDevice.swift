@@ -146,7 +146,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     /// Serves `queue` in rounds until it is empty, the budget or its time slice is spent (then
     /// it resumes later), or the rate limiter holds requests back (then its timer resumes it).
     private func serve(_ queue: LockedVirtqueue) {
-        let deadline = notificationBudget.timeSlice.map { HostClock.monotonicNanoseconds() &+ $0.nanosecondsClamped }
+        let deadline = notificationBudget.timeSlice.map(HostClock.monotonicDeadline(after:))
         var remaining = notificationBudget.chains ?? Int(queue.size)
         while remaining > 0 {
             var requests: [BlockRequest] = []

@@ -138,7 +138,7 @@ public final class LockedVirtqueue: Sendable {
         let progress = queue.withLock { queue -> QueueProgress in
             let memory = self.memory
             let limit = max(budget.chains ?? Int(queue.size), 1)
-            let deadline = budget.timeSlice.map { HostClock.monotonicNanoseconds() &+ $0.nanosecondsClamped }
+            let deadline = budget.timeSlice.map(HostClock.monotonicDeadline(after:))
             var taken = 0
             var exhausted = false
             do throws(VirtqueueError) {
@@ -258,16 +258,5 @@ public struct VirtioActivation: Sendable {
     public func queue(_ index: Int) throws(VirtioDeviceError) -> LockedVirtqueue {
         guard queues.indices.contains(index), let queue = queues[index] else { throw .queueNotReady(index: index) }
         return queue
-    }
-}
-
-extension Duration {
-    /// The duration in nanoseconds, clamped to 0...UInt64.max.
-    var nanosecondsClamped: UInt64 {
-        let (seconds, attoseconds) = components
-        guard seconds >= 0 else { return 0 }
-        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
-        guard !overflow else { return .max }
-        return whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000)).overflow ? .max : whole + UInt64(attoseconds / 1_000_000_000)
     }
 }
