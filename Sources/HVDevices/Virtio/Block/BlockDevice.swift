@@ -83,7 +83,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     ///   - rateLimiter: limits the requests that reach the backend (one operation each, and
     ///     their data bytes); a throttled request waits, in order, and is never dropped.
     ///   - eventLoop: where a throttled device waits for its tokens (a timer). Without one,
-    ///     throttled requests go on at the next notification.
+    ///     throttled requests go on at later notifications, as tokens allow.
     ///   - logger: where the device logs refused requests.
     public init(backend: any BlockBackend, identifier: String = "hvkit", queueSize: UInt16 = 256,
                 notificationBudget: NotificationBudget = .default, rateLimiter: RateLimiter? = nil,
@@ -137,9 +137,13 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         // Holding `active` while parsing and submitting makes reset() wait for this.
         active.withLock { queue in
             guard let queue else { return }
-            // Throttled: the limiter's timer comes back for the queue once tokens are there.
-            guard throttled.withLock({ $0.isEmpty }) else { return }
-            serve(queue)
+            if throttled.withLock({ $0.isEmpty }) {
+                serve(queue)
+            } else if timers == nil {
+                // No timer to come back: held-back requests go on at notifications.
+                releaseThrottled(queue)
+            }
+            // Otherwise the limiter's timer comes back for the queue once tokens are there.
         }
     }
 
@@ -171,17 +175,15 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         queue.scheduleResumption()
     }
 
-    /// The prefix of `requests` the rate limiter lets through now; the rest wait, in order.
+    /// Queues `requests` behind those held back and returns the oldest ones the rate limiter
+    /// lets through now, in order (all of them when there is no limiter).
     private func admit(_ requests: [BlockRequest]) -> [BlockRequest] {
-        guard let rateLimiter, !requests.isEmpty else { return requests }
+        guard let rateLimiter else { return requests }
         return throttled.withLock { throttled in
+            throttled += requests
             var admitted: [BlockRequest] = []
-            for request in requests {
-                if throttled.isEmpty, rateLimiter.consume(bytes: request.operation.dataBytes) {
-                    admitted.append(request)
-                } else {
-                    throttled.append(request)
-                }
+            while let first = throttled.first, rateLimiter.consume(bytes: first.operation.dataBytes) {
+                admitted.append(throttled.removeFirst())
             }
             return admitted
         }
@@ -189,33 +191,26 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
 
     /// Arms a timer for when the oldest throttled request's tokens are there.
     private func waitForTokens() {
-        guard let rateLimiter else { return }
-        let first = throttled.withLock { $0.first }
-        guard let first else { return }
+        guard let rateLimiter, let timers, let first = throttled.withLock({ $0.first }) else { return }
         let wait = rateLimiter.waitNanoseconds(bytes: first.operation.dataBytes)
-        guard let timers else { return }
         // At least a microsecond, so a timer never spins on rounding.
-        timers.schedule(after: .nanoseconds(Int64(clamping: max(wait, 1000)))) { [weak self] in self?.resumeThrottled() }
+        timers.schedule(after: .nanoseconds(Int64(clamping: max(wait, 1000)))) { [weak self] in
+            guard let self else { return }
+            active.withLock { queue in
+                if let queue { releaseThrottled(queue) }
+            }
+        }
     }
 
-    /// The limiter's timer: submits what the buckets allow now, oldest first, then goes on
-    /// serving the queue once nothing is held back.
-    private func resumeThrottled() {
-        active.withLock { queue in
-            guard let queue, let rateLimiter else { return }
-            let ready = throttled.withLock { throttled -> [BlockRequest] in
-                var ready: [BlockRequest] = []
-                while let first = throttled.first, rateLimiter.consume(bytes: first.operation.dataBytes) {
-                    ready.append(throttled.removeFirst())
-                }
-                return ready
-            }
-            if !ready.isEmpty { backend.submit(ready) }
-            if throttled.withLock({ $0.isEmpty }) {
-                serve(queue)
-            } else {
-                waitForTokens()
-            }
+    /// Submits the held-back requests the buckets allow now, oldest first; then goes on serving
+    /// the queue once nothing is held back, or waits for the next tokens.
+    private func releaseThrottled(_ queue: LockedVirtqueue) {
+        let ready = admit([])
+        if !ready.isEmpty { backend.submit(ready) }
+        if throttled.withLock({ $0.isEmpty }) {
+            serve(queue)
+        } else {
+            waitForTokens()
         }
     }
 

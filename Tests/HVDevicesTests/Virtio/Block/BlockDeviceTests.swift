@@ -391,6 +391,33 @@ struct BlockDeviceHostileTests {
         #expect(limited.device.rateLimiter?.throttledCount ?? 0 > 0)
     }
 
+    /// Without an event loop for a timer, a held-back request goes on at a later notification
+    /// once its tokens are there (a clock the test moves), in order, and is never dropped.
+    @Test func withoutATimerThrottledRequestsGoOnAtLaterNotifications() throws {
+        let file = try ScratchFile(size: 64 * 512)
+        let clock = SteppedClock()
+        let limiter = RateLimiter(RateLimit(operations: .init(size: 1, refillTime: .seconds(1))), clock: clock)
+        let device = BlockDevice(backend: SyncBlockBackend(disk: try DiskImage(path: file.path)), queueSize: 16, rateLimiter: limiter)
+        let memory = try testMemory()
+        let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: CountingInterruptLine())
+        let mmio = MMIODriver(transport: transport)
+        var queue = try DriverQueue(memory: memory, size: 16)
+        mmio.initialize(queues: [queue])
+        for slot in 0..<2 {
+            let header = try VirtioBlockRequest.writeHeader(rawType: 0, sector: UInt64(slot), at: GuestAddress(0x8000 + UInt64(slot) * 16), in: memory)
+            try queue.addChain([header, (GuestAddress(0x10000 + UInt64(slot) * 512), 512, true), (GuestAddress(0x9000 + UInt64(slot)), 1, true)])
+        }
+        mmio.notify(0)
+        #expect(try queue.takeUsed().count == 1)
+        // Tokens not back yet: a notification changes nothing.
+        mmio.notify(0)
+        #expect(try queue.takeUsed().isEmpty)
+        clock.now.store(1_000_000_000, ordering: .relaxed)
+        mmio.notify(0)
+        #expect(try queue.takeUsed().count == 1)
+        #expect(limiter.throttledCount >= 2)
+    }
+
     /// Keeps 8 one-sector reads in flight for `seconds` and returns completions per second,
     /// counted from the `skipping`-th completion on, and every status byte seen.
     static func completionsPerSecond(_ rig: BlockRig, seconds: Double, skipping: Int = 0) throws -> (rate: Double, statuses: [UInt8]) {
@@ -488,4 +515,10 @@ enum MalformedRequest: String, CaseIterable, CustomTestStringConvertible {
         }
         try queue.publish(at(0))
     }
+}
+
+/// A rate limiter's clock the test sets.
+final class SteppedClock: RateLimiterClock {
+    let now = Atomic<UInt64>(0)
+    func nanoseconds() -> UInt64 { now.load(ordering: .relaxed) }
 }
