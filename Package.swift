@@ -156,7 +156,7 @@ let package = Package(
             name: "HVCoreTests",
             dependencies: ["HVCore", "HVTestSupport", .product(name: "Logging", package: "swift-log")]
         ),
-        .testTarget(name: "HVBootTests", dependencies: ["HVBoot", "HVCore", "HVTestSupport"]),
+        .testTarget(name: "HVBootTests", dependencies: ["HVBoot", "HVCore", "HVTestSupport", .product(name: "SystemPackage", package: "swift-system")]),
         // HVKVMTests also run HVDevices' virtio-mmio transport under a real guest, end to end.
         .testTarget(
             name: "HVKVMTests",

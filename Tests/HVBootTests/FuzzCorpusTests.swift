@@ -1,5 +1,6 @@
 import Glibc
 import HVCore
+import SystemPackage
 import HVTestSupport
 @testable import HVBoot
 import Testing
@@ -51,7 +52,7 @@ import Testing
                 try path.parent.createDirectories()
                 try path.write(seed.bytes)
             }
-            #expect(try path.read() == seed.bytes, "\(seed.target)/\(seed.name) is stale: run with HVKIT_UPDATE_FUZZ_SEEDS=1")
+            #expect(try HostFile.readAll(FilePath(path.string)) == seed.bytes, "\(seed.target)/\(seed.name) is stale: run with HVKIT_UPDATE_FUZZ_SEEDS=1")
         }
     }
 }
@@ -90,19 +91,6 @@ struct URLPath {
         guard bytes.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == bytes.count else { throw CorpusFileError(code: errno, path: string) }
     }
 
-    func read() throws -> [UInt8] {
-        let fd = open(string, O_RDONLY)
-        guard fd >= 0 else { throw CorpusFileError(code: errno, path: string) }
-        defer { close(fd) }
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            guard count > 0 else { break }
-            result += chunk[..<count]
-        }
-        return result
-    }
 }
 
 /// A corpus file could not be read or written.
