@@ -20,4 +20,16 @@ extern const int HVD_FALLOC_FL_ZERO_RANGE;
 /// BLKGETSIZE64 and BLKSSZGET, for block devices used as disks.
 extern const unsigned long HVD_BLKGETSIZE64;
 
+/// Opens /dev/net/tun non-blocking and attaches it to the tap interface `name` (created if it
+/// does not exist; an empty name lets the kernel choose) with IFF_TAP | IFF_NO_PI |
+/// IFF_VNET_HDR and a `header_size`-byte virtio-net header. Writes the interface's name into
+/// `actual_name` (16 bytes). Returns the descriptor, or -errno (the step that failed in `*step`:
+/// 0 open, 1 TUNSETIFF, 2 TUNSETVNETHDRSZ).
+int hvd_tap_open(const char *name, char *actual_name, int header_size, int *step);
+/// TUNSETOFFLOAD; returns 0 or -errno.
+int hvd_tap_set_offload(int fd, unsigned int flags);
+
+/// The size of an interface name buffer (IFNAMSIZ).
+extern const int HVD_IFNAMSIZ;
+
 #endif

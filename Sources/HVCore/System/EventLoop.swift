@@ -102,6 +102,25 @@ public final class EventLoop: Sendable {
         _ = hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_DEL, registration.fileDescriptor.rawValue, 0, 0)
     }
 
+    /// Pauses or resumes watching a registered descriptor, keeping its handler: for a
+    /// backend that has nowhere to put what it would read (a network device whose guest posted
+    /// no receive buffers), so the level-triggered loop does not call it again and again.
+    /// A paused descriptor is out of the epoll set, so a hang-up does not call it either.
+    /// Pausing or resuming twice is harmless. A call of its handler already under way may
+    /// still finish after pausing.
+    public func setWatching(_ registration: Registration, _ watching: Bool) throws(Errno) {
+        let descriptor = registration.fileDescriptor.rawValue
+        let result = watching
+            ? hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_ADD, descriptor, HV_EPOLLIN, registration.token)
+            : hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_DEL, descriptor, 0, 0)
+        guard result == 0 else {
+            let error = Errno(rawValue: errno)
+            // Already in the set, or already out of it.
+            if error == (watching ? .fileExists : .noSuchFileOrDirectory) { return }
+            throw error
+        }
+    }
+
     /// Runs `work` on the loop's thread, between handlers, and returns its result: for what
     /// must happen on that thread itself (installing its seccomp filter, say). Must not be
     /// called from a handler; nil if the loop has stopped.

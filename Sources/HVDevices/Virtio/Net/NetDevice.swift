@@ -1,0 +1,116 @@
+import HVCore
+import Logging
+
+/// virtio-net (virtio 1.2, section 5.1): a network interface for the guest, one receive and one
+/// transmit queue served by a ``NetBackend``.
+///
+/// Offered: VERSION_1, MAC, MTU, STATUS (link up), MRG_RXBUF, EVENT_IDX and indirect
+/// descriptors, and the checksum and segmentation offloads (CSUM, GUEST_CSUM, HOST_ and
+/// GUEST_TSO4/TSO6/ECN, UFO) that the backend supports; after negotiation the backend is told
+/// which ones the driver accepted (a tap's TUNSETOFFLOAD). Frames move between the backend and
+/// guest memory with one `readv` or `writev` each and no copy in between (see the receive and
+/// transmit paths). Hostile input is refused without a completion that could pass for a
+/// delivered frame: a malformed receive buffer breaks the queue (DEVICE_NEEDS_RESET), a
+/// malformed transmit frame is dropped and counted, and one notification or readable backend
+/// does at most a budget of work.
+///
+/// The backend is served by `eventLoop`: it is read there as soon as a frame waits and the
+/// guest has posted buffers. Queue notifications may come on any thread.
+public final class NetDevice: VirtioDevice {
+    /// The receive queue's index.
+    public static let receiveQueue = 0
+    /// The transmit queue's index.
+    public static let transmitQueue = 1
+
+    /// Where frames go and come from.
+    public let backend: any NetBackend
+    /// The receive and transmit queues' maximum sizes.
+    public let queueMaxSizes: [UInt16]
+    /// What the device offers (see the type's description).
+    public let offeredFeatures: VirtioFeatures
+    /// The guest's MAC address, MTU and link status.
+    public let netConfiguration: NetConfiguration
+    /// Guest-caused events (malformed frames) and backend failures, logged rate-limited and counted.
+    public let guestEvents: GuestEventLog
+    private let counters = NetCounters()
+    private let receiver: NetReceiver
+    private let transmitter: NetTransmitter
+
+    /// - Parameters:
+    ///   - backend: where frames go and come from.
+    ///   - mac: the guest's MAC address (6 bytes).
+    ///   - mtu: the largest payload above the Ethernet header the guest should send.
+    ///   - queueSize: each queue's maximum size.
+    ///   - eventLoop: where the backend is read.
+    ///   - notificationBudget: how many chains a notification of the transmit queue takes, and
+    ///     how many frames one readable backend delivers, before the rest waits its turn.
+    ///   - logger: where malformed frames and backend failures are logged.
+    /// - Throws: when the backend cannot be registered with the event loop.
+    public init(backend: any NetBackend, mac: [UInt8], mtu: UInt16 = 1500, queueSize: UInt16 = 256,
+                eventLoop: EventLoop, notificationBudget: NotificationBudget = .default,
+                logger: Logger = Logger(label: "hvkit.virtio-net")) throws(NetBackendError) {
+        self.backend = backend
+        queueMaxSizes = [queueSize, queueSize]
+        netConfiguration = NetConfiguration(mac: mac, mtu: mtu)
+        guestEvents = GuestEventLog(logger: logger)
+        var features = VirtioFeatures.transportDefaults.union([.netMAC, .netMTU, .netStatus, .netMergeableReceiveBuffers])
+        let offloads = backend.supportedOffloads
+        if offloads.contains(.checksum) {
+            features.formUnion([.netChecksum, .netGuestChecksum])
+            if offloads.contains(.tso4) { features.formUnion([.netHostTSO4, .netGuestTSO4]) }
+            if offloads.contains(.tso6) { features.formUnion([.netHostTSO6, .netGuestTSO6]) }
+            if offloads.contains(.tsoECN) { features.formUnion([.netHostECN, .netGuestECN]) }
+            if offloads.contains(.ufo) { features.formUnion([.netHostUFO, .netGuestUFO]) }
+        }
+        offeredFeatures = features
+        receiver = try NetReceiver(backend: backend, eventLoop: eventLoop, counters: counters, events: guestEvents,
+                                   budget: notificationBudget)
+        transmitter = NetTransmitter(backend: backend, counters: counters, events: guestEvents, budget: notificationBudget)
+    }
+
+    /// ``VirtioDeviceType/network`` (1).
+    public var deviceType: VirtioDeviceType { .network }
+    /// struct virtio_net_config: the MAC, link up, one queue pair, the MTU.
+    public var configuration: [UInt8] { netConfiguration.bytes }
+    /// Frames moved and dropped so far.
+    public var counts: NetDeviceCounts { counters.snapshot }
+
+    /// Whether the event loop reads the backend now: only while the guest has posted buffers
+    /// for a frame.
+    var isWatchingBackend: Bool { receiver.isWatching }
+
+    /// Tells the backend which offloads the driver accepted and starts both queues.
+    public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
+        let receive = try activation.queue(Self.receiveQueue)
+        let transmit = try activation.queue(Self.transmitQueue)
+        let features = activation.features
+        let offloads = TapOffloads(negotiated: features).intersection(backend.supportedOffloads)
+        do {
+            try backend.enableOffloads(offloads)
+        } catch {
+            throw .backend("\(error)")
+        }
+        let mtu = netConfiguration.mtu
+        let receivesSegments = !offloads.isDisjoint(with: [.tso4, .tso6, .ufo])
+        let sendsSegments = !features.isDisjoint(with: [.netHostTSO4, .netHostTSO6, .netHostUFO])
+        transmitter.start(transmit, features: features, frameLimit: netFrameLimit(mtu: mtu, segmentationOffload: sendsSegments))
+        receiver.start(receive, mergeable: features.contains(.netMergeableReceiveBuffers),
+                       frameLimit: netFrameLimit(mtu: mtu, segmentationOffload: receivesSegments))
+    }
+
+    /// The driver posted receive buffers (queue 0) or frames to send (queue 1).
+    public func queueNotified(_ index: Int) {
+        switch index {
+        case Self.receiveQueue: receiver.deliverFrames()
+        case Self.transmitQueue: transmitter.transmitQueued()
+        default: break
+        }
+    }
+
+    /// Stops both paths; held receive buffers go back with the driver's reset.
+    public func reset() {
+        receiver.stop()
+        transmitter.stop()
+        try? backend.enableOffloads([])
+    }
+}

@@ -1,0 +1,242 @@
+import Glibc
+import HVCore
+import Logging
+import Synchronization
+
+/// The receive path of a virtio-net device: frames read from the backend straight into the
+/// guest's receive buffers.
+///
+/// The receiver takes the driver's receive chains from the queue as they come and holds them
+/// (in flight) until a frame fills them. A frame is read with one `readv` into the host
+/// addresses of the chains it may need: the first chain alone, or under MRG_RXBUF as many
+/// as cover the largest frame the backend may hand over, then a spare byte. What the read
+/// returns says which chains the frame used; each is completed with its share, the header's
+/// num_buffers says how many there were, and the unused chains wait for the next frame. A read
+/// that reaches the spare byte was a frame too large for the buffers: it is dropped and
+/// counted, and the chains stay for the next frame.
+///
+/// The backend is read only while chains are held: with none, the receiver stops watching the
+/// backend's descriptor and waits for the driver's next notification, so it neither spins
+/// nor reads a frame it has no place for.
+final class NetReceiver: Sendable {
+    private struct HeldChain {
+        let head: UInt16
+        let buffers: [iovec]
+        let capacity: Int
+    }
+
+    private struct State {
+        var queue: LockedVirtqueue?
+        var held: [HeldChain] = []
+        var heldCapacity = 0
+        var mergeable = false
+        /// The largest frame, header included, the backend may hand over now.
+        var frameLimit = 0
+        var registration: EventLoop.Registration?
+        /// Whether the event loop watches the backend now (it starts paused).
+        var watching = false
+        var closed = false
+    }
+
+    private let backend: any NetBackend
+    private let eventLoop: EventLoop
+    private let counters: NetCounters
+    private let events: GuestEventLog
+    private let budget: NotificationBudget
+    private let state = Mutex(State())
+    /// One byte past the guest's buffers in every read, to notice a frame that did not fit.
+    // SAFETY: allocated here, freed in deinit, touched only by readv under `state`'s lock.
+    private nonisolated(unsafe) let spareByte = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
+
+    init(backend: any NetBackend, eventLoop: EventLoop, counters: NetCounters, events: GuestEventLog,
+         budget: NotificationBudget) throws(NetBackendError) {
+        self.backend = backend
+        self.eventLoop = eventLoop
+        self.counters = counters
+        self.events = events
+        self.budget = budget
+        do {
+            let registration = try eventLoop.register(backend.fileDescriptor) { [weak self] in self?.deliverFrames() }
+            // Nothing is read before a driver posts buffers.
+            try eventLoop.setWatching(registration, false)
+            state.withLock { $0.registration = registration }
+        } catch {
+            throw .io(backend: backend.name, operation: "watching its descriptor (epoll_ctl)", error)
+        }
+    }
+
+    deinit {
+        if let registration = state.withLock({ $0.registration }) { eventLoop.unregister(registration) }
+        spareByte.deallocate()
+    }
+
+    /// Whether the event loop watches the backend now.
+    var isWatching: Bool { state.withLock { $0.watching } }
+
+    /// Starts filling `queue`'s chains with frames of at most `frameLimit` bytes, header
+    /// included; `mergeable` when the driver accepted MRG_RXBUF.
+    func start(_ queue: LockedVirtqueue, mergeable: Bool, frameLimit: Int) {
+        state.withLock { state in
+            state.queue = queue
+            state.held = []
+            state.heldCapacity = 0
+            state.mergeable = mergeable
+            state.frameLimit = frameLimit
+        }
+        deliverFrames()
+    }
+
+    /// Drops the queue and the chains held from it (the driver's reset takes them back).
+    func stop() {
+        state.withLock { state in
+            state.queue = nil
+            state.held = []
+            state.heldCapacity = 0
+            watch(false, &state)
+        }
+    }
+
+    /// Moves waiting frames into held chains, taking newly posted chains first, at most a
+    /// budget of frames per call (the event loop comes back for the rest). Called when the
+    /// backend's descriptor is readable and when the driver posts buffers.
+    func deliverFrames() {
+        state.withLock { state in
+            guard let queue = state.queue, !state.closed else {
+                watch(false, &state)
+                return
+            }
+            var completions: [(head: UInt16, length: UInt32)] = []
+            defer { if !completions.isEmpty { queue.complete(completions) } }
+            let limit = max(budget.chains ?? Int(queue.size), 1)
+            let deadline = budget.timeSlice.map(HostClock.monotonicDeadline(after:))
+            var frames = 0
+            while true {
+                guard frames < limit, frames == 0 || deadline.map({ HostClock.monotonicNanoseconds() <= $0 }) ?? true else {
+                    // Out of budget: the level-triggered loop calls again for the rest.
+                    watch(true, &state)
+                    return
+                }
+                var chainCount = chainsForNextFrame(state)
+                if chainCount == 0 {
+                    takePostedChains(from: queue, &state)
+                    chainCount = chainsForNextFrame(state)
+                }
+                guard chainCount > 0, queue.fault == nil else {
+                    // Nowhere to put a frame: wait for the driver's notification.
+                    watch(false, &state)
+                    return
+                }
+                guard let length = receive(into: state.held.prefix(chainCount), &state) else { return }
+                let capacity = state.held.prefix(chainCount).reduce(0) { $0 + $1.capacity }
+                guard length <= capacity, length >= NetHeader.size else {
+                    counters.droppedReceiveFrames.add(1, ordering: .relaxed)
+                    events.record("dropped-receive", level: .debug, "dropped a received frame",
+                                  metadata: ["bytes": "\(length)", "room": "\(capacity)"])
+                    continue
+                }
+                var left = length
+                var used = 0
+                for chain in state.held.prefix(chainCount) where left > 0 {
+                    let share = min(left, chain.capacity)
+                    completions.append((chain.head, UInt32(share)))
+                    left -= share
+                    used += 1
+                }
+                Self.writeBufferCount(UInt16(used), into: state.held[0].buffers)
+                state.heldCapacity -= state.held.prefix(used).reduce(0) { $0 + $1.capacity }
+                state.held.removeFirst(used)
+                frames += 1
+                counters.receivedFrames.add(1, ordering: .relaxed)
+                counters.receivedBytes.add(UInt64(length - NetHeader.size), ordering: .relaxed)
+            }
+        }
+    }
+
+    /// How many held chains the next frame is read into: the first alone, or under
+    /// MRG_RXBUF as many as cover the frame limit; 0 when those are not held yet.
+    private func chainsForNextFrame(_ state: State) -> Int {
+        guard state.mergeable else { return state.held.isEmpty ? 0 : 1 }
+        guard state.heldCapacity >= state.frameLimit else { return 0 }
+        var covered = 0
+        for (index, chain) in state.held.enumerated() {
+            covered += chain.capacity
+            if covered >= state.frameLimit { return index + 1 }
+        }
+        return 0
+    }
+
+    /// Reads one frame into `chains` and the spare byte. nil when none waits (the receiver
+    /// watches the backend for the next) or the backend failed (it stops watching).
+    private func receive(into chains: ArraySlice<HeldChain>, _ state: inout State) -> Int? {
+        var vectors = chains.flatMap(\.buffers)
+        vectors.append(iovec(iov_base: spareByte, iov_len: 1))
+        let result: Int?
+        do {
+            result = try vectors.withUnsafeBufferPointer { vectors throws(NetBackendError) in try backend.receive(into: vectors) }
+        } catch {
+            if case .closed = error { state.closed = true }
+            // Not read again until the driver's next notification, so a failing backend cannot spin.
+            events.record("backend-error", "network backend failed on receive", metadata: ["error": "\(error)"])
+            watch(false, &state)
+            return nil
+        }
+        if result == nil { watch(true, &state) }
+        return result
+    }
+
+    /// Holds every chain the driver posted, refusing the shapes a receive buffer cannot have.
+    private func takePostedChains(from queue: LockedVirtqueue, _ state: inout State) {
+        let memory = queue.memory
+        let frameLimit = state.frameLimit
+        var taken: [HeldChain] = []
+        queue.processAvailable(budget: NotificationBudget(chains: nil, timeSlice: nil), resumingWhenExhausted: false) { chain in
+            guard chain.readableLength == 0 else {
+                return .unanswerable(reason: "receive buffer \(chain.head) has device-readable descriptors")
+            }
+            guard chain.writableLength >= UInt64(NetHeader.size) else {
+                return .unanswerable(reason: "receive buffer \(chain.head) has room for \(chain.writableLength) bytes, less than the header")
+            }
+            var writer = chain.writer(in: memory)
+            let capacity = min(writer.remaining, UInt64(frameLimit))
+            do {
+                let buffers = try writer.hostBuffers(capacity)
+                taken.append(HeldChain(head: chain.head, buffers: buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) },
+                                       capacity: Int(capacity)))
+                return .pending
+            } catch {
+                return .unanswerable(reason: "receive buffer \(chain.head): \(error)")
+            }
+        }
+        state.held += taken
+        state.heldCapacity += taken.reduce(0) { $0 + $1.capacity }
+    }
+
+    private func watch(_ watching: Bool, _ state: inout State) {
+        let watching = watching && !state.closed
+        guard let registration = state.registration, watching != state.watching else { return }
+        do {
+            try eventLoop.setWatching(registration, watching)
+            state.watching = watching
+        } catch {
+            events.record("backend-error", "could not change the watch on the network backend", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Writes num_buffers (header bytes 10 and 11, little-endian) into a chain's buffers,
+    /// which the header may straddle.
+    private static func writeBufferCount(_ count: UInt16, into buffers: [iovec]) {
+        var position = 10
+        var bytes = [UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)][...]
+        for buffer in buffers {
+            guard let base = buffer.iov_base, !bytes.isEmpty else { break }
+            while position < buffer.iov_len, let byte = bytes.first {
+                // SAFETY: inside a buffer the queue checked as writable guest RAM (the chain's
+                // first 12 bytes are the header: every receive chain has room for it).
+                base.storeBytes(of: byte, toByteOffset: position, as: UInt8.self)
+                bytes = bytes.dropFirst()
+                position += 1
+            }
+            position -= buffer.iov_len
+        }
+    }
+}
