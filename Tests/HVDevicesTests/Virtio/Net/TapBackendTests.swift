@@ -1,0 +1,177 @@
+import Glibc
+import HVCore
+@testable import HVDevices
+import HVDevicesTesting
+import HVTestSupport
+import SystemPackage
+import Testing
+
+/// Why a tap cannot be made here (not root, no /dev/net/tun, no `ip`), or nil.
+let tapUnavailableReason: String? = {
+    guard access("/usr/sbin/ip", X_OK) == 0 || access("/sbin/ip", X_OK) == 0 else { return "needs iproute2's ip" }
+    do {
+        _ = try TapBackend()
+        return nil
+    } catch {
+        return "needs a tap device (root, /dev/net/tun): \(error)"
+    }
+}()
+
+/// Runs a host command; whether it succeeded.
+@discardableResult
+func runHostCommand(_ command: String) -> Bool {
+    system(command + " >/dev/null 2>&1") == 0
+}
+
+/// A tap interface with the host at 10.199.N.1 and the device's driver playing 10.199.N.2
+/// (a static neighbour entry, so the host sends to it without asking by ARP).
+final class TapRig {
+    let tap: TapBackend
+    let rig: NetRig
+    let subnet: UInt8
+    var hostAddress: [UInt8] { [10, 199, subnet, 1] }
+    var guestAddress: [UInt8] { [10, 199, subnet, 2] }
+    /// The tap's own MAC (the host side's).
+    let hostMAC: [UInt8]
+
+    init(features: VirtioFeatures? = nil) throws {
+        tap = try TapBackend()
+        // A subnet per process and rig, so parallel tests do not share routes.
+        subnet = UInt8(truncatingIfNeeded: (getpid() &* 31 &+ Int32(tap.fileDescriptor.rawValue)) % 200 + 20)
+        let name = tap.interfaceName
+        try #require(runHostCommand("ip addr add 10.199.\(subnet).1/24 dev \(name)"))
+        try #require(runHostCommand("ip link set \(name) up"))
+        try #require(runHostCommand("ip neigh replace 10.199.\(subnet).2 lladdr 52:54:00:12:34:56 dev \(name)"))
+        let address = try HostFile.readAll(FilePath("/sys/class/net/\(name)/address"))
+        hostMAC = String(decoding: address, as: UTF8.self).split(separator: ":").compactMap {
+            UInt8($0.trimmingPrefix(" ").prefix(2), radix: 16)
+        }
+        rig = try NetRig(features: features, backend: tap)
+    }
+
+    /// A UDP socket bound to the host's address on `port`, with a receive timeout.
+    func hostSocket(port: UInt16) throws -> Int32 {
+        let socketFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        try #require(socketFD >= 0)
+        var address = sockaddr_in(port: port, address: hostAddress)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socketFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(bound == 0, "bind: \(errno)")
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return socketFD
+    }
+
+    /// The device's transmit counters of the tap, as the host kernel counts them.
+    var tapReceivedBytes: UInt64 {
+        get throws {
+            let text = try HostFile.readAll(FilePath("/sys/class/net/\(tap.interfaceName)/statistics/rx_bytes"))
+            return UInt64(String(decoding: text, as: UTF8.self).filter(\.isNumber)) ?? 0
+        }
+    }
+}
+
+extension sockaddr_in {
+    init(port: UInt16, address: [UInt8]) {
+        self.init()
+        sin_family = sa_family_t(AF_INET)
+        sin_port = port.bigEndian
+        sin_addr.s_addr = address.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+    }
+}
+
+@Suite("virtio-net over a tap", .enabled(if: tapUnavailableReason == nil, Comment(rawValue: tapUnavailableReason ?? "")),
+       .serialized)
+struct TapBackendTests {
+    @Test func opensATapWithTheVirtioNetHeader() throws {
+        let tap = try TapBackend()
+        #expect(tap.interfaceName.hasPrefix("tap"))
+        #expect(tap.supportedOffloads.isSuperset(of: [.checksum, .tso4, .tso6]))
+        try tap.enableOffloads([.checksum, .tso4])
+        try tap.enableOffloads([])
+        // A tap the process already holds cannot be attached twice.
+        #expect(throws: NetBackendError.self) { try TapBackend(name: tap.interfaceName) }
+        #expect(try NetRig(backend: tap).mmio.offeredFeatures.isSuperset(of: [.netChecksum, .netGuestChecksum, .netHostTSO4, .netGuestTSO6]))
+    }
+
+    /// UDP datagrams whose frames are 60 to 1514 bytes go from the driver through the tap to a
+    /// host socket, and the host's answers come back through the tap into the driver's
+    /// buffers, byte-identical.
+    @Test func udpFramesCrossTheTapBothWaysByteIdentical() throws {
+        let tap = try TapRig()
+        let rig = tap.rig
+        let host = try tap.hostSocket(port: 5000)
+        defer { close(host) }
+        // With GUEST_TSO the device reads once a 64 KiB frame's worth of buffers is posted.
+        try rig.postReceiveBuffers(50)
+        let payloadSizes = [60, 61, 100, 512, 1000, 1499, 1514].map { $0 - 42 }
+        var seen = 0
+        var posted = 0
+        for (index, size) in payloadSizes.enumerated() {
+            let payload = (0..<max(size, 0)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ index) }
+            let frame = EthernetFrames.udp(from: guestMAC, to: tap.hostMAC, sourceAddress: tap.guestAddress, destinationAddress: tap.hostAddress,
+                                           sourcePort: 4000, destinationPort: 5000, payload: payload)
+            #expect(frame.count == max(size, 0) + 42)
+            try rig.transmit(frame)
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            var from = sockaddr_in()
+            var fromLength = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let count = withUnsafeMutablePointer(to: &from) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(host, &buffer, buffer.count, 0, $0, &fromLength) }
+            }
+            try #require(count >= 0, "the host did not receive datagram \(index): errno \(errno)")
+            #expect(Array(buffer.prefix(count)) == payload)
+            // Echo it back to where it came from.
+            #expect(sendto(host, buffer, count, 0, withUnsafePointer(to: &from) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { $0 } },
+                           fromLength) == count)
+            // The host also sends its own frames (IPv6 neighbour discovery, MLD): look for the echo.
+            var answer: [UInt8]?
+            _ = try waitUntil {
+                let used = try rig.waitForReceived(seen + 1)
+                while seen < used.count, answer == nil {
+                    let bytes = try rig.contents(ofReceiveChain: used[seen].id, length: used[seen].length)
+                    seen += 1
+                    if let datagram = EthernetFrames.udpDatagram(in: Array(bytes.dropFirst(NetHeader.size))),
+                       datagram.destinationPort == 4000 {
+                        answer = datagram.payload
+                    }
+                }
+                return answer != nil
+            }
+            #expect(answer == payload, "datagram \(index) did not come back intact")
+            try rig.postReceiveBuffers(seen - posted)
+            posted = seen
+        }
+        #expect(rig.device.counts.droppedTransmitFrames == 0 && rig.device.counts.droppedReceiveFrames == 0)
+    }
+
+    /// With HOST_TSO4 and CSUM negotiated, a 64 KiB TCP segmentation frame from the driver is
+    /// taken whole by the tap, which segments it (the host counts every byte).
+    @Test func aSixtyFourKiBSegmentationFrameIsTakenWhole() throws {
+        let tap = try TapRig()
+        let before = try tap.tapReceivedBytes
+        var header = NetHeader()
+        header.flags = NetHeader.needsChecksum
+        header.segmentationType = NetHeader.Segmentation.tcpIPv4.rawValue
+        header.headerLength = 54
+        header.segmentSize = 1448
+        header.checksumStart = 34
+        header.checksumOffset = 16
+        let payload = 65_535 - 40
+        var frame = tap.hostMAC + guestMAC + [0x08, 0x00]
+        var ip: [UInt8] = [0x45, 0, 0xFF, 0xFF, 0, 0, 0x40, 0, 64, 6, 0, 0] + tap.guestAddress + tap.hostAddress
+        let checksum = EthernetFrames.internetChecksum(ip)
+        ip[10] = UInt8(checksum >> 8)
+        ip[11] = UInt8(checksum & 0xFF)
+        frame += ip
+        // TCP: ports 4001 -> 5001, seq 1, ack 0, data offset 5, flags ACK|PSH, window, checksum 0 (partial).
+        frame += [0x0F, 0xA1, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xFF, 0xFF, 0, 0, 0, 0]
+        frame += (0..<payload).map { UInt8(truncatingIfNeeded: $0) }
+        #expect(try tap.rig.transmit(frame, header: header, pieces: 17) == 0)
+        #expect(tap.rig.device.counts.transmittedFrames == 1 && tap.rig.device.counts.droppedTransmitFrames == 0)
+        // The host's side counts what the tap took, segmented into 1448-byte pieces.
+        _ = try waitUntil { try tap.tapReceivedBytes - before >= UInt64(payload) }
+        #expect(try tap.tapReceivedBytes - before >= UInt64(payload))
+    }
+}
