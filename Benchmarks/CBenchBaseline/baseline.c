@@ -1,3 +1,4 @@
+#include <sys/uio.h>
 #include "CBenchBaseline.h"
 
 #include <CKVM.h>
@@ -145,4 +146,23 @@ double hvb_c_vm_loop(const uint8_t *code, size_t code_size, int count) {
 
 void hvb_line_buffer_stdout(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
+long hvb_c_writev_frames(int fd, const struct iovec *pieces, int iovcnt, long count) {
+    for (long frame = 0; frame < count; frame++) {
+        if (writev(fd, pieces, iovcnt) < 0) return -errno;
+    }
+    return count;
+}
+
+long hvb_c_readv_frames(int fd, const struct iovec *pieces, int iovcnt, long count) {
+    long frames = 0;
+    while (frames < count) {
+        if (readv(fd, pieces, iovcnt) < 0) {
+            if (errno == EAGAIN) break;
+            return -errno;
+        }
+        frames++;
+    }
+    return frames;
 }

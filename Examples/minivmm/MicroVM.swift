@@ -6,6 +6,7 @@ import HVMachine
 /// The command line, checked and with the files it names read.
 struct VMOptions {
     struct Disk { var path: String; var readOnly: Bool; var rateLimit: RateLimit? }
+    struct Network { var tap: String; var mac: MACAddress? }
 
     var kernel: [UInt8]?
     var initrd: [UInt8]?
@@ -13,6 +14,7 @@ struct VMOptions {
     var memoryBytes: UInt64
     var cpus: Int
     var disks: [Disk]
+    var networks: [Network]
     var console: any ByteSink
     var rng: Bool
     /// Where a virtio console's output goes, if there is one.
@@ -54,6 +56,22 @@ struct VMOptions {
                 }
             }
             return disk
+        }
+        networks = try command.net.map { value in
+            let usage = "tap=NAME[,mac=52:54:00:xx:xx:xx]"
+            var network = Network(tap: "", mac: nil)
+            for part in value.split(separator: ",").map(String.init) {
+                if part.hasPrefix("tap=") {
+                    network.tap = String(part.dropFirst(4))
+                } else if part.hasPrefix("mac=") {
+                    guard let mac = MACAddress(String(part.dropFirst(4))) else { throw ValidationError("--net \(value): bad MAC address '\(part.dropFirst(4))'") }
+                    network.mac = mac
+                } else {
+                    throw ValidationError("--net \(value): unknown part '\(part)' (\(usage))")
+                }
+            }
+            guard !network.tap.isEmpty else { throw ValidationError("--net \(value): which tap? (\(usage))") }
+            return network
         }
         console = try Self.sink(command.console, option: "--console")
         rng = command.rng
@@ -118,6 +136,7 @@ final class MicroVM {
             try machine.announce("hvkit.boot_timer=0x\(String(page.start.rawValue, radix: 16))")
         }
         for disk in options.disks { try machine.addDisk(path: disk.path, readOnly: disk.readOnly, rateLimit: disk.rateLimit) }
+        for network in options.networks { try machine.addNetwork(tap: network.tap, mac: network.mac ?? .random()) }
         if options.rng { try machine.addEntropy() }
         if let output = options.virtioConsole { try machine.addConsole(output: output) }
 
@@ -134,7 +153,9 @@ final class MicroVM {
         }
         loaded = try machine.load(source)
         let kind = options.kernel == nil ? "the built-in guest" : loaded.kind
-        let devices = (options.disks.isEmpty ? [] : ["\(options.disks.count) disk(s)"]) + (options.rng ? ["rng"] : [])
+        let devices = (options.disks.isEmpty ? [] : ["\(options.disks.count) disk(s)"])
+            + machine.networks.map { "\($0.backendName) (guest MAC \(MACAddress(bytes: $0.mac).map(String.init(describing:)) ?? "?"))" }
+            + (options.rng ? ["rng"] : [])
             + (options.virtioConsole == nil ? [] : ["virtio console"])
         let entry = loaded.linuxPlan?.bootProtocol == .pvh ? "PVH" : "the 64-bit boot protocol"
         summary = (["\(kind) by \(entry) at \(loaded.entry)", "\(options.cpus) vCPU(s)", "\(options.memoryBytes >> 20) MiB"]

@@ -6,6 +6,7 @@
 //
 //   minivmm                                             the built-in guest
 //   minivmm --kernel vmlinuz --cmdline "console=ttyS0" --disk root.img,readonly --rng
+//   minivmm --kernel vmlinuz --net tap=hv0,mac=52:54:00:12:34:56   a network interface on tap hv0
 //   minivmm --config vm.conf                            the same options, one per line
 import ArgumentParser
 import Glibc
@@ -34,6 +35,9 @@ struct MiniVMM: ParsableCommand {
 
     @Option(help: "A virtio block device: PATH[,readonly][,rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST]] (token buckets: BYTES refill every MS ms). Repeatable.")
     var disk: [String] = []
+
+    @Option(help: "A virtio network interface on a host tap: tap=NAME[,mac=52:54:00:xx:xx:xx] (the tap is created if missing; needs CAP_NET_ADMIN or a tap you own). Repeatable.")
+    var net: [String] = []
 
     @Option(help: "Where the serial console goes: stdio, or file:PATH.")
     var console = "stdio"
@@ -99,6 +103,7 @@ struct MiniVMM: ParsableCommand {
             case "memory": memory = try number(UInt64.self)
             case "cpus": cpus = try number(Int.self)
             case "disk": disk.append(value)
+            case "net": net.append(value)
             case "console": console = value
             case "rng": rng = true
             case "virtio-console": virtioConsole = value

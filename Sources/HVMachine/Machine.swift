@@ -13,7 +13,7 @@ import Synchronization
 /// 1. ``init(_:)``: RAM (mapped before the irqchip, which is about 10 ms faster here), the
 ///    in-kernel irqchip and PIT, the buses and the event loop.
 /// 2. Devices: ``addLegacyDevices(console:input:)``, ``addDisk(path:readOnly:cacheMode:engine:rateLimit:name:)``,
-///    ``addEntropy(name:)``, ``addConsole(output:input:name:)``, or any ``add(virtio:name:notifications:)``.
+///    ``addNetwork(tap:mac:mtu:name:)``, ``addEntropy(name:)``, ``addConsole(output:input:name:)``, or any ``add(virtio:name:notifications:)``.
 ///    Each virtio device gets an MMIO window and an interrupt, its irqfd and one ioeventfd per
 ///    queue, and is announced to the guest on the command line and in ACPI.
 /// 3. ``load(_:)``: the kernel or unikernel, the command line, the initrd and the boot tables.
@@ -58,6 +58,7 @@ public final class Machine: Sendable {
         var allocator: DeviceAllocator
         var virtio: [VirtioSlot] = []
         var disks: [MachineDisk] = []
+        var networks: [MachineNetwork] = []
         var legacyNames: Set<String> = []
         var extraCommandLine: [String] = []
         var boot: LoadedBoot?
@@ -136,6 +137,8 @@ public final class Machine: Sendable {
     public var virtioDevices: [VirtioSlot] { state.withLock { $0.virtio } }
     /// The disks added so far, in order.
     public var disks: [MachineDisk] { state.withLock { $0.disks } }
+    /// The network interfaces added so far, in order.
+    public var networks: [MachineNetwork] { state.withLock { $0.networks } }
     /// The hypercall dispatcher serving the loaded guest's services (per-call statistics), or
     /// nil when the guest has none.
     public var hypercallDispatcher: HypercallDispatcher? { state.withLock { $0.dispatcher } }

@@ -21,6 +21,8 @@ public struct MachineError: Error, Sendable, CustomStringConvertible {
         case addDevice = "adding a device"
         /// Opening a disk image or its I/O backend.
         case openDisk = "opening a disk"
+        /// Opening a network backend (a tap).
+        case openNetwork = "opening a network backend"
         /// Creating or registering a device's interrupt (irqfd).
         case wireInterrupt = "wiring the interrupt"
         /// Creating or registering a device's queue notifications (ioeventfd).

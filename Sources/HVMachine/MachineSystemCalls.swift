@@ -40,6 +40,17 @@ public enum MachineSystemCalls {
     /// KVM's ioctls (type 0xAE): KVM_RUN, registers, interrupt lines.
     public static let kvmIoctls = SeccompRule.ioctl(type: 0xAE)
 
+    /// What network devices do on the thread that serves them: frames to a socket backend
+    /// (sendmsg), the event loop's watch on a backend paused and resumed (epoll_ctl), and a tap's
+    /// offloads set when a driver activates or resets the device (TUNSETOFFLOAD only).
+    public static let network: [SeccompRule] = [
+        SeccompRule(.sendmsg), SeccompRule(.epollCtl),
+        SeccompRule(.ioctl, argument: 1, mask: 0xFFFF_FFFF, value: tunSetOffload),
+    ]
+
+    /// TUNSETOFFLOAD: _IOW('T', 208, unsigned int).
+    static let tunSetOffload: UInt32 = 0x4004_54D0
+
     /// Does once, before any filter, what would otherwise need a forbidden call later: glibc
     /// reads /etc/localtime the first time anything converts a local time (the CMOS clock,
     /// log timestamps), and a filtered thread may not open files.
@@ -53,13 +64,13 @@ public enum MachineSystemCalls {
     /// A vCPU thread: KVM_RUN and the exits it serves (device registers, doorbells, hypercalls,
     /// the queue work a notification by exit does).
     public static func vcpu(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
-        SeccompFilter(allowing: common + diskIO + [kvmIoctls], failing: failing, mismatchAction: mismatchAction)
+        SeccompFilter(allowing: common + diskIO + network + [kvmIoctls], failing: failing, mismatchAction: mismatchAction)
     }
 
     /// The event loop's thread: epoll, the eventfds of ioeventfds, irqfds and AIO completions,
     /// the device work they start, console input, and KVM interrupt lines for the 16550.
     public static func eventLoop(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
-        SeccompFilter(allowing: common + diskIO + [kvmIoctls] + ([.epollWait, .epollPwait, .epollCtl] as [SystemCall]).map { SeccompRule($0) },
+        SeccompFilter(allowing: common + diskIO + network + [kvmIoctls] + ([.epollWait, .epollPwait] as [SystemCall]).map { SeccompRule($0) },
                       failing: failing, mismatchAction: mismatchAction)
     }
 
@@ -67,8 +78,8 @@ public enum MachineSystemCalls {
     /// devices (KVM and epoll), draining and flushing disks, unmapping memory, restoring the
     /// terminal, and waiting for signals.
     public static func waiter(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
-        SeccompFilter(allowing: common + diskIO + [kvmIoctls, .ioctl(type: UInt8(ascii: "T"))]
-                          + ([.epollCtl, .ioDestroy, .rtSigtimedwait] as [SystemCall]).map { SeccompRule($0) },
+        SeccompFilter(allowing: common + diskIO + network + [kvmIoctls, .ioctl(type: UInt8(ascii: "T"))]
+                          + ([.ioDestroy, .rtSigtimedwait] as [SystemCall]).map { SeccompRule($0) },
                       failing: failing, mismatchAction: mismatchAction)
     }
 }

@@ -20,6 +20,16 @@ double hvb_c_vm_create(const uint8_t *code, size_t code_size);
 // nanoseconds for all of them, or a negative errno value.
 double hvb_c_vm_loop(const uint8_t *code, size_t code_size, int count);
 
+struct iovec;
+
+// Writes `count` frames to `fd` (a tap), each one writev of the same `iovcnt` pieces, as a
+// plain C VMM's transmit loop would. Returns the frames written, or a negative errno value.
+long hvb_c_writev_frames(int fd, const struct iovec *pieces, int iovcnt, long count);
+
+// Reads up to `count` frames from the non-blocking `fd` (a tap), one readv each into `pieces`,
+// stopping early when none is left. Returns the frames read, or a negative errno value.
+long hvb_c_readv_frames(int fd, const struct iovec *pieces, int iovcnt, long count);
+
 // Makes stdout line-buffered (Swift 6 cannot touch the C global `stdout` safely).
 void hvb_line_buffer_stdout(void);
 

@@ -25,6 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip_icmp.h>
+#include <sys/socket.h>
 
 // The block ioctls of <linux/fs.h>, spelt out: musl's headers do not include the kernel's.
 #ifndef BLKROSET
@@ -342,8 +348,174 @@ static int test_blk_dd(void) {
     return finish(name, ok);
 }
 
+// The byte count each way of the net check's TCP transfer, shared with the host test.
+#define NET_TRANSFER_BYTES (2 << 20)
+
+static uint16_t internet_checksum(const void *data, size_t length) {
+    const uint8_t *bytes = data;
+    uint32_t sum = 0;
+    for (size_t i = 0; i + 1 < length; i += 2) sum += (uint32_t)bytes[i] << 8 | bytes[i + 1];
+    if (length & 1) sum += (uint32_t)bytes[length - 1] << 8;
+    while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
+    return htons((uint16_t)~sum);
+}
+
+// Configures eth0 as `address`/24 and brings it up, by ioctl (no ip or ifconfig needed).
+static int configure_interface(const char *address) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) return 0;
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    strcpy(request.ifr_name, "eth0");
+    struct sockaddr_in *in = (struct sockaddr_in *)&request.ifr_addr;
+    in->sin_family = AF_INET;
+    int ok = inet_pton(AF_INET, address, &in->sin_addr) == 1 && ioctl(fd, SIOCSIFADDR, &request) == 0;
+    inet_pton(AF_INET, "255.255.255.0", &in->sin_addr);
+    ok = ok && ioctl(fd, SIOCSIFNETMASK, &request) == 0;
+    ok = ok && ioctl(fd, SIOCGIFFLAGS, &request) == 0;
+    request.ifr_flags |= IFF_UP | IFF_RUNNING;
+    ok = ok && ioctl(fd, SIOCSIFFLAGS, &request) == 0;
+    if (!ok) note(" configure=%s", strerror(errno));
+    close(fd);
+    return ok;
+}
+
+// Sends `count` ICMP echo requests to `host` and counts the replies (a raw socket: the init
+// runs as root).
+static int ping_host(struct in_addr host, int count) {
+    int fd = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+    if (fd < 0) { note(" ping-socket=%s", strerror(errno)); return 0; }
+    struct timeval timeout = { .tv_sec = 2 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    struct sockaddr_in to = { .sin_family = AF_INET, .sin_addr = host };
+    int replies = 0;
+    for (int sequence = 1; sequence <= count; sequence++) {
+        uint8_t packet[64] = {0};
+        struct icmphdr *icmp = (struct icmphdr *)packet;
+        icmp->type = ICMP_ECHO;
+        icmp->un.echo.id = htons(0x4856);
+        icmp->un.echo.sequence = htons(sequence);
+        for (size_t i = sizeof *icmp; i < sizeof packet; i++) packet[i] = (uint8_t)(i + sequence);
+        icmp->checksum = internet_checksum(packet, sizeof packet);
+        if (sendto(fd, packet, sizeof packet, 0, (struct sockaddr *)&to, sizeof to) != sizeof packet) continue;
+        for (;;) {
+            uint8_t reply[128];
+            ssize_t n = recv(fd, reply, sizeof reply, 0);
+            if (n < 0) break;
+            size_t header = (size_t)(reply[0] & 0x0F) * 4;
+            if ((size_t)n < header + sizeof(struct icmphdr)) continue;
+            struct icmphdr *answer = (struct icmphdr *)(reply + header);
+            if (answer->type == ICMP_ECHOREPLY && answer->un.echo.id == htons(0x4856)
+                && answer->un.echo.sequence == htons(sequence)) { replies++; break; }
+        }
+    }
+    close(fd);
+    return replies;
+}
+
+// eth0's counter `name` from sysfs, or -1.
+static long interface_counter(const char *name) {
+    char path[128], text[32] = {0};
+    snprintf(path, sizeof path, "/sys/class/net/eth0/statistics/%s", name);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    return n > 0 ? atol(text) : -1;
+}
+
+// Notes eth0's packet counters, for a failure's diagnosis.
+static void note_interface_counters(void) {
+    note(" rx-packets=%ld tx-packets=%ld rx-dropped=%ld rx-length-errors=%ld", interface_counter("rx_packets"),
+         interface_counter("tx_packets"), interface_counter("rx_dropped"), interface_counter("rx_length_errors"));
+    // The neighbour table's entry for the host (flags 0x2: complete) and the device's interrupts.
+    char text[1024] = {0};
+    int fd = open("/proc/net/arp", O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, text, sizeof text - 1);
+        close(fd);
+        char *entry = n > 0 ? strchr(text, '\n') : NULL;
+        if (entry) {
+            for (char *c = ++entry; *c; c++) if (*c == ' ' || *c == '\n') *c = '_';
+            note(" arp=%.60s", entry);
+        }
+    }
+    memset(text, 0, sizeof text);
+    fd = open("/proc/interrupts", O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, text, sizeof text - 1);
+        close(fd);
+        char *line = n > 0 ? strstr(text, "virtio") : NULL;
+        if (line) {
+            while (line > text && line[-1] != '\n') line--;
+            char *end = strchr(line, '\n');
+            if (end) *end = 0;
+            for (char *c = line; *c; c++) if (*c == ' ') *c = '_';
+            note(" irq=%.60s", line);
+        }
+    }
+}
+
+// net: eth0 (virtio-net) configured from hvkit.net=GUEST,HOST,PORT on the command line; 10
+// pings of the host through the tap; then one TCP connection to HOST:PORT that receives
+// NET_TRANSFER_BYTES of pattern 5 and sends as many of pattern 6 (the host checks them).
+static int test_net(void) {
+    const char *name = "net";
+    char cmdline[4096] = {0}, guest[32] = {0}, host[32] = {0};
+    int port = 0;
+    int fd = open("/proc/cmdline", O_RDONLY);
+    if (fd >= 0) { ssize_t n = read(fd, cmdline, sizeof cmdline - 1); (void)n; close(fd); }
+    char *argument = strstr(cmdline, "hvkit.net=");
+    if (!argument || sscanf(argument, "hvkit.net=%31[0-9.],%31[0-9.],%d", guest, host, &port) != 3) {
+        note(" hvkit.net=missing");
+        return finish(name, 0);
+    }
+    if (!configure_interface(guest)) return finish(name, 0);
+    struct in_addr host_address;
+    inet_pton(AF_INET, host, &host_address);
+    int replies = ping_host(host_address, 10);
+    note(" ping=%d/10", replies);
+    if (replies != 10) note_interface_counters();
+
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int connection = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval timeout = { .tv_sec = 60 };
+    setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = host_address };
+    if (connect(connection, (struct sockaddr *)&to, sizeof to) != 0) {
+        note(" connect=%s", strerror(errno));
+        note_interface_counters();
+        return finish(name, 0);
+    }
+    uint8_t *buffer = malloc(NET_TRANSFER_BYTES);
+    size_t received = 0;
+    while (buffer && received < NET_TRANSFER_BYTES) {
+        ssize_t n = recv(connection, buffer + received, NET_TRANSFER_BYTES - received, 0);
+        if (n <= 0) break;
+        received += (size_t)n;
+    }
+    int ok = buffer && received == NET_TRANSFER_BYTES && check(buffer, NET_TRANSFER_BYTES, 5);
+    size_t sent = 0;
+    if (buffer) fill(buffer, NET_TRANSFER_BYTES, 6);
+    while (buffer && sent < NET_TRANSFER_BYTES) {
+        ssize_t n = send(connection, buffer + sent, NET_TRANSFER_BYTES - sent, 0);
+        if (n <= 0) break;
+        sent += (size_t)n;
+    }
+    shutdown(connection, SHUT_WR);
+    // Wait for the host to close: it has checked everything by then.
+    char end;
+    while (recv(connection, &end, 1, 0) > 0) {}
+    close(connection);
+    free(buffer);
+    note(" received=%zu sent=%zu pattern=%s tcp-ms=%.0f", received, sent, ok ? "ok" : "bad", seconds_since(&start) * 1e3);
+    return finish(name, replies == 10 && ok && sent == NET_TRANSFER_BYTES);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: hvkit-test blk|blk-ro|blk-dd|rng|console|smp|features\n"); return 2; }
+    if (argc != 2) { fprintf(stderr, "usage: hvkit-test blk|blk-ro|blk-dd|rng|console|smp|features|net\n"); return 2; }
     const char *name = argv[1];
     if (!strcmp(name, "blk")) return test_blk();
     if (!strcmp(name, "blk-ro")) return test_blk_readonly();
@@ -352,6 +524,7 @@ int main(int argc, char **argv) {
     if (!strcmp(name, "console")) return test_console();
     if (!strcmp(name, "smp")) return test_smp();
     if (!strcmp(name, "features")) return test_features();
+    if (!strcmp(name, "net")) return test_net();
     note(" unknown-test");
     return finish(name, 0);
 }

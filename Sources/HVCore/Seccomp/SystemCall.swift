@@ -131,6 +131,9 @@ public struct SystemCall: Hashable, Sendable, CustomStringConvertible {
     public static let epollCtl = SystemCall(number: 233, name: "epoll_ctl")
     /// `epoll_pwait`, number 281.
     public static let epollPwait = SystemCall(number: 281, name: "epoll_pwait")
+    // Network backends.
+    /// `sendmsg`, number 46 (frames to a socket, with MSG_NOSIGNAL).
+    public static let sendmsg = SystemCall(number: 46, name: "sendmsg")
     // Calls HVKit never makes after setup, for tests and deny lists.
     /// `openat`, number 257.
     public static let openat = SystemCall(number: 257, name: "openat")

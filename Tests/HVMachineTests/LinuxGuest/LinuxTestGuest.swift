@@ -93,3 +93,70 @@ func guestPattern(seed: UInt32, count: Int) -> [UInt8] {
         return UInt8(truncatingIfNeeded: x ^ (x >> 7))
     }
 }
+
+/// The host's end of the net check's TCP transfer: listens on an ephemeral port of `address`,
+/// accepts one connection, sends `bytes` of hvkit-test's pattern 5, reads as many back, then
+/// closes. Everything waits with timeouts, so a guest that never connects cannot hang a test.
+final class TransferServer: Sendable {
+    struct Outcome: Sendable {
+        var sentAll = false
+        var received: [UInt8] = []
+    }
+
+    let port: UInt16
+    private let listener: Int32
+    private final class Shared: Sendable { let outcome = Mutex(Outcome()) }
+    private let shared = Shared()
+    private let thread: HostThread
+
+    init(address: [UInt8], bytes: Int) throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        try #require(listener >= 0)
+        var bound = sockaddr_in()
+        bound.sin_family = sa_family_t(AF_INET)
+        bound.sin_addr.s_addr = address.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &bound) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length) == 0 && listen(listener, 1) == 0 && getsockname(listener, $0, &length) == 0
+            }
+        }
+        try #require(ok, "listen: errno \(errno)")
+        self.listener = listener
+        port = UInt16(bigEndian: bound.sin_port)
+        let shared = self.shared
+        thread = try HostThread(name: "net-transfer") {
+            var waiter = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            // The guest boots for a minute or more before it connects.
+            guard poll(&waiter, 1, 400_000) == 1 else { return }
+            let connection = accept(listener, nil, nil)
+            guard connection >= 0 else { return }
+            defer { close(connection) }
+            var timeout = timeval(tv_sec: 120, tv_usec: 0)
+            setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let pattern = guestPattern(seed: 5, count: bytes)
+            var sent = 0
+            while sent < bytes {
+                let count = pattern[sent...].withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                guard count > 0 else { break }
+                sent += count
+            }
+            var received = [UInt8](repeating: 0, count: bytes)
+            var total = 0
+            while total < bytes {
+                let count = received[total...].withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
+                guard count > 0 else { break }
+                total += count
+            }
+            shared.outcome.withLock { $0 = Outcome(sentAll: sent == bytes, received: Array(received.prefix(total))) }
+        }
+    }
+
+    /// Waits for the transfer to end (or time out) and returns what happened.
+    func wait() -> Outcome {
+        thread.join()
+        close(listener)
+        return shared.outcome.withLock { $0 }
+    }
+}

@@ -6,47 +6,19 @@ import HVTestSupport
 import SystemPackage
 import Testing
 
-/// Why a tap cannot be made here (not root, no /dev/net/tun, no `ip`), or nil.
-let tapUnavailableReason: String? = {
-    guard access("/usr/sbin/ip", X_OK) == 0 || access("/sbin/ip", X_OK) == 0 else { return "needs iproute2's ip" }
-    do {
-        _ = try TapBackend()
-        return nil
-    } catch {
-        return "needs a tap device (root, /dev/net/tun): \(error)"
-    }
-}()
-
-/// Runs a host command; whether it succeeded.
-@discardableResult
-func runHostCommand(_ command: String) -> Bool {
-    system(command + " >/dev/null 2>&1") == 0
-}
-
-/// A tap interface with the host at 10.199.N.1 and the device's driver playing 10.199.N.2
-/// (a static neighbour entry, so the host sends to it without asking by ARP).
+/// A configured tap (the host at 10.199.N.1, the driver's MAC as 10.199.N.2's neighbour)
+/// with a virtio-net device on it.
 final class TapRig {
-    let tap: TapBackend
+    let tap: ConfiguredTap
     let rig: NetRig
-    let subnet: UInt8
-    var hostAddress: [UInt8] { [10, 199, subnet, 1] }
-    var guestAddress: [UInt8] { [10, 199, subnet, 2] }
-    /// The tap's own MAC (the host side's).
-    let hostMAC: [UInt8]
+    var hostAddress: [UInt8] { tap.hostAddress }
+    var guestAddress: [UInt8] { tap.guestAddress }
+    var hostMAC: [UInt8] { tap.hostMAC }
+    var tapReceivedBytes: UInt64 { get throws { try tap.hostReceivedBytes } }
 
     init(features: VirtioFeatures? = nil) throws {
-        tap = try TapBackend()
-        // A subnet per process and rig, so parallel tests do not share routes.
-        subnet = UInt8(truncatingIfNeeded: (getpid() &* 31 &+ Int32(tap.fileDescriptor.rawValue)) % 200 + 20)
-        let name = tap.interfaceName
-        try #require(runHostCommand("ip addr add 10.199.\(subnet).1/24 dev \(name)"))
-        try #require(runHostCommand("ip link set \(name) up"))
-        try #require(runHostCommand("ip neigh replace 10.199.\(subnet).2 lladdr 52:54:00:12:34:56 dev \(name)"))
-        let address = try HostFile.readAll(FilePath("/sys/class/net/\(name)/address"))
-        hostMAC = String(decoding: address, as: UTF8.self).split(separator: ":").compactMap {
-            UInt8($0.trimmingPrefix(" ").prefix(2), radix: 16)
-        }
-        rig = try NetRig(features: features, backend: tap)
+        tap = try ConfiguredTap(guestMAC: guestMAC)
+        rig = try NetRig(features: features, backend: tap.backend)
     }
 
     /// A UDP socket bound to the host's address on `port`, with a receive timeout.
@@ -62,14 +34,6 @@ final class TapRig {
         setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         return socketFD
     }
-
-    /// The device's transmit counters of the tap, as the host kernel counts them.
-    var tapReceivedBytes: UInt64 {
-        get throws {
-            let text = try HostFile.readAll(FilePath("/sys/class/net/\(tap.interfaceName)/statistics/rx_bytes"))
-            return UInt64(String(decoding: text, as: UTF8.self).filter(\.isNumber)) ?? 0
-        }
-    }
 }
 
 extension sockaddr_in {
@@ -81,7 +45,7 @@ extension sockaddr_in {
     }
 }
 
-@Suite("virtio-net over a tap", .enabled(if: tapUnavailableReason == nil, Comment(rawValue: tapUnavailableReason ?? "")),
+@Suite("virtio-net over a tap", .enabled(if: ConfiguredTap.unavailableReason == nil, Comment(rawValue: ConfiguredTap.unavailableReason ?? "")),
        .serialized)
 struct TapBackendTests {
     @Test func opensATapWithTheVirtioNetHeader() throws {
