@@ -53,25 +53,10 @@ final class NetBenchRig {
     /// host drops it at the IP layer (no forwarding) without segmenting or answering it.
     /// `segmented`: a 64 KiB TCP frame with TSO4; otherwise a plain 1514-byte frame.
     func frame(segmented: Bool) -> (header: NetHeader, bytes: [UInt8]) {
-        var header = NetHeader()
-        let length = segmented ? Self.frameBytes - 14 : 1500
-        var bytes = tap.hostMAC + benchMAC + [0x08, 0x00]
-        var ip: [UInt8] = [0x45, 0, UInt8(length >> 8), UInt8(length & 0xFF), 0, 0, 0x40, 0, 64, 6, 0, 0]
-            + tap.guestAddress + [10, 199, tap.subnet, 3]
-        let checksum = EthernetFrames.internetChecksum(ip)
-        ip[10] = UInt8(checksum >> 8)
-        ip[11] = UInt8(checksum & 0xFF)
-        bytes += ip + [0x0F, 0xA1, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xFF, 0xFF, 0, 0, 0, 0]
-        bytes += (0..<(length - 40)).map { UInt8(truncatingIfNeeded: $0) }
-        if segmented {
-            header.flags = NetHeader.needsChecksum
-            header.segmentationType = NetHeader.Segmentation.tcpIPv4.rawValue
-            header.headerLength = 54
-            header.segmentSize = 1448
-            header.checksumStart = 34
-            header.checksumOffset = 16
-        }
-        return (header, bytes)
+        let frame = EthernetFrames.tcp(from: benchMAC, to: tap.hostMAC, sourceAddress: tap.guestAddress,
+                                       destinationAddress: [10, 199, tap.subnet, 3],
+                                       payloadLength: (segmented ? Self.frameBytes - 14 : 1500) - 40, segmented: segmented)
+        return (frame.header, frame.frame)
     }
 
     /// The pieces a Linux driver would post for one frame in slot `slot`: the header, then the

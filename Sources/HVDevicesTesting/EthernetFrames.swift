@@ -1,3 +1,5 @@
+import HVDevices
+
 /// Ethernet frames carrying IPv4 and UDP, built and taken apart the way a guest's stack would,
 /// for tests and benchmarks of network devices without a guest.
 public enum EthernetFrames {
@@ -28,6 +30,38 @@ public enum EthernetFrames {
         frame += udp
         frame += payload
         return frame
+    }
+
+    /// An Ethernet frame carrying one TCP/IPv4 segment (ports 4001 to 5001, ACK|PSH) with
+    /// `payloadLength` bytes that count up, its TCP checksum left for the device to finish, and
+    /// the virtio-net header a driver would put in front of it: TCP segmentation offload into
+    /// 1448-byte segments when `segmented`, else a plain frame (whose checksum stays 0).
+    public static func tcp(
+        from source: [UInt8], to destination: [UInt8], sourceAddress: [UInt8], destinationAddress: [UInt8],
+        payloadLength: Int, segmented: Bool
+    ) -> (header: NetHeader, frame: [UInt8]) {
+        let ipLength = 40 + payloadLength
+        var ip: [UInt8] = [0x45, 0, UInt8(truncatingIfNeeded: ipLength >> 8), UInt8(truncatingIfNeeded: ipLength), 0, 0, 0x40, 0, 64, 6, 0, 0]
+        ip += sourceAddress.prefix(4) + destinationAddress.prefix(4)
+        let checksum = internetChecksum(ip)
+        ip[10] = UInt8(checksum >> 8)
+        ip[11] = UInt8(checksum & 0xFF)
+        var frame = Array(destination.prefix(6))
+        frame += source.prefix(6)
+        frame += [UInt8(ipv4Type >> 8), UInt8(ipv4Type & 0xFF)]
+        frame += ip
+        frame += [0x0F, 0xA1, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xFF, 0xFF, 0, 0, 0, 0]
+        frame += (0..<payloadLength).map { UInt8(truncatingIfNeeded: $0) }
+        var header = NetHeader()
+        if segmented {
+            header.flags = NetHeader.needsChecksum
+            header.segmentationType = NetHeader.Segmentation.tcpIPv4.rawValue
+            header.headerLength = 54
+            header.segmentSize = 1448
+            header.checksumStart = 34
+            header.checksumOffset = 16
+        }
+        return (header, frame)
     }
 
     /// The UDP datagram in an Ethernet frame (IPv4, no options checked beyond the header length):

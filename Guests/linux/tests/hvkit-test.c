@@ -428,6 +428,10 @@ static long interface_counter(const char *name) {
 static void note_interface_counters(void) {
     note(" rx-packets=%ld tx-packets=%ld rx-dropped=%ld rx-length-errors=%ld", interface_counter("rx_packets"),
          interface_counter("tx_packets"), interface_counter("rx_dropped"), interface_counter("rx_length_errors"));
+    char state[32] = {0};
+    int carrier = open("/sys/class/net/eth0/operstate", O_RDONLY);
+    if (carrier >= 0) { ssize_t n = read(carrier, state, sizeof state - 1); if (n > 0) state[n - 1] = 0; close(carrier); }
+    note(" operstate=%s tx-dropped=%ld", state, interface_counter("tx_dropped"));
     // The neighbour table's entry for the host (flags 0x2: complete) and the device's interrupts.
     char text[1024] = {0};
     int fd = open("/proc/net/arp", O_RDONLY);

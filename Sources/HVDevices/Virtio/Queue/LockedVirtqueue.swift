@@ -147,8 +147,12 @@ public final class LockedVirtqueue: Sendable {
                     while true {
                         let outOfTime = taken > 0 && deadline.map { HostClock.monotonicNanoseconds() > $0 } ?? false
                         guard taken < limit, !outOfTime else {
-                            // Notifications stay disabled: the resumption comes back for the rest.
+                            // With chains left, notifications stay disabled: the resumption comes
+                            // back for them. With none, ask for the next kick as an empty queue
+                            // does (with EVENT_IDX a stale avail_event would silence the driver
+                            // for good), and resume if chains arrived meanwhile.
                             exhausted = try queue.hasAvailable(in: memory)
+                            if !exhausted { exhausted = try queue.enableNotifications(in: memory) }
                             break serving
                         }
                         let chain: DescriptorChain

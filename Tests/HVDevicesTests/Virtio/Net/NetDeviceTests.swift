@@ -386,3 +386,37 @@ struct NetDeviceHostileTests {
         #expect(rig.device.counts.transmittedFrames == 8)
     }
 }
+
+@Suite("virtio-net notifications")
+struct NetNotificationTests {
+    /// With EVENT_IDX the device asks for the next kick on each queue once it has served
+    /// what was there (avail_event), so a driver keeps kicking.
+    @Test func eachQueueAsksForTheNextKick() throws {
+        let rig = try NetRig()
+        #expect(rig.transport.negotiatedFeatures.contains(.eventIndex))
+        try rig.transmit(testFrame(length: 60))
+        let event = try rig.transmitQueue.availEvent, used = try rig.transmitQueue.usedIndex
+        #expect(event == rig.transmitQueue.availableIndex, "avail event \(event), used idx \(used)")
+        try rig.transmit(testFrame(length: 61))
+        #expect(try rig.transmitQueue.availEvent == rig.transmitQueue.availableIndex)
+        try rig.postReceiveBuffers(2)
+        #expect(try rig.receiveQueue.availEvent == rig.receiveQueue.availableIndex)
+    }
+}
+
+extension NetNotificationTests {
+    /// Kicks through the queues' eventfds (as KVM's ioeventfds deliver them), on the event loop.
+    @Test func kicksThroughNotifiersReachBothQueues() throws {
+        let rig = try NetRig()
+        let notifiers = try rig.transport.attachNotifiers(on: rig.loop)
+        defer { rig.transport.detachNotifiers(notifiers, from: rig.loop) }
+        let transmit = try #require(notifiers.first { $0.queueIndex == NetDevice.transmitQueue })
+        for index in 0..<3 {
+            try rig.memory.write(NetHeader().bytes + testFrame(length: 60 + index), to: GuestAddress((2 << 20) + UInt64(index) * 0x1000))
+            try rig.transmitQueue.addChain([(GuestAddress((2 << 20) + UInt64(index) * 0x1000), UInt32(72 + index), false)])
+            try transmit.eventFD.signal()
+            #expect(try rig.peerReceive()?.count == 72 + index)
+        }
+        #expect(rig.device.counts.transmittedFrames == 3)
+    }
+}

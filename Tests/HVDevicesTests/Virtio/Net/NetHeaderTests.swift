@@ -1,18 +1,12 @@
 import HVDevices
+import HVDevicesTesting
 import Testing
 
 @Suite("virtio-net header")
 struct NetHeaderTests {
     /// A TCP/IPv4 segmentation frame's header, as Linux writes one.
     static var tso: NetHeader {
-        var header = NetHeader()
-        header.flags = NetHeader.needsChecksum
-        header.segmentationType = NetHeader.Segmentation.tcpIPv4.rawValue
-        header.headerLength = 54
-        header.segmentSize = 1448
-        header.checksumStart = 34
-        header.checksumOffset = 16
-        return header
+        EthernetFrames.tcp(from: [], to: [], sourceAddress: [], destinationAddress: [], payloadLength: 0, segmented: true).header
     }
 
     @Test func roundTripsItsTwelveBytes() {

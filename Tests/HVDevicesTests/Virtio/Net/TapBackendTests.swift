@@ -115,23 +115,9 @@ struct TapBackendTests {
     @Test func aSixtyFourKiBSegmentationFrameIsTakenWhole() throws {
         let tap = try TapRig()
         let before = try tap.tapReceivedBytes
-        var header = NetHeader()
-        header.flags = NetHeader.needsChecksum
-        header.segmentationType = NetHeader.Segmentation.tcpIPv4.rawValue
-        header.headerLength = 54
-        header.segmentSize = 1448
-        header.checksumStart = 34
-        header.checksumOffset = 16
         let payload = 65_535 - 40
-        var frame = tap.hostMAC + guestMAC + [0x08, 0x00]
-        var ip: [UInt8] = [0x45, 0, 0xFF, 0xFF, 0, 0, 0x40, 0, 64, 6, 0, 0] + tap.guestAddress + tap.hostAddress
-        let checksum = EthernetFrames.internetChecksum(ip)
-        ip[10] = UInt8(checksum >> 8)
-        ip[11] = UInt8(checksum & 0xFF)
-        frame += ip
-        // TCP: ports 4001 -> 5001, seq 1, ack 0, data offset 5, flags ACK|PSH, window, checksum 0 (partial).
-        frame += [0x0F, 0xA1, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xFF, 0xFF, 0, 0, 0, 0]
-        frame += (0..<payload).map { UInt8(truncatingIfNeeded: $0) }
+        let (header, frame) = EthernetFrames.tcp(from: guestMAC, to: tap.hostMAC, sourceAddress: tap.guestAddress,
+                                                 destinationAddress: tap.hostAddress, payloadLength: payload, segmented: true)
         #expect(try tap.rig.transmit(frame, header: header, pieces: 17) == 0)
         #expect(tap.rig.device.counts.transmittedFrames == 1 && tap.rig.device.counts.droppedTransmitFrames == 0)
         // The host's side counts what the tap took, segmented into 1448-byte pieces.

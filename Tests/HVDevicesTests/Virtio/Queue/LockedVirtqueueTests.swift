@@ -54,6 +54,25 @@ struct LockedVirtqueueTests {
         #expect(device.calls.withLock { $0.map(\.served) } == [2, 2, 2, 1])
     }
 
+    /// A budget that runs out on the last available chain still asks for the next kick: with
+    /// EVENT_IDX, avail_event moves past what was served, or the driver would never notify
+    /// again (a Linux virtio-net guest stopped transmitting after its first frame when one
+    /// slow frame used up the time slice).
+    @Test(arguments: [4, 5])
+    func aBudgetSpentOnTheLastChainStillAsksForTheNextKick(chains: Int) throws {
+        let memory = try testMemory()
+        let device = BudgetedDevice(budget: 4)
+        let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: CountingInterruptLine())
+        let driver = MMIODriver(transport: transport)
+        var queue = try DriverQueue(memory: memory, size: 8)
+        driver.initialize(queues: [queue])
+        #expect(transport.negotiatedFeatures.contains(.eventIndex))
+        for _ in 0..<chains { try queue.addChain([(GuestAddress(0x8000), 16, true)]) }
+        driver.notify(0)
+        #expect(try queue.takeUsed().count == chains)
+        #expect(try queue.availEvent == queue.availableIndex)
+    }
+
     /// With notifiers on an event loop, a notification by MMIO exit serves one budget on the
     /// vCPU's thread and leaves the rest to the loop.
     @Test func withANotifierTheRestIsServedOnTheEventLoop() throws {
