@@ -5,7 +5,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench deps guests artifacts lint docs fuzz sanitize sanitize-ci clean
+.PHONY: demo test test-deps bench deps guests artifacts lint docs fuzz sanitize sanitize-ci clean
 
 ## Installs the system packages HVKit builds against, where they are missing.
 DEB_PACKAGES := libaio-dev linux-libc-dev zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
@@ -27,7 +27,17 @@ demo: deps
 ## guest where `make artifacts` built it, Debian's kernel), one at a time, since each keeps a
 ## core busy for tens of seconds when kernel code is emulated.
 LINUX_BOOTS := LinuxGuestTests|DebianKernelTests|theComposeSnippetBootsLinux
-test: deps
+## What the tests use besides the build: passt (virtio-net's stream backend, end to end) and
+## iproute2 (addresses on the taps the network tests make).
+TEST_PACKAGES := passt iproute2
+
+test-deps: deps
+	@if ! dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing $(TEST_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES); \
+	fi
+
+test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip '$(LINUX_BOOTS)'
 	$(SWIFT) test --skip-build --filter '$(LINUX_BOOTS)' --no-parallel

@@ -6,7 +6,7 @@ import HVMachine
 /// The command line, checked and with the files it names read.
 struct VMOptions {
     struct Disk { var path: String; var readOnly: Bool; var rateLimit: RateLimit? }
-    struct Network { var tap: String; var mac: MACAddress? }
+    struct Network { var tap: String?; var stream: String?; var mac: MACAddress? }
 
     var kernel: [UInt8]?
     var initrd: [UInt8]?
@@ -58,11 +58,13 @@ struct VMOptions {
             return disk
         }
         networks = try command.net.map { value in
-            let usage = "tap=NAME[,mac=52:54:00:xx:xx:xx]"
-            var network = Network(tap: "", mac: nil)
+            let usage = "tap=NAME or stream=PATH, then [,mac=52:54:00:xx:xx:xx]"
+            var network = Network(tap: nil, stream: nil, mac: nil)
             for part in value.split(separator: ",").map(String.init) {
                 if part.hasPrefix("tap=") {
                     network.tap = String(part.dropFirst(4))
+                } else if part.hasPrefix("stream=") {
+                    network.stream = String(part.dropFirst(7))
                 } else if part.hasPrefix("mac=") {
                     guard let mac = MACAddress(String(part.dropFirst(4))) else { throw ValidationError("--net \(value): bad MAC address '\(part.dropFirst(4))'") }
                     network.mac = mac
@@ -70,7 +72,9 @@ struct VMOptions {
                     throw ValidationError("--net \(value): unknown part '\(part)' (\(usage))")
                 }
             }
-            guard !network.tap.isEmpty else { throw ValidationError("--net \(value): which tap? (\(usage))") }
+            guard (network.tap ?? "").isEmpty != (network.stream ?? "").isEmpty else {
+                throw ValidationError("--net \(value): one backend, a tap or a stream socket (\(usage))")
+            }
             return network
         }
         console = try Self.sink(command.console, option: "--console")
@@ -136,7 +140,13 @@ final class MicroVM {
             try machine.announce("hvkit.boot_timer=0x\(String(page.start.rawValue, radix: 16))")
         }
         for disk in options.disks { try machine.addDisk(path: disk.path, readOnly: disk.readOnly, rateLimit: disk.rateLimit) }
-        for network in options.networks { try machine.addNetwork(tap: network.tap, mac: network.mac ?? .random()) }
+        for network in options.networks {
+            if let tap = network.tap {
+                try machine.addNetwork(tap: tap, mac: network.mac ?? .random())
+            } else if let stream = network.stream {
+                try machine.addNetwork(stream: stream, mac: network.mac ?? .random())
+            }
+        }
         if options.rng { try machine.addEntropy() }
         if let output = options.virtioConsole { try machine.addConsole(output: output) }
 

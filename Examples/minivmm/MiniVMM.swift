@@ -7,6 +7,7 @@
 //   minivmm                                             the built-in guest
 //   minivmm --kernel vmlinuz --cmdline "console=ttyS0" --disk root.img,readonly --rng
 //   minivmm --kernel vmlinuz --net tap=hv0,mac=52:54:00:12:34:56   a network interface on tap hv0
+//   minivmm --kernel vmlinuz --net stream=/tmp/passt.socket        the same through passt, unprivileged
 //   minivmm --config vm.conf                            the same options, one per line
 import ArgumentParser
 import Glibc
@@ -36,7 +37,7 @@ struct MiniVMM: ParsableCommand {
     @Option(help: "A virtio block device: PATH[,readonly][,rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST]] (token buckets: BYTES refill every MS ms). Repeatable.")
     var disk: [String] = []
 
-    @Option(help: "A virtio network interface on a host tap: tap=NAME[,mac=52:54:00:xx:xx:xx] (the tap is created if missing; needs CAP_NET_ADMIN or a tap you own). Repeatable.")
+    @Option(help: "A virtio network interface: tap=NAME (a host tap, created if missing; needs CAP_NET_ADMIN or a tap you own) or stream=PATH (a Unix socket in QEMU's stream framing, as `passt --socket PATH` makes: no privileges needed), then [,mac=52:54:00:xx:xx:xx]. Repeatable.")
     var net: [String] = []
 
     @Option(help: "Where the serial console goes: stdio, or file:PATH.")

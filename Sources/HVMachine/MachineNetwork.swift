@@ -62,8 +62,8 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension Machine {
-    /// Adds a virtio-net interface whose frames go through `backend` (a ``TapBackend``, one end
-    /// of a ``PairedNetBackend`` pair, or your own), served by the machine's event loop.
+    /// Adds a virtio-net interface whose frames go through `backend` (a `TapBackend`, a
+    /// `StreamNetBackend`, one end of a `PairedNetBackend` pair, or your own), served by the machine's event loop.
     /// - Parameters:
     ///   - backend: where frames go and come from.
     ///   - mac: the guest's address; default a random one in 52:54:00.
@@ -89,6 +89,16 @@ extension Machine {
     public func addNetwork(tap: String, mac: MACAddress = .random(), mtu: UInt16 = 1500,
                            name: String? = nil) throws(MachineError) -> MachineNetwork {
         let backend = try during(.openNetwork, device: "virtio-net tap \(tap)") { try TapBackend(name: tap) }
+        return try addNetwork(backend: backend, mac: mac, mtu: mtu, name: name)
+    }
+
+    /// Adds a virtio-net interface on the Unix stream socket at `path`, which speaks QEMU's
+    /// `-netdev stream` framing: start `passt --socket PATH` and the guest has the host's
+    /// network without privileges (passt gives it the host's address and answers DHCP).
+    @discardableResult
+    public func addNetwork(stream path: String, mac: MACAddress = .random(), mtu: UInt16 = 1500,
+                           name: String? = nil) throws(MachineError) -> MachineNetwork {
+        let backend = try during(.openNetwork, device: "virtio-net stream \(path)") { try StreamNetBackend(path: path) }
         return try addNetwork(backend: backend, mac: mac, mtu: mtu, name: name)
     }
 }

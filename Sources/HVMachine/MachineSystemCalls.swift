@@ -41,15 +41,19 @@ public enum MachineSystemCalls {
     public static let kvmIoctls = SeccompRule.ioctl(type: 0xAE)
 
     /// What network devices do on the thread that serves them: frames to a socket backend
-    /// (sendmsg), the event loop's watch on a backend paused and resumed (epoll_ctl), and a tap's
-    /// offloads set when a driver activates or resets the device (TUNSETOFFLOAD only).
+    /// (sendmsg), a stream backend's look at what waits (recvfrom with MSG_PEEK, FIONREAD), the
+    /// event loop's watch on a backend paused and resumed (epoll_ctl), and a tap's offloads set
+    /// when a driver activates or resets the device (TUNSETOFFLOAD). The two ioctls only.
     public static let network: [SeccompRule] = [
-        SeccompRule(.sendmsg), SeccompRule(.epollCtl),
+        SeccompRule(.sendmsg), SeccompRule(.recvfrom), SeccompRule(.epollCtl),
         SeccompRule(.ioctl, argument: 1, mask: 0xFFFF_FFFF, value: tunSetOffload),
+        SeccompRule(.ioctl, argument: 1, mask: 0xFFFF_FFFF, value: bytesWaiting),
     ]
 
     /// TUNSETOFFLOAD: _IOW('T', 208, unsigned int).
     static let tunSetOffload: UInt32 = 0x4004_54D0
+    /// FIONREAD.
+    static let bytesWaiting: UInt32 = 0x541B
 
     /// Does once, before any filter, what would otherwise need a forbidden call later: glibc
     /// reads /etc/localtime the first time anything converts a local time (the CMOS clock,

@@ -132,6 +132,8 @@ public struct SystemCall: Hashable, Sendable, CustomStringConvertible {
     /// `epoll_pwait`, number 281.
     public static let epollPwait = SystemCall(number: 281, name: "epoll_pwait")
     // Network backends.
+    /// `recvfrom`, number 45 (a stream backend peeks at a frame's length).
+    public static let recvfrom = SystemCall(number: 45, name: "recvfrom")
     /// `sendmsg`, number 46 (frames to a socket, with MSG_NOSIGNAL).
     public static let sendmsg = SystemCall(number: 46, name: "sendmsg")
     // Calls HVKit never makes after setup, for tests and deny lists.

@@ -1,0 +1,293 @@
+import Glibc
+import HVCore
+import Synchronization
+import SystemPackage
+
+/// A connected Unix stream socket carrying Ethernet frames, each behind a 4-byte big-endian
+/// length: the framing of QEMU's `-netdev stream` that **passt** speaks, so a user without
+/// privileges gets networking by starting `passt --socket PATH` and pointing the VM at PATH.
+///
+/// The stream carries plain frames: no virtio-net header and no offloads. On receive, a frame
+/// that has fully arrived is read with one `readv` straight into the guest's buffers (the
+/// header in front of it is written as a plain one); a frame that arrives in pieces is gathered
+/// in the backend first, so the socket is drained and the event loop does not spin while the
+/// rest is on its way. A frame larger than the guest's buffers is read past and reported as
+/// too large, so the stream never loses its framing. On transmit, a frame the socket takes only
+/// in part is finished before the next one: the rest is kept and sent first.
+public final class StreamNetBackend: NetBackend {
+    /// The socket, closed with the backend.
+    public let fileDescriptor: FileDescriptor
+    /// "stream PATH".
+    public let name: String
+    /// None: plain frames only.
+    public var supportedOffloads: TapOffloads { [] }
+
+    /// The largest frame the stream may carry (a 64 KiB IP packet with its Ethernet headers).
+    static let largestFrame = 65_535 + 18
+
+    private struct State {
+        /// A received frame not complete yet: its length prefix and the bytes so far.
+        var partial: [UInt8] = []
+        /// The unsent rest of a frame the socket took in part.
+        var unsent: [UInt8] = []
+    }
+
+    private let state = Mutex(State())
+
+    /// Connects to the stream socket at `path` (passt's `--socket`).
+    public convenience init(path: String) throws(NetBackendError) {
+        let name = "stream \(path)"
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard pathBytes.count < capacity else {
+            throw .setup(backend: name, step: "socket path (longer than \(capacity - 1) bytes)", Errno.fileNameTooLong)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: pathBytes)
+        }
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw .setup(backend: name, step: "socket", Errno(rawValue: errno)) }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            let error = Errno(rawValue: errno)
+            close(descriptor)
+            throw .setup(backend: name, step: "connect", error)
+        }
+        try self.init(connected: FileDescriptor(rawValue: descriptor), name: name)
+    }
+
+    /// Takes over `connected`, a connected stream socket (passt's `--fd`, or one end of a
+    /// socketpair), and makes it non-blocking.
+    public init(connected: FileDescriptor, name: String = "stream") throws(NetBackendError) {
+        self.fileDescriptor = connected
+        self.name = name
+        let flags = fcntl(connected.rawValue, F_GETFL)
+        guard flags >= 0, fcntl(connected.rawValue, F_SETFL, flags | O_NONBLOCK) == 0 else {
+            throw .setup(backend: name, step: "O_NONBLOCK", Errno(rawValue: errno))
+        }
+    }
+
+    deinit {
+        close(fileDescriptor.rawValue)
+    }
+
+    /// Reads the next frame, if one has fully arrived, behind a plain header.
+    public func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int? {
+        try state.withLock { state throws(NetBackendError) -> Int? in
+            try flushUnsent(&state)
+            let waiting = try bytesWaiting()
+            if state.partial.isEmpty, waiting >= 4 {
+                var prefix: UInt32 = 0
+                let peeked = recv(fileDescriptor.rawValue, &prefix, 4, Int32(MSG_PEEK | MSG_DONTWAIT))
+                guard peeked == 4 else { return try gather(&state, into: buffers) }
+                let length = Int(UInt32(bigEndian: prefix))
+                guard length <= Self.largestFrame else { throw .io(backend: name, operation: "frame length \(length)", .badMessage) }
+                if waiting >= 4 + length, NetHeader.size + length <= totalLength(buffers) - 1 {
+                    return try readWhole(length: length, into: buffers)
+                }
+            }
+            return try gather(&state, into: buffers)
+        }
+    }
+
+    /// Writes one frame behind its length, without the header (a plain one: no offloads).
+    public func transmit(_ buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Bool {
+        try state.withLock { state throws(NetBackendError) -> Bool in
+            try flushUnsent(&state)
+            guard state.unsent.isEmpty else { return false }
+            let frame = dropping(NetHeader.size, from: buffers)
+            let length = frame.reduce(0) { $0 + $1.iov_len }
+            var prefix = UInt32(length).bigEndian
+            return try withUnsafeBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Bool in
+                var vectors = [iovec(iov_base: UnsafeMutableRawPointer(mutating: prefixBytes.baseAddress), iov_len: 4)] + frame
+                let written = try vectors.withUnsafeMutableBufferPointer { vectors throws(NetBackendError) in
+                    try sendSome(UnsafeBufferPointer(vectors))
+                }
+                if written == 0 { return false }
+                if written < 4 + length {
+                    // The socket took part of the frame: the rest goes first next time.
+                    state.unsent = Self.bytes(of: vectors, from: written)
+                }
+                return true
+            }
+        }
+    }
+
+    // MARK: Receiving
+
+    private func bytesWaiting() throws(NetBackendError) -> Int {
+        var count: Int32 = 0
+        guard ioctl(fileDescriptor.rawValue, UInt(FIONREAD), &count) == 0 else {
+            throw .io(backend: name, operation: "FIONREAD", Errno(rawValue: errno))
+        }
+        return Int(count)
+    }
+
+    /// The whole frame is in the socket and fits: its length and bytes in one readv, the
+    /// bytes straight into the guest's buffers behind a plain header.
+    private func readWhole(length: Int, into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
+        var prefix: UInt32 = 0
+        try writePlainHeader(into: buffers)
+        let frame = limited(dropping(NetHeader.size, from: buffers), to: length)
+        let read = try withUnsafeMutableBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Int in
+            var vectors = [iovec(iov_base: prefixBytes.baseAddress, iov_len: 4)] + frame
+            return try vectors.withUnsafeMutableBufferPointer { vectors throws(NetBackendError) in
+                try readSome(UnsafeBufferPointer(vectors))
+            }
+        }
+        // FIONREAD said the bytes were there; a short read can only mean the peer went wrong.
+        guard read == 4 + length else { throw .io(backend: name, operation: "readv of a whole frame", .ioError) }
+        return NetHeader.size + length
+    }
+
+    /// Takes what the socket has into the partial frame; once it is complete, copies it into
+    /// the guest's buffers (or reports it too large for them) and returns its length.
+    private func gather(_ state: inout State, into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int? {
+        let needed: Int
+        if state.partial.count < 4 {
+            needed = 4 - state.partial.count
+        } else {
+            let length = Int(state.partial.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+            guard length <= Self.largestFrame else { throw .io(backend: name, operation: "frame length \(length)", .badMessage) }
+            needed = 4 + length - state.partial.count
+        }
+        if needed > 0 {
+            var chunk = [UInt8](repeating: 0, count: needed)
+            let read = try Self.withVector(over: &chunk) { vector throws(NetBackendError) in try readSome(vector) }
+            guard read > 0 else { return nil }
+            state.partial += chunk.prefix(read)
+            // The prefix just completed: go on for the frame itself.
+            if state.partial.count == 4 { return try gather(&state, into: buffers) }
+            guard read == needed else { return nil }
+        }
+        let frame = state.partial.dropFirst(4)
+        state.partial = []
+        let room = totalLength(buffers)
+        guard NetHeader.size + frame.count <= room - 1 else { return room }
+        try writePlainHeader(into: buffers)
+        Self.copy(Array(frame), into: dropping(NetHeader.size, from: buffers))
+        return NetHeader.size + frame.count
+    }
+
+    private func readSome(_ vectors: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
+        guard let base = vectors.baseAddress else { return 0 }
+        while true {
+            let count = readv(fileDescriptor.rawValue, base, Int32(clamping: vectors.count))
+            if count > 0 { return count }
+            if count == 0 { throw .closed(backend: name) }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return 0
+            case let code: throw .io(backend: name, operation: "readv", Errno(rawValue: code))
+            }
+        }
+    }
+
+    private func writePlainHeader(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) {
+        guard totalLength(buffers) >= NetHeader.size else { throw .io(backend: name, operation: "receive buffers", .noBufferSpace) }
+        Self.copy(NetHeader().bytes, into: Array(buffers))
+    }
+
+    // MARK: Transmitting
+
+    private func flushUnsent(_ state: inout State) throws(NetBackendError) {
+        guard !state.unsent.isEmpty else { return }
+        let written = try Self.withVector(over: &state.unsent) { vector throws(NetBackendError) in try sendSome(vector) }
+        state.unsent.removeFirst(written)
+    }
+
+    /// sendmsg with MSG_NOSIGNAL (a closed peer must not raise SIGPIPE); the bytes taken.
+    private func sendSome(_ vectors: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
+        var message = msghdr()
+        message.msg_iov = UnsafeMutablePointer(mutating: vectors.baseAddress)
+        message.msg_iovlen = vectors.count
+        while true {
+            let written = sendmsg(fileDescriptor.rawValue, &message, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            if written >= 0 { return written }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return 0
+            case EPIPE, ECONNRESET: throw .closed(backend: name)
+            case let code: throw .io(backend: name, operation: "sendmsg", Errno(rawValue: code))
+            }
+        }
+    }
+
+    // MARK: iovec arithmetic
+
+    /// Calls `body` with one iovec over `bytes`.
+    private static func withVector(
+        over bytes: inout [UInt8], _ body: (UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int
+    ) throws(NetBackendError) -> Int {
+        let result = bytes.withUnsafeMutableBytes { raw -> Result<Int, NetBackendError> in
+            let vector = [iovec(iov_base: raw.baseAddress, iov_len: raw.count)]
+            return vector.withUnsafeBufferPointer { vector in Result { () throws(NetBackendError) in try body(vector) } }
+        }
+        return try result.get()
+    }
+
+    private func totalLength(_ buffers: UnsafeBufferPointer<iovec>) -> Int {
+        buffers.reduce(0) { $0 + $1.iov_len }
+    }
+
+    /// `buffers` without their first `count` bytes.
+    private func dropping(_ count: Int, from buffers: UnsafeBufferPointer<iovec>) -> [iovec] {
+        var skip = count
+        var result: [iovec] = []
+        for buffer in buffers {
+            if skip >= buffer.iov_len {
+                skip -= buffer.iov_len
+                continue
+            }
+            result.append(iovec(iov_base: buffer.iov_base.map { $0 + skip }, iov_len: buffer.iov_len - skip))
+            skip = 0
+        }
+        return result
+    }
+
+    /// The first `count` bytes of `buffers`.
+    private func limited(_ buffers: [iovec], to count: Int) -> [iovec] {
+        var left = count
+        var result: [iovec] = []
+        for buffer in buffers where left > 0 {
+            result.append(iovec(iov_base: buffer.iov_base, iov_len: min(buffer.iov_len, left)))
+            left -= min(buffer.iov_len, left)
+        }
+        return result
+    }
+
+    /// The bytes of `vectors` from offset `start` on.
+    private static func bytes(of vectors: [iovec], from start: Int) -> [UInt8] {
+        var skip = start
+        var result: [UInt8] = []
+        for vector in vectors {
+            guard let base = vector.iov_base else { continue }
+            if skip >= vector.iov_len {
+                skip -= vector.iov_len
+                continue
+            }
+            result += UnsafeRawBufferPointer(start: base + skip, count: vector.iov_len - skip)
+            skip = 0
+        }
+        return result
+    }
+
+    /// Copies `bytes` into `buffers` in order, as far as they reach.
+    private static func copy(_ bytes: [UInt8], into buffers: [iovec]) {
+        var offset = 0
+        for buffer in buffers where offset < bytes.count {
+            guard let base = buffer.iov_base else { continue }
+            let count = min(buffer.iov_len, bytes.count - offset)
+            bytes.withUnsafeBytes { source in
+                guard let start = source.baseAddress else { return }
+                // SAFETY: the device's buffers (guest RAM it checked writable), `count` bytes at most.
+                base.copyMemory(from: start + offset, byteCount: count)
+            }
+            offset += count
+        }
+    }
+}
