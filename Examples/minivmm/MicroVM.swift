@@ -6,7 +6,7 @@ import HVMachine
 /// The command line, checked and with the files it names read.
 struct VMOptions {
     struct Disk { var path: String; var readOnly: Bool; var rateLimit: RateLimit? }
-    struct Network { var tap: String?; var stream: String?; var mac: MACAddress? }
+    struct Network { var tap: String?; var stream: String?; var mac: MACAddress?; var receiveRate: RateLimit?; var transmitRate: RateLimit? }
 
     var kernel: [UInt8]?
     var initrd: [UInt8]?
@@ -58,8 +58,8 @@ struct VMOptions {
             return disk
         }
         networks = try command.net.map { value in
-            let usage = "tap=NAME or stream=PATH, then [,mac=52:54:00:xx:xx:xx]"
-            var network = Network(tap: nil, stream: nil, mac: nil)
+            let usage = "tap=NAME or stream=PATH, then [,mac=52:54:00:xx:xx:xx][,rx-rate=LIMIT][,tx-rate=LIMIT]"
+            var network = Network(tap: nil, stream: nil, mac: nil, receiveRate: nil, transmitRate: nil)
             for part in value.split(separator: ",").map(String.init) {
                 if part.hasPrefix("tap=") {
                     network.tap = String(part.dropFirst(4))
@@ -68,6 +68,12 @@ struct VMOptions {
                 } else if part.hasPrefix("mac=") {
                     guard let mac = MACAddress(String(part.dropFirst(4))) else { throw ValidationError("--net \(value): bad MAC address '\(part.dropFirst(4))'") }
                     network.mac = mac
+                } else if part.hasPrefix("rx-rate=") || part.hasPrefix("tx-rate=") {
+                    let limit: RateLimit
+                    do { limit = try RateLimit(parsing: String(part.dropFirst(8))) } catch {
+                        throw ValidationError("--net \(value): \(error) (rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST])")
+                    }
+                    if part.hasPrefix("rx") { network.receiveRate = limit } else { network.transmitRate = limit }
                 } else {
                     throw ValidationError("--net \(value): unknown part '\(part)' (\(usage))")
                 }
@@ -142,9 +148,11 @@ final class MicroVM {
         for disk in options.disks { try machine.addDisk(path: disk.path, readOnly: disk.readOnly, rateLimit: disk.rateLimit) }
         for network in options.networks {
             if let tap = network.tap {
-                try machine.addNetwork(tap: tap, mac: network.mac ?? .random())
+                try machine.addNetwork(tap: tap, mac: network.mac ?? .random(), receiveRateLimit: network.receiveRate,
+                                       transmitRateLimit: network.transmitRate)
             } else if let stream = network.stream {
-                try machine.addNetwork(stream: stream, mac: network.mac ?? .random())
+                try machine.addNetwork(stream: stream, mac: network.mac ?? .random(), receiveRateLimit: network.receiveRate,
+                                       transmitRateLimit: network.transmitRate)
             }
         }
         if options.rng { try machine.addEntropy() }

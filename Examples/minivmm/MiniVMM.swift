@@ -37,7 +37,7 @@ struct MiniVMM: ParsableCommand {
     @Option(help: "A virtio block device: PATH[,readonly][,rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST]] (token buckets: BYTES refill every MS ms). Repeatable.")
     var disk: [String] = []
 
-    @Option(help: "A virtio network interface: tap=NAME (a host tap, created if missing; needs CAP_NET_ADMIN or a tap you own) or stream=PATH (a Unix socket in QEMU's stream framing, as `passt --socket PATH` makes: no privileges needed), then [,mac=52:54:00:xx:xx:xx]. Repeatable.")
+    @Option(help: "A virtio network interface: tap=NAME (a host tap, created if missing; needs CAP_NET_ADMIN or a tap you own) or stream=PATH (a Unix socket in QEMU's stream framing, as `passt --socket PATH` makes: no privileges needed), then [,mac=52:54:00:xx:xx:xx][,rx-rate=LIMIT][,tx-rate=LIMIT] (token buckets as for --disk, each direction its own). Repeatable.")
     var net: [String] = []
 
     @Option(help: "Where the serial console goes: stdio, or file:PATH.")

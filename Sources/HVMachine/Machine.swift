@@ -13,7 +13,7 @@ import Synchronization
 /// 1. ``init(_:)``: RAM (mapped before the irqchip, which is about 10 ms faster here), the
 ///    in-kernel irqchip and PIT, the buses and the event loop.
 /// 2. Devices: ``addLegacyDevices(console:input:)``, ``addDisk(path:readOnly:cacheMode:engine:rateLimit:name:)``,
-///    ``addNetwork(tap:mac:mtu:name:)``, ``addEntropy(name:)``, ``addConsole(output:input:name:)``, or any ``add(virtio:name:notifications:)``.
+///    ``addNetwork(tap:mac:mtu:receiveRateLimit:transmitRateLimit:name:)``, ``addEntropy(name:)``, ``addConsole(output:input:name:)``, or any ``add(virtio:name:notifications:)``.
 ///    Each virtio device gets an MMIO window and an interrupt, its irqfd and one ioeventfd per
 ///    queue, and is announced to the guest on the command line and in ACPI.
 /// 3. ``load(_:)``: the kernel or unikernel, the command line, the initrd and the boot tables.

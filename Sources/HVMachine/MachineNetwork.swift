@@ -68,13 +68,20 @@ extension Machine {
     ///   - backend: where frames go and come from.
     ///   - mac: the guest's address; default a random one in 52:54:00.
     ///   - mtu: the largest payload the guest should send.
+    ///   - receiveRateLimit: limits what the guest receives (Firecracker's token buckets); a
+    ///     frame without tokens waits, and the backend holds what comes after it.
+    ///   - transmitRateLimit: limits what the guest sends; a frame without tokens waits, in
+    ///     order, and is never dropped.
     ///   - name: how errors and reports name it; default "netN".
     @discardableResult
     public func addNetwork(backend: any NetBackend, mac: MACAddress = .random(), mtu: UInt16 = 1500,
+                           receiveRateLimit: RateLimit? = nil, transmitRateLimit: RateLimit? = nil,
                            name: String? = nil) throws(MachineError) -> MachineNetwork {
         let label = "virtio-net " + (name ?? "net\(networks.count)")
         let device = try during(.addDevice, device: label) {
-            try NetDevice(backend: backend, mac: mac.bytes, mtu: mtu, eventLoop: events)
+            try NetDevice(backend: backend, mac: mac.bytes, mtu: mtu, eventLoop: events,
+                          receiveRateLimit: receiveRateLimit.map { RateLimiter($0) },
+                          transmitRateLimit: transmitRateLimit.map { RateLimiter($0) })
         }
         let slot = try add(virtio: device, name: label)
         let network = MachineNetwork(device: device, slot: slot)
@@ -87,9 +94,11 @@ extension Machine {
     /// user owns (`ip tuntap add NAME mode tap user USER`).
     @discardableResult
     public func addNetwork(tap: String, mac: MACAddress = .random(), mtu: UInt16 = 1500,
+                           receiveRateLimit: RateLimit? = nil, transmitRateLimit: RateLimit? = nil,
                            name: String? = nil) throws(MachineError) -> MachineNetwork {
         let backend = try during(.openNetwork, device: "virtio-net tap \(tap)") { try TapBackend(name: tap) }
-        return try addNetwork(backend: backend, mac: mac, mtu: mtu, name: name)
+        return try addNetwork(backend: backend, mac: mac, mtu: mtu, receiveRateLimit: receiveRateLimit,
+                              transmitRateLimit: transmitRateLimit, name: name)
     }
 
     /// Adds a virtio-net interface on the Unix stream socket at `path`, which speaks QEMU's
@@ -97,8 +106,10 @@ extension Machine {
     /// network without privileges (passt gives it the host's address and answers DHCP).
     @discardableResult
     public func addNetwork(stream path: String, mac: MACAddress = .random(), mtu: UInt16 = 1500,
+                           receiveRateLimit: RateLimit? = nil, transmitRateLimit: RateLimit? = nil,
                            name: String? = nil) throws(MachineError) -> MachineNetwork {
         let backend = try during(.openNetwork, device: "virtio-net stream \(path)") { try StreamNetBackend(path: path) }
-        return try addNetwork(backend: backend, mac: mac, mtu: mtu, name: name)
+        return try addNetwork(backend: backend, mac: mac, mtu: mtu, receiveRateLimit: receiveRateLimit,
+                              transmitRateLimit: transmitRateLimit, name: name)
     }
 }

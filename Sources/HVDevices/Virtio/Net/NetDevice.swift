@@ -44,10 +44,16 @@ public final class NetDevice: VirtioDevice {
     ///   - eventLoop: where the backend is read.
     ///   - notificationBudget: how many chains a notification of the transmit queue takes, and
     ///     how many frames one readable backend delivers, before the rest waits its turn.
+    ///   - receiveRateLimit: limits the frames handed to the guest (one operation each, and
+    ///     their bytes): a frame without tokens waits in the guest's buffers, unannounced, and
+    ///     nothing more is read meanwhile, so the backend holds the rest.
+    ///   - transmitRateLimit: limits the frames the guest sends: a frame without tokens waits,
+    ///     in order, and is never dropped.
     ///   - logger: where malformed frames and backend failures are logged.
     /// - Throws: when the backend cannot be registered with the event loop.
     public init(backend: any NetBackend, mac: [UInt8], mtu: UInt16 = 1500, queueSize: UInt16 = 256,
                 eventLoop: EventLoop, notificationBudget: NotificationBudget = .default,
+                receiveRateLimit: RateLimiter? = nil, transmitRateLimit: RateLimiter? = nil,
                 logger: Logger = Logger(label: "hvkit.virtio-net")) throws(NetBackendError) {
         self.backend = backend
         queueMaxSizes = [queueSize, queueSize]
@@ -64,8 +70,9 @@ public final class NetDevice: VirtioDevice {
         }
         offeredFeatures = features
         receiver = try NetReceiver(backend: backend, eventLoop: eventLoop, counters: counters, events: guestEvents,
-                                   budget: notificationBudget)
-        transmitter = NetTransmitter(backend: backend, counters: counters, events: guestEvents, budget: notificationBudget)
+                                   budget: notificationBudget, rateLimiter: receiveRateLimit)
+        transmitter = NetTransmitter(backend: backend, counters: counters, events: guestEvents, budget: notificationBudget,
+                                     rateLimiter: transmitRateLimit, timers: eventLoop)
     }
 
     /// ``VirtioDeviceType/network`` (1).

@@ -36,6 +36,10 @@ final class NetReceiver: Sendable {
         /// Whether the event loop watches the backend now (it starts paused).
         var watching = false
         var closed = false
+        /// Frames already in the guest's buffers whose completion the rate limiter holds back,
+        /// oldest first; nothing more is read while there are any.
+        var deferred: [(completions: [(head: UInt16, length: UInt32)], bytes: UInt64)] = []
+        var timerArmed = false
     }
 
     private let backend: any NetBackend
@@ -43,14 +47,16 @@ final class NetReceiver: Sendable {
     private let counters: NetCounters
     private let events: GuestEventLog
     private let budget: NotificationBudget
+    private let rateLimiter: RateLimiter?
     private let state = Mutex(State())
     /// One byte past the guest's buffers in every read, to notice a frame that did not fit.
     // SAFETY: allocated here, freed in deinit, touched only by readv under `state`'s lock.
     private nonisolated(unsafe) let spareByte = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
 
     init(backend: any NetBackend, eventLoop: EventLoop, counters: NetCounters, events: GuestEventLog,
-         budget: NotificationBudget) throws(NetBackendError) {
+         budget: NotificationBudget, rateLimiter: RateLimiter?) throws(NetBackendError) {
         self.backend = backend
+        self.rateLimiter = rateLimiter
         self.eventLoop = eventLoop
         self.counters = counters
         self.events = events
@@ -92,6 +98,7 @@ final class NetReceiver: Sendable {
             state.queue = nil
             state.held = []
             state.heldCapacity = 0
+            state.deferred = []
             watch(false, &state)
         }
     }
@@ -101,7 +108,8 @@ final class NetReceiver: Sendable {
     /// backend's descriptor is readable and when the driver posts buffers.
     func deliverFrames() {
         state.withLock { state in
-            guard let queue = state.queue, !state.closed else {
+            guard let queue = state.queue, !state.closed, state.deferred.isEmpty else {
+                // Closed, stopped, or waiting for the rate limiter's timer.
                 watch(false, &state)
                 return
             }
@@ -135,21 +143,55 @@ final class NetReceiver: Sendable {
                     continue
                 }
                 var left = length
-                var used = 0
+                var frame: [(head: UInt16, length: UInt32)] = []
                 for chain in state.held.prefix(chainCount) where left > 0 {
                     let share = min(left, chain.capacity)
-                    completions.append((chain.head, UInt32(share)))
+                    frame.append((chain.head, UInt32(share)))
                     left -= share
-                    used += 1
                 }
-                Self.writeBufferCount(UInt16(used), into: state.held[0].buffers)
-                state.heldCapacity -= state.held.prefix(used).reduce(0) { $0 + $1.capacity }
-                state.held.removeFirst(used)
+                Self.writeBufferCount(UInt16(frame.count), into: state.held[0].buffers)
+                state.heldCapacity -= state.held.prefix(frame.count).reduce(0) { $0 + $1.capacity }
+                state.held.removeFirst(frame.count)
                 frames += 1
                 counters.receivedFrames.add(1, ordering: .relaxed)
-                counters.receivedBytes.add(UInt64(length - NetHeader.size), ordering: .relaxed)
+                let bytes = UInt64(length - NetHeader.size)
+                counters.receivedBytes.add(bytes, ordering: .relaxed)
+                if let rateLimiter, !rateLimiter.consume(bytes: bytes) {
+                    // The frame waits in the guest's buffers, unannounced, and nothing more is
+                    // read until the timer hands it over.
+                    state.deferred.append((frame, bytes))
+                    watch(false, &state)
+                    armTimer(&state)
+                    return
+                }
+                completions += frame
             }
         }
+    }
+
+    /// Announces the held-back frames the buckets allow now, and reads on once none is left.
+    private func releaseDeferred() {
+        let drained = state.withLock { state -> Bool in
+            state.timerArmed = false
+            guard let queue = state.queue, let rateLimiter else { return false }
+            var completions: [(head: UInt16, length: UInt32)] = []
+            while let first = state.deferred.first, rateLimiter.consume(bytes: first.bytes) {
+                completions += state.deferred.removeFirst().completions
+            }
+            if !completions.isEmpty { queue.complete(completions) }
+            armTimer(&state)
+            return state.deferred.isEmpty
+        }
+        if drained { deliverFrames() }
+    }
+
+    /// Arms a timer for when the oldest held-back frame's tokens are there.
+    private func armTimer(_ state: inout State) {
+        guard let rateLimiter, let first = state.deferred.first, !state.timerArmed else { return }
+        state.timerArmed = true
+        // At least a microsecond, so a timer never spins on rounding.
+        let wait = max(rateLimiter.waitNanoseconds(bytes: first.bytes), 1000)
+        eventLoop.schedule(after: .nanoseconds(Int64(clamping: wait))) { [weak self] in self?.releaseDeferred() }
     }
 
     /// How many held chains the next frame is read into: the first alone, or under

@@ -18,6 +18,11 @@ final class NetTransmitter: Sendable {
         var features: VirtioFeatures = []
         /// The largest frame, header included, the driver may send.
         var frameLimit = 0
+        /// Chains taken but held back by the rate limiter, oldest first; while there are any,
+        /// later chains queue behind them.
+        var throttled: [DescriptorChain] = []
+        /// Whether a timer is armed to release them.
+        var timerArmed = false
     }
 
     /// The shortest frame a backend takes: an Ethernet header.
@@ -27,13 +32,18 @@ final class NetTransmitter: Sendable {
     private let counters: NetCounters
     private let events: GuestEventLog
     private let budget: NotificationBudget
+    private let rateLimiter: RateLimiter?
+    private let timers: EventLoop
     private let state = Mutex(State())
 
-    init(backend: any NetBackend, counters: NetCounters, events: GuestEventLog, budget: NotificationBudget) {
+    init(backend: any NetBackend, counters: NetCounters, events: GuestEventLog, budget: NotificationBudget,
+         rateLimiter: RateLimiter?, timers: EventLoop) {
         self.backend = backend
         self.counters = counters
         self.events = events
         self.budget = budget
+        self.rateLimiter = rateLimiter
+        self.timers = timers
     }
 
     /// Starts sending what the driver queues on `queue`.
@@ -41,23 +51,66 @@ final class NetTransmitter: Sendable {
         state.withLock { $0 = State(queue: queue, features: features, frameLimit: frameLimit) }
     }
 
-    /// Drops the queue.
+    /// Drops the queue and the frames held back (the driver's reset takes their chains back).
     func stop() {
         state.withLock { $0 = State() }
     }
 
     /// Sends the frames the driver queued, at most a budget of them (the transport resumes the
-    /// rest behind other work).
+    /// rest behind other work). With a rate limiter, a frame without tokens waits, in order,
+    /// and is never dropped: its chain is held (with the ones after it) and the event loop's
+    /// timer sends it once the buckets allow.
     func transmitQueued() {
         // Holding the lock while sending makes stop() wait for this.
         state.withLock { state in
-            guard let queue = state.queue else { return }
+            guard let queue = state.queue, state.throttled.isEmpty else { return }
             let memory = queue.memory
             queue.processAvailable(budget: budget) { chain in
+                guard let rateLimiter else {
+                    transmit(chain, in: memory, state)
+                    return .used(length: 0)
+                }
+                guard state.throttled.isEmpty, rateLimiter.consume(bytes: Self.frameBytes(chain)) else {
+                    state.throttled.append(chain)
+                    return .pending
+                }
                 transmit(chain, in: memory, state)
                 return .used(length: 0)
             }
+            armTimer(&state)
         }
+    }
+
+    /// Sends the held-back frames the buckets allow now, then whatever the driver queued
+    /// meanwhile once none is held back.
+    private func releaseThrottled() {
+        let drained = state.withLock { state -> Bool in
+            state.timerArmed = false
+            guard let queue = state.queue, let rateLimiter else { return false }
+            var completions: [(head: UInt16, length: UInt32)] = []
+            while let first = state.throttled.first, rateLimiter.consume(bytes: Self.frameBytes(first)) {
+                transmit(state.throttled.removeFirst(), in: queue.memory, state)
+                completions.append((first.head, 0))
+            }
+            if !completions.isEmpty { queue.complete(completions) }
+            armTimer(&state)
+            return state.throttled.isEmpty
+        }
+        if drained { transmitQueued() }
+    }
+
+    /// Arms a timer for when the oldest held-back frame's tokens are there.
+    private func armTimer(_ state: inout State) {
+        guard let rateLimiter, let first = state.throttled.first, !state.timerArmed else { return }
+        state.timerArmed = true
+        // At least a microsecond, so a timer never spins on rounding.
+        let wait = max(rateLimiter.waitNanoseconds(bytes: Self.frameBytes(first)), 1000)
+        timers.schedule(after: .nanoseconds(Int64(clamping: wait))) { [weak self] in self?.releaseThrottled() }
+    }
+
+    /// The bytes a chain's frame counts against the bandwidth bucket (without the header).
+    private static func frameBytes(_ chain: DescriptorChain) -> UInt64 {
+        chain.readableLength > UInt64(NetHeader.size) ? chain.readableLength - UInt64(NetHeader.size) : 0
     }
 
     private func transmit(_ chain: DescriptorChain, in memory: any GuestMemory, _ state: State) {

@@ -31,13 +31,13 @@ final class NetRig {
     private var usedReceive: [(id: UInt32, length: UInt32)] = []
 
     init(mtu: UInt16 = 1500, features: VirtioFeatures? = nil, budget: NotificationBudget = .default,
-         backend: (any NetBackend)? = nil) throws {
+         backend: (any NetBackend)? = nil, receiveRateLimit: RateLimiter? = nil, transmitRateLimit: RateLimiter? = nil) throws {
         memory = try testMemory()
         loop = try EventLoop(name: "net-test")
         let (near, far) = try PairedNetBackend.makePair()
         peer = far
         device = try NetDevice(backend: backend ?? near, mac: guestMAC, mtu: mtu, queueSize: 64, eventLoop: loop,
-                               notificationBudget: budget)
+                               notificationBudget: budget, receiveRateLimit: receiveRateLimit, transmitRateLimit: transmitRateLimit)
         transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: CountingInterruptLine())
         mmio = MMIODriver(transport: transport)
         receiveQueue = try DriverQueue(memory: memory, size: 64, base: GuestAddress(0x1000))
@@ -418,5 +418,50 @@ extension NetNotificationTests {
             #expect(try rig.peerReceive()?.count == 72 + index)
         }
         #expect(rig.device.counts.transmittedFrames == 3)
+    }
+}
+
+/// Rate limits on each direction, with a clock the test steps: a frame without tokens waits
+/// (it is never dropped) until the event loop's timer finds them.
+@Suite("virtio-net rate limits")
+struct NetRateLimitTests {
+    /// Two operations at once, then one per half second.
+    static func twoFramesThenWait(_ clock: SteppedClock) -> RateLimiter {
+        RateLimiter(RateLimit(operations: .init(size: 2, refillTime: .seconds(1))), clock: clock)
+    }
+
+    @Test func transmitFramesBeyondTheLimitWaitInOrder() throws {
+        let clock = SteppedClock()
+        let rig = try NetRig(transmitRateLimit: Self.twoFramesThenWait(clock))
+        for index in 0..<3 {
+            try rig.memory.write(NetHeader().bytes + testFrame(length: 60, seed: UInt8(index)), to: GuestAddress((2 << 20) + UInt64(index) * 0x1000))
+            try rig.transmitQueue.addChain([(GuestAddress((2 << 20) + UInt64(index) * 0x1000), 72, false)])
+        }
+        rig.mmio.notify(1)
+        #expect(try rig.peerReceive() == NetHeader().bytes + testFrame(length: 60, seed: 0))
+        #expect(try rig.peerReceive() == NetHeader().bytes + testFrame(length: 60, seed: 1))
+        usleep(50_000)
+        #expect(!rig.peerHasFrame, "the third frame went out without tokens")
+        #expect(try rig.transmitQueue.takeUsed().count == 2)
+        clock.now.store(600_000_000, ordering: .relaxed)
+        #expect(try rig.peerReceive() == NetHeader().bytes + testFrame(length: 60, seed: 2))
+        _ = try waitUntil { try rig.transmitQueue.usedIndex == 3 }
+        #expect(try rig.transmitQueue.usedIndex == 3)
+        #expect(rig.device.counts.droppedTransmitFrames == 0)
+    }
+
+    @Test func receivedFramesBeyondTheLimitWaitUnannounced() throws {
+        let clock = SteppedClock()
+        let rig = try NetRig(receiveRateLimit: Self.twoFramesThenWait(clock))
+        try rig.postReceiveBuffers(8)
+        for index in 0..<3 { try rig.peerSend(testFrame(length: 80, seed: UInt8(index))) }
+        #expect(try rig.waitForReceived(2).count == 2)
+        usleep(50_000)
+        #expect(try rig.receiveQueue.usedIndex == 2, "the third frame was announced without tokens")
+        clock.now.store(600_000_000, ordering: .relaxed)
+        let used = try rig.waitForReceived(3)
+        try #require(used.count == 3)
+        #expect(try rig.contents(ofReceiveChain: used[2].id, length: used[2].length).dropFirst(12).elementsEqual(testFrame(length: 80, seed: 2)))
+        #expect(rig.device.counts.droppedReceiveFrames == 0)
     }
 }
