@@ -17,6 +17,14 @@ enum ReadmeSnippets {
         return result
     }
 
+    /// "Compose a VM": a network interface.
+    static func network(machine: Machine) throws {
+        let net = try machine.addNetwork(tap: "hv0", mac: MACAddress("52:54:00:12:34:56") ?? .random(),
+                                         transmitRateLimit: RateLimit(bandwidth: .init(size: 12_500_000, refillTime: .seconds(1))))
+        try machine.addNetwork(stream: "/tmp/passt.socket")
+        print(net.device.counts)         // frames and bytes each way, and what was dropped and why
+    }
+
     /// "Compose a VM": the unikernel.
     static func unikernel(guestPath: String, diskPath: String) throws -> (MachineResult, [HypercallStatistics]) {
         var services = HypercallTable()

@@ -1,3 +1,4 @@
+import Glibc
 import GuestImages
 import HVDevicesTesting
 import HVMachine
@@ -54,6 +55,25 @@ struct ReadmeTests {
             }
             #expect(found, "README snippet not found verbatim in ReadmeSnippets.swift or the guest it quotes:\n\(block)")
         }
+    }
+
+    /// The network snippet against a real passt on /tmp/passt.socket and a new tap hv0.
+    @Test(.requiresKVM, .enabled(if: access("/usr/bin/passt", X_OK) == 0 && ConfiguredTap.unavailableReason == nil,
+                                 "needs passt and a tap (root)"))
+    func theNetworkSnippetRuns() throws {
+        let pidFile = "/tmp/hvkit-readme-passt.pid"
+        unlink("/tmp/passt.socket")
+        try #require(system("passt --quiet --socket /tmp/passt.socket --pid \(pidFile) >/dev/null 2>&1") == 0)
+        defer {
+            if let pid = try? HostFile.readAll(FilePath(pidFile)), let value = Int32(String(decoding: pid, as: UTF8.self).filter(\.isNumber)) {
+                kill(value, SIGTERM)
+            }
+            unlink(pidFile)
+        }
+        let machine = try Machine(memorySize: 32 << 20)
+        try ReadmeSnippets.network(machine: machine)
+        #expect(machine.networks.map(\.backendName) == ["tap hv0", "stream /tmp/passt.socket"])
+        #expect(machine.virtioDevices.count == 2)
     }
 
     @Test(.requiresKVM) func theUnikernelSnippetRuns() throws {
