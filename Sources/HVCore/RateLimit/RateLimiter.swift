@@ -142,3 +142,13 @@ public final class RateLimiter: Sendable {
         }
     }
 }
+
+extension RateLimiter {
+    /// Runs `work` on `loop` once the buckets should hold the tokens for one operation of
+    /// `bytes` (at least a microsecond from now, so a timer never spins on rounding). `work`
+    /// should try ``consume(bytes:)`` again: another consumer may have taken the tokens.
+    public func whenTokensAllow(bytes: UInt64, on loop: EventLoop, _ work: @escaping @Sendable () -> Void) {
+        let wait = max(waitNanoseconds(bytes: bytes), 1000)
+        loop.schedule(after: .nanoseconds(Int64(clamping: wait)), work)
+    }
+}

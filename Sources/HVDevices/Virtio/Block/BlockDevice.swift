@@ -192,9 +192,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     /// Arms a timer for when the oldest throttled request's tokens are there.
     private func waitForTokens() {
         guard let rateLimiter, let timers, let first = throttled.withLock({ $0.first }) else { return }
-        let wait = rateLimiter.waitNanoseconds(bytes: first.operation.dataBytes)
-        // At least a microsecond, so a timer never spins on rounding.
-        timers.schedule(after: .nanoseconds(Int64(clamping: max(wait, 1000)))) { [weak self] in
+        rateLimiter.whenTokensAllow(bytes: first.operation.dataBytes, on: timers) { [weak self] in
             guard let self else { return }
             active.withLock { queue in
                 if let queue { releaseThrottled(queue) }

@@ -45,11 +45,18 @@ public struct NetHeader: Hashable, Sendable {
 
     /// The header in the first 12 of `bytes` (little-endian); nil when there are fewer.
     public init?(bytes: some Collection<UInt8>) {
-        guard bytes.count >= Self.size else { return nil }
         let field = Array(bytes.prefix(Self.size))
-        func word(_ offset: Int) -> UInt16 { UInt16(field[offset]) | UInt16(field[offset + 1]) << 8 }
-        flags = field[0]
-        segmentationType = field[1]
+        guard let header = field.withUnsafeBytes({ NetHeader(loading: $0) }) else { return nil }
+        self = header
+    }
+
+    /// The header in the first 12 bytes of `raw` (little-endian); nil when there are fewer.
+    /// For the data path: no array in between.
+    public init?(loading raw: UnsafeRawBufferPointer) {
+        guard raw.count >= Self.size else { return nil }
+        func word(_ offset: Int) -> UInt16 { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
+        flags = raw[0]
+        segmentationType = raw[1]
         headerLength = word(2)
         segmentSize = word(4)
         checksumStart = word(6)
@@ -57,13 +64,24 @@ public struct NetHeader: Hashable, Sendable {
         bufferCount = word(10)
     }
 
+    /// Writes the 12 bytes (little-endian) at the start of `raw`, which must have room for them.
+    public func store(into raw: UnsafeMutableRawBufferPointer) {
+        guard raw.count >= Self.size else { return }
+        raw[0] = flags
+        raw[1] = segmentationType
+        raw.storeBytes(of: headerLength.littleEndian, toByteOffset: 2, as: UInt16.self)
+        raw.storeBytes(of: segmentSize.littleEndian, toByteOffset: 4, as: UInt16.self)
+        raw.storeBytes(of: checksumStart.littleEndian, toByteOffset: 6, as: UInt16.self)
+        raw.storeBytes(of: checksumOffset.littleEndian, toByteOffset: 8, as: UInt16.self)
+        raw.storeBytes(of: bufferCount.littleEndian, toByteOffset: 10, as: UInt16.self)
+    }
+
     /// The 12 bytes, little-endian.
     public var bytes: [UInt8] {
-        var bytes = [flags, segmentationType]
-        for word in [headerLength, segmentSize, checksumStart, checksumOffset, bufferCount] {
-            bytes += [UInt8(truncatingIfNeeded: word), UInt8(truncatingIfNeeded: word >> 8)]
+        [UInt8](unsafeUninitializedCapacity: Self.size) { buffer, count in
+            store(into: UnsafeMutableRawBufferPointer(buffer))
+            count = Self.size
         }
-        return bytes
     }
 
     /// The segmentation, without the ECN bit; nil for a type the specification does not have.

@@ -189,9 +189,7 @@ final class NetReceiver: Sendable {
     private func armTimer(_ state: inout State) {
         guard let rateLimiter, let first = state.deferred.first, !state.timerArmed else { return }
         state.timerArmed = true
-        // At least a microsecond, so a timer never spins on rounding.
-        let wait = max(rateLimiter.waitNanoseconds(bytes: first.bytes), 1000)
-        eventLoop.schedule(after: .nanoseconds(Int64(clamping: wait))) { [weak self] in self?.releaseDeferred() }
+        rateLimiter.whenTokensAllow(bytes: first.bytes, on: eventLoop) { [weak self] in self?.releaseDeferred() }
     }
 
     /// How many held chains the next frame is read into: the first alone, or under

@@ -103,9 +103,7 @@ final class NetTransmitter: Sendable {
     private func armTimer(_ state: inout State) {
         guard let rateLimiter, let first = state.throttled.first, !state.timerArmed else { return }
         state.timerArmed = true
-        // At least a microsecond, so a timer never spins on rounding.
-        let wait = max(rateLimiter.waitNanoseconds(bytes: Self.frameBytes(first)), 1000)
-        timers.schedule(after: .nanoseconds(Int64(clamping: wait))) { [weak self] in self?.releaseThrottled() }
+        rateLimiter.whenTokensAllow(bytes: Self.frameBytes(first), on: timers) { [weak self] in self?.releaseThrottled() }
     }
 
     /// The bytes a chain's frame counts against the bandwidth bucket (without the header).
@@ -146,27 +144,29 @@ final class NetTransmitter: Sendable {
         }
         let frameLength = Int(chain.readableLength) - NetHeader.size
         var reader = chain.reader(in: memory)
-        var header: NetHeader
-        let buffers: [UnsafeMutableRawBufferPointer]
-        do {
-            guard let copied = NetHeader(bytes: try reader.readBytes(NetHeader.size)) else {
-                throw TransmitRefusal.malformed("no header")
+        // The header lives on the stack from the guest's copy to the backend: no allocation.
+        let sent = try withUnsafeTemporaryAllocation(byteCount: NetHeader.size, alignment: 2) {
+            headerBuffer throws(TransmitRefusal) -> Result<Bool, NetBackendError> in
+            let buffers: [UnsafeMutableRawBufferPointer]
+            do {
+                try reader.read(into: headerBuffer)
+                guard let copied = NetHeader(loading: UnsafeRawBufferPointer(headerBuffer)) else { throw TransmitRefusal.malformed("no header") }
+                var header = try copied.validatedForTransmit(frameLength: frameLength, negotiated: state.features)
+                // DATA_VALID means something only on receive; the other end must not take it as said.
+                header.flags &= ~NetHeader.dataValid
+                header.store(into: headerBuffer)
+                buffers = try reader.hostBuffers(UInt64(frameLength))
+            } catch let error as TransmitRefusal {
+                throw error
+            } catch {
+                throw .malformed("\(error)")
             }
-            header = try copied.validatedForTransmit(frameLength: frameLength, negotiated: state.features)
-            buffers = try reader.hostBuffers(UInt64(frameLength))
-        } catch let error as TransmitRefusal {
-            throw error
-        } catch {
-            throw .malformed("\(error)")
-        }
-        // DATA_VALID means something only on receive; the other end must not take it as said.
-        header.flags &= ~NetHeader.dataValid
-        var headerBytes = header.bytes
-        let sent = headerBytes.withUnsafeMutableBytes { headerBuffer -> Result<Bool, NetBackendError> in
-            var vectors = [iovec(iov_base: headerBuffer.baseAddress, iov_len: headerBuffer.count)]
-            vectors += buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-            return Result { () throws(NetBackendError) in
-                try vectors.withUnsafeBufferPointer { vectors throws(NetBackendError) in try backend.transmit(vectors) }
+            return withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count + 1) { vectors in
+                vectors[0] = iovec(iov_base: headerBuffer.baseAddress, iov_len: NetHeader.size)
+                for (index, buffer) in buffers.enumerated() {
+                    vectors[index + 1] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+                }
+                return Result { () throws(NetBackendError) in try backend.transmit(UnsafeBufferPointer(vectors)) }
             }
         }
         switch sent {
