@@ -348,8 +348,12 @@ static int test_blk_dd(void) {
     return finish(name, ok);
 }
 
-// The byte count each way of the net check's TCP transfer, shared with the host test.
+// The byte count each way of the net checks' TCP transfers, shared with the host test.
 #define NET_TRANSFER_BYTES (2 << 20)
+#define NET_PASST_TRANSFER_BYTES (1 << 20)
+
+// The interface the net check at hand configures.
+static const char *net_interface = "eth0";
 
 static uint16_t internet_checksum(const void *data, size_t length) {
     const uint8_t *bytes = data;
@@ -360,13 +364,13 @@ static uint16_t internet_checksum(const void *data, size_t length) {
     return htons((uint16_t)~sum);
 }
 
-// Configures eth0 as `address`/24 and brings it up, by ioctl (no ip or ifconfig needed).
+// Configures net_interface as `address`/24 and brings it up, by ioctl (no ip or ifconfig needed).
 static int configure_interface(const char *address) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0) return 0;
     struct ifreq request;
     memset(&request, 0, sizeof request);
-    strcpy(request.ifr_name, "eth0");
+    snprintf(request.ifr_name, sizeof request.ifr_name, "%s", net_interface);
     struct sockaddr_in *in = (struct sockaddr_in *)&request.ifr_addr;
     in->sin_family = AF_INET;
     int ok = inet_pton(AF_INET, address, &in->sin_addr) == 1 && ioctl(fd, SIOCSIFADDR, &request) == 0;
@@ -413,10 +417,10 @@ static int ping_host(struct in_addr host, int count) {
     return replies;
 }
 
-// eth0's counter `name` from sysfs, or -1.
+// net_interface's counter `name` from sysfs, or -1.
 static long interface_counter(const char *name) {
     char path[128], text[32] = {0};
-    snprintf(path, sizeof path, "/sys/class/net/eth0/statistics/%s", name);
+    snprintf(path, sizeof path, "/sys/class/net/%s/statistics/%s", net_interface, name);
     int fd = open(path, O_RDONLY);
     if (fd < 0) return -1;
     ssize_t n = read(fd, text, sizeof text - 1);
@@ -424,12 +428,14 @@ static long interface_counter(const char *name) {
     return n > 0 ? atol(text) : -1;
 }
 
-// Notes eth0's packet counters, for a failure's diagnosis.
+// Notes net_interface's packet counters, for a failure's diagnosis.
 static void note_interface_counters(void) {
     note(" rx-packets=%ld tx-packets=%ld rx-dropped=%ld rx-length-errors=%ld", interface_counter("rx_packets"),
          interface_counter("tx_packets"), interface_counter("rx_dropped"), interface_counter("rx_length_errors"));
     char state[32] = {0};
-    int carrier = open("/sys/class/net/eth0/operstate", O_RDONLY);
+    char operstate[96];
+    snprintf(operstate, sizeof operstate, "/sys/class/net/%s/operstate", net_interface);
+    int carrier = open(operstate, O_RDONLY);
     if (carrier >= 0) { ssize_t n = read(carrier, state, sizeof state - 1); if (n > 0) state[n - 1] = 0; close(carrier); }
     note(" operstate=%s tx-dropped=%ld", state, interface_counter("tx_dropped"));
     // The neighbour table's entry for the host (flags 0x2: complete) and the device's interrupts.
@@ -460,26 +466,29 @@ static void note_interface_counters(void) {
     }
 }
 
-// net: eth0 (virtio-net) configured from hvkit.net=GUEST,HOST,PORT on the command line; 10
-// pings of the host through the tap; then one TCP connection to HOST:PORT that receives
-// NET_TRANSFER_BYTES of pattern 5 and sends as many of pattern 6 (the host checks them).
-static int test_net(void) {
-    const char *name = "net";
-    char cmdline[4096] = {0}, guest[32] = {0}, host[32] = {0};
+// net: eth0 (virtio-net on a tap) configured from hvkit.net=GUEST,HOST,PORT on the command
+// line; 10 pings of the host; then one TCP connection to HOST:PORT that receives `bytes` of
+// pattern 5 and sends as many of pattern 6 (the host checks them). net-passt: the same on eth1
+// (virtio-net on passt's socket) from hvkit.net-passt=, HOST being passt's gateway address,
+// which passt maps to the host itself, with no pings and half the bytes.
+static int test_net(const char *name, const char *parameter, const char *interface, int pings, size_t bytes) {
+    char cmdline[4096] = {0}, guest[32] = {0}, host[32] = {0}, format[64];
     int port = 0;
+    net_interface = interface;
     int fd = open("/proc/cmdline", O_RDONLY);
     if (fd >= 0) { ssize_t n = read(fd, cmdline, sizeof cmdline - 1); (void)n; close(fd); }
-    char *argument = strstr(cmdline, "hvkit.net=");
-    if (!argument || sscanf(argument, "hvkit.net=%31[0-9.],%31[0-9.],%d", guest, host, &port) != 3) {
-        note(" hvkit.net=missing");
+    char *argument = strstr(cmdline, parameter);
+    snprintf(format, sizeof format, "%s%%31[0-9.],%%31[0-9.],%%d", parameter);
+    if (!argument || sscanf(argument, format, guest, host, &port) != 3) {
+        note(" %smissing", parameter);
         return finish(name, 0);
     }
     if (!configure_interface(guest)) return finish(name, 0);
     struct in_addr host_address;
     inet_pton(AF_INET, host, &host_address);
-    int replies = ping_host(host_address, 10);
-    note(" ping=%d/10", replies);
-    if (replies != 10) note_interface_counters();
+    int replies = pings > 0 ? ping_host(host_address, pings) : 0;
+    if (pings > 0) note(" ping=%d/%d", replies, pings);
+    if (replies != pings) note_interface_counters();
 
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -493,18 +502,18 @@ static int test_net(void) {
         note_interface_counters();
         return finish(name, 0);
     }
-    uint8_t *buffer = malloc(NET_TRANSFER_BYTES);
+    uint8_t *buffer = malloc(bytes);
     size_t received = 0;
-    while (buffer && received < NET_TRANSFER_BYTES) {
-        ssize_t n = recv(connection, buffer + received, NET_TRANSFER_BYTES - received, 0);
+    while (buffer && received < bytes) {
+        ssize_t n = recv(connection, buffer + received, bytes - received, 0);
         if (n <= 0) break;
         received += (size_t)n;
     }
-    int ok = buffer && received == NET_TRANSFER_BYTES && check(buffer, NET_TRANSFER_BYTES, 5);
+    int ok = buffer && received == bytes && check(buffer, bytes, 5);
     size_t sent = 0;
-    if (buffer) fill(buffer, NET_TRANSFER_BYTES, 6);
-    while (buffer && sent < NET_TRANSFER_BYTES) {
-        ssize_t n = send(connection, buffer + sent, NET_TRANSFER_BYTES - sent, 0);
+    if (buffer) fill(buffer, bytes, 6);
+    while (buffer && sent < bytes) {
+        ssize_t n = send(connection, buffer + sent, bytes - sent, 0);
         if (n <= 0) break;
         sent += (size_t)n;
     }
@@ -515,11 +524,11 @@ static int test_net(void) {
     close(connection);
     free(buffer);
     note(" received=%zu sent=%zu pattern=%s tcp-ms=%.0f", received, sent, ok ? "ok" : "bad", seconds_since(&start) * 1e3);
-    return finish(name, replies == 10 && ok && sent == NET_TRANSFER_BYTES);
+    return finish(name, replies == pings && ok && sent == bytes);
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: hvkit-test blk|blk-ro|blk-dd|rng|console|smp|features|net\n"); return 2; }
+    if (argc != 2) { fprintf(stderr, "usage: hvkit-test blk|blk-ro|blk-dd|rng|console|smp|features|net|net-passt\n"); return 2; }
     const char *name = argv[1];
     if (!strcmp(name, "blk")) return test_blk();
     if (!strcmp(name, "blk-ro")) return test_blk_readonly();
@@ -528,7 +537,8 @@ int main(int argc, char **argv) {
     if (!strcmp(name, "console")) return test_console();
     if (!strcmp(name, "smp")) return test_smp();
     if (!strcmp(name, "features")) return test_features();
-    if (!strcmp(name, "net")) return test_net();
+    if (!strcmp(name, "net")) return test_net("net", "hvkit.net=", "eth0", 10, NET_TRANSFER_BYTES);
+    if (!strcmp(name, "net-passt")) return test_net("net-passt", "hvkit.net-passt=", "eth1", 0, NET_PASST_TRANSFER_BYTES);
     note(" unknown-test");
     return finish(name, 0);
 }

@@ -58,18 +58,11 @@ struct ReadmeTests {
     }
 
     /// The network snippet against a real passt on /tmp/passt.socket and a new tap hv0.
-    @Test(.requiresKVM, .enabled(if: access("/usr/bin/passt", X_OK) == 0 && ConfiguredTap.unavailableReason == nil,
+    @Test(.requiresKVM, .enabled(if: PasstProcess.unavailableReason == nil && ConfiguredTap.unavailableReason == nil,
                                  "needs passt and a tap (root)"))
     func theNetworkSnippetRuns() throws {
-        let pidFile = "/tmp/hvkit-readme-passt.pid"
-        unlink("/tmp/passt.socket")
-        try #require(system("passt --quiet --socket /tmp/passt.socket --pid \(pidFile) >/dev/null 2>&1") == 0)
-        defer {
-            if let pid = try? HostFile.readAll(FilePath(pidFile)), let value = Int32(String(decoding: pid, as: UTF8.self).filter(\.isNumber)) {
-                kill(value, SIGTERM)
-            }
-            unlink(pidFile)
-        }
+        let passt = try PasstProcess(socketPath: "/tmp/passt.socket")
+        defer { withExtendedLifetime(passt) {} }
         let machine = try Machine(memorySize: 32 << 20)
         try ReadmeSnippets.network(machine: machine)
         #expect(machine.networks.map(\.backendName) == ["tap hv0", "stream /tmp/passt.socket"])

@@ -17,6 +17,8 @@ struct LinuxGuestTests {
     static let discardOffset = 2 << 20, discardBytes = 256 << 10
     /// The net check's TCP transfer each way (NET_TRANSFER_BYTES in tests/hvkit-test.c).
     static let netTransferBytes = 2 << 20
+    /// The net-passt check's (NET_PASST_TRANSFER_BYTES).
+    static let netPasstTransferBytes = 1 << 20
 
     /// Two vCPUs, two disks (one read-only), rng, a virtio console and the boot timer, all
     /// through the kernel's own drivers, entered by PVH from the ELF vmlinux.
@@ -72,7 +74,21 @@ struct LinuxGuestTests {
             print("virtio-net through Linux skipped: \(ConfiguredTap.unavailableReason ?? "")")
         }
 
-        let tests = ["blk", "blk-ro", "rng", "console", "smp", "features"] + (tap == nil ? [] : ["net"])
+        // A second interface on passt's socket, where passt is installed: the guest reaches the
+        // host through passt's gateway address (which passt maps to the host's loopback).
+        let passt = PasstProcess.unavailableReason == nil ? try PasstProcess(socketPath: "/tmp/hvkit-linux-passt-\(getpid()).socket") : nil
+        var passtServer: TransferServer?
+        if let passt, tap != nil {
+            _ = waitUntil(seconds: 5) { access(passt.socketPath, F_OK) == 0 }
+            try machine.addNetwork(stream: passt.socketPath, mac: MACAddress("52:54:00:12:34:57") ?? .random())
+            let started = try TransferServer(address: [127, 0, 0, 1], bytes: Self.netPasstTransferBytes)
+            passtServer = started
+            extra.append("hvkit.net-passt=\(ConfiguredTap.dotted(passt.guestAddress)),\(ConfiguredTap.dotted(passt.gateway)),\(started.port)")
+        } else {
+            print("virtio-net through passt and Linux skipped: \(PasstProcess.unavailableReason ?? "no tap for eth0")")
+        }
+
+        let tests = ["blk", "blk-ro", "rng", "console", "smp", "features"] + (tap == nil ? [] : ["net"]) + (passtServer == nil ? [] : ["net-passt"])
         let run = try machine.runTestGuest(
             .linux(kernel: LinuxTestGuest.vmlinux, initrd: LinuxTestGuest.initramfs,
                    commandLine: LinuxTestGuest.commandLine(tests: tests, extra: extra)),
@@ -135,6 +151,15 @@ struct LinuxGuestTests {
             }
             #expect(network.device.counts.droppedReceiveFrames == 0 && network.device.counts.droppedTransmitFrames == 0)
         }
+        if let passtServer {
+            // The same transfer through passt: frames in QEMU's stream framing, the guest's
+            // connection to passt's gateway delivered to the host's loopback.
+            let outcome = passtServer.wait()
+            print("virtio-net through passt and Linux: \(checks["net-passt"]?.line ?? "no net-passt line"); host received \(outcome.received.count) bytes")
+            let intact = outcome.received == guestPattern(seed: 6, count: Self.netPasstTransferBytes)
+            #expect(outcome.sentAll && intact, "received \(outcome.received.count) of \(Self.netPasstTransferBytes) bytes, intact: \(intact)")
+        }
+        withExtendedLifetime(passt) {}
         let blockFeatures = VirtioFeatures(rawValue: recorded.first ?? 0)
         for feature: VirtioFeatures in [.version1, .blockFlush, .blockDiscard, .blockWriteZeroes, .blockSegmentMax, .blockSize] {
             #expect(blockFeatures.contains(feature), "virtio-blk without \(feature)")

@@ -114,38 +114,22 @@ struct StreamNetBackendTests {
     }
 }
 
-/// Why passt cannot be started here, or nil.
-let passtUnavailableReason: String? = access("/usr/bin/passt", X_OK) == 0 ? nil : "needs passt (apt-get install passt)"
-
-@Suite("virtio-net through passt", .enabled(if: passtUnavailableReason == nil, Comment(rawValue: passtUnavailableReason ?? "")))
+@Suite("virtio-net through passt", .enabled(if: PasstProcess.unavailableReason == nil, Comment(rawValue: PasstProcess.unavailableReason ?? "")))
 struct PasstTests {
     /// A real passt on its Unix socket: the driver asks by ARP for passt's gateway address
     /// and passt answers through the device.
     @Test func passtAnswersAnARPRequestThroughTheDevice() throws {
-        let path = "/tmp/hvkit-passt-\(getpid()).socket"
-        unlink(path)
-        let pidFile = path + ".pid"
-        // passt reads the host's addresses and default route; it answers for the gateway.
-        try #require(system("passt --quiet --socket \(path) --pid \(pidFile) >/dev/null 2>&1") == 0, "passt did not start")
-        defer {
-            if let pid = try? HostFile.readAll(FilePath(pidFile)), let value = Int32(String(decoding: pid, as: UTF8.self).filter(\.isNumber)) {
-                kill(value, SIGTERM)
-            }
-            unlink(path)
-            unlink(pidFile)
-        }
-        let gateway = try #require(Self.defaultGateway(), "no IPv4 default route for passt to use")
-        let address = try #require(Self.hostAddress(), "no IPv4 address for passt to use")
+        let passt = try PasstProcess(socketPath: "/tmp/hvkit-passt-\(getpid()).socket")
         var backend: StreamNetBackend?
         _ = waitUntil {
-            backend = try? StreamNetBackend(path: path)
+            backend = try? StreamNetBackend(path: passt.socketPath)
             return backend != nil
         }
         let rig = try NetRig(backend: try #require(backend))
         try rig.postReceiveBuffers(8)
-        // ARP request: who has `gateway`? tell `address` (passt gives the guest the host's address).
+        // ARP request: who has the gateway? tell the guest's address.
         let request = [UInt8](repeating: 0xFF, count: 6) + guestMAC + [0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]
-            + guestMAC + address + [UInt8](repeating: 0, count: 6) + gateway
+            + guestMAC + passt.guestAddress + [UInt8](repeating: 0, count: 6) + passt.gateway
         try rig.transmit(request)
         var reply: [UInt8]?
         _ = try waitUntil {
@@ -157,38 +141,7 @@ struct PasstTests {
         }
         let answer = try #require(reply, "passt did not answer the ARP request")
         #expect(Array(answer[0..<6]) == guestMAC)
-        #expect(Array(answer[28..<32]) == gateway, "the reply is for the gateway")
-        #expect(Array(answer[38..<42]) == address)
-    }
-
-    /// The default route's gateway and interface, from /proc/net/route.
-    static func defaultRoute() -> (gateway: [UInt8], interface: String)? {
-        guard let route = try? HostFile.readAll(FilePath("/proc/net/route")) else { return nil }
-        for line in String(decoding: route, as: UTF8.self).split(separator: "\n").dropFirst() {
-            let fields = line.split(whereSeparator: \.isWhitespace)
-            guard fields.count > 2, fields[1] == "00000000", let gateway = UInt32(fields[2], radix: 16), gateway != 0 else { continue }
-            return (withUnsafeBytes(of: gateway) { Array($0) }, String(fields[0]))
-        }
-        return nil
-    }
-
-    static func defaultGateway() -> [UInt8]? { defaultRoute()?.gateway }
-
-    /// The IPv4 address of the default route's interface: the one passt gives its guest.
-    static func hostAddress() -> [UInt8]? {
-        guard let interface = defaultRoute()?.interface else { return nil }
-        var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0 else { return nil }
-        defer { freeifaddrs(list) }
-        var entry = list
-        while let current = entry {
-            defer { entry = current.pointee.ifa_next }
-            guard let socketAddress = current.pointee.ifa_addr, socketAddress.pointee.sa_family == sa_family_t(AF_INET),
-                  let name = current.pointee.ifa_name, String(cString: name) == interface else { continue }
-            return socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { pointer in
-                withUnsafeBytes(of: pointer.pointee.sin_addr.s_addr) { Array($0) }
-            }
-        }
-        return nil
+        #expect(Array(answer[28..<32]) == passt.gateway, "the reply is for the gateway")
+        #expect(Array(answer[38..<42]) == passt.guestAddress)
     }
 }
