@@ -105,12 +105,3 @@ struct VirtioNetGuestTests {
         return replies
     }
 }
-
-/// Polls `condition` every 10 ms for up to `seconds`.
-func waitUntil(seconds: Int, _ condition: () throws -> Bool) rethrows -> Bool {
-    for _ in 0..<(seconds * 100) {
-        if try condition() { return true }
-        usleep(10_000)
-    }
-    return try condition()
-}

@@ -75,12 +75,14 @@ enum FrameIO {
         }
     }
 
-    /// Writes one frame. A socket is written with sendmsg and MSG_NOSIGNAL, because writev to
-    /// a socket whose peer closed raises SIGPIPE, which would end the whole VMM.
+    /// Writes one frame, or as much of it as the descriptor takes, and returns the bytes
+    /// written, or nil when it has no room now. A socket is written with sendmsg and
+    /// MSG_NOSIGNAL, because writev to a socket whose peer closed raises SIGPIPE, which would
+    /// end the whole VMM.
     static func transmit(
         _ descriptor: FileDescriptor, _ buffers: UnsafeBufferPointer<iovec>, isSocket: Bool, backend: String
-    ) throws(NetBackendError) -> Bool {
-        guard let base = buffers.baseAddress else { return true }
+    ) throws(NetBackendError) -> Int? {
+        guard let base = buffers.baseAddress else { return 0 }
         var message = msghdr()
         message.msg_iov = UnsafeMutablePointer(mutating: base)
         message.msg_iovlen = buffers.count
@@ -88,13 +90,72 @@ enum FrameIO {
             let written = isSocket
                 ? sendmsg(descriptor.rawValue, &message, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
                 : writev(descriptor.rawValue, base, Int32(clamping: buffers.count))
-            if written >= 0 { return true }
+            if written >= 0 { return written }
             switch errno {
             case EINTR: continue
-            case EAGAIN, ENOBUFS: return false
+            case EAGAIN, ENOBUFS: return nil
             case EPIPE, ECONNRESET: throw .closed(backend: backend)
-            case let code: throw .io(backend: backend, operation: "writev", Errno(rawValue: code))
+            case let code: throw .io(backend: backend, operation: isSocket ? "sendmsg" : "writev", Errno(rawValue: code))
             }
+        }
+    }
+}
+
+/// Arithmetic on iovec lists, which a frame and its header may straddle anywhere.
+enum IOVectors {
+    /// The bytes `vectors` cover.
+    static func totalLength(_ vectors: some Sequence<iovec>) -> Int {
+        vectors.reduce(0) { $0 + $1.iov_len }
+    }
+
+    /// `vectors` without their first `count` bytes.
+    static func dropping(_ count: Int, from vectors: some Sequence<iovec>) -> [iovec] {
+        var skip = count
+        var result: [iovec] = []
+        for vector in vectors {
+            if skip >= vector.iov_len {
+                skip -= vector.iov_len
+                continue
+            }
+            result.append(iovec(iov_base: vector.iov_base.map { $0 + skip }, iov_len: vector.iov_len - skip))
+            skip = 0
+        }
+        return result
+    }
+
+    /// The first `count` bytes of `vectors`.
+    static func limited(_ vectors: [iovec], to count: Int) -> [iovec] {
+        var left = count
+        var result: [iovec] = []
+        for vector in vectors where left > 0 {
+            result.append(iovec(iov_base: vector.iov_base, iov_len: min(vector.iov_len, left)))
+            left -= min(vector.iov_len, left)
+        }
+        return result
+    }
+
+    /// The bytes of `vectors` from offset `start` on.
+    static func bytes(of vectors: [iovec], from start: Int) -> [UInt8] {
+        var result: [UInt8] = []
+        for vector in dropping(start, from: vectors) {
+            guard let base = vector.iov_base else { continue }
+            result += UnsafeRawBufferPointer(start: base, count: vector.iov_len)
+        }
+        return result
+    }
+
+    /// Copies `bytes` into `vectors` in order, as far as they reach.
+    static func copy(_ bytes: [UInt8], into vectors: [iovec]) {
+        var offset = 0
+        for vector in vectors where offset < bytes.count {
+            guard let base = vector.iov_base else { continue }
+            let count = min(vector.iov_len, bytes.count - offset)
+            bytes.withUnsafeBytes { source in
+                guard let start = source.baseAddress else { return }
+                // SAFETY: the device's buffers (guest RAM it checked writable) or the caller's, `count` bytes at most.
+                base.copyMemory(from: start + offset, byteCount: count)
+            }
+            offset += count
         }
     }
 }

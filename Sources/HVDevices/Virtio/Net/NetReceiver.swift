@@ -263,20 +263,9 @@ final class NetReceiver: Sendable {
     }
 
     /// Writes num_buffers (header bytes 10 and 11, little-endian) into a chain's buffers,
-    /// which the header may straddle.
+    /// which the header may straddle (every receive chain has room for the header).
     private static func writeBufferCount(_ count: UInt16, into buffers: [iovec]) {
-        var position = 10
-        var bytes = [UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)][...]
-        for buffer in buffers {
-            guard let base = buffer.iov_base, !bytes.isEmpty else { break }
-            while position < buffer.iov_len, let byte = bytes.first {
-                // SAFETY: inside a buffer the queue checked as writable guest RAM (the chain's
-                // first 12 bytes are the header: every receive chain has room for it).
-                base.storeBytes(of: byte, toByteOffset: position, as: UInt8.self)
-                bytes = bytes.dropFirst()
-                position += 1
-            }
-            position -= buffer.iov_len
-        }
+        IOVectors.copy([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)],
+                       into: IOVectors.dropping(10, from: buffers))
     }
 }

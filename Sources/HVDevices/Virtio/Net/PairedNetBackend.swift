@@ -45,6 +45,6 @@ public final class PairedNetBackend: NetBackend {
 
     /// Sends one message (dropped when the other end's buffer is full).
     public func transmit(_ buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Bool {
-        try FrameIO.transmit(fileDescriptor, buffers, isSocket: true, backend: name)
+        try FrameIO.transmit(fileDescriptor, buffers, isSocket: true, backend: name) != nil
     }
 }

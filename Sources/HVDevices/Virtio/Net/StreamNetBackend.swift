@@ -86,7 +86,7 @@ public final class StreamNetBackend: NetBackend {
                 guard peeked == 4 else { return try gather(&state, into: buffers) }
                 let length = Int(UInt32(bigEndian: prefix))
                 guard length <= Self.largestFrame else { throw .io(backend: name, operation: "frame length \(length)", .badMessage) }
-                if waiting >= 4 + length, NetHeader.size + length <= totalLength(buffers) - 1 {
+                if waiting >= 4 + length, NetHeader.size + length <= IOVectors.totalLength(buffers) - 1 {
                     return try readWhole(length: length, into: buffers)
                 }
             }
@@ -99,7 +99,7 @@ public final class StreamNetBackend: NetBackend {
         try state.withLock { state throws(NetBackendError) -> Bool in
             try flushUnsent(&state)
             guard state.unsent.isEmpty else { return false }
-            let frame = dropping(NetHeader.size, from: buffers)
+            let frame = IOVectors.dropping(NetHeader.size, from: buffers)
             let length = frame.reduce(0) { $0 + $1.iov_len }
             var prefix = UInt32(length).bigEndian
             return try withUnsafeBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Bool in
@@ -110,7 +110,7 @@ public final class StreamNetBackend: NetBackend {
                 if written == 0 { return false }
                 if written < 4 + length {
                     // The socket took part of the frame: the rest goes first next time.
-                    state.unsent = Self.bytes(of: vectors, from: written)
+                    state.unsent = IOVectors.bytes(of: vectors, from: written)
                 }
                 return true
             }
@@ -132,7 +132,7 @@ public final class StreamNetBackend: NetBackend {
     private func readWhole(length: Int, into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
         var prefix: UInt32 = 0
         try writePlainHeader(into: buffers)
-        let frame = limited(dropping(NetHeader.size, from: buffers), to: length)
+        let frame = IOVectors.limited(IOVectors.dropping(NetHeader.size, from: buffers), to: length)
         let read = try withUnsafeMutableBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Int in
             var vectors = [iovec(iov_base: prefixBytes.baseAddress, iov_len: 4)] + frame
             return try vectors.withUnsafeMutableBufferPointer { vectors throws(NetBackendError) in
@@ -166,30 +166,21 @@ public final class StreamNetBackend: NetBackend {
         }
         let frame = state.partial.dropFirst(4)
         state.partial = []
-        let room = totalLength(buffers)
+        let room = IOVectors.totalLength(buffers)
         guard NetHeader.size + frame.count <= room - 1 else { return room }
         try writePlainHeader(into: buffers)
-        Self.copy(Array(frame), into: dropping(NetHeader.size, from: buffers))
+        IOVectors.copy(Array(frame), into: IOVectors.dropping(NetHeader.size, from: buffers))
         return NetHeader.size + frame.count
     }
 
+    /// Reads what is there into `vectors`: the bytes read, 0 when nothing is.
     private func readSome(_ vectors: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
-        guard let base = vectors.baseAddress else { return 0 }
-        while true {
-            let count = readv(fileDescriptor.rawValue, base, Int32(clamping: vectors.count))
-            if count > 0 { return count }
-            if count == 0 { throw .closed(backend: name) }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN: return 0
-            case let code: throw .io(backend: name, operation: "readv", Errno(rawValue: code))
-            }
-        }
+        try FrameIO.receive(fileDescriptor, into: vectors, backend: name) ?? 0
     }
 
     private func writePlainHeader(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) {
-        guard totalLength(buffers) >= NetHeader.size else { throw .io(backend: name, operation: "receive buffers", .noBufferSpace) }
-        Self.copy(NetHeader().bytes, into: Array(buffers))
+        guard IOVectors.totalLength(buffers) >= NetHeader.size else { throw .io(backend: name, operation: "receive buffers", .noBufferSpace) }
+        IOVectors.copy(NetHeader().bytes, into: Array(buffers))
     }
 
     // MARK: Transmitting
@@ -200,21 +191,9 @@ public final class StreamNetBackend: NetBackend {
         state.unsent.removeFirst(written)
     }
 
-    /// sendmsg with MSG_NOSIGNAL (a closed peer must not raise SIGPIPE); the bytes taken.
+    /// Writes what the socket takes of `vectors`: the bytes written, 0 when it has no room.
     private func sendSome(_ vectors: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
-        var message = msghdr()
-        message.msg_iov = UnsafeMutablePointer(mutating: vectors.baseAddress)
-        message.msg_iovlen = vectors.count
-        while true {
-            let written = sendmsg(fileDescriptor.rawValue, &message, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
-            if written >= 0 { return written }
-            switch errno {
-            case EINTR: continue
-            case EAGAIN: return 0
-            case EPIPE, ECONNRESET: throw .closed(backend: name)
-            case let code: throw .io(backend: name, operation: "sendmsg", Errno(rawValue: code))
-            }
-        }
+        try FrameIO.transmit(fileDescriptor, vectors, isSocket: true, backend: name) ?? 0
     }
 
     // MARK: iovec arithmetic
@@ -228,66 +207,5 @@ public final class StreamNetBackend: NetBackend {
             return vector.withUnsafeBufferPointer { vector in Result { () throws(NetBackendError) in try body(vector) } }
         }
         return try result.get()
-    }
-
-    private func totalLength(_ buffers: UnsafeBufferPointer<iovec>) -> Int {
-        buffers.reduce(0) { $0 + $1.iov_len }
-    }
-
-    /// `buffers` without their first `count` bytes.
-    private func dropping(_ count: Int, from buffers: UnsafeBufferPointer<iovec>) -> [iovec] {
-        var skip = count
-        var result: [iovec] = []
-        for buffer in buffers {
-            if skip >= buffer.iov_len {
-                skip -= buffer.iov_len
-                continue
-            }
-            result.append(iovec(iov_base: buffer.iov_base.map { $0 + skip }, iov_len: buffer.iov_len - skip))
-            skip = 0
-        }
-        return result
-    }
-
-    /// The first `count` bytes of `buffers`.
-    private func limited(_ buffers: [iovec], to count: Int) -> [iovec] {
-        var left = count
-        var result: [iovec] = []
-        for buffer in buffers where left > 0 {
-            result.append(iovec(iov_base: buffer.iov_base, iov_len: min(buffer.iov_len, left)))
-            left -= min(buffer.iov_len, left)
-        }
-        return result
-    }
-
-    /// The bytes of `vectors` from offset `start` on.
-    private static func bytes(of vectors: [iovec], from start: Int) -> [UInt8] {
-        var skip = start
-        var result: [UInt8] = []
-        for vector in vectors {
-            guard let base = vector.iov_base else { continue }
-            if skip >= vector.iov_len {
-                skip -= vector.iov_len
-                continue
-            }
-            result += UnsafeRawBufferPointer(start: base + skip, count: vector.iov_len - skip)
-            skip = 0
-        }
-        return result
-    }
-
-    /// Copies `bytes` into `buffers` in order, as far as they reach.
-    private static func copy(_ bytes: [UInt8], into buffers: [iovec]) {
-        var offset = 0
-        for buffer in buffers where offset < bytes.count {
-            guard let base = buffer.iov_base else { continue }
-            let count = min(buffer.iov_len, bytes.count - offset)
-            bytes.withUnsafeBytes { source in
-                guard let start = source.baseAddress else { return }
-                // SAFETY: the device's buffers (guest RAM it checked writable), `count` bytes at most.
-                base.copyMemory(from: start + offset, byteCount: count)
-            }
-            offset += count
-        }
     }
 }

@@ -58,6 +58,6 @@ public final class TapBackend: NetBackend {
 
     /// writev of one frame.
     public func transmit(_ buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Bool {
-        try FrameIO.transmit(fileDescriptor, buffers, isSocket: false, backend: name)
+        try FrameIO.transmit(fileDescriptor, buffers, isSocket: false, backend: name) != nil
     }
 }
