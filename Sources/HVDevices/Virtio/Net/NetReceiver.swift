@@ -120,8 +120,10 @@ final class NetReceiver: Sendable {
             var frames = 0
             while true {
                 guard frames < limit, frames == 0 || deadline.map({ HostClock.monotonicNanoseconds() <= $0 }) ?? true else {
-                    // Out of budget: the level-triggered loop calls again for the rest.
-                    watch(true, &state)
+                    // Out of budget: the level-triggered loop calls again for the rest, if
+                    // there is room for it; with none, the driver's notification resumes.
+                    if chainsForNextFrame(state) == 0 { takePostedChains(from: queue, &state) }
+                    watch(chainsForNextFrame(state) > 0, &state)
                     return
                 }
                 var chainCount = chainsForNextFrame(state)
