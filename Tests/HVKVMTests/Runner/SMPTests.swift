@@ -87,7 +87,7 @@ import Testing
         #expect(reason == .stopRequested)
 
         #expect(initialStates.withLock { $0 } == [0: .runnable, 1: .uninitialized, 2: .uninitialized])
-        #expect(seen.first.map { $0.vcpu == 0 && $0.port == 0x20 && $0.value == 0xB5 } == true, "the BSP reports first: \(seen)")
+        #expect(seen.first.map { $0.vcpu == 0 && $0.port == 0x20 && $0.value == 0xB5 } == true, "the BSP reports (before it sends the IPIs) ahead of every AP: \(seen)")
         let applicationProcessors = seen.filter { $0.port == 0x21 }
         #expect(Set(applicationProcessors.map(\.vcpu)) == [1, 2])
         // Each took a different ticket.
