@@ -1,5 +1,13 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.2
 import PackageDescription
+
+/// The library modules are checked for strict memory safety (SE-0458): every use of an unsafe
+/// construct is marked `unsafe`, so what touches raw memory (guest RAM, kvm_run, iovecs, C
+/// buffers) is visible and audited, and a new unmarked use fails the build.
+let librarySettings: [SwiftSetting] = [
+    .strictMemorySafety(),
+    .treatWarning("StrictMemorySafety", as: .error),
+]
 
 let package = Package(
     name: "HVKit",
@@ -48,7 +56,8 @@ let package = Package(
                 "CHVCoreShims",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: librarySettings
         ),
         // Guest images and boot data, hypervisor-agnostic (rust-vmm's linux-loader): ELF64 and its
         // notes, bzImage parsing and host-side extraction, zero page, e820, PVH start info, ACPI
@@ -58,7 +67,8 @@ let package = Package(
             dependencies: [
                 "HVCore", "CKernelDecompress",
                 .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            ],
+            swiftSettings: librarySettings
         ),
         .target(
             name: "HVKVM",
@@ -66,14 +76,16 @@ let package = Package(
                 "HVCore", "HVBoot", "CKVM",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: librarySettings
         ),
         .target(
             name: "HVParavirt",
             dependencies: [
                 "HVCore",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: librarySettings
         ),
         .target(
             name: "HVDevices",
@@ -81,7 +93,8 @@ let package = Package(
                 "HVCore", "CLibAIO", "CHVDevicesShims",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: librarySettings
         ),
 
         // Composition: the only library that imports HVKVM together with the device modules.
@@ -92,12 +105,14 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-            ]
+            ],
+            swiftSettings: librarySettings
         ),
 
         .target(
             name: "HVDevicesTesting",
-            dependencies: ["HVCore", "HVDevices", .product(name: "SystemPackage", package: "swift-system")]
+            dependencies: ["HVCore", "HVDevices", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: librarySettings
         ),
         // The unikernel guests Guests/build-guests.sh builds, as byte arrays (generated).
         .target(name: "GuestImages", path: "Guests/Images"),

@@ -23,8 +23,8 @@ public final class CollectingSink: ByteSink {
         let newline = UInt8(ascii: "\n")
         let lines: [String] = collected.withLock { bytes in
             let start = bytes.count
-            bytes.append(contentsOf: buffer)
-            guard onLine != nil, buffer.contains(newline) else { return [] }
+            unsafe bytes.append(contentsOf: buffer)
+            guard onLine != nil, unsafe buffer.contains(newline) else { return [] }
             let lineStart = bytes[..<start].lastIndex(of: newline).map { $0 + 1 } ?? 0
             let end = bytes.lastIndex(of: newline) ?? lineStart
             return bytes[lineStart..<end].split(separator: newline, omittingEmptySubsequences: false).map { line in

@@ -16,7 +16,7 @@ public final class ConfiguredTap: Sendable {
 
     /// Why a tap cannot be configured here (not root, no /dev/net/tun, no `ip`), or nil.
     public static var unavailableReason: String? {
-        guard access("/usr/sbin/ip", X_OK) == 0 || access("/sbin/ip", X_OK) == 0 else { return "needs iproute2's ip" }
+        guard unsafe access("/usr/sbin/ip", X_OK) == 0 || access("/sbin/ip", X_OK) == 0 else { return "needs iproute2's ip" }
         do {
             _ = try TapBackend()
             return nil
@@ -38,7 +38,7 @@ public final class ConfiguredTap: Sendable {
             let mac = guestMAC.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
             commands.append("ip neigh replace 10.199.\(subnet).2 lladdr \(mac) dev \(name)")
         }
-        for command in commands where system(command + " >/dev/null 2>&1") != 0 {
+        for command in commands where unsafe system(command + " >/dev/null 2>&1") != 0 {
             throw ConfiguredTapError(command: command)
         }
         let address = try HostFile.readAll(FilePath("/sys/class/net/\(name)/address"))

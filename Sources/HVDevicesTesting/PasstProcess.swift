@@ -17,7 +17,7 @@ public final class PasstProcess: Sendable {
 
     /// Why passt cannot be used here, or nil.
     public static var unavailableReason: String? {
-        guard access("/usr/bin/passt", X_OK) == 0 else { return "needs passt (apt-get install passt)" }
+        guard unsafe access("/usr/bin/passt", X_OK) == 0 else { return "needs passt (apt-get install passt)" }
         guard defaultRoute() != nil else { return "needs an IPv4 default route for passt" }
         return nil
     }
@@ -31,8 +31,8 @@ public final class PasstProcess: Sendable {
         guestAddress = address
         gateway = route.gateway
         pidFile = socketPath + ".pid"
-        unlink(socketPath)
-        guard system("passt --quiet --socket \(socketPath) --pid \(pidFile) >/dev/null 2>&1") == 0 else {
+        unsafe unlink(socketPath)
+        guard unsafe system("passt --quiet --socket \(socketPath) --pid \(pidFile) >/dev/null 2>&1") == 0 else {
             throw PasstError(reason: "passt did not start")
         }
     }
@@ -42,8 +42,8 @@ public final class PasstProcess: Sendable {
            let value = Int32(String(decoding: pid, as: UTF8.self).filter(\.isNumber)) {
             kill(value, SIGTERM)
         }
-        unlink(socketPath)
-        unlink(pidFile)
+        unsafe unlink(socketPath)
+        unsafe unlink(pidFile)
     }
 
     /// The default route's gateway and interface, from /proc/net/route.
@@ -52,7 +52,7 @@ public final class PasstProcess: Sendable {
         for line in String(decoding: route, as: UTF8.self).split(separator: "\n").dropFirst() {
             let fields = line.split(whereSeparator: \.isWhitespace)
             guard fields.count > 2, fields[1] == "00000000", let gateway = UInt32(fields[2], radix: 16), gateway != 0 else { continue }
-            return (withUnsafeBytes(of: gateway) { Array($0) }, String(fields[0]))
+            return unsafe (withUnsafeBytes(of: gateway) { unsafe Array($0) }, String(fields[0]))
         }
         return nil
     }
@@ -60,15 +60,15 @@ public final class PasstProcess: Sendable {
     /// The IPv4 address of `interface`.
     static func address(of interface: String) -> [UInt8]? {
         var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0 else { return nil }
-        defer { freeifaddrs(list) }
-        var entry = list
-        while let current = entry {
-            defer { entry = current.pointee.ifa_next }
-            guard let socketAddress = current.pointee.ifa_addr, socketAddress.pointee.sa_family == sa_family_t(AF_INET),
-                  let name = current.pointee.ifa_name, String(cString: name) == interface else { continue }
-            return socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { pointer in
-                withUnsafeBytes(of: pointer.pointee.sin_addr.s_addr) { Array($0) }
+        guard unsafe getifaddrs(&list) == 0 else { return nil }
+        defer { unsafe freeifaddrs(list) }
+        var entry = unsafe list
+        while let current = unsafe entry {
+            defer { unsafe entry = unsafe current.pointee.ifa_next }
+            guard let socketAddress = unsafe current.pointee.ifa_addr, unsafe socketAddress.pointee.sa_family == sa_family_t(AF_INET),
+                  let name = unsafe current.pointee.ifa_name, unsafe String(cString: name) == interface else { continue }
+            return unsafe socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { pointer in
+                unsafe withUnsafeBytes(of: pointer.pointee.sin_addr.s_addr) { unsafe Array($0) }
             }
         }
         return nil

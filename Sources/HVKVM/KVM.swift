@@ -16,7 +16,7 @@ public final class KVM: Sendable {
 
     /// Opens `path` and checks that it speaks KVM API version 12.
     public init(path: String = KVM.defaultPath) throws(KVMError) {
-        let fd = open(path, O_RDWR | O_CLOEXEC)
+        let fd = unsafe open(path, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw .deviceUnavailable(path: path, errno: Errno(rawValue: errno)) }
         let descriptor = FileDescriptor(rawValue: fd)
         do throws(KVMError) {
@@ -78,18 +78,18 @@ public final class KVM: Sendable {
         while capacity <= 1 << 16 {
             let header = MemoryLayout<kvm_msr_list>.size
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: header + capacity * 4, alignment: 8)
-            defer { buffer.deallocate() }
-            let list = buffer.bindMemory(to: kvm_msr_list.self, capacity: 1)
-            list.pointee.nmsrs = UInt32(capacity)
+            defer { unsafe buffer.deallocate() }
+            let list = unsafe buffer.bindMemory(to: kvm_msr_list.self, capacity: 1)
+            unsafe list.pointee.nmsrs = UInt32(capacity)
             do {
-                try kvmIoctl(fileDescriptor, request, buffer, name)
+                unsafe try kvmIoctl(fileDescriptor, request, buffer, name)
             } catch .ioctl(_, .argListTooLong) {  // E2BIG: nmsrs now holds the needed count.
-                capacity = max(capacity * 2, Int(list.pointee.nmsrs))
+                capacity = unsafe max(capacity * 2, Int(list.pointee.nmsrs))
                 continue
             }
-            let count = min(Int(list.pointee.nmsrs), capacity)
-            let indices = (buffer + header).bindMemory(to: UInt32.self, capacity: count)
-            return Array(UnsafeBufferPointer(start: indices, count: count))
+            let count = unsafe min(Int(list.pointee.nmsrs), capacity)
+            let indices = unsafe (buffer + header).bindMemory(to: UInt32.self, capacity: count)
+            return unsafe Array(UnsafeBufferPointer(start: indices, count: count))
         }
         throw .invalidArgument("\(name) reports more than 65536 MSRs")
     }

@@ -33,6 +33,7 @@ public final class VCPU {
 
     deinit {
         kicker.unbind()
+        runMapping.beginRun()  // Exit data kept past the vCPU reads as empty.
         fileDescriptor.closeQuietly()
     }
 
@@ -41,11 +42,12 @@ public final class VCPU {
     /// Enters the guest until the next exit and decodes it. Returns ``VMExit/interrupted``
     /// when a kick or a signal ended the run; any `immediate_exit` request is then cleared.
     public func run() throws(KVMError) -> VMExit {
+        runMapping.beginRun()
         let result = ckvm_ioctl_value(fileDescriptor.rawValue, CKVM_RUN, 0)
         if result < 0 {
             let error = errno
             if error == EINTR || error == EAGAIN {
-                ckvm_set_immediate_exit(runMapping.pointer, 0)
+                unsafe ckvm_set_immediate_exit(runMapping.pointer, 0)
                 return .interrupted
             }
             throw .ioctl("KVM_RUN", Errno(rawValue: error))
@@ -55,11 +57,11 @@ public final class VCPU {
     }
 
     private func decodeExit() -> VMExit {
-        let state = runMapping.pointer
-        let reason = state.pointee.exit_reason
+        let state = unsafe runMapping.pointer
+        let reason = unsafe state.pointee.exit_reason
         switch Int32(reason) {
         case KVM_EXIT_IO:
-            let io = state.pointee.io
+            let io = unsafe state.pointee.io
             let total = Int(io.size) &* Int(io.count)
             // The kernel computed these, but a wrong offset would make us touch memory
             // outside the mapping, so check before trusting them.
@@ -67,14 +69,14 @@ public final class VCPU {
                   UInt64(total) <= UInt64(runMapping.size) - io.data_offset else {
                 return .unknown(reason: reason)
             }
-            let data = ExitData(base: runMapping.raw + Int(io.data_offset), count: total)
+            let data = ExitData(mapping: runMapping, offset: Int(io.data_offset), count: total)
             return io.direction == KVM_EXIT_IO_OUT
                 ? .ioOut(port: io.port, size: Int(io.size), data: data)
                 : .ioIn(port: io.port, size: Int(io.size), data: data)
         case KVM_EXIT_MMIO:
-            let mmio = state.pointee.mmio
+            let mmio = unsafe state.pointee.mmio
             let length = min(Int(mmio.len), 8)
-            let data = ExitData(base: runMapping.raw + CKVM_RUN_MMIO_DATA_OFFSET, count: length)
+            let data = ExitData(mapping: runMapping, offset: CKVM_RUN_MMIO_DATA_OFFSET, count: length)
             let address = GuestAddress(mmio.phys_addr)
             return mmio.is_write != 0 ? .mmioWrite(address: address, data: data) : .mmioRead(address: address, data: data)
         case KVM_EXIT_HLT:
@@ -82,7 +84,7 @@ public final class VCPU {
         case KVM_EXIT_SHUTDOWN:
             return .shutdown
         case KVM_EXIT_SYSTEM_EVENT:
-            let event = state.pointee.system_event
+            let event = unsafe state.pointee.system_event
             switch Int32(event.type) {
             case KVM_SYSTEM_EVENT_SHUTDOWN: return .systemEvent(.shutdown)
             case KVM_SYSTEM_EVENT_RESET: return .systemEvent(.reset)
@@ -90,24 +92,24 @@ public final class VCPU {
             default: return .systemEvent(.other(type: event.type, flags: event.flags))
             }
         case KVM_EXIT_INTERNAL_ERROR:
-            let failure = state.pointee.`internal`
+            let failure = unsafe state.pointee.`internal`
             var data = failure.data
             let count = min(Int(failure.ndata), 16)
-            let values = withUnsafeBytes(of: &data) { Array($0.bindMemory(to: UInt64.self).prefix(count)) }
+            let values = unsafe withUnsafeBytes(of: &data) { unsafe Array($0.bindMemory(to: UInt64.self).prefix(count)) }
             return .internalError(suberror: failure.suberror, data: values)
         case KVM_EXIT_FAIL_ENTRY:
-            let failure = state.pointee.fail_entry
+            let failure = unsafe state.pointee.fail_entry
             return .failEntry(reason: failure.hardware_entry_failure_reason, cpu: failure.cpu)
         case KVM_EXIT_HYPERCALL:
-            let call = state.pointee.hypercall
+            let call = unsafe state.pointee.hypercall
             let a = call.args
             return .hypercall(number: call.nr, arguments: [a.0, a.1, a.2, a.3, a.4, a.5], longMode: call.longmode != 0)
         case KVM_EXIT_EXCEPTION:
-            return .exception(number: state.pointee.ex.exception, errorCode: state.pointee.ex.error_code)
+            return unsafe .exception(number: state.pointee.ex.exception, errorCode: state.pointee.ex.error_code)
         case KVM_EXIT_DEBUG:
             return .debug
         case KVM_EXIT_INTR:
-            ckvm_set_immediate_exit(runMapping.pointer, 0)
+            unsafe ckvm_set_immediate_exit(runMapping.pointer, 0)
             return .interrupted
         case KVM_EXIT_IRQ_WINDOW_OPEN:
             return .interruptWindowOpen
@@ -118,14 +120,14 @@ public final class VCPU {
 
     /// The value `vmcall` returns to the guest, for a pending ``VMExit/hypercall(number:arguments:longMode:)``.
     public func setHypercallResult(_ value: UInt64) {
-        runMapping.pointer.pointee.hypercall.ret = value
+        unsafe runMapping.pointer.pointee.hypercall.ret = value
     }
 
     /// Asks KVM to exit with ``VMExit/interruptWindowOpen`` as soon as the guest can take an
     /// interrupt (for userspace interrupt controllers).
     public var requestInterruptWindow: Bool {
-        get { runMapping.pointer.pointee.request_interrupt_window != 0 }
-        set { runMapping.pointer.pointee.request_interrupt_window = newValue ? 1 : 0 }
+        get { unsafe runMapping.pointer.pointee.request_interrupt_window != 0 }
+        set { unsafe runMapping.pointer.pointee.request_interrupt_window = newValue ? 1 : 0 }
     }
 
     // MARK: Sync registers
@@ -139,27 +141,27 @@ public final class VCPU {
         guard supported > 0, UInt64(supported) & sets.rawValue == sets.rawValue else {
             throw .missingCapability("KVM_CAP_SYNC_REGS for \(sets)")
         }
-        runMapping.pointer.pointee.kvm_valid_regs = sets.rawValue
+        unsafe runMapping.pointer.pointee.kvm_valid_regs = sets.rawValue
         syncedRegisterSets = sets
         syncAreaValid = false
     }
 
     /// Stops syncing registers through kvm_run; pending changes are flushed first.
     public func disableSyncRegisters() throws(KVMError) {
-        if syncAreaValid, runMapping.pointer.pointee.kvm_dirty_regs != 0 {
+        if syncAreaValid, unsafe runMapping.pointer.pointee.kvm_dirty_regs != 0 {
             // Apply what was written to the sync area before dropping it.
-            let pending = runMapping.pointer.pointee.kvm_dirty_regs
+            let pending = unsafe runMapping.pointer.pointee.kvm_dirty_regs
             if pending & SyncRegisterSet.general.rawValue != 0 {
-                var regs = ckvm_sync_regs(runMapping.pointer).pointee
+                var regs = unsafe ckvm_sync_regs(runMapping.pointer).pointee
                 try kvmIoctl(fileDescriptor, CKVM_SET_REGS, &regs, "KVM_SET_REGS")
             }
             if pending & SyncRegisterSet.special.rawValue != 0 {
-                var sregs = ckvm_sync_sregs(runMapping.pointer).pointee
+                var sregs = unsafe ckvm_sync_sregs(runMapping.pointer).pointee
                 try kvmIoctl(fileDescriptor, CKVM_SET_SREGS, &sregs, "KVM_SET_SREGS")
             }
         }
-        runMapping.pointer.pointee.kvm_valid_regs = 0
-        runMapping.pointer.pointee.kvm_dirty_regs = 0
+        unsafe runMapping.pointer.pointee.kvm_valid_regs = 0
+        unsafe runMapping.pointer.pointee.kvm_dirty_regs = 0
         syncedRegisterSets = []
         syncAreaValid = false
     }
@@ -168,23 +170,23 @@ public final class VCPU {
 
     /// The general registers; from the sync area when it is valid, else KVM_GET_REGS.
     public func registers() throws(KVMError) -> Registers {
-        Registers(try readRegisterSet(.general, ckvm_sync_regs(runMapping.pointer), CKVM_GET_REGS, "KVM_GET_REGS"))
+        unsafe Registers(try readRegisterSet(.general, ckvm_sync_regs(runMapping.pointer), CKVM_GET_REGS, "KVM_GET_REGS"))
     }
 
     /// Sets the general registers; through the sync area (applied on the next run) when it is
     /// valid, else KVM_SET_REGS.
     public func setRegisters(_ registers: Registers) throws(KVMError) {
-        try writeRegisterSet(.general, ckvm_sync_regs(runMapping.pointer), registers.raw, CKVM_SET_REGS, "KVM_SET_REGS")
+        unsafe try writeRegisterSet(.general, ckvm_sync_regs(runMapping.pointer), registers.raw, CKVM_SET_REGS, "KVM_SET_REGS")
     }
 
     /// Segment, control and descriptor-table registers (sync area when valid).
     public func specialRegisters() throws(KVMError) -> SpecialRegisters {
-        SpecialRegisters(try readRegisterSet(.special, ckvm_sync_sregs(runMapping.pointer), CKVM_GET_SREGS, "KVM_GET_SREGS"))
+        unsafe SpecialRegisters(try readRegisterSet(.special, ckvm_sync_sregs(runMapping.pointer), CKVM_GET_SREGS, "KVM_GET_SREGS"))
     }
 
     /// Sets the special registers (sync area when valid, applied on the next run).
     public func setSpecialRegisters(_ registers: SpecialRegisters) throws(KVMError) {
-        try writeRegisterSet(.special, ckvm_sync_sregs(runMapping.pointer), registers.raw, CKVM_SET_SREGS, "KVM_SET_SREGS")
+        unsafe try writeRegisterSet(.special, ckvm_sync_sregs(runMapping.pointer), registers.raw, CKVM_SET_SREGS, "KVM_SET_SREGS")
     }
 
     /// Reads one register set from kvm_run's sync area when KVM keeps it there, else by ioctl.
@@ -192,9 +194,9 @@ public final class VCPU {
         _ set: SyncRegisterSet, _ area: UnsafeMutablePointer<Raw>, _ request: UInt, _ name: StaticString
     ) throws(KVMError) -> Raw {
         if syncAreaValid, syncedRegisterSets.contains(set) {
-            return area.pointee
+            return unsafe area.pointee
         }
-        var raw = area.pointee  // Any value; the ioctl overwrites it.
+        var raw = unsafe area.pointee  // Any value; the ioctl overwrites it.
         try kvmIoctl(fileDescriptor, request, &raw, name)
         return raw
     }
@@ -205,8 +207,8 @@ public final class VCPU {
     ) throws(KVMError) {
         if syncAreaValid, syncedRegisterSets.contains(set) {
             // SAFETY: area points into this vCPU's kvm_run mapping, alive as long as self.
-            area.pointee = value
-            runMapping.pointer.pointee.kvm_dirty_regs |= set.rawValue
+            unsafe area.pointee = value
+            unsafe runMapping.pointer.pointee.kvm_dirty_regs |= set.rawValue
             return
         }
         var raw = value
@@ -259,16 +261,16 @@ public final class VCPU {
         let header = MemoryLayout<kvm_msrs>.size
         let stride = MemoryLayout<kvm_msr_entry>.stride
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: header + entries.count * stride, alignment: 8)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: header + entries.count * stride)
-        buffer.bindMemory(to: kvm_msrs.self, capacity: 1).pointee.nmsrs = UInt32(entries.count)
-        let slots = (buffer + header).bindMemory(to: kvm_msr_entry.self, capacity: entries.count)
+        defer { unsafe buffer.deallocate() }
+        unsafe buffer.initializeMemory(as: UInt8.self, repeating: 0, count: header + entries.count * stride)
+        unsafe buffer.bindMemory(to: kvm_msrs.self, capacity: 1).pointee.nmsrs = UInt32(entries.count)
+        let slots = unsafe (buffer + header).bindMemory(to: kvm_msr_entry.self, capacity: entries.count)
         for (offset, entry) in entries.enumerated() {
-            slots[offset].index = entry.index
-            slots[offset].data = entry.value
+            unsafe slots[offset].index = entry.index
+            unsafe slots[offset].data = entry.value
         }
-        let done = Int(try kvmIoctl(fileDescriptor, request, buffer, name))
-        for offset in 0..<min(done, entries.count) { entries[offset].value = slots[offset].data }
+        let done = unsafe Int(try kvmIoctl(fileDescriptor, request, buffer, name))
+        for offset in 0..<min(done, entries.count) { entries[offset].value = unsafe slots[offset].data }
         if done < entries.count {
             throw .invalidArgument("\(name) stopped at MSR 0x\(String(entries[done].index, radix: 16)) (\(done) of \(entries.count) done)")
         }
@@ -289,15 +291,15 @@ public final class VCPU {
     public func lapic() throws(KVMError) -> LAPICState {
         var state = kvm_lapic_state()
         try kvmIoctl(fileDescriptor, CKVM_GET_LAPIC, &state, "KVM_GET_LAPIC")
-        let bytes = withUnsafeBytes(of: &state.regs) { Array($0) }
+        let bytes = unsafe withUnsafeBytes(of: &state.regs) { unsafe Array($0) }
         return LAPICState(bytes: bytes)
     }
 
     /// Sets the in-kernel local APIC's registers (KVM_SET_LAPIC); needs the irqchip.
     public func setLAPIC(_ lapicState: LAPICState) throws(KVMError) {
         var state = kvm_lapic_state()
-        withUnsafeMutableBytes(of: &state.regs) { destination in
-            lapicState.bytes.withUnsafeBytes { destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(destination.count))) }
+        unsafe withUnsafeMutableBytes(of: &state.regs) { destination in
+            unsafe lapicState.bytes.withUnsafeBytes { unsafe destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(destination.count))) }
         }
         try kvmIoctl(fileDescriptor, CKVM_SET_LAPIC, &state, "KVM_SET_LAPIC")
     }

@@ -122,14 +122,14 @@ public final class VirtualMachine: Sendable {
         }
         let pages = (current.size + 4095) / 4096
         let bitmap = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: Int((pages + 63) / 64))
-        defer { bitmap.deallocate() }
-        bitmap.initialize(repeating: 0)
-        var log = kvm_dirty_log()
-        log.slot = slot
-        log.dirty_bitmap = UnsafeMutableRawPointer(bitmap.baseAddress)
-        try kvmIoctl(fileDescriptor, CKVM_GET_DIRTY_LOG, &log, "KVM_GET_DIRTY_LOG")
+        defer { unsafe bitmap.deallocate() }
+        unsafe bitmap.initialize(repeating: 0)
+        var log = unsafe kvm_dirty_log()
+        unsafe log.slot = slot
+        unsafe log.dirty_bitmap = UnsafeMutableRawPointer(bitmap.baseAddress)
+        unsafe try kvmIoctl(fileDescriptor, CKVM_GET_DIRTY_LOG, &log, "KVM_GET_DIRTY_LOG")
         var dirty: [UInt64] = []
-        for (wordIndex, word) in bitmap.enumerated() where word != 0 {
+        for unsafe (wordIndex, word) in unsafe bitmap.enumerated() where word != 0 {
             var bits = word
             while bits != 0 {
                 let bit = UInt64(bits.trailingZeroBitCount)

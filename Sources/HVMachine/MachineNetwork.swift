@@ -51,7 +51,7 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
     /// A random locally administered unicast address in QEMU's 52:54:00 range.
     public static func random() -> MACAddress {
         var tail = [UInt8](repeating: 0, count: 3)
-        tail.withUnsafeMutableBytes { try? HostRandom.fill($0) }
+        unsafe tail.withUnsafeMutableBytes { unsafe try? HostRandom.fill($0) }
         return MACAddress(checked: [0x52, 0x54, 0x00] + tail)
     }
 

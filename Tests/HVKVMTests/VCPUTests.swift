@@ -99,6 +99,35 @@ struct VCPUTests {
         #expect(try vcpu.run().isHalt)
     }
 
+    @Test("exit data kept past the next run, or past its vCPU, reads as empty and drops writes")
+    func staleExitData() throws {
+        let vm = try TestVM(code: TestGuests.syncRegs)  // out, inc eax, out, hlt
+        var vcpu: VCPU? = try vm.makeLongModeVCPU()
+        var regs = try #require(vcpu).registers()
+        regs.rax = 0x1234_5678
+        try #require(vcpu).setRegisters(regs)
+
+        guard case let .ioOut(_, _, first) = try #require(vcpu).run() else {
+            Issue.record("expected an out")
+            return
+        }
+        #expect(first.isCurrent && first.count == 4 && first.value(width: 4) == 0x1234_5678)
+        guard case let .ioOut(_, _, second) = try #require(vcpu).run() else {
+            Issue.record("expected a second out")
+            return
+        }
+        // Both point at the same bytes of kvm_run; only the second may reach them.
+        #expect(!first.isCurrent && first.count == 0 && first.bytes.isEmpty)
+        #expect(first.value(width: 4) == 0 && first[0] == 0)
+        first.setValue(0xFFFF_FFFF, width: 4)
+        first[1] = 0xEE
+        #expect(second.isCurrent && second.value(width: 4) == 0x1234_5679)
+
+        vcpu = nil
+        #expect(!second.isCurrent && second.count == 0, "the vCPU is gone")
+        second.setValue(1, width: 4)  // Must not touch the (still mapped) page.
+    }
+
     @Test("a kick before entry makes the next run return at once")
     func kickBeforeRun() throws {
         let vm = try TestVM(code: TestGuests.spin)

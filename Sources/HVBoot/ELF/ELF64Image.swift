@@ -190,11 +190,11 @@ public struct ELF64Image: Sendable {
             do throws(GuestMemoryError) {
                 if segment.fileSize > 0 {
                     let start = Int(segment.fileOffset)
-                    let written: Result<Void, GuestMemoryError> = bytes.withUnsafeBytes { file in
+                    let written: Result<Void, GuestMemoryError> = unsafe bytes.withUnsafeBytes { file in
                         // init checked fileOffset + fileSize <= bytes.count.
-                        let contents = UnsafeRawBufferPointer(rebasing: file[start..<(start + Int(segment.fileSize))])
+                        let contents = unsafe UnsafeRawBufferPointer(rebasing: file[start..<(start + Int(segment.fileSize))])
                         do throws(GuestMemoryError) {
-                            try memory.write(contents, to: segment.physicalAddress)
+                            unsafe try memory.write(contents, to: segment.physicalAddress)
                             return .success(())
                         } catch {
                             return .failure(error)

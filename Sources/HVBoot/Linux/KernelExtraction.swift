@@ -49,16 +49,16 @@ extension BzImage {
         let stream = payload.dropLast(4)
         var output = [UInt8](repeating: 0, count: declared)
         var written = 0
-        let status: Int32 = stream.withUnsafeBufferPointer { input in
-            output.withUnsafeMutableBufferPointer { buffer in
+        let status: Int32 = unsafe stream.withUnsafeBufferPointer { input in
+            unsafe output.withUnsafeMutableBufferPointer { buffer in
                 // SAFETY: both buffers are valid for their counts during the call; the
                 // decompressor writes at most `buffer.count` bytes.
                 let source = input.baseAddress, destination = buffer.baseAddress
                 switch compression {
-                case .gzip: return hv_decompress_gzip(source, input.count, destination, buffer.count, &written)
-                case .xz: return hv_decompress_xz(source, input.count, destination, buffer.count, &written)
-                case .lz4: return hv_decompress_lz4_legacy(source, input.count, destination, buffer.count, &written)
-                case .zstd: return hv_decompress_zstd(source, input.count, destination, buffer.count, &written)
+                case .gzip: return unsafe hv_decompress_gzip(source, input.count, destination, buffer.count, &written)
+                case .xz: return unsafe hv_decompress_xz(source, input.count, destination, buffer.count, &written)
+                case .lz4: return unsafe hv_decompress_lz4_legacy(source, input.count, destination, buffer.count, &written)
+                case .zstd: return unsafe hv_decompress_zstd(source, input.count, destination, buffer.count, &written)
                 }
             }
         }
@@ -68,7 +68,7 @@ extension BzImage {
         case HV_DECOMPRESS_TRUNCATED: throw .extraction("\(compression) stream ends early")
         case HV_DECOMPRESS_NO_MEMORY: throw .extraction("\(compression) decoder could not allocate memory")
         case HV_DECOMPRESS_LIBRARY_MISSING:
-            throw .extraction("the \(compression) library cannot be loaded: \(String(cString: hv_decompress_missing_library()))")
+            throw .extraction(unsafe "the \(compression) library cannot be loaded: \(String(cString: hv_decompress_missing_library()))")
         default: throw .extraction("\(compression) stream is corrupt")
         }
         guard written == declared else {

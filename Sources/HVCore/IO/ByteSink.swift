@@ -26,13 +26,13 @@ public final class FileDescriptorSink: ByteSink {
         guard let base = bytes.baseAddress else { return }
         var done = 0
         while done < bytes.count {
-            let result = Glibc.write(fileDescriptor.rawValue, base + done, bytes.count - done)
+            let result = unsafe Glibc.write(fileDescriptor.rawValue, base + done, bytes.count - done)
             if result < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN {
                     // A non-blocking descriptor that is full: wait until it drains.
                     var poller = pollfd(fd: fileDescriptor.rawValue, events: Int16(POLLOUT), revents: 0)
-                    _ = poll(&poller, 1, 100)
+                    _ = unsafe poll(&poller, 1, 100)
                     continue
                 }
                 logger.warning("console output dropped", metadata: ["errno": "\(Errno(rawValue: errno))", "bytes": "\(bytes.count - done)"])

@@ -12,7 +12,7 @@ public enum HostFile {
         while true {
             let count: Int
             do {
-                count = try chunk.withUnsafeMutableBytes { buffer in try descriptor.read(into: buffer, retryOnInterrupt: true) }
+                count = unsafe try chunk.withUnsafeMutableBytes { buffer in unsafe try descriptor.read(into: buffer, retryOnInterrupt: true) }
             } catch {
                 throw Errno(converting: error)
             }

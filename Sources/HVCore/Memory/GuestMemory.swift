@@ -48,12 +48,12 @@ extension GuestMemory {
         let whole = try GuestAddressRange(start: address, length: length)
         guard length <= UInt64(Int.max) else { throw .lengthTooLarge(address: address, length: length) }
         // Fast path: the range sits in one region, which is nearly always the case.
-        if let buffer = try? unsafeHostBuffer(at: address, length: length, for: access) {
-            try body(buffer, 0)
+        if let buffer = unsafe try? unsafeHostBuffer(at: address, length: length, for: access) {
+            unsafe try body(buffer, 0)
             return
         }
         // Slow path: translate every piece first, so nothing is touched if any piece fails.
-        var pieces: [(UnsafeMutableRawBufferPointer, Int)] = []
+        var pieces: [(UnsafeMutableRawBufferPointer, Int)] = unsafe []
         var cursor = address
         var done: UInt64 = 0
         let ranges = ramRanges
@@ -65,8 +65,8 @@ extension GuestMemory {
             }
             let available = region.lastAddress.rawValue - cursor.rawValue + 1
             let take = min(available, length - done)
-            let buffer = try unsafeHostBuffer(at: cursor, length: take, for: access)
-            pieces.append((buffer, Int(done)))
+            let buffer = unsafe try unsafeHostBuffer(at: cursor, length: take, for: access)
+            unsafe pieces.append((buffer, Int(done)))
             done += take
             if done < length {
                 guard let next = cursor.adding(take) else {
@@ -75,13 +75,13 @@ extension GuestMemory {
                 cursor = next
             }
         }
-        for (buffer, offset) in pieces { try body(buffer, offset) }
+        for unsafe (buffer, offset) in unsafe pieces { unsafe try body(buffer, offset) }
     }
 
     /// Checks that `[address, address + length)` is RAM the access may use (possibly spread
     /// over adjacent regions), and says why not otherwise.
     public func validateRange(_ address: GuestAddress, length: UInt64, for access: MemoryAccess) throws(GuestMemoryError) {
-        try forEachChunk(at: address, length: length, for: access) { _, _ throws(GuestMemoryError) in }
+        unsafe try forEachChunk(at: address, length: length, for: access) { _, _ throws(GuestMemoryError) in }
     }
 
     /// The host buffers backing `[address, address + length)`, in order: one per region the
@@ -92,11 +92,11 @@ extension GuestMemory {
     public func unsafeHostBuffers(
         at address: GuestAddress, length: UInt64, for access: MemoryAccess
     ) throws(GuestMemoryError) -> [UnsafeMutableRawBufferPointer] {
-        var buffers: [UnsafeMutableRawBufferPointer] = []
-        try forEachChunk(at: address, length: length, for: access) { chunk, _ throws(GuestMemoryError) in
-            buffers.append(chunk)
+        var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
+        unsafe try forEachChunk(at: address, length: length, for: access) { chunk, _ throws(GuestMemoryError) in
+            unsafe buffers.append(chunk)
         }
-        return buffers
+        return unsafe buffers
     }
 
     // MARK: Byte buffers
@@ -105,11 +105,11 @@ extension GuestMemory {
     public func read(into buffer: UnsafeMutableRawBufferPointer, from address: GuestAddress) throws(GuestMemoryError) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { throw .zeroLength(address: address) }
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            try forEachChunk(at: address, length: UInt64(buffer.count), for: .read) { chunk, offset throws(GuestMemoryError) in
+            unsafe try forEachChunk(at: address, length: UInt64(buffer.count), for: .read) { chunk, offset throws(GuestMemoryError) in
                 // A chunk is never empty; an empty one has nothing to copy.
                 guard let source = chunk.baseAddress else { return }
                 // SAFETY: chunk was bounds-checked by the backend; offset + chunk.count <= buffer.count.
-                (base + offset).copyMemory(from: source, byteCount: chunk.count)
+                unsafe (base + offset).copyMemory(from: source, byteCount: chunk.count)
             }
         }
     }
@@ -118,11 +118,11 @@ extension GuestMemory {
     public func write(_ bytes: UnsafeRawBufferPointer, to address: GuestAddress) throws(GuestMemoryError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { throw .zeroLength(address: address) }
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            try forEachChunk(at: address, length: UInt64(bytes.count), for: .write) { chunk, offset throws(GuestMemoryError) in
+            unsafe try forEachChunk(at: address, length: UInt64(bytes.count), for: .write) { chunk, offset throws(GuestMemoryError) in
                 // A chunk is never empty; an empty one has nothing to copy.
                 guard let destination = chunk.baseAddress else { return }
                 // SAFETY: chunk was bounds-checked by the backend; offset + chunk.count <= bytes.count.
-                destination.copyMemory(from: base + offset, byteCount: chunk.count)
+                unsafe destination.copyMemory(from: base + offset, byteCount: chunk.count)
             }
         }
     }
@@ -132,7 +132,7 @@ extension GuestMemory {
         guard count > 0 else { throw .zeroLength(address: address) }
         var result = [UInt8](repeating: 0, count: count)
         try narrowingError {
-            try result.withUnsafeMutableBytes { buffer in try read(into: buffer, from: address) }
+            unsafe try result.withUnsafeMutableBytes { buffer in unsafe try read(into: buffer, from: address) }
         }
         return result
     }
@@ -140,19 +140,20 @@ extension GuestMemory {
     /// Writes `bytes` at `address`.
     public func write(_ bytes: some Collection<UInt8>, to address: GuestAddress) throws(GuestMemoryError) {
         let array = Array(bytes)
-        try narrowingError { try array.withUnsafeBytes { buffer in try write(buffer, to: address) } }
+        try narrowingError { unsafe try array.withUnsafeBytes { buffer in unsafe try write(buffer, to: address) } }
     }
 
     /// Writes the elements of `values` back to back at `address`, in host byte order.
     public func write<T: BitwiseCopyable>(contentsOf values: [T], to address: GuestAddress) throws(GuestMemoryError) {
-        try narrowingError { try values.withUnsafeBytes { buffer in try write(buffer, to: address) } }
+        try narrowingError { unsafe try values.withUnsafeBytes { buffer in unsafe try write(buffer, to: address) } }
     }
 
     /// Fills `length` bytes at `address` with `value`.
     public func fill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            try forEachChunk(at: address, length: length, for: .write) { chunk, _ throws(GuestMemoryError) in
-                chunk.initializeMemory(as: UInt8.self, repeating: value)
+            unsafe try forEachChunk(at: address, length: length, for: .write) { chunk, _ throws(GuestMemoryError) in
+                // SAFETY: each chunk is writable guest RAM checked by unsafeHostBuffer.
+                unsafe chunk.initializeMemory(as: UInt8.self, repeating: value)
             }
         }
     }
@@ -164,12 +165,12 @@ extension GuestMemory {
         let size = MemoryLayout<T>.size
         guard size > 0 else { throw .zeroLength(address: address) }
         return try withExtendedLifetime(self) { () throws(GuestMemoryError) -> T in
-            if let buffer = try? unsafeHostBuffer(at: address, length: UInt64(size), for: .read), let base = buffer.baseAddress {
+            if let buffer = unsafe try? unsafeHostBuffer(at: address, length: UInt64(size), for: .read), let base = buffer.baseAddress {
                 // SAFETY: buffer holds exactly `size` bytes; T is BitwiseCopyable, so any bytes form a value.
-                return base.loadUnaligned(as: T.self)
+                return unsafe base.loadUnaligned(as: T.self)
             }
             let bytes = try readBytes(at: address, count: size)
-            return bytes.withUnsafeBytes { $0.loadUnaligned(as: T.self) }
+            return unsafe bytes.withUnsafeBytes { unsafe $0.loadUnaligned(as: T.self) }
         }
     }
 
@@ -179,13 +180,13 @@ extension GuestMemory {
         guard size > 0 else { throw .zeroLength(address: address) }
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             // Fast path: one region, no temporary buffers (ring entries, status bytes).
-            if let buffer = try? unsafeHostBuffer(at: address, length: UInt64(size), for: .write), let base = buffer.baseAddress {
+            if let buffer = unsafe try? unsafeHostBuffer(at: address, length: UInt64(size), for: .write), let base = buffer.baseAddress {
                 // SAFETY: buffer holds exactly `size` bytes of writable guest RAM.
-                base.storeBytes(of: value, as: T.self)
+                unsafe base.storeBytes(of: value, as: T.self)
                 return
             }
             var copy = value
-            try narrowingError { try withUnsafeBytes(of: &copy) { bytes in try write(bytes, to: address) } }
+            try narrowingError { unsafe try withUnsafeBytes(of: &copy) { bytes in unsafe try write(bytes, to: address) } }
         }
     }
 
@@ -194,51 +195,52 @@ extension GuestMemory {
     func atomicPointer(at address: GuestAddress, size: UInt64, for access: MemoryAccess) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         guard address.isAligned(to: size) else { throw .misaligned(address: address, alignment: size) }
         // Naturally aligned and at most 8 bytes: never spans two pages, so never two regions.
-        guard let pointer = try unsafeHostBuffer(at: address, length: size, for: access).baseAddress else {
+        // SAFETY: unsafeHostBuffer checked the `size` bytes lie in one region allowing `access`.
+        guard let pointer = unsafe try unsafeHostBuffer(at: address, length: size, for: access).baseAddress else {
             throw .zeroLength(address: address)
         }
-        return pointer
+        return unsafe pointer
     }
 
     /// An atomic load with acquire ordering of a naturally aligned `UInt16`.
     public func loadAcquire(_ type: UInt16.Type, at address: GuestAddress) throws(GuestMemoryError) -> UInt16 {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            hv_load_acquire_u16(try atomicPointer(at: address, size: 2, for: .read))
+            unsafe hv_load_acquire_u16(try atomicPointer(at: address, size: 2, for: .read))
         }
     }
 
     /// An atomic load with acquire ordering of a naturally aligned `UInt32`.
     public func loadAcquire(_ type: UInt32.Type, at address: GuestAddress) throws(GuestMemoryError) -> UInt32 {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            hv_load_acquire_u32(try atomicPointer(at: address, size: 4, for: .read))
+            unsafe hv_load_acquire_u32(try atomicPointer(at: address, size: 4, for: .read))
         }
     }
 
     /// An atomic load with acquire ordering of a naturally aligned `UInt64`.
     public func loadAcquire(_ type: UInt64.Type, at address: GuestAddress) throws(GuestMemoryError) -> UInt64 {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            hv_load_acquire_u64(try atomicPointer(at: address, size: 8, for: .read))
+            unsafe hv_load_acquire_u64(try atomicPointer(at: address, size: 8, for: .read))
         }
     }
 
     /// An atomic store with release ordering of a naturally aligned `UInt16`.
     public func storeRelease(_ value: UInt16, at address: GuestAddress) throws(GuestMemoryError) {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            hv_store_release_u16(try atomicPointer(at: address, size: 2, for: .write), value)
+            unsafe hv_store_release_u16(try atomicPointer(at: address, size: 2, for: .write), value)
         }
     }
 
     /// An atomic store with release ordering of a naturally aligned `UInt32`.
     public func storeRelease(_ value: UInt32, at address: GuestAddress) throws(GuestMemoryError) {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            hv_store_release_u32(try atomicPointer(at: address, size: 4, for: .write), value)
+            unsafe hv_store_release_u32(try atomicPointer(at: address, size: 4, for: .write), value)
         }
     }
 
     /// An atomic store with release ordering of a naturally aligned `UInt64`.
     public func storeRelease(_ value: UInt64, at address: GuestAddress) throws(GuestMemoryError) {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
-            hv_store_release_u64(try atomicPointer(at: address, size: 8, for: .write), value)
+            unsafe hv_store_release_u64(try atomicPointer(at: address, size: 8, for: .write), value)
         }
     }
 }

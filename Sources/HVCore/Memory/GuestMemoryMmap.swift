@@ -50,7 +50,7 @@ public final class GuestMemoryMmap: GuestMemory {
                 let length = min(window, region.size - offset)
                 // SAFETY: [hostAddress + offset, + length) lies inside the region's live mapping,
                 // and vector has a byte for each of its pages.
-                guard mincore(UnsafeMutableRawPointer(bitPattern: region.hostAddress + UInt(offset)), Int(length), &vector) == 0 else {
+                guard unsafe mincore(UnsafeMutableRawPointer(bitPattern: region.hostAddress + UInt(offset)), Int(length), &vector) == 0 else {
                     throw Errno(rawValue: errno)
                 }
                 resident += UInt64(vector[..<Int(length / page)].reduce(0) { $0 + Int($1 & 1) }) * page
@@ -83,6 +83,6 @@ public final class GuestMemoryMmap: GuestMemory {
                 : .crossesRegionBoundary(address: address, length: length)
         }
         if access == .write, region.isReadOnly { throw .readOnly(address: address, length: length) }
-        return region.buffer(at: address, length: length)
+        return unsafe region.buffer(at: address, length: length)
     }
 }

@@ -79,7 +79,7 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
 
 /// One mapped region of guest RAM. Owns its host mapping (and memfd, if any) and releases
 /// them when the last reference goes away.
-public final class GuestMemoryRegion: Sendable {
+@safe public final class GuestMemoryRegion: Sendable {
     /// The guest-physical range the region covers.
     public let range: GuestAddressRange
     /// How it is mapped.
@@ -93,7 +93,7 @@ public final class GuestMemoryRegion: Sendable {
     nonisolated(unsafe) private let base: UnsafeMutableRawPointer
 
     /// The host address of the first byte, for registering the region with a hypervisor.
-    public var hostAddress: UInt { UInt(bitPattern: base) }
+    public var hostAddress: UInt { unsafe UInt(bitPattern: base) }
     /// The region's size in bytes.
     public var size: UInt64 { range.length }
     /// Whether the guest (and the VMM's checked writes) may not write it.
@@ -125,7 +125,7 @@ public final class GuestMemoryRegion: Sendable {
         case let .memfd(name):
             var memfdFlags = HV_MFD_CLOEXEC
             if spec.options.contains(.hugePages) { memfdFlags |= HV_MFD_HUGETLB }
-            descriptor = hv_memfd_create(name, memfdFlags)
+            descriptor = unsafe hv_memfd_create(name, memfdFlags)
             guard descriptor >= 0 else { throw fail("memfd_create") }
             owns = true
             guard ftruncate(descriptor, off_t(spec.size)) == 0 else {
@@ -142,17 +142,17 @@ public final class GuestMemoryRegion: Sendable {
         if spec.options.contains(.noReserve) { flags |= HV_MAP_NORESERVE }
         let protection = spec.options.contains(.readOnly) ? PROT_READ : PROT_READ | PROT_WRITE
 
-        let mapped = mmap(nil, Int(spec.size), protection, flags, descriptor, off_t(offset))
-        guard let mapped, mapped != MAP_FAILED else {
+        let mapped = unsafe mmap(nil, Int(spec.size), protection, flags, descriptor, off_t(offset))
+        guard let mapped = unsafe mapped, unsafe mapped != MAP_FAILED else {
             let error = fail("mmap")
             if owns { close(descriptor) }
             throw error
         }
         if spec.options.contains(.transparentHugePages) {
             // Best effort by definition: a kernel without THP simply keeps small pages.
-            _ = madvise(mapped, Int(spec.size), HV_MADV_HUGEPAGE)
+            _ = unsafe madvise(mapped, Int(spec.size), HV_MADV_HUGEPAGE)
         }
-        self.base = mapped
+        unsafe self.base = unsafe mapped
         self.range = range
         self.options = spec.options
         self.fileDescriptor = descriptor >= 0 ? FileDescriptor(rawValue: descriptor) : nil
@@ -162,14 +162,20 @@ public final class GuestMemoryRegion: Sendable {
 
     deinit {
         // SAFETY: base/size are exactly what mmap returned; nobody can use them after deinit.
-        munmap(base, Int(range.length))
+        unsafe munmap(base, Int(range.length))
         if ownsDescriptor, let fileDescriptor { close(fileDescriptor.rawValue) }
     }
 
     /// Host buffer for `[address, address + length)`, which the caller has checked lies in
     /// this region.
     func buffer(at address: GuestAddress, length: UInt64) -> UnsafeMutableRawBufferPointer {
-        let offset = Int(address.rawValue - range.start.rawValue)
-        return UnsafeMutableRawBufferPointer(start: base + offset, count: Int(length))
+        // Checked again here, where the pointer is made, so that no caller's mistake can
+        // reach past the mapping: two comparisons on a path that already did the lookup.
+        let offset = address.rawValue &- range.start.rawValue
+        precondition(address >= range.start && offset <= range.length && length <= range.length - offset,
+                     "host buffer \(address)+\(length) outside region \(range)")
+        // SAFETY: [offset, offset + length) lies inside the mapping of range.length bytes at
+        // base, which lives as long as this region.
+        return unsafe UnsafeMutableRawBufferPointer(start: base + Int(offset), count: Int(length))
     }
 }

@@ -172,9 +172,9 @@ public struct SeccompFilter: Sendable, Hashable {
     /// Installs the filter on the calling thread (and the threads it creates from now on).
     public func installOnCurrentThread() throws(SeccompError) {
         let program = try program()
-        let result = program.withUnsafeBytes { bytes in
+        let result = unsafe program.withUnsafeBytes { bytes in
             // SAFETY: SeccompInstruction is laid out as struct sock_filter (u16, u8, u8, u32).
-            hv_seccomp_install_filter(bytes.baseAddress, UInt16(program.count))
+            unsafe hv_seccomp_install_filter(bytes.baseAddress, UInt16(program.count))
         }
         guard result == 0 else { throw .install(Errno(rawValue: Glibc.errno)) }
     }

@@ -31,7 +31,7 @@ public final class EventFD: Notifier, Sendable {
     public func signal(_ count: UInt64 = 1) throws(Errno) {
         var value = count
         while true {
-            let written = Glibc.write(fileDescriptor.rawValue, &value, 8)
+            let written = unsafe Glibc.write(fileDescriptor.rawValue, &value, 8)
             if written == 8 { return }
             if written < 0, errno == EINTR { continue }
             throw Errno(rawValue: errno)
@@ -46,7 +46,7 @@ public final class EventFD: Notifier, Sendable {
     public func consume() throws(Errno) -> UInt64? {
         var value: UInt64 = 0
         while true {
-            let got = Glibc.read(fileDescriptor.rawValue, &value, 8)
+            let got = unsafe Glibc.read(fileDescriptor.rawValue, &value, 8)
             if got == 8 { return value }
             if got < 0, errno == EINTR { continue }
             if got < 0, errno == EAGAIN { return nil }

@@ -141,7 +141,7 @@ public final class EventLoop: Sendable {
             while try done.consume() == nil {
                 guard !stopping.load(ordering: .acquiring) else { return nil }
                 var waiter = pollfd(fd: done.fileDescriptor.rawValue, events: Int16(POLLIN), revents: 0)
-                _ = poll(&waiter, 1, 50)
+                _ = unsafe poll(&waiter, 1, 50)
             }
         } catch {
             return nil
@@ -186,7 +186,7 @@ public final class EventLoop: Sendable {
 
     private func runDueTimers() {
         var expirations: UInt64 = 0
-        _ = Glibc.read(timer.rawValue, &expirations, 8)
+        _ = unsafe Glibc.read(timer.rawValue, &expirations, 8)
         let now = HostClock.monotonicNanoseconds()
         let due = state.withLock { state -> [@Sendable () -> Void] in
             let count = state.timers.firstIndex { $0.deadline > now } ?? state.timers.endIndex
@@ -203,9 +203,9 @@ public final class EventLoop: Sendable {
         var tokens = [UInt64](repeating: 0, count: capacity)
         var events = [UInt32](repeating: 0, count: capacity)
         while !stopping.load(ordering: .acquiring) {
-            let count = tokens.withUnsafeMutableBufferPointer { tokenBuffer in
-                events.withUnsafeMutableBufferPointer { eventBuffer in
-                    hv_epoll_wait(epoll.rawValue, tokenBuffer.baseAddress, eventBuffer.baseAddress, Int32(capacity), -1)
+            let count = unsafe tokens.withUnsafeMutableBufferPointer { tokenBuffer in
+                unsafe events.withUnsafeMutableBufferPointer { eventBuffer in
+                    unsafe hv_epoll_wait(epoll.rawValue, tokenBuffer.baseAddress, eventBuffer.baseAddress, Int32(capacity), -1)
                 }
             }
             if count < 0 {

@@ -17,7 +17,7 @@ public enum HostClock {
 
     private static func nanoseconds(_ clock: clockid_t) -> UInt64 {
         var now = timespec()
-        clock_gettime(clock, &now)
+        unsafe clock_gettime(clock, &now)
         guard now.tv_sec >= 0 else { return 0 }
         return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
     }

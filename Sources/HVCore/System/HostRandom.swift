@@ -10,7 +10,7 @@ public enum HostRandom {
         guard let base = buffer.baseAddress else { return }
         var filled = 0
         while filled < buffer.count {
-            let got = hv_getrandom(base + filled, buffer.count - filled, 0)
+            let got = unsafe hv_getrandom(base + filled, buffer.count - filled, 0)
             if got < 0 {
                 if errno == EINTR { continue }
                 throw Errno(rawValue: errno)

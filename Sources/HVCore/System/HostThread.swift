@@ -19,18 +19,18 @@ public final class HostThread: Sendable {
 
     /// Starts `body` on a new thread named `name` (truncated to the kernel's 15 characters).
     public init(name: String, _ body: @escaping @Sendable () -> Void) throws(Errno) {
-        let box = Unmanaged.passRetained(Box(name: name, body: body)).toOpaque()
+        let box = unsafe Unmanaged.passRetained(Box(name: name, body: body)).toOpaque()
         var thread = pthread_t()
-        let result = pthread_create(&thread, nil, { context in
+        let result = unsafe pthread_create(&thread, nil, { context in
             // SAFETY: context is the Box retained just above; this thread takes that reference.
-            guard let context else { return nil }
-            let box = Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
-            _ = hv_set_thread_name(String(box.name.prefix(15)))
+            guard let context = unsafe context else { return nil }
+            let box = unsafe Unmanaged<Box>.fromOpaque(context).takeRetainedValue()
+            _ = unsafe hv_set_thread_name(String(box.name.prefix(15)))
             box.body()
             return nil
-        }, box)
+        }, unsafe box)
         guard result == 0 else {
-            Unmanaged<Box>.fromOpaque(box).release()
+            unsafe Unmanaged<Box>.fromOpaque(box).release()
             throw Errno(rawValue: result)
         }
         handle = thread
@@ -60,9 +60,9 @@ extension HostThread {
     public static func pinCurrentThread(to cpus: [Int]) throws(Errno) {
         let numbers = cpus.compactMap { Int32(exactly: $0) }
         guard !cpus.isEmpty, numbers.count == cpus.count else { throw .invalidArgument }
-        let result = numbers.withUnsafeBufferPointer { buffer in
+        let result = unsafe numbers.withUnsafeBufferPointer { buffer in
             // SAFETY: the buffer holds `count` Int32s for the duration of the call.
-            hv_set_thread_affinity(buffer.baseAddress, Int32(buffer.count))
+            unsafe hv_set_thread_affinity(buffer.baseAddress, Int32(buffer.count))
         }
         guard result == 0 else { throw Errno(rawValue: result) }
     }
@@ -70,9 +70,9 @@ extension HostThread {
     /// The host CPUs the calling thread may run on.
     public static func currentAffinity() throws(Errno) -> [Int] {
         var cpus = [Int32](repeating: 0, count: 1024)
-        let count = cpus.withUnsafeMutableBufferPointer { buffer in
+        let count = unsafe cpus.withUnsafeMutableBufferPointer { buffer in
             // SAFETY: the buffer has room for `count` Int32s and the shim writes no more.
-            hv_thread_affinity(buffer.baseAddress, Int32(buffer.count))
+            unsafe hv_thread_affinity(buffer.baseAddress, Int32(buffer.count))
         }
         guard count >= 0 else { throw Errno(rawValue: -count) }
         return cpus.prefix(Int(count)).map(Int.init)

@@ -46,7 +46,7 @@ public struct TrapWait: Sendable, Hashable {
         // Whole milliseconds, rounded up so a short wait sleeps rather than spins; at most a
         // day per call (the caller waits again if the deadline is further).
         let milliseconds = Int32(min((remaining / 1_000_000) + (remaining % 1_000_000 == 0 ? 0 : 1), 86_400_000))
-        let count = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
+        let count = unsafe poll(&descriptors, nfds_t(descriptors.count), milliseconds)
         if count < 0 { return .interrupted }
         if let waker, let last = descriptors.last, last.fd == waker.rawValue, last.revents != 0 { return .woken }
         if descriptors.prefix(readable.count).contains(where: { $0.revents != 0 }) { return .ready }

@@ -82,7 +82,7 @@ public final class InputPump: Sendable {
             if let registration = state.withLock({ $0.registration.take() }) { loop.unregister(registration) }
             return
         }
-        let got = chunk.withUnsafeMutableBytes { read(fileDescriptor.rawValue, $0.baseAddress, min(room, $0.count)) }
+        let got = unsafe chunk.withUnsafeMutableBytes { unsafe read(fileDescriptor.rawValue, $0.baseAddress, min(room, $0.count)) }
         if got < 0, errno == EINTR || errno == EAGAIN { return }
         let pause = state.withLock { state -> EventLoop.Registration? in
             if got > 0 { state.buffer += chunk[..<got] }

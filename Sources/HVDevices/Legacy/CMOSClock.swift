@@ -28,7 +28,7 @@ public final class CMOSClock: BusDevice {
     /// Seconds since the epoch from the host's real-time clock.
     @Sendable public static func hostTime() -> Int {
         var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
+        unsafe clock_gettime(CLOCK_REALTIME, &time)
         return time.tv_sec
     }
 
@@ -64,17 +64,17 @@ public final class CMOSClock: BusDevice {
 
     private func register(_ index: UInt8) -> UInt8 {
         var seconds = now()
-        var broken = tm()
-        gmtime_r(&seconds, &broken)
+        var broken = unsafe tm()
+        unsafe gmtime_r(&seconds, &broken)
         func bcd(_ value: Int32) -> UInt8 { UInt8(truncatingIfNeeded: (value / 10) << 4 | (value % 10)) }
-        let year = Int(broken.tm_year) + 1900
+        let year = unsafe Int(broken.tm_year) + 1900
         switch index {
-        case 0x00: return bcd(broken.tm_sec)
-        case 0x02: return bcd(broken.tm_min)
-        case 0x04: return bcd(broken.tm_hour)
-        case 0x06: return bcd(broken.tm_wday + 1)
-        case 0x07: return bcd(broken.tm_mday)
-        case 0x08: return bcd(broken.tm_mon + 1)
+        case 0x00: return unsafe bcd(broken.tm_sec)
+        case 0x02: return unsafe bcd(broken.tm_min)
+        case 0x04: return unsafe bcd(broken.tm_hour)
+        case 0x06: return unsafe bcd(broken.tm_wday + 1)
+        case 0x07: return unsafe bcd(broken.tm_mday)
+        case 0x08: return unsafe bcd(broken.tm_mon + 1)
         case 0x09: return bcd(Int32(year % 100))
         case 0x32: return bcd(Int32(year / 100))
         case 0x0A: return 0x26  // Status A: 32.768 kHz base, 1024 Hz rate, no update in progress.

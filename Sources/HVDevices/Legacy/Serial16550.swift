@@ -183,7 +183,7 @@ public final class Serial16550: BusDevice {
         case .none:
             break
         case .transmit:
-            withUnsafeBytes(of: byte) { output.write($0) }
+            unsafe withUnsafeBytes(of: byte) { unsafe output.write($0) }
             raiseIfEnabled()
         case .loopback:
             receive([byte])

@@ -18,7 +18,7 @@ public struct InternalErrorReport: Sendable, Hashable, CustomStringConvertible {
     /// out as flags (word 0), then a size byte and up to 15 bytes (words 1 and 2).
     public var instructionBytes: [UInt8]? {
         guard suberror == 1, data.count >= 3, data[0] & 1 != 0 else { return nil }
-        let packed = withUnsafeBytes(of: data[1].littleEndian) { Array($0) } + withUnsafeBytes(of: data[2].littleEndian) { Array($0) }
+        let packed = [data[1], data[2]].flatMap { word in (0..<8).map { UInt8(truncatingIfNeeded: word >> (8 * $0)) } }
         let size = Int(packed[0])
         guard (1...15).contains(size) else { return nil }
         return Array(packed[1...size])

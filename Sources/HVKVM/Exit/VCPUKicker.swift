@@ -51,7 +51,7 @@ public final class VCPUKicker: Sendable {
 
     /// Kicks the vCPU out of the guest, or keeps it from entering on its next run.
     public func kick() {
-        ckvm_set_immediate_exit(run.pointer, 1)
+        unsafe ckvm_set_immediate_exit(run.pointer, 1)
         thread.withLock { thread in
             if let thread { _ = pthread_kill(thread, Self.signal) }
         }

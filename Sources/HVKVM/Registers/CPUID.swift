@@ -51,11 +51,11 @@ public struct CPUIDEntry: Hashable, Sendable {
 
     /// Runs an ioctl that fills a struct kvm_cpuid2 and returns its entries.
     static func query(_ fd: FileDescriptor, _ request: UInt, _ name: StaticString) throws(KVMError) -> [CPUIDEntry] {
-        try withCPUIDBuffer(count: maximumCount) { (list) throws(KVMError) in
-            list.pointee.nent = UInt32(maximumCount)
-            try kvmIoctl(fd, request, UnsafeMutableRawPointer(list), name)
-            let count = min(Int(list.pointee.nent), maximumCount)
-            return (0..<count).map { CPUIDEntry(entries(of: list)[$0]) }
+        unsafe try withCPUIDBuffer(count: maximumCount) { (list) throws(KVMError) in
+            unsafe list.pointee.nent = UInt32(maximumCount)
+            unsafe try kvmIoctl(fd, request, UnsafeMutableRawPointer(list), name)
+            let count = unsafe min(Int(list.pointee.nent), maximumCount)
+            return (0..<count).map { unsafe CPUIDEntry(entries(of: list)[$0]) }
         }
     }
 
@@ -64,17 +64,17 @@ public struct CPUIDEntry: Hashable, Sendable {
         guard entries.count <= maximumCount else {
             throw .invalidArgument("\(entries.count) CPUID entries (at most \(maximumCount))")
         }
-        try withCPUIDBuffer(count: entries.count) { (list) throws(KVMError) in
-            list.pointee.nent = UInt32(entries.count)
-            let slots = CPUIDEntry.entries(of: list)
-            for (index, entry) in entries.enumerated() { slots[index] = entry.raw }
-            try kvmIoctl(fd, request, UnsafeMutableRawPointer(list), name)
+        unsafe try withCPUIDBuffer(count: entries.count) { (list) throws(KVMError) in
+            unsafe list.pointee.nent = UInt32(entries.count)
+            let slots = unsafe CPUIDEntry.entries(of: list)
+            for (index, entry) in entries.enumerated() { unsafe slots[index] = entry.raw }
+            unsafe try kvmIoctl(fd, request, UnsafeMutableRawPointer(list), name)
         }
     }
 
     private static func entries(of list: UnsafeMutablePointer<kvm_cpuid2>) -> UnsafeMutablePointer<kvm_cpuid_entry2> {
         // SAFETY: the entries follow the header in the same allocation (flexible array member).
-        (UnsafeMutableRawPointer(list) + MemoryLayout<kvm_cpuid2>.size).assumingMemoryBound(to: kvm_cpuid_entry2.self)
+        unsafe (UnsafeMutableRawPointer(list) + MemoryLayout<kvm_cpuid2>.size).assumingMemoryBound(to: kvm_cpuid_entry2.self)
     }
 
     private static func withCPUIDBuffer<R>(
@@ -82,8 +82,8 @@ public struct CPUIDEntry: Hashable, Sendable {
     ) throws(KVMError) -> R {
         let bytes = MemoryLayout<kvm_cpuid2>.size + max(count, 1) * MemoryLayout<kvm_cpuid_entry2>.stride
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)
-        defer { raw.deallocate() }
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-        return try body(raw.bindMemory(to: kvm_cpuid2.self, capacity: 1))
+        defer { unsafe raw.deallocate() }
+        unsafe raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        return unsafe try body(raw.bindMemory(to: kvm_cpuid2.self, capacity: 1))
     }
 }

@@ -183,19 +183,19 @@ public struct FPURegisters: Hashable, Sendable {
 
     init(_ raw: kvm_fpu) {
         var copy = raw
-        x87 = withUnsafeBytes(of: &copy.fpr) { bytes in (0..<8).map { bytes.loadUnaligned(fromByteOffset: $0 * 16, as: UInt128.self) } }
-        xmm = withUnsafeBytes(of: &copy.xmm) { bytes in (0..<16).map { bytes.loadUnaligned(fromByteOffset: $0 * 16, as: UInt128.self) } }
+        x87 = unsafe withUnsafeBytes(of: &copy.fpr) { bytes in (0..<8).map { unsafe bytes.loadUnaligned(fromByteOffset: $0 * 16, as: UInt128.self) } }
+        xmm = unsafe withUnsafeBytes(of: &copy.xmm) { bytes in (0..<16).map { unsafe bytes.loadUnaligned(fromByteOffset: $0 * 16, as: UInt128.self) } }
         fcw = raw.fcw; fsw = raw.fsw; ftwx = raw.ftwx; lastOpcode = raw.last_opcode
         lastIP = raw.last_ip; lastDP = raw.last_dp; mxcsr = raw.mxcsr
     }
 
     var raw: kvm_fpu {
         var fpu = kvm_fpu()
-        withUnsafeMutableBytes(of: &fpu.fpr) { bytes in
-            for (index, value) in x87.prefix(8).enumerated() { bytes.storeBytes(of: value, toByteOffset: index * 16, as: UInt128.self) }
+        unsafe withUnsafeMutableBytes(of: &fpu.fpr) { bytes in
+            for (index, value) in x87.prefix(8).enumerated() { unsafe bytes.storeBytes(of: value, toByteOffset: index * 16, as: UInt128.self) }
         }
-        withUnsafeMutableBytes(of: &fpu.xmm) { bytes in
-            for (index, value) in xmm.prefix(16).enumerated() { bytes.storeBytes(of: value, toByteOffset: index * 16, as: UInt128.self) }
+        unsafe withUnsafeMutableBytes(of: &fpu.xmm) { bytes in
+            for (index, value) in xmm.prefix(16).enumerated() { unsafe bytes.storeBytes(of: value, toByteOffset: index * 16, as: UInt128.self) }
         }
         fpu.fcw = fcw; fpu.fsw = fsw; fpu.ftwx = ftwx; fpu.last_opcode = lastOpcode
         fpu.last_ip = lastIP; fpu.last_dp = lastDP; fpu.mxcsr = mxcsr
@@ -247,11 +247,11 @@ public struct LAPICState: Hashable, Sendable {
     public subscript(register offset: Int) -> UInt32 {
         get {
             guard offset >= 0, offset + 4 <= Self.size else { return 0 }
-            return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
+            return unsafe bytes.withUnsafeBytes { unsafe $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
         }
         set {
             guard offset >= 0, offset + 4 <= Self.size else { return }
-            bytes.withUnsafeMutableBytes { $0.storeBytes(of: newValue, toByteOffset: offset, as: UInt32.self) }
+            unsafe bytes.withUnsafeMutableBytes { unsafe $0.storeBytes(of: newValue, toByteOffset: offset, as: UInt32.self) }
         }
     }
 }

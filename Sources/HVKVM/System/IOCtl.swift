@@ -21,7 +21,7 @@ func retryingInterrupts(_ name: StaticString, _ call: () -> Int32) throws(KVMErr
 func kvmIoctl(
     _ fd: FileDescriptor, _ request: UInt, _ argument: UnsafeMutableRawPointer?, _ name: StaticString
 ) throws(KVMError) -> Int32 {
-    try retryingInterrupts(name) { ckvm_ioctl_pointer(fd.rawValue, request, argument) }
+    try retryingInterrupts(name) { unsafe ckvm_ioctl_pointer(fd.rawValue, request, argument) }
 }
 
 /// An ioctl whose argument is a plain integer.
@@ -37,8 +37,8 @@ func kvmIoctl(_ fd: FileDescriptor, _ request: UInt, value: UInt, _ name: Static
 func kvmIoctl<T>(_ fd: FileDescriptor, _ request: UInt, _ argument: inout T, _ name: StaticString) throws(KVMError) -> Int32 {
     // SAFETY: the pointer is valid for the duration of the call and T is the struct the
     // request expects (each call site pairs them).
-    try withUnsafeMutablePointer(to: &argument) { (pointer) throws(KVMError) in
-        try kvmIoctl(fd, request, UnsafeMutableRawPointer(pointer), name)
+    unsafe try withUnsafeMutablePointer(to: &argument) { (pointer) throws(KVMError) in
+        unsafe try kvmIoctl(fd, request, UnsafeMutableRawPointer(pointer), name)
     }
 }
 

@@ -85,7 +85,7 @@ public struct HypercallCall: Sendable {
     /// The host buffers behind `[address, address + length)`, for zero-copy I/O; checked as RAM
     /// (writable RAM when `access` is `.write`).
     public func hostBuffers(at address: GuestAddress, length: Int, for access: MemoryAccess) throws(HypercallError) -> [UnsafeMutableRawBufferPointer] {
-        do { return try memory.unsafeHostBuffers(at: address, length: UInt64(length), for: access) } catch { throw .fault(error) }
+        do { return unsafe try memory.unsafeHostBuffers(at: address, length: UInt64(length), for: access) } catch { throw .fault(error) }
     }
 }
 

@@ -96,14 +96,14 @@ public final class BlockService: ParavirtService {
         }
         guard !(write && isReadOnly) else { throw HypercallError(.readOnly, "block write to a read-only disk") }
         // A read fills guest memory, so its buffer must be writable RAM.
-        let buffers = try call.hostBuffers(at: call.address(1), length: Int(length), for: write ? .read : .write)
+        let buffers = unsafe try call.hostBuffers(at: call.address(1), length: Int(length), for: write ? .read : .write)
         var position = Int(offset)
-        for buffer in buffers {
+        for unsafe buffer in unsafe buffers {
             guard let base = buffer.baseAddress else { continue }
             var done = 0
             while done < buffer.count {
                 // SAFETY: the buffer is guest RAM checked by hostBuffers; the call's memory keeps it mapped.
-                let moved = write
+                let moved = unsafe write
                     ? pwrite(fileDescriptor.rawValue, base + done, buffer.count - done, position)
                     : pread(fileDescriptor.rawValue, base + done, buffer.count - done, position)
                 if moved < 0 {

@@ -20,7 +20,7 @@ public struct ConsoleService: ParavirtService {
             let length = try call.length(1, maximum: HypercallABI.maximumSmallTransfer, allowZero: true)
             guard length > 0 else { return .zero }
             let bytes = try call.readBytes(at: call.address(0), count: length)
-            bytes.withUnsafeBytes { output.write($0) }
+            unsafe bytes.withUnsafeBytes { unsafe output.write($0) }
             return .count(length)
         }
     }

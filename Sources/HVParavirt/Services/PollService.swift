@@ -72,7 +72,7 @@ public final class PollService: ParavirtService {
         for source in sources where source.isReady() { ready.formUnion(source.events) }
         var descriptors = [pollfd(fd: stopSignal.fileDescriptor.rawValue, events: Int16(POLLIN), revents: 0)]
         for source in sources { descriptors.append(pollfd(fd: source.descriptor.rawValue, events: Int16(POLLIN), revents: 0)) }
-        guard poll(&descriptors, nfds_t(descriptors.count), 0) > 0 else { return (ready, false) }
+        guard unsafe poll(&descriptors, nfds_t(descriptors.count), 0) > 0 else { return (ready, false) }
         for (index, source) in sources.enumerated() where descriptors[index + 1].revents & Int16(POLLIN) != 0 {
             ready.formUnion(source.events)
         }

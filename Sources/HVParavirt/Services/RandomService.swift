@@ -12,11 +12,11 @@ public struct RandomService: ParavirtService {
         table.info.features.insert(.random)
         try table.register(.random, name: "random") { call throws(HypercallError) in
             let length = try call.length(1, maximum: HypercallABI.maximumSmallTransfer)
-            let buffers = try call.hostBuffers(at: call.address(0), length: length, for: .write)
+            let buffers = unsafe try call.hostBuffers(at: call.address(0), length: length, for: .write)
             do {
                 // SAFETY: hostBuffers checked the range is writable guest RAM; the dispatcher's
                 // memory keeps it mapped.
-                for buffer in buffers { try HostRandom.fill(buffer) }
+                for unsafe buffer in unsafe buffers { unsafe try HostRandom.fill(buffer) }
             } catch {
                 throw HypercallError(.io, "getrandom failed: \(error)")
             }

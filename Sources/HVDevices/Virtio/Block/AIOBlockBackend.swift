@@ -35,7 +35,7 @@ public final class AIOBlockBackend: BlockBackend {
 
     /// One submitted operation: the iocb and iovecs the kernel reads until it completes.
     /// SAFETY: the slot owns both allocations; they move between threads only inside `state`.
-    private struct Slot: @unchecked Sendable {
+    @safe private struct Slot: @unchecked Sendable {
         let token: UInt64
         let control: UnsafeMutablePointer<iocb>
         let vectors: UnsafeMutablePointer<iovec>?
@@ -55,10 +55,10 @@ public final class AIOBlockBackend: BlockBackend {
 
     /// SAFETY: an AIO context is a kernel handle; io_submit and io_getevents may be called on
     /// it from several threads at once.
-    private struct Context: @unchecked Sendable { let raw: io_context_t }
+    @safe private struct Context: @unchecked Sendable { let raw: io_context_t }
 
     private let aio: Context
-    private var context: io_context_t { aio.raw }
+    private var context: io_context_t { unsafe aio.raw }
     private let completions: EventFD
     private let loop: EventLoop
     private let registration: EventLoop.Registration
@@ -78,13 +78,13 @@ public final class AIOBlockBackend: BlockBackend {
         self.loop = eventLoop
         self.logger = logger
         var context: io_context_t?
-        let result = io_setup(Int32(self.depth), &context)
-        guard result == 0, let context else { throw .setup(Errno(rawValue: -result)) }
-        aio = Context(raw: context)
+        let result = unsafe io_setup(Int32(self.depth), &context)
+        guard result == 0, let context = unsafe context else { throw .setup(Errno(rawValue: -result)) }
+        aio = unsafe Context(raw: context)
         do {
             completions = try EventFD(nonBlocking: true)
         } catch {
-            io_destroy(context)
+            unsafe io_destroy(context)
             throw .eventFD(error)
         }
         // Capture the pieces, not self: the loop's handler must not keep the backend alive.
@@ -92,7 +92,7 @@ public final class AIOBlockBackend: BlockBackend {
         do {
             registration = try eventLoop.register(completions.fileDescriptor) { reaper.backend?.reapAvailable() }
         } catch {
-            io_destroy(context)
+            unsafe io_destroy(context)
             throw .eventFD(error)
         }
         reaper.backend = self
@@ -104,7 +104,7 @@ public final class AIOBlockBackend: BlockBackend {
         // this runs on the worker, after the last one, and the worker ends by itself).
         offload.shutdown()
         drain()
-        io_destroy(context)
+        unsafe io_destroy(context)
     }
 
     /// The image's capacity in bytes.
@@ -186,27 +186,30 @@ public final class AIOBlockBackend: BlockBackend {
 
     private func makeSlot(_ token: UInt64, _ buffers: GuestBuffers, offset: UInt64, write: Bool) -> Slot {
         let control = UnsafeMutablePointer<iocb>.allocate(capacity: 1)
-        control.initialize(to: iocb())
-        let count = buffers.buffers.count
+        unsafe control.initialize(to: iocb())
+        let count = unsafe buffers.buffers.count
         let vectors = UnsafeMutablePointer<iovec>.allocate(capacity: max(count, 1))
-        for (index, buffer) in buffers.buffers.enumerated() {
-            (vectors + index).initialize(to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
+        // SAFETY: `vectors` holds `count` entries. The buffers were checked against guest RAM
+        // when the request was parsed (GuestBuffers), and the device keeps that memory mapped
+        // and the chain unused until this slot completes; the slot frees both allocations.
+        for unsafe (index, buffer) in unsafe buffers.buffers.enumerated() {
+            unsafe (vectors + index).initialize(to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
         }
         if write {
-            io_prep_pwritev(control, disk.fileDescriptor.rawValue, vectors, Int32(count), Int64(offset))
+            unsafe io_prep_pwritev(control, disk.fileDescriptor.rawValue, vectors, Int32(count), Int64(offset))
         } else {
-            io_prep_preadv(control, disk.fileDescriptor.rawValue, vectors, Int32(count), Int64(offset))
+            unsafe io_prep_preadv(control, disk.fileDescriptor.rawValue, vectors, Int32(count), Int64(offset))
         }
-        io_set_eventfd(control, completions.fileDescriptor.rawValue)
-        return Slot(token: token, control: control, vectors: vectors, expectedBytes: buffers.byteCount, isFlush: false)
+        unsafe io_set_eventfd(control, completions.fileDescriptor.rawValue)
+        return unsafe Slot(token: token, control: control, vectors: vectors, expectedBytes: buffers.byteCount, isFlush: false)
     }
 
     private func makeFlushSlot(_ token: UInt64) -> Slot {
         let control = UnsafeMutablePointer<iocb>.allocate(capacity: 1)
-        control.initialize(to: iocb())
-        io_prep_fdsync(control, disk.fileDescriptor.rawValue)
-        io_set_eventfd(control, completions.fileDescriptor.rawValue)
-        return Slot(token: token, control: control, vectors: nil, expectedBytes: 0, isFlush: true)
+        unsafe control.initialize(to: iocb())
+        unsafe io_prep_fdsync(control, disk.fileDescriptor.rawValue)
+        unsafe io_set_eventfd(control, completions.fileDescriptor.rawValue)
+        return unsafe Slot(token: token, control: control, vectors: nil, expectedBytes: 0, isFlush: true)
     }
 
     /// Moves what fits from the backlog into flight under the lock, then calls io_submit
@@ -221,17 +224,17 @@ public final class AIOBlockBackend: BlockBackend {
                 let batch = Array(state.backlog.prefix(room))
                 state.backlog.removeFirst(room)
                 // Recorded before io_submit: a completion may be reaped before it returns.
-                for slot in batch { state.inFlight[UInt(bitPattern: slot.control)] = slot }
+                for slot in batch { unsafe state.inFlight[UInt(bitPattern: slot.control)] = slot }
                 return batch
             }
             if batch.isEmpty { return failed }
-            var controls: [UnsafeMutablePointer<iocb>?] = batch.map(\.control)
+            var controls: [UnsafeMutablePointer<iocb>?] = unsafe batch.map(unsafe \.control)
             var submitted = 0
             while submitted < batch.count {
-                let result = controls.withUnsafeMutableBufferPointer { buffer -> Int32 in
+                let result = unsafe controls.withUnsafeMutableBufferPointer { buffer -> Int32 in
                     // The batch is not empty, so neither is its buffer.
                     guard let first = buffer.baseAddress else { return -EINVAL }
-                    return io_submit(context, batch.count - submitted, first + submitted)
+                    return unsafe io_submit(context, batch.count - submitted, first + submitted)
                 }
                 if result > 0 {
                     submitted += Int(result)
@@ -242,7 +245,7 @@ public final class AIOBlockBackend: BlockBackend {
                     // The kernel is full: the rest waits, and completions submit it later.
                     let rest = batch[submitted...]
                     state.withLock { state in
-                        for slot in rest { state.inFlight.removeValue(forKey: UInt(bitPattern: slot.control)) }
+                        for slot in rest { unsafe state.inFlight.removeValue(forKey: UInt(bitPattern: slot.control)) }
                         state.backlog.insert(contentsOf: rest, at: 0)
                     }
                     return failed
@@ -252,7 +255,7 @@ public final class AIOBlockBackend: BlockBackend {
                 submitted += 1
                 let unsupportedFlush = slot.isFlush && result == -EINVAL
                 state.withLock { state in
-                    state.inFlight.removeValue(forKey: UInt(bitPattern: slot.control))
+                    unsafe state.inFlight.removeValue(forKey: UInt(bitPattern: slot.control))
                     state.delivering += 1
                     if unsupportedFlush { state.fdsyncUnsupported = true }
                 }
@@ -292,20 +295,20 @@ public final class AIOBlockBackend: BlockBackend {
     private func reap(minimum: Int, timeoutNanoseconds: Int) {
         // On the stack: this runs after every submit and every completion wake-up, and
         // io_getevents fills only the entries it reports.
-        withUnsafeTemporaryAllocation(of: io_event.self, capacity: 64) { events in
+        unsafe withUnsafeTemporaryAllocation(of: io_event.self, capacity: 64) { events in
             var minimum = minimum
             while true {
                 var timeout = timespec(tv_sec: 0, tv_nsec: timeoutNanoseconds)
-                let count = io_getevents(context, minimum, events.count, events.baseAddress, &timeout)
+                let count = unsafe io_getevents(context, minimum, events.count, events.baseAddress, &timeout)
                 if count == -EINTR { continue }
                 guard count > 0 else { return }
                 minimum = 0
                 var finished: [BlockCompletion] = []
                 state.withLock { state in
-                    for event in events[..<Int(count)] {
-                        guard let control = event.obj,
+                    for unsafe event in unsafe events[..<Int(count)] {
+                        guard let control = unsafe event.obj,
                               let slot = state.inFlight.removeValue(forKey: UInt(bitPattern: control)) else { continue }
-                        let result = Int(bitPattern: UInt(event.res))
+                        let result = unsafe Int(bitPattern: UInt(event.res))
                         let status: BlockStatus = result == slot.expectedBytes ? .ok : .ioError
                         if status != .ok {
                             logger.warning("AIO operation failed", metadata: ["result": "\(result)", "expected": "\(slot.expectedBytes)"])
@@ -323,7 +326,7 @@ public final class AIOBlockBackend: BlockBackend {
     }
 
     private func release(_ slot: Slot) {
-        slot.control.deallocate()
-        slot.vectors?.deallocate()
+        unsafe slot.control.deallocate()
+        unsafe slot.vectors?.deallocate()
     }
 }

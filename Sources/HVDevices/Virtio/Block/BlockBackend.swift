@@ -27,13 +27,13 @@ public enum BlockStatus: UInt8, Sendable {
 /// SAFETY: the buffers point into guest memory that the device's ``LockedVirtqueue`` keeps mapped
 /// until the request completes, and only the one operation they belong to uses them on the
 /// host side; so they may cross to the thread that completes the I/O.
-public struct GuestBuffers: @unchecked Sendable {
+@safe public struct GuestBuffers: @unchecked Sendable {
     /// Host pointers into guest RAM, checked when the request was parsed.
     public let buffers: [UnsafeMutableRawBufferPointer]
     /// The bytes they cover.
-    public var byteCount: Int { buffers.reduce(0) { $0 + $1.count } }
+    public var byteCount: Int { unsafe buffers.reduce(0) { $0 + $1.count } }
     /// Buffers over `buffers`.
-    public init(_ buffers: [UnsafeMutableRawBufferPointer]) { self.buffers = buffers }
+    public init(_ buffers: [UnsafeMutableRawBufferPointer]) { unsafe self.buffers = unsafe buffers }
 }
 
 /// One operation on a disk, in bytes. The device has checked every range against the capacity.

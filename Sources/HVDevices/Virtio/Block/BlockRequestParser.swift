@@ -61,17 +61,17 @@ struct BlockRequestParser {
         switch type {
         case .read:
             guard dataIn < UInt64(UInt32.max), let offset = byteRange(sector: sector, length: dataIn) else { return fail(.ioError) }
-            guard dataIn > 0, let buffers = try? writer.hostBuffers(dataIn) else {
+            guard dataIn > 0, let buffers = unsafe try? writer.hostBuffers(dataIn) else {
                 return dataIn == 0 ? .immediate(status: .ok, statusAddress: statusAddress, usedLength: 1) : fail(.ioError)
             }
-            return .io(.read(offset: offset, into: GuestBuffers(buffers)), statusAddress: statusAddress, usedLength: UInt32(dataIn + 1))
+            return unsafe .io(.read(offset: offset, into: GuestBuffers(buffers)), statusAddress: statusAddress, usedLength: UInt32(dataIn + 1))
         case .write:
             guard !isReadOnly else { return fail(.ioError) }
             guard let offset = byteRange(sector: sector, length: dataOut) else { return fail(.ioError) }
-            guard dataOut > 0, let buffers = try? reader.hostBuffers(dataOut) else {
+            guard dataOut > 0, let buffers = unsafe try? reader.hostBuffers(dataOut) else {
                 return dataOut == 0 ? .immediate(status: .ok, statusAddress: statusAddress, usedLength: 1) : fail(.ioError)
             }
-            return .io(.write(offset: offset, from: GuestBuffers(buffers)), statusAddress: statusAddress, usedLength: 1)
+            return unsafe .io(.write(offset: offset, from: GuestBuffers(buffers)), statusAddress: statusAddress, usedLength: 1)
         case .flush:
             return .io(.flush, statusAddress: statusAddress, usedLength: 1)
         case .getID:

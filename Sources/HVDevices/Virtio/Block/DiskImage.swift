@@ -48,17 +48,17 @@ public final class DiskImage: Sendable {
         var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
         if direct { flags |= HVD_O_DIRECT }
         if cacheMode == .writethrough, !readOnly { flags |= O_DSYNC }
-        let fd = open(path, flags)
+        let fd = unsafe open(path, flags)
         guard fd >= 0 else { throw .open(path: path, Errno(rawValue: errno)) }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
+        guard unsafe fstat(fd, &info) == 0 else {
             let error = Errno(rawValue: errno)
             close(fd)
             throw .size(path: path, error)
         }
         var bytes = UInt64(max(info.st_size, 0))
         if info.st_mode & S_IFMT == S_IFBLK {
-            guard ioctl(fd, HVD_BLKGETSIZE64, &bytes) == 0 else {
+            guard unsafe ioctl(fd, HVD_BLKGETSIZE64, &bytes) == 0 else {
                 let error = Errno(rawValue: errno)
                 close(fd)
                 throw .size(path: path, error)
@@ -129,12 +129,12 @@ public final class DiskImage: Sendable {
     private func writeZeroes(offset: UInt64, length: UInt64) -> BlockStatus {
         let chunk = 64 << 10
         let zeroes = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-        defer { zeroes.deallocate() }
-        zeroes.initializeMemory(as: UInt8.self, repeating: 0)
+        defer { unsafe zeroes.deallocate() }
+        unsafe zeroes.initializeMemory(as: UInt8.self, repeating: 0)
         var done: UInt64 = 0
         while done < length {
             let piece = Int(min(UInt64(chunk), length - done))
-            guard positionalIO(.write, UnsafeMutableRawBufferPointer(rebasing: zeroes[..<piece]), offset: offset + done) else {
+            guard unsafe positionalIO(.write, UnsafeMutableRawBufferPointer(rebasing: zeroes[..<piece]), offset: offset + done) else {
                 return .ioError
             }
             done += UInt64(piece)
@@ -150,7 +150,7 @@ public final class DiskImage: Sendable {
         var done = 0
         while done < buffer.count {
             let position = off_t(offset + UInt64(done))
-            let result = direction == .read
+            let result = unsafe direction == .read
                 ? pread(fileDescriptor.rawValue, base + done, buffer.count - done, position)
                 : pwrite(fileDescriptor.rawValue, base + done, buffer.count - done, position)
             if result < 0 {

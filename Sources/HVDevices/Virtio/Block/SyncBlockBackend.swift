@@ -68,7 +68,7 @@ public final class SyncBlockBackend: BlockBackend {
     public func drain() {
         while offloaded.load(ordering: .acquiring) > 0 {
             var pause = timespec(tv_sec: 0, tv_nsec: 200_000)
-            nanosleep(&pause, nil)
+            unsafe nanosleep(&pause, nil)
         }
     }
 
@@ -91,8 +91,8 @@ public final class SyncBlockBackend: BlockBackend {
 
     private static func transfer(_ direction: DiskImage.Direction, _ buffers: GuestBuffers, offset: UInt64, on disk: DiskImage) -> BlockStatus {
         var position = offset
-        for buffer in buffers.buffers {
-            guard disk.positionalIO(direction, buffer, offset: position) else { return .ioError }
+        for unsafe buffer in unsafe buffers.buffers {
+            guard unsafe disk.positionalIO(direction, buffer, offset: position) else { return .ioError }
             position += UInt64(buffer.count)
         }
         return .ok

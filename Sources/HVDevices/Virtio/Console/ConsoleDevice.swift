@@ -98,7 +98,7 @@ public final class ConsoleDevice: VirtioDevice {
     public func writeConfiguration(at offset: Int, bytes: [UInt8]) {
         // An emergency write: one character, before the queues work (early boot, panics).
         guard offset == Self.emergencyWriteOffset, let character = bytes.first else { return }
-        withUnsafeBytes(of: character) { output.write($0) }
+        unsafe withUnsafeBytes(of: character) { unsafe output.write($0) }
     }
 
     /// Takes both queues.
@@ -136,8 +136,8 @@ public final class ConsoleDevice: VirtioDevice {
         queue.processAvailable { chain in
             var reader = chain.reader(in: queue.memory)
             do {
-                for buffer in try reader.hostBuffers(reader.remaining) {
-                    output.write(UnsafeRawBufferPointer(buffer))
+                for unsafe buffer in unsafe try reader.hostBuffers(reader.remaining) {
+                    unsafe output.write(UnsafeRawBufferPointer(buffer))
                 }
             } catch {
                 guestEvents.record("refused-output", "virtio-console output refused", metadata: ["error": "\(error)"])

@@ -64,7 +64,7 @@ enum FrameIO {
     ) throws(NetBackendError) -> Int? {
         guard let base = buffers.baseAddress else { return nil }
         while true {
-            let count = readv(descriptor.rawValue, base, Int32(clamping: buffers.count))
+            let count = unsafe readv(descriptor.rawValue, base, Int32(clamping: buffers.count))
             if count > 0 { return count }
             if count == 0 { throw .closed(backend: backend) }
             switch errno {
@@ -83,11 +83,11 @@ enum FrameIO {
         _ descriptor: FileDescriptor, _ buffers: UnsafeBufferPointer<iovec>, isSocket: Bool, backend: String
     ) throws(NetBackendError) -> Int? {
         guard let base = buffers.baseAddress else { return 0 }
-        var message = msghdr()
-        message.msg_iov = UnsafeMutablePointer(mutating: base)
-        message.msg_iovlen = buffers.count
+        var message = unsafe msghdr()
+        unsafe message.msg_iov = unsafe UnsafeMutablePointer(mutating: base)
+        unsafe message.msg_iovlen = buffers.count
         while true {
-            let written = isSocket
+            let written = unsafe isSocket
                 ? sendmsg(descriptor.rawValue, &message, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
                 : writev(descriptor.rawValue, base, Int32(clamping: buffers.count))
             if written >= 0 { return written }
@@ -105,41 +105,41 @@ enum FrameIO {
 enum IOVectors {
     /// The bytes `vectors` cover.
     static func totalLength(_ vectors: some Sequence<iovec>) -> Int {
-        vectors.reduce(0) { $0 + $1.iov_len }
+        unsafe vectors.reduce(0) { unsafe $0 + $1.iov_len }
     }
 
     /// `vectors` without their first `count` bytes.
     static func dropping(_ count: Int, from vectors: some Sequence<iovec>) -> [iovec] {
         var skip = count
-        var result: [iovec] = []
-        for vector in vectors {
-            if skip >= vector.iov_len {
-                skip -= vector.iov_len
+        var result: [iovec] = unsafe []
+        for unsafe vector in vectors {
+            if unsafe skip >= vector.iov_len {
+                unsafe skip -= vector.iov_len
                 continue
             }
-            result.append(iovec(iov_base: vector.iov_base.map { $0 + skip }, iov_len: vector.iov_len - skip))
+            unsafe result.append(iovec(iov_base: vector.iov_base.map { unsafe $0 + skip }, iov_len: unsafe vector.iov_len - skip))
             skip = 0
         }
-        return result
+        return unsafe result
     }
 
     /// The first `count` bytes of `vectors`.
     static func limited(_ vectors: [iovec], to count: Int) -> [iovec] {
         var left = count
-        var result: [iovec] = []
-        for vector in vectors where left > 0 {
-            result.append(iovec(iov_base: vector.iov_base, iov_len: min(vector.iov_len, left)))
-            left -= min(vector.iov_len, left)
+        var result: [iovec] = unsafe []
+        for unsafe vector in unsafe vectors where left > 0 {
+            unsafe result.append(iovec(iov_base: vector.iov_base, iov_len: min(vector.iov_len, left)))
+            unsafe left -= min(vector.iov_len, left)
         }
-        return result
+        return unsafe result
     }
 
     /// The bytes of `vectors` from offset `start` on.
     static func bytes(of vectors: [iovec], from start: Int) -> [UInt8] {
         var result: [UInt8] = []
-        for vector in dropping(start, from: vectors) {
-            guard let base = vector.iov_base else { continue }
-            result += UnsafeRawBufferPointer(start: base, count: vector.iov_len)
+        for unsafe vector in unsafe dropping(start, from: vectors) {
+            guard let base = unsafe vector.iov_base else { continue }
+            unsafe result += UnsafeRawBufferPointer(start: base, count: vector.iov_len)
         }
         return result
     }
@@ -147,13 +147,13 @@ enum IOVectors {
     /// Copies `bytes` into `vectors` in order, as far as they reach.
     static func copy(_ bytes: [UInt8], into vectors: [iovec]) {
         var offset = 0
-        for vector in vectors where offset < bytes.count {
-            guard let base = vector.iov_base else { continue }
-            let count = min(vector.iov_len, bytes.count - offset)
-            bytes.withUnsafeBytes { source in
+        for unsafe vector in unsafe vectors where offset < bytes.count {
+            guard let base = unsafe vector.iov_base else { continue }
+            let count = unsafe min(vector.iov_len, bytes.count - offset)
+            unsafe bytes.withUnsafeBytes { source in
                 guard let start = source.baseAddress else { return }
                 // SAFETY: the device's buffers (guest RAM it checked writable) or the caller's, `count` bytes at most.
-                base.copyMemory(from: start + offset, byteCount: count)
+                unsafe base.copyMemory(from: start + offset, byteCount: count)
             }
             offset += count
         }

@@ -46,7 +46,7 @@ public struct NetHeader: Hashable, Sendable {
     /// The header in the first 12 of `bytes` (little-endian); nil when there are fewer.
     public init?(bytes: some Collection<UInt8>) {
         let field = Array(bytes.prefix(Self.size))
-        guard let header = field.withUnsafeBytes({ NetHeader(loading: $0) }) else { return nil }
+        guard let header = unsafe field.withUnsafeBytes({ unsafe NetHeader(loading: $0) }) else { return nil }
         self = header
     }
 
@@ -54,9 +54,9 @@ public struct NetHeader: Hashable, Sendable {
     /// For the data path: no array in between.
     public init?(loading raw: UnsafeRawBufferPointer) {
         guard raw.count >= Self.size else { return nil }
-        func word(_ offset: Int) -> UInt16 { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
-        flags = raw[0]
-        segmentationType = raw[1]
+        func word(_ offset: Int) -> UInt16 { unsafe UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
+        flags = unsafe raw[0]
+        segmentationType = unsafe raw[1]
         headerLength = word(2)
         segmentSize = word(4)
         checksumStart = word(6)
@@ -67,19 +67,19 @@ public struct NetHeader: Hashable, Sendable {
     /// Writes the 12 bytes (little-endian) at the start of `raw`, which must have room for them.
     public func store(into raw: UnsafeMutableRawBufferPointer) {
         guard raw.count >= Self.size else { return }
-        raw[0] = flags
-        raw[1] = segmentationType
-        raw.storeBytes(of: headerLength.littleEndian, toByteOffset: 2, as: UInt16.self)
-        raw.storeBytes(of: segmentSize.littleEndian, toByteOffset: 4, as: UInt16.self)
-        raw.storeBytes(of: checksumStart.littleEndian, toByteOffset: 6, as: UInt16.self)
-        raw.storeBytes(of: checksumOffset.littleEndian, toByteOffset: 8, as: UInt16.self)
-        raw.storeBytes(of: bufferCount.littleEndian, toByteOffset: 10, as: UInt16.self)
+        unsafe raw[0] = flags
+        unsafe raw[1] = segmentationType
+        unsafe raw.storeBytes(of: headerLength.littleEndian, toByteOffset: 2, as: UInt16.self)
+        unsafe raw.storeBytes(of: segmentSize.littleEndian, toByteOffset: 4, as: UInt16.self)
+        unsafe raw.storeBytes(of: checksumStart.littleEndian, toByteOffset: 6, as: UInt16.self)
+        unsafe raw.storeBytes(of: checksumOffset.littleEndian, toByteOffset: 8, as: UInt16.self)
+        unsafe raw.storeBytes(of: bufferCount.littleEndian, toByteOffset: 10, as: UInt16.self)
     }
 
     /// The 12 bytes, little-endian.
     public var bytes: [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: Self.size) { buffer, count in
-            store(into: UnsafeMutableRawBufferPointer(buffer))
+        unsafe [UInt8](unsafeUninitializedCapacity: Self.size) { buffer, count in
+            unsafe store(into: UnsafeMutableRawBufferPointer(buffer))
             count = Self.size
         }
     }

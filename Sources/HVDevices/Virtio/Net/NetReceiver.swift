@@ -18,8 +18,8 @@ import Synchronization
 /// The backend is read only while chains are held: with none, the receiver stops watching the
 /// backend's descriptor and waits for the driver's next notification, so it neither spins
 /// nor reads a frame it has no place for.
-final class NetReceiver: Sendable {
-    private struct HeldChain {
+@safe final class NetReceiver: Sendable {
+    @safe private struct HeldChain {
         let head: UInt16
         let buffers: [iovec]
         let capacity: Int
@@ -73,7 +73,7 @@ final class NetReceiver: Sendable {
 
     deinit {
         if let registration = state.withLock({ $0.registration }) { eventLoop.unregister(registration) }
-        spareByte.deallocate()
+        unsafe spareByte.deallocate()
     }
 
     /// Whether the event loop watches the backend now.
@@ -151,7 +151,7 @@ final class NetReceiver: Sendable {
                     frame.append((chain.head, UInt32(share)))
                     left -= share
                 }
-                Self.writeBufferCount(UInt16(frame.count), into: state.held[0].buffers)
+                unsafe Self.writeBufferCount(UInt16(frame.count), into: state.held[0].buffers)
                 state.heldCapacity -= state.held.prefix(frame.count).reduce(0) { $0 + $1.capacity }
                 state.held.removeFirst(frame.count)
                 frames += 1
@@ -210,11 +210,11 @@ final class NetReceiver: Sendable {
     /// Reads one frame into `chains` and the spare byte. nil when none waits (the receiver
     /// watches the backend for the next) or the backend failed (it stops watching).
     private func receive(into chains: ArraySlice<HeldChain>, _ state: inout State) -> Int? {
-        var vectors = chains.flatMap(\.buffers)
-        vectors.append(iovec(iov_base: spareByte, iov_len: 1))
+        var vectors = unsafe chains.flatMap(unsafe \.buffers)
+        unsafe vectors.append(iovec(iov_base: spareByte, iov_len: 1))
         let result: Int?
         do {
-            result = try vectors.withUnsafeBufferPointer { vectors throws(NetBackendError) in try backend.receive(into: vectors) }
+            result = unsafe try vectors.withUnsafeBufferPointer { vectors throws(NetBackendError) in unsafe try backend.receive(into: vectors) }
         } catch {
             if case .closed = error { state.closed = true }
             // Not read again until the driver's next notification, so a failing backend cannot spin.
@@ -241,8 +241,8 @@ final class NetReceiver: Sendable {
             var writer = chain.writer(in: memory)
             let capacity = min(writer.remaining, UInt64(frameLimit))
             do {
-                let buffers = try writer.hostBuffers(capacity)
-                taken.append(HeldChain(head: chain.head, buffers: buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) },
+                let buffers = unsafe try writer.hostBuffers(capacity)
+                unsafe taken.append(HeldChain(head: chain.head, buffers: buffers.map { unsafe iovec(iov_base: $0.baseAddress, iov_len: $0.count) },
                                        capacity: Int(capacity)))
                 return .pending
             } catch {
@@ -267,7 +267,7 @@ final class NetReceiver: Sendable {
     /// Writes num_buffers (header bytes 10 and 11, little-endian) into a chain's buffers,
     /// which the header may straddle (every receive chain has room for the header).
     private static func writeBufferCount(_ count: UInt16, into buffers: [iovec]) {
-        IOVectors.copy([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)],
+        unsafe IOVectors.copy([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)],
                        into: IOVectors.dropping(10, from: buffers))
     }
 }

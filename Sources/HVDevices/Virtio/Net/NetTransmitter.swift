@@ -145,28 +145,28 @@ final class NetTransmitter: Sendable {
         let frameLength = Int(chain.readableLength) - NetHeader.size
         var reader = chain.reader(in: memory)
         // The header lives on the stack from the guest's copy to the backend: no allocation.
-        let sent = try withUnsafeTemporaryAllocation(byteCount: NetHeader.size, alignment: 2) {
+        let sent = unsafe try withUnsafeTemporaryAllocation(byteCount: NetHeader.size, alignment: 2) {
             headerBuffer throws(TransmitRefusal) -> Result<Bool, NetBackendError> in
             let buffers: [UnsafeMutableRawBufferPointer]
             do {
-                try reader.read(into: headerBuffer)
-                guard let copied = NetHeader(loading: UnsafeRawBufferPointer(headerBuffer)) else { throw TransmitRefusal.malformed("no header") }
+                unsafe try reader.read(into: headerBuffer)
+                guard let copied = unsafe NetHeader(loading: UnsafeRawBufferPointer(headerBuffer)) else { throw TransmitRefusal.malformed("no header") }
                 var header = try copied.validatedForTransmit(frameLength: frameLength, negotiated: state.features)
                 // DATA_VALID means something only on receive; the other end must not take it as said.
                 header.flags &= ~NetHeader.dataValid
-                header.store(into: headerBuffer)
-                buffers = try reader.hostBuffers(UInt64(frameLength))
+                unsafe header.store(into: headerBuffer)
+                unsafe buffers = unsafe try reader.hostBuffers(UInt64(frameLength))
             } catch let error as TransmitRefusal {
                 throw error
             } catch {
                 throw .malformed("\(error)")
             }
-            return withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count + 1) { vectors in
-                vectors[0] = iovec(iov_base: headerBuffer.baseAddress, iov_len: NetHeader.size)
-                for (index, buffer) in buffers.enumerated() {
-                    vectors[index + 1] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+            return unsafe withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count + 1) { vectors in
+                unsafe vectors[0] = unsafe iovec(iov_base: headerBuffer.baseAddress, iov_len: NetHeader.size)
+                for unsafe (index, buffer) in unsafe buffers.enumerated() {
+                    unsafe vectors[index + 1] = unsafe iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
                 }
-                return Result { () throws(NetBackendError) in try backend.transmit(UnsafeBufferPointer(vectors)) }
+                return Result { () throws(NetBackendError) in unsafe try backend.transmit(UnsafeBufferPointer(vectors)) }
             }
         }
         switch sent {

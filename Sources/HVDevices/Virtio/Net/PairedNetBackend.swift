@@ -31,7 +31,7 @@ public final class PairedNetBackend: NetBackend {
     public static func makePair() throws(NetBackendError) -> (PairedNetBackend, PairedNetBackend) {
         var descriptors: [Int32] = [-1, -1]
         let type = Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, type, 0, &descriptors) == 0 else {
+        guard unsafe socketpair(AF_UNIX, type, 0, &descriptors) == 0 else {
             throw .setup(backend: "pair", step: "socketpair", Errno(rawValue: errno))
         }
         return (PairedNetBackend(fileDescriptor: FileDescriptor(rawValue: descriptors[0]), name: "pair A"),
@@ -40,11 +40,11 @@ public final class PairedNetBackend: NetBackend {
 
     /// Receives one message.
     public func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int? {
-        try FrameIO.receive(fileDescriptor, into: buffers, backend: name)
+        unsafe try FrameIO.receive(fileDescriptor, into: buffers, backend: name)
     }
 
     /// Sends one message (dropped when the other end's buffer is full).
     public func transmit(_ buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Bool {
-        try FrameIO.transmit(fileDescriptor, buffers, isSocket: true, backend: name) != nil
+        unsafe try FrameIO.transmit(fileDescriptor, buffers, isSocket: true, backend: name) != nil
     }
 }

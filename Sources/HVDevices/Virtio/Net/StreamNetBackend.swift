@@ -44,13 +44,13 @@ public final class StreamNetBackend: NetBackend {
         guard pathBytes.count < capacity else {
             throw .setup(backend: name, step: "socket path (longer than \(capacity - 1) bytes)", Errno.fileNameTooLong)
         }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: pathBytes)
+        unsafe withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            unsafe raw.copyBytes(from: pathBytes)
         }
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { throw .setup(backend: name, step: "socket", Errno(rawValue: errno)) }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        let connected = unsafe withUnsafePointer(to: &address) {
+            unsafe $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard connected == 0 else {
             let error = Errno(rawValue: errno)
@@ -82,15 +82,15 @@ public final class StreamNetBackend: NetBackend {
             let waiting = try bytesWaiting()
             if state.partial.isEmpty, waiting >= 4 {
                 var prefix: UInt32 = 0
-                let peeked = recv(fileDescriptor.rawValue, &prefix, 4, Int32(MSG_PEEK | MSG_DONTWAIT))
-                guard peeked == 4 else { return try gather(&state, into: buffers) }
+                let peeked = unsafe recv(fileDescriptor.rawValue, &prefix, 4, Int32(MSG_PEEK | MSG_DONTWAIT))
+                guard peeked == 4 else { return unsafe try gather(&state, into: buffers) }
                 let length = Int(UInt32(bigEndian: prefix))
                 guard length <= Self.largestFrame else { throw .io(backend: name, operation: "frame length \(length)", .badMessage) }
-                if waiting >= 4 + length, NetHeader.size + length <= IOVectors.totalLength(buffers) - 1 {
-                    return try readWhole(length: length, into: buffers)
+                if waiting >= 4 + length, unsafe NetHeader.size + length <= IOVectors.totalLength(buffers) - 1 {
+                    return unsafe try readWhole(length: length, into: buffers)
                 }
             }
-            return try gather(&state, into: buffers)
+            return unsafe try gather(&state, into: buffers)
         }
     }
 
@@ -99,18 +99,18 @@ public final class StreamNetBackend: NetBackend {
         try state.withLock { state throws(NetBackendError) -> Bool in
             try flushUnsent(&state)
             guard state.unsent.isEmpty else { return false }
-            let frame = IOVectors.dropping(NetHeader.size, from: buffers)
-            let length = frame.reduce(0) { $0 + $1.iov_len }
+            let frame = unsafe IOVectors.dropping(NetHeader.size, from: buffers)
+            let length = unsafe frame.reduce(0) { unsafe $0 + $1.iov_len }
             var prefix = UInt32(length).bigEndian
-            return try withUnsafeBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Bool in
-                var vectors = [iovec(iov_base: UnsafeMutableRawPointer(mutating: prefixBytes.baseAddress), iov_len: 4)] + frame
-                let written = try vectors.withUnsafeMutableBufferPointer { vectors throws(NetBackendError) in
-                    try sendSome(UnsafeBufferPointer(vectors))
+            return unsafe try withUnsafeBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Bool in
+                var vectors = unsafe [iovec(iov_base: UnsafeMutableRawPointer(mutating: prefixBytes.baseAddress), iov_len: 4)] + frame
+                let written = unsafe try vectors.withUnsafeMutableBufferPointer { vectors throws(NetBackendError) in
+                    unsafe try sendSome(UnsafeBufferPointer(vectors))
                 }
                 if written == 0 { return false }
                 if written < 4 + length {
                     // The socket took part of the frame: the rest goes first next time.
-                    state.unsent = IOVectors.bytes(of: vectors, from: written)
+                    state.unsent = unsafe IOVectors.bytes(of: vectors, from: written)
                 }
                 return true
             }
@@ -121,7 +121,7 @@ public final class StreamNetBackend: NetBackend {
 
     private func bytesWaiting() throws(NetBackendError) -> Int {
         var count: Int32 = 0
-        guard ioctl(fileDescriptor.rawValue, UInt(FIONREAD), &count) == 0 else {
+        guard unsafe ioctl(fileDescriptor.rawValue, UInt(FIONREAD), &count) == 0 else {
             throw .io(backend: name, operation: "FIONREAD", Errno(rawValue: errno))
         }
         return Int(count)
@@ -131,12 +131,12 @@ public final class StreamNetBackend: NetBackend {
     /// bytes straight into the guest's buffers behind a plain header.
     private func readWhole(length: Int, into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
         var prefix: UInt32 = 0
-        try writePlainHeader(into: buffers)
-        let frame = IOVectors.limited(IOVectors.dropping(NetHeader.size, from: buffers), to: length)
-        let read = try withUnsafeMutableBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Int in
-            var vectors = [iovec(iov_base: prefixBytes.baseAddress, iov_len: 4)] + frame
-            return try vectors.withUnsafeMutableBufferPointer { vectors throws(NetBackendError) in
-                try readSome(UnsafeBufferPointer(vectors))
+        unsafe try writePlainHeader(into: buffers)
+        let frame = unsafe IOVectors.limited(IOVectors.dropping(NetHeader.size, from: buffers), to: length)
+        let read = unsafe try withUnsafeMutableBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Int in
+            var vectors = unsafe [iovec(iov_base: prefixBytes.baseAddress, iov_len: 4)] + frame
+            return unsafe try vectors.withUnsafeMutableBufferPointer { vectors throws(NetBackendError) in
+                unsafe try readSome(UnsafeBufferPointer(vectors))
             }
         }
         // FIONREAD said the bytes were there; a short read can only mean the peer went wrong.
@@ -157,43 +157,43 @@ public final class StreamNetBackend: NetBackend {
         }
         if needed > 0 {
             var chunk = [UInt8](repeating: 0, count: needed)
-            let read = try Self.withVector(over: &chunk) { vector throws(NetBackendError) in try readSome(vector) }
+            let read = unsafe try Self.withVector(over: &chunk) { vector throws(NetBackendError) in unsafe try readSome(vector) }
             guard read > 0 else { return nil }
             state.partial += chunk.prefix(read)
             // The prefix just completed: go on for the frame itself.
-            if state.partial.count == 4 { return try gather(&state, into: buffers) }
+            if state.partial.count == 4 { return unsafe try gather(&state, into: buffers) }
             guard read == needed else { return nil }
         }
         let frame = state.partial.dropFirst(4)
         state.partial = []
-        let room = IOVectors.totalLength(buffers)
+        let room = unsafe IOVectors.totalLength(buffers)
         guard NetHeader.size + frame.count <= room - 1 else { return room }
-        try writePlainHeader(into: buffers)
-        IOVectors.copy(Array(frame), into: IOVectors.dropping(NetHeader.size, from: buffers))
+        unsafe try writePlainHeader(into: buffers)
+        unsafe IOVectors.copy(Array(frame), into: IOVectors.dropping(NetHeader.size, from: buffers))
         return NetHeader.size + frame.count
     }
 
     /// Reads what is there into `vectors`: the bytes read, 0 when nothing is.
     private func readSome(_ vectors: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
-        try FrameIO.receive(fileDescriptor, into: vectors, backend: name) ?? 0
+        unsafe try FrameIO.receive(fileDescriptor, into: vectors, backend: name) ?? 0
     }
 
     private func writePlainHeader(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) {
-        guard IOVectors.totalLength(buffers) >= NetHeader.size else { throw .io(backend: name, operation: "receive buffers", .noBufferSpace) }
-        IOVectors.copy(NetHeader().bytes, into: Array(buffers))
+        guard unsafe IOVectors.totalLength(buffers) >= NetHeader.size else { throw .io(backend: name, operation: "receive buffers", .noBufferSpace) }
+        unsafe IOVectors.copy(NetHeader().bytes, into: Array(buffers))
     }
 
     // MARK: Transmitting
 
     private func flushUnsent(_ state: inout State) throws(NetBackendError) {
         guard !state.unsent.isEmpty else { return }
-        let written = try Self.withVector(over: &state.unsent) { vector throws(NetBackendError) in try sendSome(vector) }
+        let written = unsafe try Self.withVector(over: &state.unsent) { vector throws(NetBackendError) in unsafe try sendSome(vector) }
         state.unsent.removeFirst(written)
     }
 
     /// Writes what the socket takes of `vectors`: the bytes written, 0 when it has no room.
     private func sendSome(_ vectors: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int {
-        try FrameIO.transmit(fileDescriptor, vectors, isSocket: true, backend: name) ?? 0
+        unsafe try FrameIO.transmit(fileDescriptor, vectors, isSocket: true, backend: name) ?? 0
     }
 
     // MARK: iovec arithmetic
@@ -202,9 +202,9 @@ public final class StreamNetBackend: NetBackend {
     private static func withVector(
         over bytes: inout [UInt8], _ body: (UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int
     ) throws(NetBackendError) -> Int {
-        let result = bytes.withUnsafeMutableBytes { raw -> Result<Int, NetBackendError> in
-            let vector = [iovec(iov_base: raw.baseAddress, iov_len: raw.count)]
-            return vector.withUnsafeBufferPointer { vector in Result { () throws(NetBackendError) in try body(vector) } }
+        let result = unsafe bytes.withUnsafeMutableBytes { raw -> Result<Int, NetBackendError> in
+            let vector = unsafe [iovec(iov_base: raw.baseAddress, iov_len: raw.count)]
+            return unsafe vector.withUnsafeBufferPointer { vector in Result { () throws(NetBackendError) in unsafe try body(vector) } }
         }
         return try result.get()
     }

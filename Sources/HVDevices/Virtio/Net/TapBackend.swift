@@ -24,7 +24,7 @@ public final class TapBackend: NetBackend {
     public init(name: String = "") throws(NetBackendError) {
         var actual = [CChar](repeating: 0, count: Int(HVD_IFNAMSIZ))
         var step: Int32 = 0
-        let result = hvd_tap_open(name, &actual, Int32(NetHeader.size), &step)
+        let result = unsafe hvd_tap_open(name, &actual, Int32(NetHeader.size), &step)
         guard result >= 0 else {
             let steps = ["open /dev/net/tun", "TUNSETIFF (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)", "TUNSETVNETHDRSZ"]
             throw .setup(backend: "tap \(name)", step: steps[Int(min(max(step, 0), 2))], Errno(rawValue: -result))
@@ -53,11 +53,11 @@ public final class TapBackend: NetBackend {
 
     /// readv of one frame.
     public func receive(into buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Int? {
-        try FrameIO.receive(fileDescriptor, into: buffers, backend: name)
+        unsafe try FrameIO.receive(fileDescriptor, into: buffers, backend: name)
     }
 
     /// writev of one frame.
     public func transmit(_ buffers: UnsafeBufferPointer<iovec>) throws(NetBackendError) -> Bool {
-        try FrameIO.transmit(fileDescriptor, buffers, isSocket: false, backend: name) != nil
+        unsafe try FrameIO.transmit(fileDescriptor, buffers, isSocket: false, backend: name) != nil
     }
 }

@@ -137,17 +137,17 @@ public struct ChainReader {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         let memory = self.memory
         try cursor.copy(buffer.count) { address, offset, length throws(GuestMemoryError) in
-            try memory.read(into: UnsafeMutableRawBufferPointer(start: base + offset, count: length), from: address)
+            unsafe try memory.read(into: UnsafeMutableRawBufferPointer(start: base + offset, count: length), from: address)
         }
     }
 
     /// Reads a plain value (little-endian on HVKit's hosts).
     public mutating func read<T: BitwiseCopyable>(_ type: T.Type = T.self) throws(ChainAccessError) -> T {
-        try withUnsafeTemporaryAllocation(
+        unsafe try withUnsafeTemporaryAllocation(
             byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment
         ) { buffer throws(ChainAccessError) -> T in
-            try read(into: buffer)
-            return buffer.load(as: T.self)
+            unsafe try read(into: buffer)
+            return unsafe buffer.load(as: T.self)
         }
     }
 
@@ -155,8 +155,8 @@ public struct ChainReader {
     public mutating func readBytes(_ count: Int) throws(ChainAccessError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var failure: ChainAccessError?
-        bytes.withUnsafeMutableBytes { buffer in
-            do throws(ChainAccessError) { try read(into: buffer) } catch { failure = error }
+        unsafe bytes.withUnsafeMutableBytes { buffer in
+            do throws(ChainAccessError) { unsafe try read(into: buffer) } catch { failure = error }
         }
         if let failure { throw failure }
         return bytes
@@ -165,7 +165,7 @@ public struct ChainReader {
     /// Host buffers for the next `count` bytes, for zero-copy I/O from guest memory; the
     /// cursor moves past them.
     public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-        try hostBuffersForRanges(cursor.take(count), in: memory, for: .read)
+        unsafe try hostBuffersForRanges(cursor.take(count), in: memory, for: .read)
     }
 
     /// Moves past `count` bytes.
@@ -194,7 +194,7 @@ public struct ChainWriter {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
         let memory = self.memory
         try cursor.copy(bytes.count) { address, offset, length throws(GuestMemoryError) in
-            try memory.write(UnsafeRawBufferPointer(start: base + offset, count: length), to: address)
+            unsafe try memory.write(UnsafeRawBufferPointer(start: base + offset, count: length), to: address)
         }
         bytesWritten += UInt64(bytes.count)
     }
@@ -202,14 +202,14 @@ public struct ChainWriter {
     /// Writes a plain value (little-endian on HVKit's hosts).
     public mutating func write<T: BitwiseCopyable>(_ value: T) throws(ChainAccessError) {
         var copy = value
-        try withUnsafeBytes(of: &copy) { buffer throws(ChainAccessError) in try write(buffer) }
+        unsafe try withUnsafeBytes(of: &copy) { buffer throws(ChainAccessError) in unsafe try write(buffer) }
     }
 
     /// Writes the bytes of an array.
     public mutating func write(_ bytes: [UInt8]) throws(ChainAccessError) {
         var failure: ChainAccessError?
-        bytes.withUnsafeBytes { buffer in
-            do throws(ChainAccessError) { try write(buffer) } catch { failure = error }
+        unsafe bytes.withUnsafeBytes { buffer in
+            do throws(ChainAccessError) { unsafe try write(buffer) } catch { failure = error }
         }
         if let failure { throw failure }
     }
@@ -217,22 +217,24 @@ public struct ChainWriter {
     /// Host buffers for the next `count` bytes, for zero-copy I/O into guest memory; they count
     /// as written.
     public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-        let buffers = try hostBuffersForRanges(cursor.take(count), in: memory, for: .write)
+        let buffers = unsafe try hostBuffersForRanges(cursor.take(count), in: memory, for: .write)
         bytesWritten += count
-        return buffers
+        return unsafe buffers
     }
 }
 
 private func hostBuffersForRanges(
     _ ranges: [(GuestAddress, UInt64)], in memory: any GuestMemory, for access: MemoryAccess
 ) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-    var buffers: [UnsafeMutableRawBufferPointer] = []
+    var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
+    // SAFETY: every buffer comes from GuestMemory.unsafeHostBuffers, which checks that it lies
+    // in RAM that allows `access`; the chain's segments were checked again when it was parsed.
     for (address, length) in ranges {
         do {
-            buffers += try memory.unsafeHostBuffers(at: address, length: length, for: access)
+            unsafe buffers += try memory.unsafeHostBuffers(at: address, length: length, for: access)
         } catch {
             throw .memory(error)
         }
     }
-    return buffers
+    return unsafe buffers
 }

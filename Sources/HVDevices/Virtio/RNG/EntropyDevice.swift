@@ -60,17 +60,17 @@ public final class EntropyDevice: VirtioDevice {
         guard count > 0 else { return 0 }
         let buffers: [UnsafeMutableRawBufferPointer]
         do {
-            buffers = try writer.hostBuffers(count)
+            unsafe buffers = unsafe try writer.hostBuffers(count)
         } catch {
             guestEvents.record("refused-request", "virtio-rng request refused", metadata: ["error": "\(error)"])
             return 0
         }
         // Only whole buffers count as written if getrandom fails part way.
         var total = 0
-        for buffer in buffers {
+        for unsafe buffer in unsafe buffers {
             do {
                 // SAFETY: buffer is guest RAM the queue checked writable; the queue keeps memory alive.
-                try HostRandom.fill(buffer)
+                unsafe try HostRandom.fill(buffer)
             } catch {
                 logger.error("getrandom failed", metadata: ["errno": "\(error)"])
                 return UInt32(total)
