@@ -1,4 +1,3 @@
-import ArgumentParser
 import Glibc
 import GuestImages
 import HVMachine
@@ -26,38 +25,38 @@ struct VMOptions {
     /// Whether each thread runs under its seccomp allow list (MachineSystemCalls).
     var seccomp: Bool
 
-    init(command: MiniVMM) throws {
+    init(_ command: Options) throws(UsageError) {
         if let path = command.kernel {
-            guard let bytes = readBinaryFile(path) else { throw ValidationError("cannot read the kernel \(path)") }
+            guard let bytes = try? HostFile.readAll(FilePath(path)) else { throw UsageError("cannot read the kernel \(path)") }
             kernel = bytes
         }
         if let path = command.initrd {
-            guard let bytes = readBinaryFile(path) else { throw ValidationError("cannot read the initrd \(path)") }
+            guard let bytes = try? HostFile.readAll(FilePath(path)) else { throw UsageError("cannot read the initrd \(path)") }
             initrd = bytes
         }
         commandLine = command.cmdline
-        guard (16...65536).contains(command.memory) else { throw ValidationError("--memory \(command.memory): 16 to 65536 MiB") }
+        guard (16...65536).contains(command.memory) else { throw UsageError("--memory \(command.memory): 16 to 65536 MiB") }
         memoryBytes = command.memory << 20
-        guard (1...254).contains(command.cpus) else { throw ValidationError("--cpus \(command.cpus): 1 to 254") }
+        guard (1...254).contains(command.cpus) else { throw UsageError("--cpus \(command.cpus): 1 to 254") }
         cpus = command.cpus
-        disks = try command.disk.map { value in
+        disks = try command.disk.map { value throws(UsageError) in
             let parts = value.split(separator: ",").map(String.init)
-            guard let path = parts.first, !path.isEmpty else { throw ValidationError("--disk \(value): PATH[,readonly][,rate=LIMIT]") }
+            guard let path = parts.first, !path.isEmpty else { throw UsageError("--disk \(value): PATH[,readonly][,rate=LIMIT]") }
             var disk = Disk(path: path, readOnly: false, rateLimit: nil)
             for part in parts.dropFirst() {
                 if part == "readonly" {
                     disk.readOnly = true
                 } else if part.hasPrefix("rate=") {
                     do { disk.rateLimit = try RateLimit(parsing: String(part.dropFirst(5))) } catch {
-                        throw ValidationError("--disk \(value): \(error) (rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST])")
+                        throw UsageError("--disk \(value): \(error) (rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST])")
                     }
                 } else {
-                    throw ValidationError("--disk \(value): unknown part '\(part)' (PATH[,readonly][,rate=LIMIT])")
+                    throw UsageError("--disk \(value): unknown part '\(part)' (PATH[,readonly][,rate=LIMIT])")
                 }
             }
             return disk
         }
-        networks = try command.net.map { value in
+        networks = try command.net.map { value throws(UsageError) in
             let usage = "tap=NAME or stream=PATH, then [,mac=52:54:00:xx:xx:xx][,rx-rate=LIMIT][,tx-rate=LIMIT]"
             var network = Network(tap: nil, stream: nil, mac: nil, receiveRate: nil, transmitRate: nil)
             for part in value.split(separator: ",").map(String.init) {
@@ -66,26 +65,26 @@ struct VMOptions {
                 } else if part.hasPrefix("stream=") {
                     network.stream = String(part.dropFirst(7))
                 } else if part.hasPrefix("mac=") {
-                    guard let mac = MACAddress(String(part.dropFirst(4))) else { throw ValidationError("--net \(value): bad MAC address '\(part.dropFirst(4))'") }
+                    guard let mac = MACAddress(String(part.dropFirst(4))) else { throw UsageError("--net \(value): bad MAC address '\(part.dropFirst(4))'") }
                     network.mac = mac
                 } else if part.hasPrefix("rx-rate=") || part.hasPrefix("tx-rate=") {
                     let limit: RateLimit
                     do { limit = try RateLimit(parsing: String(part.dropFirst(8))) } catch {
-                        throw ValidationError("--net \(value): \(error) (rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST])")
+                        throw UsageError("--net \(value): \(error) (rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST])")
                     }
                     if part.hasPrefix("rx") { network.receiveRate = limit } else { network.transmitRate = limit }
                 } else {
-                    throw ValidationError("--net \(value): unknown part '\(part)' (\(usage))")
+                    throw UsageError("--net \(value): unknown part '\(part)' (\(usage))")
                 }
             }
             guard (network.tap ?? "").isEmpty != (network.stream ?? "").isEmpty else {
-                throw ValidationError("--net \(value): one backend, a tap or a stream socket (\(usage))")
+                throw UsageError("--net \(value): one backend, a tap or a stream socket (\(usage))")
             }
             return network
         }
         console = try Self.sink(command.console, option: "--console")
         rng = command.rng
-        virtioConsole = try command.virtioConsole.map { try Self.sink($0, option: "--virtio-console") }
+        virtioConsole = try command.virtioConsole.map { value throws(UsageError) in try Self.sink(value, option: "--virtio-console") }
         bootTimer = command.bootTimer
         extract = !command.noExtract
         seccomp = !command.noSeccomp
@@ -93,19 +92,19 @@ struct VMOptions {
         case "auto": bootProtocol = nil
         case "linux64": bootProtocol = .linux64
         case "pvh": bootProtocol = .pvh
-        default: throw ValidationError("--boot \(command.boot): auto, linux64 or pvh")
+        default: throw UsageError("--boot \(command.boot): auto, linux64 or pvh")
         }
     }
 
     /// stdio, or file:PATH (created or truncated).
-    static func sink(_ value: String, option: String) throws -> any ByteSink {
+    static func sink(_ value: String, option: String) throws(UsageError) -> any ByteSink {
         if value == "stdio" { return FileDescriptorSink(.standardOutput) }
-        guard value.hasPrefix("file:") else { throw ValidationError("\(option) \(value): stdio or file:PATH") }
+        guard value.hasPrefix("file:") else { throw UsageError("\(option) \(value): stdio or file:PATH") }
         let path = String(value.dropFirst(5))
         do {
             return FileDescriptorSink(try FileDescriptor.open(FilePath(path), .writeOnly, options: [.create, .truncate],
                                                               permissions: [.ownerReadWrite, .groupRead, .otherRead]))
-        } catch { throw ValidationError("\(option) \(value): \(error)") }
+        } catch { throw UsageError("\(option) \(value): \(error)") }
     }
 }
 
@@ -183,11 +182,9 @@ final class MicroVM {
     /// Runs the guest until it ends or minivmm gets SIGINT or SIGTERM; the machine's shutdown
     /// finishes every request in flight and flushes the disks.
     func run(signals: SignalWatcher) -> Outcome {
+        let report = Report.open()
         do {
-            try machine.start { _ throws(KVMError) in
-                // The vCPU enters the guest right after this.
-                Report.firstRun.withLock { first in if first == 0 { first = HostClock.monotonicNanoseconds() } }
-            }
+            try machine.start()
             // From here this thread only waits, stops and shuts down; the signal thread made
             // next inherits its filter.
             try machine.restrictCallingThread()
@@ -198,7 +195,7 @@ final class MicroVM {
         }
         signals.watch { [machine] in machine.stop() }
         let result = machine.wait()
-        Report.write(memory: machine.memory)
+        report?.write(machine: machine)
         let lost = result.shutdown.isClean ? "" : " (\(result.shutdown))"
         switch result.stopReason {
         case let .guestRequested(request, _):

@@ -80,10 +80,12 @@ public enum MachineSystemCalls {
 
     /// The thread that started the machine and waits for it: stopping the vCPUs, unwiring
     /// devices (KVM and epoll), draining and flushing disks, unmapping memory, restoring the
-    /// terminal, and waiting for signals.
+    /// terminal, and waiting for signals; and, once the guest has ended, reporting how much of
+    /// guest RAM is resident (``GuestMemoryMmap/residentBytes()``, mincore), which only reads
+    /// the process's own page tables.
     public static func waiter(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
         SeccompFilter(allowing: common + diskIO + network + [kvmIoctls, .ioctl(type: UInt8(ascii: "T"))]
-                          + ([.ioDestroy, .rtSigtimedwait] as [SystemCall]).map { SeccompRule($0) },
+                          + ([.ioDestroy, .rtSigtimedwait, .mincore] as [SystemCall]).map { SeccompRule($0) },
                       failing: failing, mismatchAction: mismatchAction)
     }
 }

@@ -4,21 +4,33 @@ import SystemPackage
 public enum HostFile {
     /// The whole of the file at `path`, read in 1 MiB chunks.
     public static func readAll(_ path: FilePath) throws(Errno) -> [UInt8] {
+        try read(path, upTo: .max)
+    }
+
+    /// The first `limit` bytes of the file at `path` (all of it if shorter): for files of which
+    /// only the start matters, such as /proc/cpuinfo's first processor on a host with hundreds.
+    public static func read(_ path: FilePath, upTo limit: Int) throws(Errno) -> [UInt8] {
         let descriptor: FileDescriptor
         do { descriptor = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch { throw Errno(converting: error) }
         defer { try? descriptor.close() }
         var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
+        // Large chunks for kernels and images; a small one when little is wanted, because the
+        // chunk is zeroed (and faulted in) before the first read.
+        var chunk = [UInt8](repeating: 0, count: min(1 << 20, max(limit, 0)))
+        while result.count < limit {
+            let wanted = min(chunk.count, limit - result.count)
             let count: Int
             do {
-                count = unsafe try chunk.withUnsafeMutableBytes { buffer in unsafe try descriptor.read(into: buffer, retryOnInterrupt: true) }
+                count = unsafe try chunk.withUnsafeMutableBytes { buffer in
+                    unsafe try descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<wanted]), retryOnInterrupt: true)
+                }
             } catch {
                 throw Errno(converting: error)
             }
-            if count == 0 { return result }
+            if count == 0 { break }
             result.append(contentsOf: chunk[0..<count])
         }
+        return result
     }
 }
 

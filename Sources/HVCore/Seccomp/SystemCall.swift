@@ -66,6 +66,8 @@ public struct SystemCall: Hashable, Sendable, CustomStringConvertible {
     public static let mremap = SystemCall(number: 25, name: "mremap")
     /// `madvise`, number 28.
     public static let madvise = SystemCall(number: 28, name: "madvise")
+    /// `mincore`, number 27.
+    public static let mincore = SystemCall(number: 27, name: "mincore")
     // Signals.
     /// `rt_sigaction`, number 13.
     public static let rtSigaction = SystemCall(number: 13, name: "rt_sigaction")

@@ -211,6 +211,7 @@ public final class VCPURunner: Sendable {
             } else {
                 let exit: VMExit
                 let entered = HostClock.monotonicNanoseconds()
+                counters.entering(at: entered)
                 counters.vmmNanoseconds.add(entered &- leftGuest, ordering: .relaxed)
                 do { exit = try vcpu.run() } catch { return .failed(vcpu: id, error: error) }
                 leftGuest = HostClock.monotonicNanoseconds()

@@ -14,6 +14,14 @@ final class VCPUCounters: Sendable {
     let parkedNanoseconds = Atomic<UInt64>(0)
     let slices = Atomic<UInt64>(0)
     let migrations = Atomic<UInt64>(0)
+    /// HostClock time of the first KVM_RUN, 0 before it.
+    let firstEntry = Atomic<UInt64>(0)
+
+    /// Called right before each KVM_RUN, at `now`: remembers the first.
+    @inline(__always)
+    func entering(at now: UInt64) {
+        if firstEntry.load(ordering: .relaxed) == 0 { firstEntry.store(now, ordering: .relaxed) }
+    }
 
     func count(_ exit: VMExit, trapped: Bool) {
         switch exit {
@@ -32,7 +40,8 @@ final class VCPUCounters: Sendable {
             interruptions: interruptions.load(ordering: .relaxed), otherExits: otherExits.load(ordering: .relaxed),
             nanosecondsInGuest: guestNanoseconds.load(ordering: .relaxed), nanosecondsInVMM: vmmNanoseconds.load(ordering: .relaxed),
             parks: parks.load(ordering: .relaxed), nanosecondsParked: parkedNanoseconds.load(ordering: .relaxed),
-            slices: slices.load(ordering: .relaxed), migrations: migrations.load(ordering: .relaxed))
+            slices: slices.load(ordering: .relaxed), migrations: migrations.load(ordering: .relaxed),
+            firstEntryNanoseconds: { let first = firstEntry.load(ordering: .relaxed); return first == 0 ? nil : first }())
     }
 }
 
@@ -64,6 +73,9 @@ public struct VCPUStatistics: Sendable, Hashable, CustomStringConvertible {
     public let slices: UInt64
     /// Under ``VCPUScheduler``: slices run on another worker than the one before.
     public let migrations: UInt64
+    /// When the vCPU first entered the guest (its first KVM_RUN, on ``HostClock``'s monotonic
+    /// clock), or nil if it has not yet: what start-up time is measured to.
+    public let firstEntryNanoseconds: UInt64?
 
     /// The counts and times in one line.
     public var description: String {

@@ -282,6 +282,7 @@ public final class VCPUScheduler: @unchecked Sendable {
             if vm.stopFlag.load(ordering: .acquiring) { return .stopped(.stopRequested) }
             if vm.pauseFlag.load(ordering: .acquiring) { return .paused }
             let entered = HostClock.monotonicNanoseconds()
+            counters.entering(at: entered)
             counters.vmmNanoseconds.add(entered &- leftGuest, ordering: .relaxed)
             if entered >= deadline { return .expired }
             let exit: VMExit

@@ -37,9 +37,11 @@ public struct HostVirtualization: Sendable, Hashable {
         tscKilohertz = field("cpu MHz").flatMap { Double($0.drop { $0 == " " || $0 == "\t" }) }.map { Int($0 * 1000) }
     }
 
-    /// This host, read once from /proc/cpuinfo (no flags when it cannot be read).
+    /// This host, read once from /proc/cpuinfo (no flags when it cannot be read). Only the
+    /// first processor's block is needed, so only the file's first 16 KiB are read: the whole
+    /// file of a large host is hundreds of KiB, read on every VMM's start.
     public static let current: HostVirtualization = {
-        let bytes = (try? HostFile.readAll(FilePath("/proc/cpuinfo"))) ?? []
+        let bytes = (try? HostFile.read(FilePath("/proc/cpuinfo"), upTo: 16 << 10)) ?? []
         return HostVirtualization(cpuinfo: String(decoding: bytes, as: UTF8.self))
     }()
 }

@@ -64,9 +64,13 @@ import Testing
         let vm = try TestVM(code: TestGuests.longModeIo)
         _ = try vm.attachEchoDevices(mmioBase: GuestAddress(0xD000_0000), mmioLength: 0x1000)
         let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio)
+        #expect(runner.statistics().isEmpty)
+        let beforeStart = HostClock.monotonicNanoseconds()
         try runner.start(vcpuCount: 1, setup: try vm.longMode())
         _ = await TestVM.wait(for: runner, timeout: .seconds(10))
         let statistics = try #require(runner.statistics()[0])
+        let firstEntry = try #require(statistics.firstEntryNanoseconds, "the first KVM_RUN is recorded")
+        #expect(firstEntry > beforeStart && firstEntry < HostClock.monotonicNanoseconds())
         #expect(statistics.portIOExits > 0)
         #expect(statistics.exits == statistics.portIOExits + statistics.mmioExits + statistics.trapExits
             + statistics.interruptions + statistics.otherExits)
