@@ -52,6 +52,42 @@ struct MachineTests {
         #expect(try machine.memory.readBytes(at: GuestAddress(0xC000), count: 16).contains { $0 != 0 })
     }
 
+    /// Two AIO disks, an entropy device and a virtio console composed in a few lines, driven by
+    /// a tiny guest with its own drivers (Guests/tender/virtio_devices.c): it reads each disk's
+    /// sector 0, writes sector 1 and flushes. The host checks the bytes in the files after the
+    /// machine's orderly shutdown.
+    @Test func twoDisksEntropyAndAConsoleDrivenByATinyGuest() throws {
+        let disks = try (0..<2).map { number throws(Errno) in
+            try ScratchFile(size: 64 << 10, contents: [(0, Array("disk \(number)".utf8))])
+        }
+        let serial = CollectingSink(), hvc = CollectingSink()
+        var services = HypercallTable()
+        try services.install(ConsoleService(output: serial))
+        try services.install(LifecycleService())
+
+        let machine = try Machine(memorySize: 16 << 20)
+        for disk in disks { try machine.addDisk(path: disk.path) }
+        try machine.addEntropy()
+        try machine.addConsole(output: hvc)
+        let first = try #require(machine.virtioDevices.first).window.start.rawValue
+        let argument = (first >> 12) << 32 | UInt64(machine.virtioDevices.count)
+        let watchdog = Watchdog(machine, seconds: 120)
+        let result = try machine.run(.unikernel(image: GuestImages.virtioDevices, hypercalls: services, argument: argument))
+        watchdog.cancel()
+
+        #expect(result.stopReason == .guestRequested(.exit(status: 0), vcpu: 0), "\(serial.text)")
+        #expect(result.shutdown.isClean && result.shutdown.disksFlushed.count == 2, "\(result.shutdown)")
+        #expect(serial.text.contains("disk sector 0: disk 0 (128 sectors)"), "\(serial.text)")
+        #expect(serial.text.contains("disk sector 0: disk 1 (128 sectors)"), "\(serial.text)")
+        #expect(serial.text.contains("devices driven: 2 disks, 1 entropy, 1 console, 0 failures"), "\(serial.text)")
+        #expect(hvc.text == "hello through virtio-console\n")
+        for (number, disk) in disks.enumerated() {
+            let written = Array("written by the guest to disk \(number)".utf8)
+            #expect(try disk.read(at: 512, count: written.count) == written, "disk \(number)'s sector 1")
+            #expect(try disk.read(at: 0, count: 6) == Array("disk \(number)".utf8), "disk \(number)'s sector 0 is intact")
+        }
+    }
+
     @Test func thirtyTwoDevicesGetDisjointWindowsAndEveryOneAnInterrupt() throws {
         let machine = try Machine(memorySize: 2 << 20)
         var slots: [VirtioSlot] = []
