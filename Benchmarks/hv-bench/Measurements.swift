@@ -2,7 +2,6 @@ import CBenchBaseline
 import Glibc
 import HVCore
 import HVKVM
-import Synchronization
 
 /// One figure hv-bench prints.
 struct Figure {
@@ -49,8 +48,8 @@ final class CountingDevice: BusDevice {
     }
 
     let target: Int
-    private let state = Mutex(State())
-    private let runner = Mutex<VCPURunner?>(nil)
+    private let state = Locked(State())
+    private let runner = Locked<VCPURunner?>(nil)
 
     init(target: Int) { self.target = target }
 

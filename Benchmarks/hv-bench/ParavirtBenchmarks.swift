@@ -5,7 +5,6 @@ import HVBoot
 import HVCore
 import HVKVM
 import HVParavirt
-import Synchronization
 import SystemPackage
 
 /// Wraps the dispatcher as the runner's trap, counts calls, timestamps the first and the
@@ -13,8 +12,8 @@ import SystemPackage
 final class CountingTrap: RegisterTrap {
     let dispatcher: HypercallDispatcher
     let target: Int
-    private let state = Mutex((count: 0, first: 0.0, last: 0.0))
-    private let runner = Mutex<VCPURunner?>(nil)
+    private let state = Locked((count: 0, first: 0.0, last: 0.0))
+    private let runner = Locked<VCPURunner?>(nil)
 
     init(dispatcher: HypercallDispatcher, target: Int) {
         self.dispatcher = dispatcher

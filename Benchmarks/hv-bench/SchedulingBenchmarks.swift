@@ -152,7 +152,7 @@ private final class HandOffThread: @unchecked Sendable {
     private let vcpu: VCPU
     private let go: EventFD
     private let done: EventFD
-    private let result = Mutex<Result<Double, KVMError>>(.success(0))
+    private let result = Locked<Result<Double, KVMError>>(.success(0))
     private let quit = Atomic<Bool>(false)
     private var thread: HostThread?
 

@@ -9,7 +9,6 @@
 import ArgumentParser
 import GuestImages
 import HVMachine
-import Synchronization
 
 @main
 struct Fleet: AsyncParsableCommand {
@@ -89,7 +88,7 @@ struct FleetVM {
 
 /// Keeps what a guest writes to its console.
 final class ConsoleBuffer: ByteSink {
-    private let bytes = Mutex<[UInt8]>([])
+    private let bytes = Locked<[UInt8]>([])
     func write(_ buffer: UnsafeRawBufferPointer) { bytes.withLock { $0.append(contentsOf: buffer) } }
     var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
 }

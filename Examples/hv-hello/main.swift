@@ -4,11 +4,10 @@
 import Glibc
 import HVCore
 import HVKVM
-import Synchronization
 
 /// Collects the bytes the guest writes to its debug port (the Bochs/QEMU 0xE9 convention).
 final class DebugPort: BusDevice {
-    let output = Mutex<[UInt8]>([])
+    let output = Locked<[UInt8]>([])
     func read(offset: UInt64, width: AccessWidth) -> UInt64 { 0 }
     func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         output.withLock { $0.append(UInt8(truncatingIfNeeded: value)) }

@@ -8,7 +8,7 @@ import Synchronization
 /// may call anything.
 final class SignalWatcher: Sendable {
     private let set: sigset_t
-    private let action = Mutex<(@Sendable () -> Void)?>(nil)
+    private let action = Locked<(@Sendable () -> Void)?>(nil)
     private let firedFlag = Atomic<Bool>(false)
 
     var fired: Bool { firedFlag.load(ordering: .acquiring) }

@@ -27,3 +27,19 @@ int hv_thread_affinity(int *cpus, int capacity) {
 }
 
 int hv_current_cpu(void) { return sched_getcpu(); }
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HV_THREAD_SANITIZER 1
+#endif
+#endif
+
+#ifdef HV_THREAD_SANITIZER
+void __tsan_acquire(void *address);
+void __tsan_release(void *address);
+void hv_tsan_acquire(const void *address) { __tsan_acquire((void *)address); }
+void hv_tsan_release(const void *address) { __tsan_release((void *)address); }
+#else
+void hv_tsan_acquire(const void *address) { (void)address; }
+void hv_tsan_release(const void *address) { (void)address; }
+#endif

@@ -1,10 +1,9 @@
 import HVCore
-import Synchronization
 
 /// A ``ByteSink`` that keeps everything written to it, for tests of consoles and guests. It can
 /// also call back for each complete line, to answer a guest as a host program would.
 public final class CollectingSink: ByteSink {
-    private let collected = Mutex<[UInt8]>([])
+    private let collected = Locked<[UInt8]>([])
     private let onLine: (@Sendable (String) -> Void)?
 
     /// A sink that keeps bytes; `onLine`, if given, sees each complete line (without its

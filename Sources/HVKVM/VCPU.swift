@@ -1,7 +1,6 @@
 import CKVM
 import Glibc
 import HVCore
-import Synchronization
 import SystemPackage
 
 /// One virtual CPU. Not `Sendable`: KVM wants a vCPU's ioctls from the thread that created

@@ -25,9 +25,9 @@ public final class VirtualMachine: Sendable {
         var flags: UInt32
     }
 
-    private let slots = Mutex<[UInt32: Slot]>([:])
+    private let slots = Locked<[UInt32: Slot]>([:])
     /// Guest memory objects registered with ``map(_:)``, kept alive as long as the VM is.
-    private let mappedMemory = Mutex<[GuestMemoryMmap]>([])
+    private let mappedMemory = Locked<[GuestMemoryMmap]>([])
     private let irqchipCreated = Atomic<Bool>(false)
 
     init(kvm: KVM, fileDescriptor: FileDescriptor) {

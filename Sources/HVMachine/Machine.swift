@@ -3,7 +3,6 @@ import HVDevices
 import HVKVM
 import HVParavirt
 import Logging
-import Synchronization
 
 /// One virtual machine and everything it is made of: the KVM VM, guest RAM, the port-I/O and
 /// MMIO buses, the event loop that serves its devices, the devices, and its vCPUs.
@@ -69,9 +68,9 @@ public final class Machine: Sendable {
         var result: MachineResult?
     }
 
-    let state: Mutex<State>
+    let state: Locked<State>
     /// Held through the shutdown, so a second waiter gets the first one's result.
-    let shutdownResult = Mutex<MachineResult?>(nil)
+    let shutdownResult = Locked<MachineResult?>(nil)
 
     /// Creates the VM with its RAM, irqchip, PIT, buses and event loop. Nothing runs yet.
     public init(_ configuration: MachineConfiguration = MachineConfiguration()) throws(MachineError) {
@@ -117,7 +116,7 @@ public final class Machine: Sendable {
             events = loop
             ownsEventLoop = true
         }
-        state = Mutex(State(allocator: DeviceAllocator(areaStart: configuration.deviceAreaStart, areaSize: configuration.deviceAreaSize,
+        state = Locked(State(allocator: DeviceAllocator(areaStart: configuration.deviceAreaStart, areaSize: configuration.deviceAreaSize,
                                                        interrupts: configuration.deviceInterrupts)))
     }
 
@@ -373,7 +372,7 @@ final class ResetLine: Sendable {
         case scheduled(ScheduledVM)
     }
 
-    private let storage = Mutex<Target?>(nil)
+    private let storage = Locked<Target?>(nil)
 
     var target: Target? {
         get { storage.withLock { $0 } }

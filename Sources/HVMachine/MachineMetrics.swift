@@ -2,14 +2,13 @@ import HVDevices
 import HVKVM
 import HVParavirt
 import Metrics
-import Synchronization
 
 /// Publishes a machine's statistics through swift-metrics (``Machine/publishMetrics()``).
 final class MachineMetrics: Sendable {
     private let factory: (any MetricsFactory)?
     private let vm: String
     /// Each counter and the value it last published, by label and dimensions.
-    private let published = Mutex<[String: (counter: Counter, value: UInt64)]>([:])
+    private let published = Locked<[String: (counter: Counter, value: UInt64)]>([:])
 
     init(vm: String, factory: (any MetricsFactory)?) {
         self.vm = vm

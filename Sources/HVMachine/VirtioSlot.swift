@@ -2,7 +2,6 @@ import HVBoot
 import HVCore
 import HVDevices
 import HVKVM
-import Synchronization
 
 /// How a virtio device's queue notifications reach it.
 public enum QueueNotifications: Sendable, Hashable {
@@ -29,7 +28,7 @@ public final class VirtioSlot: Sendable {
     /// How queue notifications arrive.
     public let notifications: QueueNotifications
     /// The ioeventfds registered with KVM, until the shutdown takes them away.
-    let notifiers: Mutex<[WiredNotifier]>
+    let notifiers: Locked<[WiredNotifier]>
 
     init(name: String, device: any VirtioDevice, transport: VirtioMMIOTransport, window: GuestAddressRange, interrupt: UInt32,
          notifications: QueueNotifications, notifiers: [WiredNotifier]) {
@@ -39,7 +38,7 @@ public final class VirtioSlot: Sendable {
         self.window = window
         self.interrupt = interrupt
         self.notifications = notifications
-        self.notifiers = Mutex(notifiers)
+        self.notifiers = Locked(notifiers)
     }
 
     /// The kernel command-line parameter that declares this device to Linux's virtio-mmio

@@ -3,7 +3,6 @@ import HVDevicesTesting
 import Glibc
 import HVMachine
 import HVTestSupport
-import Synchronization
 import Testing
 
 @Suite("Machine: composition", .requiresKVM)
@@ -149,7 +148,7 @@ struct MachineTests {
 
 /// Records port writes (offset 0 and 4 of the report ports) and lets a test wait for them.
 final class PortRecorder: BusDevice {
-    private let writes = Mutex<[UInt64]>([])
+    private let writes = Locked<[UInt64]>([])
     func read(offset: UInt64, width: AccessWidth) -> UInt64 { 0 }
     func write(offset: UInt64, width: AccessWidth, value: UInt64) { writes.withLock { $0.append(value) } }
     var values: [UInt64] { writes.withLock { $0 } }

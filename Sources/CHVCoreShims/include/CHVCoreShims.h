@@ -99,4 +99,11 @@ static inline int hv_timerfd_arm_absolute(int fd, uint64_t deadline) {
     return timerfd_settime(fd, TFD_TIMER_ABSTIME, &spec, 0);
 }
 
+// ThreadSanitizer annotations for locks it cannot see (Synchronization.Mutex waits on a
+// futex): a happens-before edge from each release to the next acquire of the same address.
+// Out of line, in shims.c, because only code SwiftPM compiles with -fsanitize=thread knows
+// whether the sanitizer is on; elsewhere they do nothing.
+void hv_tsan_acquire(const void *address);
+void hv_tsan_release(const void *address);
+
 #endif

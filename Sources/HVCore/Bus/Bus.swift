@@ -54,7 +54,7 @@ public final class Bus: Sendable {
     public let space: Space
     /// What reads of unclaimed addresses return.
     public let unmappedReadValue: UnmappedRead
-    private let entries = Mutex<[Entry]>([])
+    private let entries = Locked<[Entry]>([])
     private let unhandledReadCount = Atomic<UInt64>(0)
     private let unhandledWriteCount = Atomic<UInt64>(0)
     private let logger: Logger

@@ -1,5 +1,4 @@
 import Logging
-import Synchronization
 
 /// A log for events a guest causes (malformed requests, refused accesses), which a hostile guest
 /// can cause as fast as it runs. Each kind of event has a token bucket: up to ``burst`` lines
@@ -21,7 +20,7 @@ public final class GuestEventLog: Sendable {
         var suppressedSinceLine: UInt64 = 0
     }
 
-    private let buckets = Mutex<[String: Bucket]>([:])
+    private let buckets = Locked<[String: Bucket]>([:])
 
     /// A log writing to `logger`, `burst` lines per kind at once and then one per `interval`.
     /// `clock` (monotonic nanoseconds) is for tests.

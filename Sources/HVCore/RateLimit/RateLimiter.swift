@@ -101,7 +101,7 @@ public final class RateLimiter: Sendable {
     public let limit: RateLimit
     /// The clock the buckets run on.
     public let clock: any RateLimiterClock
-    private let buckets: Mutex<(bandwidth: TokenBucket?, operations: TokenBucket?)>
+    private let buckets: Locked<(bandwidth: TokenBucket?, operations: TokenBucket?)>
     private let throttledRequests = Atomic<UInt64>(0)
 
     /// A limiter with both buckets full at the clock's current time.
@@ -109,7 +109,7 @@ public final class RateLimiter: Sendable {
         self.limit = limit
         self.clock = clock
         let now = clock.nanoseconds()
-        buckets = Mutex((
+        buckets = Locked((
             limit.bandwidth.map { TokenBucket(size: $0.size, oneTimeBurst: $0.oneTimeBurst, refillTime: $0.refillTime, now: now) },
             limit.operations.map { TokenBucket(size: $0.size, oneTimeBurst: $0.oneTimeBurst, refillTime: $0.refillTime, now: now) }
         ))

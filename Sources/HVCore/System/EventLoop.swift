@@ -36,7 +36,7 @@ public final class EventLoop: Sendable {
     /// One timerfd for every scheduled piece of work, armed for the earliest.
     private let timer: FileDescriptor
     private let stopping = Atomic<Bool>(false)
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let logger: Logger
 
     /// Creates the loop and starts its thread, named `name`.
@@ -126,7 +126,7 @@ public final class EventLoop: Sendable {
     /// called from a handler; nil if the loop has stopped.
     public func perform<Result: Sendable>(_ work: @escaping @Sendable () -> Result) -> Result? {
         guard !stopping.load(ordering: .acquiring), let done = try? EventFD(nonBlocking: true) else { return nil }
-        let result = Mutex<Result?>(nil)
+        let result = Locked<Result?>(nil)
         state.withLock { state in
             state.work.append {
                 let value = work()

@@ -1,7 +1,6 @@
 import Glibc
 import HVCore
 import Logging
-import Synchronization
 import SystemPackage
 
 /// Reads a host file descriptor (a terminal, a pipe, a socket) on an `EventLoop` into a
@@ -23,7 +22,7 @@ public final class InputPump: Sendable {
     /// The most bytes held for the guest.
     public let capacity: Int
     private let loop: EventLoop
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let onInput: @Sendable () -> Void
     private let logger: Logger
 

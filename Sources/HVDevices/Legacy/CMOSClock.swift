@@ -1,6 +1,5 @@
 import Glibc
 import HVCore
-import Synchronization
 
 /// The MC146818 CMOS real-time clock at ports 0x70 (index) and 0x71 (data): the wall-clock
 /// time Linux reads at boot, in BCD and 24-hour mode, plus 128 bytes of CMOS RAM.
@@ -17,7 +16,7 @@ public final class CMOSClock: BusDevice {
         var ram = [UInt8](repeating: 0, count: 128)
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let now: @Sendable () -> Int
 
     /// A clock that reads `now` (seconds since 1970) for the time registers.

@@ -1,6 +1,5 @@
 import HVCore
 import Logging
-import Synchronization
 
 /// The few parts of an i8042 keyboard controller a guest needs: the status and data ports, the
 /// controller configuration byte, the self-test, and above all the reset line. Writing 0xFE
@@ -41,8 +40,8 @@ public final class I8042Controller: BusDevice {
         var lastWasCommand = false
     }
 
-    private let state = Mutex(State())
-    private let resetRequests = Mutex(0)
+    private let state = Locked(State())
+    private let resetRequests = Locked(0)
     private let onReset: @Sendable () -> Void
     private let logger: Logger
 

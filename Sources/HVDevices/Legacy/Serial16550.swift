@@ -1,6 +1,5 @@
 import HVCore
 import Logging
-import Synchronization
 import SystemPackage
 
 /// A 16550A UART: what Linux's early console (`earlyprintk=serial`, `console=ttyS0`) and most
@@ -67,8 +66,8 @@ public final class Serial16550: BusDevice {
 
     private let output: any ByteSink
     private let interrupt: (any InterruptLine)?
-    private let state = Mutex(State())
-    private let pump = Mutex<InputPump?>(nil)
+    private let state = Locked(State())
+    private let pump = Locked<InputPump?>(nil)
     private let logger: Logger
 
     /// - Parameters:

@@ -1,6 +1,6 @@
 import CKVM
 import Glibc
-import Synchronization
+import HVCore
 
 /// Makes a vCPU leave the guest, from any thread: sets kvm_run's `immediate_exit` (which
 /// catches a vCPU that is about to enter) and sends the kick signal to the vCPU's thread
@@ -11,7 +11,7 @@ import Synchronization
 /// other blocking calls may also return EINTR after a kick; HVKit's own calls retry.
 public final class VCPUKicker: Sendable {
     private let run: KVMRunMapping
-    private let thread = Mutex<pthread_t?>(nil)
+    private let thread = Locked<pthread_t?>(nil)
 
     /// The signal used for kicks (SIGRTMIN). Its handler is installed once per process, the
     /// first time a kicker is made; the handler does nothing and does not restart syscalls.

@@ -56,12 +56,12 @@ public final class VCPURunner: Sendable {
         var waiters: [CheckedContinuation<StopReason, Never>] = []
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let stopRequested = Atomic<Bool>(false)
     private let parking = VCPUParking()
-    private let counters = Mutex<[UInt32: VCPUCounters]>([:])
+    private let counters = Locked<[UInt32: VCPUCounters]>([:])
     /// Each vCPU's state right after setup, kept when the reset policy may restart.
-    private let snapshots = Mutex<[UInt32: VCPUSnapshot]>([:])
+    private let snapshots = Locked<[UInt32: VCPUSnapshot]>([:])
 
     /// - Parameters:
     ///   - vm: the VM whose vCPUs run.
@@ -332,7 +332,7 @@ public final class VCPURunner: Sendable {
             stopFailedRestart(.failed(vcpu: 0, error: error))
             return
         }
-        let failure = Mutex<StopReason?>(nil)
+        let failure = Locked<StopReason?>(nil)
         for (id, snapshot) in snapshots.withLock({ $0 }) {
             _ = parking.perform(on: id) { vcpu in
                 do throws(KVMError) { try snapshot.restore(to: vcpu) } catch {
@@ -374,7 +374,7 @@ public final class VCPURunner: Sendable {
     /// change its registers), and waits for it. Returns nil if the VM is not paused or the
     /// vCPU is not running. Keep `body` short: other parked vCPUs wait for it.
     public func withPausedVCPU<T: Sendable>(_ id: UInt32, _ body: @escaping @Sendable (VCPU) -> T) -> T? {
-        let result = Mutex<T?>(nil)
+        let result = Locked<T?>(nil)
         guard parking.perform(on: id, { vcpu in
             let value = body(vcpu)
             result.withLock { $0 = value }
@@ -435,7 +435,7 @@ public final class VCPURunner: Sendable {
 private final class StartBarrier: Sendable {
     let ready: EventFD
     let go: EventFD
-    let errors = Mutex<[KVMError]>([])
+    let errors = Locked<[KVMError]>([])
 
     init() throws(KVMError) {
         do {

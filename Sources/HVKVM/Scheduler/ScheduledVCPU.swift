@@ -31,6 +31,10 @@ final class ScheduledVCPU: @unchecked Sendable {
     var lastWorker: Int?
     /// When it last stopped running (for the parked-time counter), HostClock nanoseconds.
     var parkedSince: UInt64 = 0
+    /// A wake came while the vCPU was not asleep (running towards a halt, say): its next
+    /// halt does not sleep, so the wake is not lost. At worst one halt returns early, which
+    /// a guest's idle loop takes as any spurious wake-up.
+    var wakePending = false
     /// A trap call that waits, made again at the start of the vCPU's next slice.
     var pendingTrap: ExitDispatch.PendingTrap?
     /// The trap wait's descriptors (duplicates, so that vCPUs waiting on the same source each

@@ -59,7 +59,9 @@ public final class ScheduledVM: @unchecked Sendable {
     public func resume() { scheduler.resume(self) }
 
     /// Puts halted vCPUs (``HaltBehavior/sleep(timeout:)``) back in the run queue: call it
-    /// when something the guest waits for has happened (after injecting its interrupt).
+    /// when something the guest waits for has happened (after injecting its interrupt). A
+    /// vCPU not asleep yet does not sleep at its next halt, so a wake that comes just before
+    /// the halt it is meant for is not lost.
     public func wake() { scheduler.wake(self) }
 
     /// Runs `body` with vCPU `id` while the VM is paused (on the calling thread: KVM accepts

@@ -10,7 +10,7 @@ final class WorkerSlot: Sendable {
     /// The kicker of the vCPU on the worker. Kicks happen with this lock held, and the
     /// worker clears it with the lock held, so a kick never reaches the next vCPU the worker
     /// runs.
-    let current = Mutex<VCPUKicker?>(nil)
+    let current = Locked<VCPUKicker?>(nil)
 }
 
 /// Ends slices on time: a guest that never exits (a tight loop) is kicked out of KVM_RUN

@@ -315,6 +315,9 @@ public final class VCPUScheduler: @unchecked Sendable {
                 makeReadyLocked(task)
             case .paused:
                 setAsideLocked(task, .parked)
+            case .halted where task.wakePending:
+                task.wakePending = false
+                makeReadyLocked(task)
             case .halted:
                 setAsideLocked(task, .halted(deadline: vm.haltTimeoutNanoseconds.map { HostClock.monotonicNanoseconds() &+ $0 }))
             case let .waiting(wait, call):
@@ -465,6 +468,8 @@ public final class VCPUScheduler: @unchecked Sendable {
 
     func wake(_ vm: ScheduledVM) {
         lock.withLock {
+            // A vCPU that is not asleep yet may be on its way to the halt this wake is for.
+            for task in vm.vcpus where !task.state.isHalted && task.state != .done { task.wakePending = true }
             halted.removeAll { task in
                 guard task.vm === vm else { return false }
                 makeReadyLocked(task)

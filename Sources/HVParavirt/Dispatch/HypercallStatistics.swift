@@ -1,4 +1,4 @@
-import Synchronization
+import HVCore
 
 /// Counters and a latency histogram for one hypercall number, updated by the vCPU threads
 /// (one uncontended lock per call) and readable at any time.
@@ -13,7 +13,7 @@ final class HypercallCounters: Sendable {
         var buckets = [UInt64](repeating: 0, count: HypercallCounters.bucketCount)
     }
 
-    private let tally = Mutex(Tally())
+    private let tally = Locked(Tally())
 
     func record(nanoseconds: UInt64, failed: Bool) {
         let bucket = nanoseconds == 0 ? 0 : min(Self.bucketCount - 1, 63 - nanoseconds.leadingZeroBitCount)

@@ -56,7 +56,7 @@ final class FrameInbox: Sendable {
     let signal: EventFD
     let dropped = Atomic<UInt64>(0)
     private let capacity: Int
-    private let frames = Mutex<(items: [[UInt8]], head: Int)>(([], 0))
+    private let frames = Locked<(items: [[UInt8]], head: Int)>(([], 0))
 
     init(capacity: Int) throws(Errno) {
         self.capacity = max(1, capacity)

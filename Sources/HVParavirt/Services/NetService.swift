@@ -1,5 +1,4 @@
 import HVCore
-import Synchronization
 
 /// ``HypercallNumber/netSend`` and ``HypercallNumber/netReceive``: Ethernet frames between the
 /// guest and a ``FrameBackend``.
@@ -63,7 +62,7 @@ public final class NetService: ParavirtService {
 
 /// At most one frame put back by a failed receive; it goes out first next time.
 private final class HeldFrame: Sendable {
-    private let frame = Mutex<[UInt8]?>(nil)
+    private let frame = Locked<[UInt8]?>(nil)
     func put(_ value: [UInt8]) { frame.withLock { $0 = value } }
     func take() -> [UInt8]? { frame.withLock { value in defer { value = nil }; return value } }
     var isHolding: Bool { frame.withLock { $0 != nil } }

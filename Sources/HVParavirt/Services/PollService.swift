@@ -1,6 +1,5 @@
 import Glibc
 import HVCore
-import Synchronization
 import SystemPackage
 
 /// ``HypercallNumber/poll``: waits until a source is ready, the timeout passes, or the VM
@@ -35,7 +34,7 @@ public final class PollService: ParavirtService {
     private let stopSignal: EventFD
     /// The deadline of each vCPU's poll that is waiting: its next call is the same poll
     /// again, not a new one (the guest has not run since).
-    private let waiting = Mutex<[UInt32: UInt64]>([:])
+    private let waiting = Locked<[UInt32: UInt64]>([:])
 
     /// A poll over `sources`.
     public init(sources: [Source] = []) throws(Errno) {

@@ -1,4 +1,3 @@
-import Synchronization
 import Testing
 @testable import HVCore
 
@@ -12,7 +11,7 @@ final class RecordingDevice: BusDevice {
         var value: UInt64
     }
 
-    let accesses = Mutex<[Access]>([])
+    let accesses = Locked<[Access]>([])
 
     func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         accesses.withLock { $0.append(Access(isWrite: false, offset: offset, width: width.byteCount, value: 0)) }

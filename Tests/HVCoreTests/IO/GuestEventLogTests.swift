@@ -6,7 +6,7 @@ import Testing
 /// Keeps every line logged through it.
 private final class RecordingLog: Sendable {
     struct Line: Sendable { let message: String; let metadata: [String: String] }
-    let lines = Mutex<[Line]>([])
+    let lines = Locked<[Line]>([])
 
     var logger: Logger {
         Logger(label: "test") { _ in Handler(log: self) }

@@ -15,8 +15,8 @@ private let threadBasics: [SystemCall] = [
 /// Runs `body` on a new thread after installing `filter` there, and returns what it stored
 /// (nil if the thread was killed before storing anything).
 private func runFiltered(_ filter: SeccompFilter, _ body: @escaping @Sendable () -> Int64) throws -> Int64? {
-    let result = Mutex<Int64?>(nil)
-    let installed = Mutex<SeccompError?>(nil)
+    let result = Locked<Int64?>(nil)
+    let installed = Locked<SeccompError?>(nil)
     let thread = try HostThread(name: "seccomp-test") {
         do throws(SeccompError) {
             try filter.installOnCurrentThread()

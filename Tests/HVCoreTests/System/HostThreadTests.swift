@@ -19,7 +19,7 @@ struct HostThreadTests {
         let available = try HostThread.currentAffinity()
         #expect(!available.isEmpty)
         let target = try #require(available.last)
-        let seen = Mutex<(affinity: [Int], cpu: Int?)?>(nil)
+        let seen = Locked<(affinity: [Int], cpu: Int?)?>(nil)
         let thread = try HostThread(name: "test-pin") {
             do throws(Errno) {
                 try HostThread.pinCurrentThread(to: [target])

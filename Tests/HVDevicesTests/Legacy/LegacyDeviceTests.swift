@@ -1,7 +1,6 @@
 import HVCore
 import HVDevicesTesting
 @testable import HVDevices
-import Synchronization
 import Testing
 
 @Suite("16550A UART")
@@ -80,7 +79,7 @@ struct Serial16550Tests {
 @Suite("i8042")
 struct I8042ControllerTests {
     @Test func resetCommandCallsTheResetHandler() {
-        let resets = Mutex(0)
+        let resets = Locked(0)
         let controller = I8042Controller { resets.withLock { $0 += 1 } }
         controller.write(offset: 4, width: .byte, value: 0xFE)
         #expect(resets.withLock { $0 } == 1)
@@ -88,7 +87,7 @@ struct I8042ControllerTests {
     }
 
     @Test func outputPortWithResetBitLowResets() {
-        let resets = Mutex(0)
+        let resets = Locked(0)
         let controller = I8042Controller { resets.withLock { $0 += 1 } }
         controller.write(offset: 4, width: .byte, value: 0xD1)
         controller.write(offset: 0, width: .byte, value: 0x00)
@@ -108,7 +107,7 @@ struct I8042ControllerTests {
     }
 
     @Test func unknownCommandsAndPortsDoNothing() {
-        let resets = Mutex(0)
+        let resets = Locked(0)
         let controller = I8042Controller { resets.withLock { $0 += 1 } }
         for value in [0x00, 0x13, 0xFF, 0xD4] as [UInt64] { controller.write(offset: 4, width: .byte, value: value) }
         controller.write(offset: 2, width: .byte, value: 0xFE)

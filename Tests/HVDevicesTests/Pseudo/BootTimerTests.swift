@@ -1,11 +1,10 @@
 import HVCore
 import HVDevices
-import Synchronization
 import Testing
 
 /// What a boot timer reported.
 final class BootReports: Sendable {
-    private let list = Mutex<[Duration]>([])
+    private let list = Locked<[Duration]>([])
     func append(_ elapsed: Duration) { list.withLock { $0.append(elapsed) } }
     var all: [Duration] { list.withLock { $0 } }
 }

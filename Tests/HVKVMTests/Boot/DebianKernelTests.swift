@@ -1,7 +1,6 @@
 import Glibc
 import HVCore
 import HVDevices
-import Synchronization
 import SystemPackage
 import Testing
 @testable import HVBoot
@@ -107,7 +106,7 @@ import Testing
 
 /// What the guest wrote to its serial port.
 final class SerialLog: ByteSink {
-    private let bytes = Mutex<[UInt8]>([])
+    private let bytes = Locked<[UInt8]>([])
     func write(_ buffer: UnsafeRawBufferPointer) { bytes.withLock { $0.append(contentsOf: buffer) } }
     var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
     /// Split at line feeds, carriage returns dropped. (A String would keep "\r\n" together as

@@ -1,6 +1,5 @@
 import HVTestSupport
 import HVCore
-import Synchronization
 import Testing
 @testable import HVBoot
 @testable import HVKVM
@@ -159,8 +158,8 @@ import Testing
         let commandLine = "console=ttyS0 earlyprintk=serial hvkit=1"
         let plan = try LinuxLoader.load(LinuxKernel(bytes: SyntheticBzImage().bytes), commandLine: commandLine, into: memory)
 
-        let serial = Mutex<[UInt8]>([])
-        let e820Count = Mutex<UInt64?>(nil)
+        let serial = Locked<[UInt8]>([])
+        let e820Count = Locked<UInt64?>(nil)
         let runner = VCPURunner(vm: vm, pio: Bus(space: .pio), mmio: Bus(space: .mmio)) { _, exit in
             guard case let .ioOut(port, size, data) = exit else { return nil }
             switch port {

@@ -1,6 +1,5 @@
 import HVCore
 import HVTestSupport
-import Synchronization
 import Testing
 @testable import HVBoot
 @testable import HVKVM
@@ -140,8 +139,8 @@ import Testing
         let commandLine = "console=ttyS0 pvh=1"
         let plan = try LinuxLoader.load(try pvhKernel(), commandLine: commandLine, initrd: [1, 2, 3], into: memory)
 
-        let serial = Mutex<[UInt8]>([])
-        let ports = Mutex<[UInt16: UInt64]>([:])
+        let serial = Locked<[UInt8]>([])
+        let ports = Locked<[UInt16: UInt64]>([:])
         let runner = VCPURunner(vm: vm, pio: Bus(space: .pio), mmio: Bus(space: .mmio)) { _, exit in
             guard case let .ioOut(port, size, data) = exit else { return nil }
             if port == 0x3F8 {

@@ -1,7 +1,6 @@
 import HVTestSupport
 import HVCore
 import HVKVM
-import Synchronization
 import Testing
 
 /// Pinning vCPU threads to host CPUs, thread names, and KVM's halt polling.
@@ -21,7 +20,7 @@ import Testing
         let available = try HostThread.currentAffinity()
         let vm = try TestVM(code: TestGuests.spin)
         let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio, placement: .spread(available))
-        let seen = Mutex<[UInt32: [Int]]>([:])
+        let seen = Locked<[UInt32: [Int]]>([:])
         let longMode = try vm.longMode()
         try runner.start(vcpuCount: 3) { vcpu throws(KVMError) in
             let cpus = (try? HostThread.currentAffinity()) ?? []

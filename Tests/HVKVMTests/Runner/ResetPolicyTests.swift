@@ -10,8 +10,8 @@ import Testing
     /// Ports 0x20-0x27. Port 0x22 records the boot count the guest reports (a 4-byte write);
     /// a write to port 0x23 asks the runner for a reset, as an i8042 or port 0xCF9 would.
     final class ResetDevice: BusDevice {
-        let boots = Mutex<[UInt64]>([])
-        let runner = Mutex<VCPURunner?>(nil)
+        let boots = Locked<[UInt64]>([])
+        let runner = Locked<VCPURunner?>(nil)
 
         func read(offset: UInt64, width: AccessWidth) -> UInt64 { 0 }
         func write(offset: UInt64, width: AccessWidth, value: UInt64) {

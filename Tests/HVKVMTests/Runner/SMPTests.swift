@@ -1,7 +1,6 @@
 import HVTestSupport
 import HVCore
 import HVKVM
-import Synchronization
 import Testing
 
 /// Guests with several vCPUs: started each at its own entry, or the way Linux starts them,
@@ -9,7 +8,7 @@ import Testing
 @Suite(.requiresKVM) struct SMPTests {
     /// Records which vCPU wrote what to which port.
     final class Reports: Sendable {
-        let entries = Mutex<[(vcpu: UInt32, port: UInt16, value: UInt64)]>([])
+        let entries = Locked<[(vcpu: UInt32, port: UInt16, value: UInt64)]>([])
 
         var handler: VCPURunner.ExitHandler {
             { [self] vcpu, exit in
@@ -69,7 +68,7 @@ import Testing
         let runner = VCPURunner(vm: vm.vm, pio: vm.pio, mmio: vm.mmio, exitHandler: reports.handler)
         let cpuid = try vm.kvm.supportedCPUID()
         let memory = vm.memory
-        let initialStates = Mutex<[UInt32: MPState]>([:])
+        let initialStates = Locked<[UInt32: MPState]>([:])
         try runner.start(vcpuCount: vcpuCount) { vcpu throws(KVMError) in
             try vcpu.setCPUID(cpuid)
             let state = try vcpu.mpState()

@@ -27,7 +27,7 @@ final class EchoDevice: BusDevice {
     }
 
     let readValues: [Int: UInt64]
-    let accesses = Mutex<[Access]>([])
+    let accesses = Locked<[Access]>([])
 
     init(readValues: [Int: UInt64] = [1: 0x11, 2: 0x2222, 4: 0x3333_3333, 8: 0x4444_4444_4444_4444]) {
         self.readValues = readValues

@@ -1,7 +1,6 @@
 import Glibc
 import HVMachine
 import HVDevicesTesting
-import Synchronization
 import Testing
 
 /// Real Linux drivers against HVKit's devices: the Linux test guest (Guests/linux) boots on a
@@ -38,13 +37,13 @@ struct LinuxGuestTests {
         let machine = try Machine(configuration)
         // The features each transport negotiated, read while the guest reports its own view
         // (Linux resets its devices on the way out).
-        let negotiated = Mutex<[UInt64]>([])
+        let negotiated = Locked<[UInt64]>([])
         let serial = CollectingSink { [weak machine] line in
             guard line.contains("HVKIT-TEST features"), let machine else { return }
             negotiated.withLock { $0 = machine.virtioDevices.map(\.transport.negotiatedFeatures.rawValue) }
         }
         try machine.addLegacyDevices(console: serial)
-        let bootTime = Mutex<Duration?>(nil)
+        let bootTime = Locked<Duration?>(nil)
         let timer = BootTimer { elapsed in bootTime.withLock { $0 = elapsed } }
         let page = try machine.add(mmio: timer, size: BootTimer.windowSize, name: "boot timer")
         try machine.announce("hvkit.boot_timer=0x" + String(page.start.rawValue, radix: 16))
@@ -53,7 +52,7 @@ struct LinuxGuestTests {
         try machine.addEntropy()
         // The guest says it is ready on hvc0; the host answers with one line.
         let answer = "hello-from-host-" + String(UInt32.random(in: 1...UInt32.max), radix: 16)
-        let console = Mutex<ConsoleDevice?>(nil)
+        let console = Locked<ConsoleDevice?>(nil)
         let consoleOutput = CollectingSink { line in
             if line.contains("HVKIT-CONSOLE-READY") { console.withLock { $0 }?.receive(Array((answer + "\n").utf8)) }
         }

@@ -1,7 +1,6 @@
 import Glibc
 import HVDevicesTesting
 import HVMachine
-import Synchronization
 import Testing
 
 /// HVKit's Linux test guest (Guests/linux): the kernel and initramfs `make artifacts` builds,
@@ -105,7 +104,7 @@ final class TransferServer: Sendable {
 
     let port: UInt16
     private let listener: Int32
-    private final class Shared: Sendable { let outcome = Mutex(Outcome()) }
+    private final class Shared: Sendable { let outcome = Locked(Outcome()) }
     private let shared = Shared()
     private let thread: HostThread
 

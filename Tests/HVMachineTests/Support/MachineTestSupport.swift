@@ -18,7 +18,7 @@ extension Trait where Self == ConditionTrait {
 final class Watchdog: Sendable {
     private let fired = Atomic<Bool>(false)
     private let cancelled = Atomic<Bool>(false)
-    private let thread = Mutex<HostThread?>(nil)
+    private let thread = Locked<HostThread?>(nil)
 
     init(_ machine: Machine, seconds: Int) {
         let started = try? HostThread(name: "watchdog") { [self] in

@@ -2,7 +2,6 @@ import CLibAIO
 import Glibc
 import HVCore
 import Logging
-import Synchronization
 import SystemPackage
 
 /// Why a Linux AIO backend could not be set up.
@@ -62,7 +61,7 @@ public final class AIOBlockBackend: BlockBackend {
     private let completions: EventFD
     private let loop: EventLoop
     private let registration: EventLoop.Registration
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let offload = OffloadWorker(name: "hv-blk-offload")
     private let logger: Logger
 

@@ -79,7 +79,7 @@ public protocol BlockCompletionSink: AnyObject, Sendable {
 
 /// The sink a backend reports to, held weakly so the device and its backend do not keep each
 /// other alive. (A protocol, not a stored closure: with Swift 6.3, reading a closure back out of
-/// `Mutex<Closure?>` with `withLock { $0 }` wraps it in one more reabstraction thunk on every
+/// `Locked<Closure?>` with `withLock { $0 }` wraps it in one more reabstraction thunk on every
 /// call, so each completion got slower than the last; measured in hv-bench.)
 struct WeakCompletionSink {
     weak var sink: (any BlockCompletionSink)?

@@ -66,10 +66,10 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     private let timers: EventLoop?
     /// Requests parsed but held back by the rate limiter, oldest first; while there are any,
     /// later requests queue behind them.
-    private let throttled = Mutex<[BlockRequest]>([])
+    private let throttled = Locked<[BlockRequest]>([])
     private let parser: BlockRequestParser
-    private let active = Mutex<LockedVirtqueue?>(nil)
-    private let pending = Mutex<[UInt64: Pending]>([:])
+    private let active = Locked<LockedVirtqueue?>(nil)
+    private let pending = Locked<[UInt64: Pending]>([:])
     private let logger: Logger
     /// Guest-caused events, logged rate-limited and counted.
     public let guestEvents: GuestEventLog

@@ -1,5 +1,4 @@
 import HVCore
-import Synchronization
 import SystemPackage
 
 /// One thread, started on first use, that runs a block backend's long operations in order:
@@ -14,7 +13,7 @@ final class OffloadWorker: Sendable {
     }
 
     private let name: String
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// A blocking counter: the worker sleeps in read until a job or the stop arrives. Made
     /// here, on the thread that sets the backend up: the first job may come from a thread
     /// whose seccomp filter allows no new descriptors (starting a thread it does allow).

@@ -1,4 +1,5 @@
 import Glibc
+import HVCore
 import Synchronization
 
 /// A ``BlockBackend`` that does each read, write and flush with pread/pwrite/fdatasync on the
@@ -10,7 +11,7 @@ import Synchronization
 public final class SyncBlockBackend: BlockBackend {
     /// The image served.
     public let disk: DiskImage
-    private let sink = Mutex(WeakCompletionSink())
+    private let sink = Locked(WeakCompletionSink())
     private let offload = OffloadWorker(name: "hv-blk-offload")
     /// Offloaded operations not yet delivered to the device.
     private let offloaded = Atomic<Int>(0)

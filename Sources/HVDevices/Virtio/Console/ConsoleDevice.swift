@@ -1,6 +1,5 @@
 import HVCore
 import Logging
-import Synchronization
 import SystemPackage
 
 extension VirtioFeatures {
@@ -39,7 +38,7 @@ public final class ConsoleDevice: VirtioDevice {
         var pump: InputPump?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let logger: Logger
     /// Guest-caused events, logged rate-limited and counted.
     public let guestEvents: GuestEventLog

@@ -48,7 +48,7 @@ import Synchronization
     private let events: GuestEventLog
     private let budget: NotificationBudget
     private let rateLimiter: RateLimiter?
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// One byte past the guest's buffers in every read, to notice a frame that did not fit.
     // SAFETY: allocated here, freed in deinit, touched only by readv under `state`'s lock.
     private nonisolated(unsafe) let spareByte = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)

@@ -34,7 +34,7 @@ final class NetTransmitter: Sendable {
     private let budget: NotificationBudget
     private let rateLimiter: RateLimiter?
     private let timers: EventLoop
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(backend: any NetBackend, counters: NetCounters, events: GuestEventLog, budget: NotificationBudget,
          rateLimiter: RateLimiter?, timers: EventLoop) {

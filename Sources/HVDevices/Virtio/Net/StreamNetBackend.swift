@@ -1,6 +1,5 @@
 import Glibc
 import HVCore
-import Synchronization
 import SystemPackage
 
 /// A connected Unix stream socket carrying Ethernet frames, each behind a 4-byte big-endian
@@ -32,7 +31,7 @@ public final class StreamNetBackend: NetBackend {
         var unsent: [UInt8] = []
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Connects to the stream socket at `path` (passt's `--socket`).
     public convenience init(path: String) throws(NetBackendError) {

@@ -64,7 +64,7 @@ public final class LockedVirtqueue: Sendable {
     public let memory: any GuestMemory
     /// The device's interrupt, raised when used entries need the driver's attention.
     public let interrupt: VirtioInterrupt
-    private let queue: Mutex<SplitQueue>
+    private let queue: Locked<SplitQueue>
     private let rejectedChains = Atomic<UInt64>(0)
     private let completedChains = Atomic<UInt64>(0)
     private let resumptions = Atomic<UInt64>(0)
@@ -89,7 +89,7 @@ public final class LockedVirtqueue: Sendable {
                 logger: Logger = Logger(label: "hvkit.virtqueue"), events: GuestEventLog? = nil,
                 resume: @escaping @Sendable () -> Void = {}) {
         self.index = index
-        self.queue = Mutex(queue)
+        self.queue = Locked(queue)
         self.memory = memory
         self.interrupt = interrupt
         self.events = events ?? GuestEventLog(logger: logger)

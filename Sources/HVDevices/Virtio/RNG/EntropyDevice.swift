@@ -1,7 +1,6 @@
 import Glibc
 import HVCore
 import Logging
-import Synchronization
 
 /// virtio-rng (virtio 1.2, section 5.4): one queue of device-writable buffers that the device
 /// fills from the host's getrandom(2).
@@ -13,7 +12,7 @@ public final class EntropyDevice: VirtioDevice {
     public let maxBytesPerRequest: UInt32
     /// One queue (requestq) of this size.
     public let queueMaxSizes: [UInt16]
-    private let queue = Mutex<LockedVirtqueue?>(nil)
+    private let queue = Locked<LockedVirtqueue?>(nil)
     private let logger: Logger
     /// Guest-caused events, logged rate-limited and counted.
     public let guestEvents: GuestEventLog

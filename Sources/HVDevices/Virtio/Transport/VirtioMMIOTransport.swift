@@ -28,13 +28,13 @@ public final class VirtioMMIOTransport: BusDevice {
     /// The features offered to the driver: the device's, with VERSION_1 and without those the
     /// transport does not implement (ACCESS_PLATFORM, RING_PACKED).
     public let offeredFeatures: VirtioFeatures
-    private let state: Mutex<MMIOTransportState>
-    private let queueHistory = Mutex(QueueHistory())
+    private let state: Locked<MMIOTransportState>
+    private let queueHistory = Locked(QueueHistory())
     /// The transport's and its queues' log of guest-caused events: rate-limited lines, exact
     /// counts by kind (malformed chains, refused register accesses).
     public let guestEvents: GuestEventLog
     /// Serialises activation and reset, which call into the device outside `state`'s lock.
-    private let lifecycle = Mutex(())
+    private let lifecycle = Locked(())
     private let active = Atomic<Bool>(false)
     private let refusedAccesses = Atomic<UInt64>(0)
     private let notifications = Atomic<UInt64>(0)
@@ -59,7 +59,7 @@ public final class VirtioMMIOTransport: BusDevice {
         guestEvents = GuestEventLog(logger: logger)
         offeredFeatures = device.offeredFeatures.union(.version1).subtracting([.accessPlatform, .ringPacked])
         interrupt = VirtioInterrupt(line: interruptLine, logger: logger)
-        state = Mutex(MMIOTransportState(queueMaxSizes: device.queueMaxSizes))
+        state = Locked(MMIOTransportState(queueMaxSizes: device.queueMaxSizes))
     }
 
     // MARK: Observing
@@ -397,8 +397,8 @@ public final class VirtioMMIOTransport: BusDevice {
 /// with no notifier attached, by a request the notifying thread picks up. Apart from the
 /// transport so that queues can hold it without holding the transport.
 private final class QueueResumer: Sendable {
-    private let signals = Mutex<[Int: EventFD]>([:])
-    private let requested = Mutex<Set<Int>>([])
+    private let signals = Locked<[Int: EventFD]>([:])
+    private let requested = Locked<Set<Int>>([])
 
     func attach(_ notifiers: [VirtioMMIOTransport.QueueNotifier]) {
         signals.withLock { signals in

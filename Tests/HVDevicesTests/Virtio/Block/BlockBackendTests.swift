@@ -2,7 +2,6 @@ import Glibc
 import HVCore
 import HVDevices
 import HVDevicesTesting
-import Synchronization
 import Testing
 
 /// What both block backends promise a device.
@@ -37,7 +36,7 @@ struct BlockBackendTests {
 
 /// Records the thread each completion arrives on.
 private final class ThreadRecordingSink: BlockCompletionSink {
-    let deliveries = Mutex<[(status: BlockStatus, thread: pthread_t)]>([])
+    let deliveries = Locked<[(status: BlockStatus, thread: pthread_t)]>([])
     func blockOperationsCompleted(_ completions: [BlockCompletion]) {
         let thread = pthread_self()
         deliveries.withLock { $0 += completions.map { ($0.status, thread) } }

@@ -170,7 +170,7 @@ struct BlockDeviceTests {
 
 /// Collects completion statuses.
 final class StatusCollector: BlockCompletionSink {
-    private let collected = Mutex<[BlockStatus]>([])
+    private let collected = Locked<[BlockStatus]>([])
     var statuses: [BlockStatus] { collected.withLock { $0 } }
     func blockOperationsCompleted(_ completions: [BlockCompletion]) { collected.withLock { $0 += completions.map(\.status) } }
 }
@@ -179,7 +179,7 @@ final class StatusCollector: BlockCompletionSink {
 final class FailingBackend: BlockBackend {
     struct WeakSink { weak var sink: (any BlockCompletionSink)? }
     // Weak, as the real backends hold it: the device owns its backend.
-    let sink = Mutex(WeakSink())
+    let sink = Locked(WeakSink())
     var capacity: UInt64 { 1 << 20 }
     var isReadOnly: Bool { false }
     var cacheMode: BlockCacheMode { .writeback }

@@ -3,7 +3,6 @@ import HVCore
 @testable import HVDevices
 import HVDevicesTesting
 import HVTestSupport
-import Synchronization
 import SystemPackage
 import Testing
 
@@ -90,7 +89,7 @@ struct ConsoleDeviceTests {
     /// must reach the guest.
     @Test func aSinkMayAnswerFromInsideTheOutputPath() throws {
         let memory = try testMemory()
-        let device = Mutex<ConsoleDevice?>(nil)
+        let device = Locked<ConsoleDevice?>(nil)
         let answering = AnsweringSink { device.withLock { $0 }?.receive(Array("pong".utf8)) }
         let console = ConsoleDevice(output: answering, queueSize: 16)
         device.withLock { $0 = console }

@@ -3,15 +3,14 @@ import HVCore
 import HVDevices
 import HVDevicesTesting
 import HVTestSupport
-import Synchronization
 import Testing
 
 /// A device that serves at most `budget` chains per call and records, per call, how many it
 /// served and on which thread.
 private final class BudgetedDevice: VirtioDevice {
     let budget: Int
-    let calls = Mutex<[(served: Int, thread: pthread_t)]>([])
-    private let queue = Mutex<LockedVirtqueue?>(nil)
+    let calls = Locked<[(served: Int, thread: pthread_t)]>([])
+    private let queue = Locked<LockedVirtqueue?>(nil)
 
     init(budget: Int) { self.budget = budget }
 
@@ -143,8 +142,8 @@ struct LockedVirtqueueTests {
 /// Plays a second vCPU that re-posts every chain the console returns, from inside the
 /// device's output path (so the device always finds more), up to `limit` writes.
 private final class RepostingSink: ByteSink {
-    let queue = Mutex<DriverQueue?>(nil)
-    private let counts = Mutex<(total: Int, byThread: [(pthread_t, Int)])>((0, []))
+    let queue = Locked<DriverQueue?>(nil)
+    private let counts = Locked<(total: Int, byThread: [(pthread_t, Int)])>((0, []))
     private let limit: Int
 
     init(limit: Int) { self.limit = limit }
