@@ -111,7 +111,7 @@ let package = Package(
 
         .target(
             name: "HVDevicesTesting",
-            dependencies: ["HVCore", "HVDevices", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["HVCore", "HVDevices", "CHVDevicesShims", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: librarySettings
         ),
         // The unikernel guests Guests/build-guests.sh builds, as byte arrays (generated).

@@ -35,7 +35,8 @@ final class NetBenchRig {
         tap = try ConfiguredTap(guestMAC: benchMAC)
         let name = tap.backend.interfaceName
         // Frames of 64 KiB from the host (the receive figure), and no IPv6 chatter.
-        for command in ["ip link set \(name) mtu \(Self.hostMTU)", "sysctl -qw net.ipv6.conf.\(name).disable_ipv6=1"] {
+        for command in ["ip -n \(tap.namespace) link set \(name) mtu \(Self.hostMTU)",
+                        "ip netns exec \(tap.namespace) sysctl -qw net.ipv6.conf.\(name).disable_ipv6=1"] {
             guard system(command + " >/dev/null 2>&1") == 0 else { throw BenchError.unexpected("'\(command)' failed") }
         }
         memory = try GuestMemoryMmap(size: 64 << 20)
@@ -133,8 +134,7 @@ final class NetBenchRig {
     /// Has the host send `count` UDP datagrams whose frames are 64 KiB to the guest's address:
     /// they wait in the tap's queue (up to its 500 frames) until read.
     func hostSends(_ count: Int) throws {
-        let sender = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        guard sender >= 0 else { throw BenchError.unexpected("socket: errno \(errno)") }
+        let sender = try tap.socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(sender) }
         var to = sockaddr_in()
         to.sin_family = sa_family_t(AF_INET)

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/if.h>
@@ -50,4 +51,8 @@ int hvd_tap_open(const char *name, char *actual_name, int header_size, int *step
 
 int hvd_tap_set_offload(int fd, unsigned int flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) < 0 ? -errno : 0;
+}
+
+int hvd_enter_network_namespace(int fd) {
+    return setns(fd, CLONE_NEWNET);
 }

@@ -5,8 +5,9 @@ import HVMachine
 import Testing
 
 /// virtio-net driven by the second driver: a tiny freestanding guest (Guests/tender/
-/// virtio_net_responder.c) with its own virtio-mmio driver, on real KVM and a real tap. The
-/// host pings it and echoes UDP through it with its own sockets; the guest answers ARP itself.
+/// virtio_net_responder.c) with its own virtio-mmio driver, on real KVM and a real tap in a
+/// network namespace of its own. The host pings it and echoes UDP through it with its own
+/// sockets, made in that namespace; the guest answers ARP itself.
 @Suite("virtio-net with a tiny guest driver", .serialized, .requiresKVM,
        .enabled(if: ConfiguredTap.unavailableReason == nil, Comment(rawValue: ConfiguredTap.unavailableReason ?? "")))
 struct VirtioNetGuestTests {
@@ -30,10 +31,9 @@ struct VirtioNetGuestTests {
         }
         try #require(waitUntil(seconds: 60) { serial.text.contains("responder ready") }, "the guest did not start: \(serial.text)")
 
-        #expect(try Self.ping(tap.guestAddress, count: 100) == 100)
+        #expect(try Self.ping(tap.guestAddress, count: 100, through: tap) == 100)
 
-        let socketFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        try #require(socketFD >= 0)
+        let socketFD = try tap.socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(socketFD) }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -67,11 +67,10 @@ struct VirtioNetGuestTests {
         return socketAddress
     }
 
-    /// Sends `count` ICMP echo requests to `address` one after another (a raw socket: root)
-    /// and counts the matching replies.
-    static func ping(_ address: [UInt8], count: Int) throws -> Int {
-        let socketFD = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_ICMP))
-        try #require(socketFD >= 0, "raw socket: errno \(errno)")
+    /// Sends `count` ICMP echo requests to `address` one after another (a raw socket in the
+    /// tap's namespace: root) and counts the matching replies.
+    static func ping(_ address: [UInt8], count: Int, through tap: ConfiguredTap) throws -> Int {
+        let socketFD = try tap.socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_ICMP))
         defer { close(socketFD) }
         var timeout = timeval(tv_sec: 2, tv_usec: 0)
         setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

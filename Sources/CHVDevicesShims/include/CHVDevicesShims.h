@@ -26,6 +26,10 @@ extern const unsigned long HVD_BLKGETSIZE64;
 /// `actual_name` (16 bytes). Returns the descriptor, or -errno (the step that failed in `*step`:
 /// 0 open, 1 TUNSETIFF, 2 TUNSETVNETHDRSZ).
 int hvd_tap_open(const char *name, char *actual_name, int header_size, int *step);
+
+// Moves the calling thread into the network namespace `fd` refers to (setns, CLONE_NEWNET):
+// for tests whose host-side sockets live beside a tap in its own namespace. 0 or -1 (errno).
+int hvd_enter_network_namespace(int fd);
 /// TUNSETOFFLOAD; returns 0 or -errno.
 int hvd_tap_set_offload(int fd, unsigned int flags);
 

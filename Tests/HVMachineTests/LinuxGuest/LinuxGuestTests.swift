@@ -66,7 +66,7 @@ struct LinuxGuestTests {
         var extra: [String] = []
         if let tap {
             try machine.addNetwork(backend: tap.backend, mac: MACAddress("52:54:00:12:34:56") ?? .random())
-            let started = try TransferServer(address: tap.hostAddress, bytes: Self.netTransferBytes)
+            let started = try TransferServer(address: tap.hostAddress, bytes: Self.netTransferBytes, makeSocket: tap.socket)
             server = started
             extra.append("hvkit.net=\(ConfiguredTap.dotted(tap.guestAddress)),\(ConfiguredTap.dotted(tap.hostAddress)),\(started.port)")
         } else {

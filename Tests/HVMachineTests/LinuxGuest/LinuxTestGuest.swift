@@ -108,8 +108,11 @@ final class TransferServer: Sendable {
     private let shared = Shared()
     private let thread: HostThread
 
-    init(address: [UInt8], bytes: Int) throws {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    /// Listens on `address` with a socket from `makeSocket` (socket(2)'s arguments; a tap's
+    /// namespace, or this process's own).
+    init(address: [UInt8], bytes: Int,
+         makeSocket: (Int32, Int32, Int32) throws -> Int32 = { domain, type, proto in Glibc.socket(domain, type, proto) }) throws {
+        let listener = try makeSocket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         try #require(listener >= 0)
         var bound = sockaddr_in()
         bound.sin_family = sa_family_t(AF_INET)

@@ -23,8 +23,7 @@ final class TapRig {
 
     /// A UDP socket bound to the host's address on `port`, with a receive timeout.
     func hostSocket(port: UInt16) throws -> Int32 {
-        let socketFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        try #require(socketFD >= 0)
+        let socketFD = try tap.socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         var address = sockaddr_in(port: port, address: hostAddress)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socketFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
