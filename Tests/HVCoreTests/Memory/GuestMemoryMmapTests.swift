@@ -154,7 +154,7 @@ struct GuestMemoryMmapTests {
         var template = Array("/tmp/hvkit-memory-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         try #require(fd >= 0)
-        let path = String(cString: template)
+        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer { close(fd); unlink(path) }
         #expect(ftruncate(fd, 0x2000) == 0)
         do {

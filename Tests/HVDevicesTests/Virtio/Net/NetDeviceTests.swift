@@ -240,7 +240,7 @@ struct NetDeviceTests {
         let used = try rig.waitForReceived(5)
         #expect(used.map(\.length) == (0..<5).map { UInt32(112 + $0) })
         // One chain left, too little: not watching again.
-        _ = try waitUntil { !rig.device.isWatchingBackend }
+        _ = waitUntil { !rig.device.isWatchingBackend }
         #expect(!rig.device.isWatchingBackend)
         #expect(rig.device.counts.droppedReceiveFrames == 0)
     }

@@ -120,12 +120,14 @@ struct PasstTests {
     /// and passt answers through the device.
     @Test func passtAnswersAnARPRequestThroughTheDevice() throws {
         let passt = try PasstProcess(socketPath: "/tmp/hvkit-passt-\(getpid()).socket")
-        var backend: StreamNetBackend?
+        let connected = Locked<StreamNetBackend?>(nil)
         _ = waitUntil {
-            backend = try? StreamNetBackend(path: passt.socketPath)
+            let backend = try? StreamNetBackend(path: passt.socketPath)
+            connected.withLock { $0 = backend }
             return backend != nil
         }
-        let rig = try NetRig(backend: try #require(backend))
+        let backend: StreamNetBackend = try #require(connected.withLock { $0 }, "passt's socket did not accept")
+        let rig = try NetRig(backend: backend)
         try rig.postReceiveBuffers(8)
         // ARP request: who has the gateway? tell the guest's address.
         let request = [UInt8](repeating: 0xFF, count: 6) + guestMAC + [0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]
