@@ -81,7 +81,7 @@ public enum MachineSystemCalls {
     /// The thread that started the machine and waits for it: stopping the vCPUs, unwiring
     /// devices (KVM and epoll), draining and flushing disks, unmapping memory, restoring the
     /// terminal, and waiting for signals; and, once the guest has ended, reporting how much of
-    /// guest RAM is resident (``GuestMemoryMmap/residentBytes()``, mincore), which only reads
+    /// guest RAM is resident (HVCore's `GuestMemoryMmap.residentBytes()`, mincore), which only reads
     /// the process's own page tables.
     public static func waiter(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
         SeccompFilter(allowing: common + diskIO + network + [kvmIoctls, .ioctl(type: UInt8(ascii: "T"))]

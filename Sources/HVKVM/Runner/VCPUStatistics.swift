@@ -73,7 +73,7 @@ public struct VCPUStatistics: Sendable, Hashable, CustomStringConvertible {
     public let slices: UInt64
     /// Under ``VCPUScheduler``: slices run on another worker than the one before.
     public let migrations: UInt64
-    /// When the vCPU first entered the guest (its first KVM_RUN, on ``HostClock``'s monotonic
+    /// When the vCPU first entered the guest (its first KVM_RUN, on HVCore's `HostClock` monotonic
     /// clock), or nil if it has not yet: what start-up time is measured to.
     public let firstEntryNanoseconds: UInt64?
 
