@@ -7,22 +7,10 @@
  * hv_main's argument: bits 32-63 the first window's address >> 12, bits 0-7 the number of
  * windows (4 KiB apart). Interrupts stay off: the drivers poll the used rings. Only VERSION_1
  * (and a disk's FLUSH) is negotiated. */
-#include "hvkit_guest.h"
-
 #define QUEUE_SIZE 8
+#include "virtio_mmio.h"
+
 #define SECTOR 512
-
-struct descriptor { uint64_t address; uint32_t length; uint16_t flags; uint16_t next; };
-struct available { uint16_t flags; uint16_t index; uint16_t ring[QUEUE_SIZE]; uint16_t used_event; };
-struct used_element { uint32_t id; uint32_t length; };
-struct used { uint16_t flags; uint16_t index; struct used_element ring[QUEUE_SIZE]; uint16_t avail_event; };
-
-struct queue {
-    struct descriptor descriptors[QUEUE_SIZE] __attribute__((aligned(16)));
-    struct available available __attribute__((aligned(2)));
-    struct used used __attribute__((aligned(4)));
-    uint16_t last_used;
-};
 
 struct block_header { uint32_t type; uint32_t reserved; uint64_t sector; };
 
@@ -31,11 +19,6 @@ static struct queue queue;
 static struct block_header header;
 static uint8_t data[SECTOR] __attribute__((aligned(64)));
 static volatile uint8_t status;
-static volatile uint8_t *mmio;
-
-static uint32_t read32(unsigned offset) { return *(volatile uint32_t *)(mmio + offset); }
-static void write32(unsigned offset, uint32_t value) { *(volatile uint32_t *)(mmio + offset) = value; }
-static void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
 
 static unsigned length_of(const char *text) { unsigned n = 0; while (text[n]) n++; return n; }
 static void say(const char *text) { hv_console_write(text, length_of(text)); }
@@ -50,21 +33,6 @@ static void say_number(const char *before, uint64_t value, const char *after) {
 }
 
 static void clear(void *to, unsigned length) { uint8_t *d = to; while (length--) *d++ = 0; }
-
-static int set_up_queue(unsigned index, struct queue *q) {
-    clear(q, sizeof *q);
-    write32(0x30, index);                        /* QueueSel */
-    if (read32(0x34) < QUEUE_SIZE) return 2;     /* QueueNumMax */
-    write32(0x38, QUEUE_SIZE);                   /* QueueNum */
-    write32(0x80, (uint32_t)(uintptr_t)q->descriptors);
-    write32(0x84, 0);
-    write32(0x90, (uint32_t)(uintptr_t)&q->available);
-    write32(0x94, 0);
-    write32(0xA0, (uint32_t)(uintptr_t)&q->used);
-    write32(0xA4, 0);
-    write32(0x44, 1);                            /* QueueReady */
-    return 0;
-}
 
 /* The console's receive queue: set up, as the device wants both of a port's queues, but
  * never given a buffer. */
@@ -85,6 +53,8 @@ static int start_device(uint32_t extra, unsigned index) {
     write32(0x20, offered & extra);
     write32(0x70, 0xB);                          /* FEATURES_OK */
     if (!(read32(0x70) & 8)) return 1;
+    clear(&console_input, sizeof console_input);
+    clear(&queue, sizeof queue);
     if (index == 1 && set_up_queue(0, &console_input)) return 2;
     if (set_up_queue(index, &queue)) return 2;
     write32(0x70, 0xF);                          /* DRIVER_OK */

@@ -6,34 +6,17 @@
  * MMIO base >> 12. Interrupts stay off: the driver polls the used rings. Only VERSION_1 is
  * negotiated (no MRG_RXBUF, no offloads), so every receive buffer holds one whole frame behind
  * the 12-byte header. */
-#include "hvkit_guest.h"
-
 #define QUEUE_SIZE 16
+#include "virtio_mmio.h"
+
 #define BUFFER_SIZE 1536
 #define HEADER_SIZE 12
-
-struct descriptor { uint64_t address; uint32_t length; uint16_t flags; uint16_t next; };
-struct available { uint16_t flags; uint16_t index; uint16_t ring[QUEUE_SIZE]; uint16_t used_event; };
-struct used_element { uint32_t id; uint32_t length; };
-struct used { uint16_t flags; uint16_t index; struct used_element ring[QUEUE_SIZE]; uint16_t avail_event; };
-
-struct queue {
-    struct descriptor descriptors[QUEUE_SIZE] __attribute__((aligned(16)));
-    struct available available __attribute__((aligned(2)));
-    struct used used __attribute__((aligned(4)));
-    uint16_t last_used;
-};
 
 static struct queue receive_queue, transmit_queue;
 static uint8_t receive_buffers[QUEUE_SIZE][BUFFER_SIZE] __attribute__((aligned(64)));
 static uint8_t transmit_buffers[QUEUE_SIZE][BUFFER_SIZE] __attribute__((aligned(64)));
-static volatile uint8_t *mmio;
 static uint8_t our_mac[6];
 static uint8_t our_ip[4];
-
-static uint32_t read32(unsigned offset) { return *(volatile uint32_t *)(mmio + offset); }
-static void write32(unsigned offset, uint32_t value) { *(volatile uint32_t *)(mmio + offset) = value; }
-static void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
 
 static void copy(void *to, const void *from, unsigned length) {
     uint8_t *d = to;
@@ -52,18 +35,6 @@ static uint16_t checksum(const uint8_t *bytes, unsigned length) {
     if (length & 1) sum += (uint32_t)bytes[length - 1] << 8;
     while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
     return (uint16_t)~sum;
-}
-
-static void set_up_queue(unsigned index, struct queue *queue) {
-    write32(0x30, index);                        /* QueueSel */
-    write32(0x38, QUEUE_SIZE);                   /* QueueNum */
-    write32(0x80, (uint32_t)(uintptr_t)queue->descriptors);
-    write32(0x84, 0);
-    write32(0x90, (uint32_t)(uintptr_t)&queue->available);
-    write32(0x94, 0);
-    write32(0xA0, (uint32_t)(uintptr_t)&queue->used);
-    write32(0xA4, 0);
-    write32(0x44, 1);                            /* QueueReady */
 }
 
 /* Puts receive buffer `slot` back in the available ring. */
@@ -154,8 +125,7 @@ int hv_main(uint64_t argument) {
     write32(0x70, 0xB);                          /* FEATURES_OK */
     if (!(read32(0x70) & 8)) return 11;
     for (int i = 0; i < 6; i++) our_mac[i] = mmio[0x100 + i];
-    set_up_queue(0, &receive_queue);
-    set_up_queue(1, &transmit_queue);
+    if (set_up_queue(0, &receive_queue) || set_up_queue(1, &transmit_queue)) return 13;
     write32(0x70, 0xF);                          /* DRIVER_OK */
     for (uint16_t slot = 0; slot < QUEUE_SIZE; slot++) post_receive(slot);
     write32(0x50, 0);                            /* QueueNotify: the receive queue */

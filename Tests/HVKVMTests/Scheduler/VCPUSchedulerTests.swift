@@ -181,20 +181,28 @@ import Testing
         #expect(!counter.pause(), "pause after the end")
     }
 
+    /// A VM of the halt-steps guest (reports 1, hlt, 2, hlt, 3) on `scheduler`, once it has
+    /// reported 1 and sleeps at its first hlt: set aside (a park), which may come a slice after
+    /// the report.
+    func haltStepsAsleep(on scheduler: VCPUScheduler) async throws -> (ScheduledVM, PortLog) {
+        let log = PortLog()
+        let (scheduled, _) = try addVM(scheduler, code: TestGuests.haltSteps, halts: .sleep(timeout: nil), log: log)
+        #expect(try await eventually { log.snapshot == [1] && (scheduled.statistics()[0]?.parks ?? 0) >= 1 })
+        return (scheduled, log)
+    }
+
     @Test("a halted vCPU sleeps off the queue until woken")
     func haltSleepsUntilWake() async throws {
         let scheduler = try VCPUScheduler(workers: 1, timeSlice: .milliseconds(2))
         defer { scheduler.shutdown() }
-        let log = PortLog()
-        let (scheduled, _) = try addVM(scheduler, code: TestGuests.haltSteps, halts: .sleep(timeout: nil), log: log)
-        // Asleep once its halt set it aside (a park), which may come a slice after the report.
-        #expect(try await eventually { log.snapshot == [1] && (scheduled.statistics()[0]?.parks ?? 0) >= 1 })
+        let (scheduled, log) = try await haltStepsAsleep(on: scheduler)
         let asleep = try #require(scheduled.statistics()[0])
         try await Task.sleep(for: .milliseconds(30))
         #expect(log.snapshot == [1])
         #expect(scheduled.statistics()[0]?.slices == asleep.slices, "a sleeping vCPU was scheduled")
         scheduled.wake()
-        // A wake before the second hlt wakes nothing: wait until that halt has set it aside.
+        // Asleep again at the second hlt before the second wake (a wake that comes earlier is
+        // the next test's).
         #expect(try await eventually { log.snapshot == [1, 2] && (scheduled.statistics()[0]?.parks ?? 0) >= 2 })
         scheduled.wake()
         #expect(try await eventually { log.snapshot == [1, 2, 3] })
@@ -208,9 +216,7 @@ import Testing
     func aWakeBeforeTheHaltIsKept() async throws {
         let scheduler = try VCPUScheduler(workers: 1, timeSlice: .milliseconds(2))
         defer { scheduler.shutdown() }
-        let log = PortLog()
-        let (scheduled, _) = try addVM(scheduler, code: TestGuests.haltSteps, halts: .sleep(timeout: nil), log: log)
-        #expect(try await eventually { log.snapshot == [1] && (scheduled.statistics()[0]?.parks ?? 0) >= 1 })
+        let (scheduled, log) = try await haltStepsAsleep(on: scheduler)
         // Two wakes back to back: the first ends the sleep at the first hlt; the second comes
         // while the vCPU runs towards the second (or once it sleeps there). Either way it runs
         // on to 3 with no third wake.
