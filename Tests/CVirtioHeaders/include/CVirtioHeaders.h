@@ -12,6 +12,7 @@
 #include <linux/virtio_net.h>
 #include <linux/if_tun.h>
 #include <linux/virtio_ring.h>
+#include <linux/virtio_vsock.h>
 
 static const unsigned long CV_BLK_CONFIG_SIZE = sizeof(struct virtio_blk_config);
 static const unsigned long CV_BLK_CAPACITY = offsetof(struct virtio_blk_config, capacity);
@@ -38,6 +39,16 @@ static const unsigned long CV_NET_CONFIG_MAX_PAIRS = offsetof(struct virtio_net_
 static const unsigned long CV_NET_CONFIG_MTU = offsetof(struct virtio_net_config, mtu);
 static const unsigned long CV_NET_CONFIG_SPEED = offsetof(struct virtio_net_config, speed);
 static const unsigned long CV_NET_CONFIG_DUPLEX = offsetof(struct virtio_net_config, duplex);
+static const unsigned long CV_VSOCK_HDR_SIZE = sizeof(struct virtio_vsock_hdr);
+static const unsigned long CV_VSOCK_HDR_DST_CID = offsetof(struct virtio_vsock_hdr, dst_cid);
+static const unsigned long CV_VSOCK_HDR_SRC_PORT = offsetof(struct virtio_vsock_hdr, src_port);
+static const unsigned long CV_VSOCK_HDR_DST_PORT = offsetof(struct virtio_vsock_hdr, dst_port);
+static const unsigned long CV_VSOCK_HDR_LEN = offsetof(struct virtio_vsock_hdr, len);
+static const unsigned long CV_VSOCK_HDR_TYPE = offsetof(struct virtio_vsock_hdr, type);
+static const unsigned long CV_VSOCK_HDR_OP = offsetof(struct virtio_vsock_hdr, op);
+static const unsigned long CV_VSOCK_HDR_FLAGS = offsetof(struct virtio_vsock_hdr, flags);
+static const unsigned long CV_VSOCK_HDR_BUF_ALLOC = offsetof(struct virtio_vsock_hdr, buf_alloc);
+static const unsigned long CV_VSOCK_HDR_FWD_CNT = offsetof(struct virtio_vsock_hdr, fwd_cnt);
 static const unsigned long CV_VRING_DESC_SIZE = sizeof(struct vring_desc);
 static const unsigned long CV_VRING_DESC_LEN = offsetof(struct vring_desc, len);
 static const unsigned long CV_VRING_DESC_FLAGS = offsetof(struct vring_desc, flags);

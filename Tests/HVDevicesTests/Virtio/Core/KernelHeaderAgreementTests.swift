@@ -119,6 +119,26 @@ struct KernelHeaderAgreementTests {
         #expect(ConsoleDevice.emergencyWriteOffset == Int(CV_CONSOLE_EMERG_WR))
     }
 
+    /// Each field of VsockHeader's bytes lands at the kernel's offset: a header whose every
+    /// field holds a distinct byte pattern, read back at the C offsets.
+    @Test func vsockHeaderLayoutAndConstants() {
+        #expect(VsockHeader.size == Int(CV_VSOCK_HDR_SIZE))
+        let header = VsockHeader(from: (0x0101_0101_0101_0101, 0x0303_0303), to: (0x0202_0202_0202_0202, 0x0404_0404),
+                                 operation: .shutdown, length: 0x0505_0505, flags: 0x0707_0707,
+                                 bufferAllocation: 0x0808_0808, forwardCount: 0x0909_0909)
+        let bytes = header.bytes
+        #expect(bytes[Int(CV_VSOCK_HDR_DST_CID)] == 0x02 && bytes[Int(CV_VSOCK_HDR_SRC_PORT)] == 0x03)
+        #expect(bytes[Int(CV_VSOCK_HDR_DST_PORT)] == 0x04 && bytes[Int(CV_VSOCK_HDR_LEN)] == 0x05)
+        #expect(bytes[Int(CV_VSOCK_HDR_TYPE)] == UInt8(VIRTIO_VSOCK_TYPE_STREAM.rawValue) && bytes[Int(CV_VSOCK_HDR_OP)] == 4)
+        #expect(bytes[Int(CV_VSOCK_HDR_FLAGS)] == 0x07 && bytes[Int(CV_VSOCK_HDR_BUF_ALLOC)] == 0x08)
+        #expect(bytes[Int(CV_VSOCK_HDR_FWD_CNT)] == 0x09)
+        #expect(VsockHeader.Operation.request.rawValue == UInt16(VIRTIO_VSOCK_OP_REQUEST.rawValue))
+        #expect(VsockHeader.Operation.creditRequest.rawValue == UInt16(VIRTIO_VSOCK_OP_CREDIT_REQUEST.rawValue))
+        #expect(VsockHeader.Operation.reset.rawValue == UInt16(VIRTIO_VSOCK_OP_RST.rawValue))
+        #expect(VsockHeader.ShutdownFlags.receive.rawValue == VIRTIO_VSOCK_SHUTDOWN_RCV.rawValue)
+        #expect(VsockHeader.ShutdownFlags.send.rawValue == VIRTIO_VSOCK_SHUTDOWN_SEND.rawValue)
+    }
+
     @Test func netHeaderConfigurationAndTapOffloads() {
         #expect(NetHeader.size == Int(CV_NET_HDR_V1_SIZE))
         #expect(CV_NET_HDR_NUM_BUFFERS == 10 && CV_NET_HDR_CSUM_START == 6 && CV_NET_HDR_GSO_SIZE == 4)
