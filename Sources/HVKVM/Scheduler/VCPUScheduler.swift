@@ -282,9 +282,9 @@ public final class VCPUScheduler: @unchecked Sendable {
             if vm.stopFlag.load(ordering: .acquiring) { return .stopped(.stopRequested) }
             if vm.pauseFlag.load(ordering: .acquiring) { return .paused }
             let entered = HostClock.monotonicNanoseconds()
-            counters.entering(at: entered)
             counters.vmmNanoseconds.add(entered &- leftGuest, ordering: .relaxed)
             if entered >= deadline { return .expired }
+            counters.entering(at: entered)
             let exit: VMExit
             do { exit = try vcpu.run() } catch { return .stopped(.failed(vcpu: vcpu.id, error: error)) }
             leftGuest = HostClock.monotonicNanoseconds()
