@@ -1,0 +1,107 @@
+import HVCore
+
+/// A packet the driver queued on a vsock device's transmit queue: its header, copied out of
+/// the chain once, and the host buffers of its data in guest memory (zero-copy, checked).
+///
+/// The header's `len` is what counts: the chain must hold at least that much data after the
+/// header, and may hold more (ignored), as Linux's and Firecracker's devices take it. A chain
+/// that cannot be a packet is refused with the reason, and the device completes it without
+/// acting on it.
+///
+/// SAFETY: ``data`` points into guest RAM the device's queue keeps mapped; it is valid until
+/// the chain is completed, and only the device's thread that took the chain uses it.
+@safe public struct VsockTransmitPacket: @unchecked Sendable {
+    /// The header, as the guest wrote it (not yet checked against any connection).
+    public let header: VsockHeader
+    /// The data: `header.length` bytes of guest RAM, in the chain's order.
+    public let data: [UnsafeMutableRawBufferPointer]
+
+    /// The largest data a packet may carry: the default receive buffer of Linux's transport
+    /// and Firecracker's limit.
+    public static let maximumDataLength: UInt32 = 64 << 10
+
+    /// The packet in `chain`, whose readable part holds the header and then the data.
+    public init(_ chain: DescriptorChain, in memory: any GuestMemory) throws(VsockPacketError) {
+        guard chain.writableLength == 0 else { throw .malformed("a transmit chain with device-writable descriptors") }
+        guard chain.readableLength >= UInt64(VsockHeader.size) else {
+            throw .malformed("\(chain.readableLength) bytes is less than a packet header")
+        }
+        var reader = chain.reader(in: memory)
+        let copied: [UInt8]
+        do { copied = try reader.readBytes(VsockHeader.size) } catch { throw .memory("\(error)") }
+        guard let header = VsockHeader(bytes: copied) else { throw .malformed("no header") }
+        guard header.length <= Self.maximumDataLength else {
+            throw .malformed("\(header.length) bytes of data is more than the \(Self.maximumDataLength) a packet may carry")
+        }
+        guard UInt64(header.length) <= chain.readableLength - UInt64(VsockHeader.size) else {
+            throw .malformed("the header announces \(header.length) bytes; the chain holds \(chain.readableLength - UInt64(VsockHeader.size))")
+        }
+        do {
+            unsafe data = try reader.hostBuffers(UInt64(header.length))
+        } catch {
+            throw .memory("\(error)")
+        }
+        self.header = header
+    }
+
+    /// A copy of the data (for tests and small control paths; the data path uses ``data``).
+    public var dataBytes: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(header.length))
+        for unsafe buffer in unsafe data { unsafe bytes.append(contentsOf: UnsafeRawBufferPointer(buffer)) }
+        return bytes
+    }
+}
+
+/// Writing packets into the chains the driver posted on a vsock device's receive queue.
+public enum VsockReceivePacket {
+    /// Writes `header` and then the data `fill` puts into the buffers it is given (at most
+    /// `header.length` bytes, which must fit after the header) into `chain`, whose writable
+    /// part must hold at least the header. Returns the used length: the header and the data
+    /// written.
+    ///
+    /// `fill` gets the host buffers of the data's place in guest memory, so host data can be
+    /// read straight into them (a `readv` from a socket); it returns the bytes it wrote, which
+    /// become the header's `len`.
+    public static func write(
+        _ header: VsockHeader, into chain: DescriptorChain, in memory: any GuestMemory,
+        fill: ([UnsafeMutableRawBufferPointer]) -> UInt32 = { _ in 0 }
+    ) throws(VsockPacketError) -> UInt32 {
+        guard chain.readableLength == 0 else { throw .malformed("a receive chain with device-readable descriptors") }
+        guard chain.writableLength >= UInt64(VsockHeader.size) else {
+            throw .malformed("a receive chain of \(chain.writableLength) bytes has no room for a packet header")
+        }
+        guard UInt64(header.length) <= chain.writableLength - UInt64(VsockHeader.size) else {
+            throw .malformed("\(header.length) bytes of data do not fit in a receive chain of \(chain.writableLength) bytes")
+        }
+        var writer = chain.writer(in: memory)
+        var written = header
+        do {
+            // The data first, so that the header can say how much of it came.
+            var skip = writer
+            _ = unsafe try skip.hostBuffers(UInt64(VsockHeader.size))
+            let buffers = unsafe try skip.hostBuffers(UInt64(header.length))
+            written.length = min(unsafe fill(buffers), header.length)
+            try writer.write(written.bytes)
+        } catch {
+            throw .memory("\(error)")
+        }
+        return UInt32(VsockHeader.size) + written.length
+    }
+}
+
+/// Why a chain cannot carry a vsock packet.
+public enum VsockPacketError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The chain's shape or the header's length is wrong.
+    case malformed(String)
+    /// The chain's buffers could not be reached in guest memory.
+    case memory(String)
+
+    /// What was wrong.
+    public var description: String {
+        switch self {
+        case let .malformed(reason): reason
+        case let .memory(reason): "guest memory: \(reason)"
+        }
+    }
+}
