@@ -26,6 +26,11 @@ public protocol GuestMemory: Sendable {
     func unsafeHostBuffer(
         at address: GuestAddress, length: UInt64, for access: MemoryAccess
     ) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer
+
+    /// Fills `length` bytes at `address` with `value`. A default stores the bytes; a backend
+    /// may do better (``GuestMemoryMmap`` gives whole pages of private anonymous RAM back to
+    /// the kernel to zero them).
+    func fill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError)
 }
 
 extension GuestMemory {
@@ -150,6 +155,11 @@ extension GuestMemory {
 
     /// Fills `length` bytes at `address` with `value`.
     public func fill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {
+        try storeFill(value, at: address, length: length)
+    }
+
+    /// ``fill(_:at:length:)`` by storing every byte.
+    func storeFill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             unsafe try forEachChunk(at: address, length: length, for: .write) { chunk, _ throws(GuestMemoryError) in
                 // SAFETY: each chunk is writable guest RAM checked by unsafeHostBuffer.

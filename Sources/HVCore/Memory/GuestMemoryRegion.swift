@@ -166,6 +166,30 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
         if ownsDescriptor, let fileDescriptor { close(fileDescriptor.rawValue) }
     }
 
+    /// Zeroes `chunk`, host memory of this region that the caller checked is writable. Whole
+    /// pages of a private anonymous mapping go back to the kernel (MADV_DONTNEED) and read as
+    /// zero from then on; the partial pages at either end, shared mappings and huge pages are
+    /// stored to.
+    func zero(_ chunk: UnsafeMutableRawBufferPointer) {
+        let page = 4096
+        guard fileDescriptor == nil, !options.contains(.hugePages), chunk.count >= 4 * page,
+              let base = unsafe chunk.baseAddress else {
+            // SAFETY: the caller checked the chunk lies in this region's writable mapping.
+            unsafe chunk.initializeMemory(as: UInt8.self, repeating: 0)
+            return
+        }
+        let start = unsafe Int(bitPattern: base)
+        let end = start + chunk.count
+        let firstWhole = (start + page - 1) & ~(page - 1), lastWhole = end & ~(page - 1)
+        // SAFETY: [start, end) is the checked chunk and firstWhole <= lastWhole lie inside it
+        // (it spans at least four pages); the mapping stays, only its pages are replaced.
+        unsafe memset(base, 0, firstWhole - start)
+        unsafe memset(base + (lastWhole - start), 0, end - lastWhole)
+        if unsafe madvise(base + (firstWhole - start), lastWhole - firstWhole, MADV_DONTNEED) != 0 {
+            unsafe memset(base + (firstWhole - start), 0, lastWhole - firstWhole)
+        }
+    }
+
     /// Host buffer for `[address, address + length)`, which the caller has checked lies in
     /// this region.
     func buffer(at address: GuestAddress, length: UInt64) -> UnsafeMutableRawBufferPointer {

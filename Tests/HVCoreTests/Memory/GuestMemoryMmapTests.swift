@@ -27,6 +27,39 @@ struct GuestMemoryMmapTests {
         #expect(memory.ramRanges.count == 4)
     }
 
+    /// Zeroing gives whole private anonymous pages back (they leave the resident set) and
+    /// stores the partial pages at the ends; shared (memfd) pages are stored to. Nothing outside
+    /// the range changes, in either kind of region, and a range across two adjacent regions
+    /// is zeroed in both.
+    @Test(arguments: [(UInt64(0x64), UInt64(0xF_0000)), (0x1000, 0x8000), (0x20_0123, 0xE_0000), (0x2F_F000, 0x2_0000), (0x5, 0x7)])
+    func zeroFillsExactlyItsRange(start: UInt64, length: UInt64) throws {
+        let memory = try layoutWithHoles()
+        let touched: [(UInt64, UInt64)] = [(0, 1 << 20), (2 << 20, 1 << 20), (3 << 20, 512 << 10)]
+        for (base, size) in touched { try memory.fill(0xAB, at: GuestAddress(base), length: size) }
+        let residentBefore = try memory.residentBytes()
+        try memory.fill(0, at: GuestAddress(start), length: length)
+        // Measured before reading back, which maps the (zero) pages in again.
+        let residentAfter = try memory.residentBytes()
+        for (base, size) in touched {
+            let bytes = try memory.readBytes(at: GuestAddress(base), count: Int(size))
+            for (offset, byte) in bytes.enumerated() {
+                let address = base + UInt64(offset)
+                let expected: UInt8 = (start..<(start + length)).contains(address) ? 0 : 0xAB
+                guard byte == expected else {
+                    Issue.record("byte at 0x\(String(address, radix: 16)) is \(byte), expected \(expected)")
+                    return
+                }
+            }
+        }
+        // The private region's whole pages inside the range are no longer resident.
+        let privateEnd = min(start + length, 1 << 20)
+        let wholePages = start < privateEnd ? ((privateEnd & ~0xFFF) > ((start + 0xFFF) & ~0xFFF) ? ((privateEnd & ~0xFFF) - ((start + 0xFFF) & ~0xFFF)) : 0) : 0
+        let dropped = residentBefore - residentAfter
+        if wholePages >= 4 * 4096 && length >= 4 * 4096 {
+            #expect(dropped >= wholePages, "\(dropped) bytes left the resident set, \(wholePages) expected")
+        }
+    }
+
     @Test func residentBytesCountsTouchedPagesInEveryRegion() throws {
         let page = GuestMemoryMmap.pageSize
         let memory = try GuestMemoryMmap([
