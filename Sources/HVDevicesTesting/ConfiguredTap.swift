@@ -2,6 +2,7 @@ import CHVDevicesShims
 import Glibc
 import HVCore
 import HVDevices
+import Synchronization
 import SystemPackage
 
 /// A new tap interface in a network namespace of its own, with the host side at
@@ -24,6 +25,9 @@ public final class ConfiguredTap: Sendable {
     /// The network namespace the interface lives in (`ip netns` name).
     public let namespace: String
 
+    /// Namespaces made so far by this process.
+    private static let namespaces = Atomic<Int>(0)
+
     /// Why a tap cannot be configured here (not root, no /dev/net/tun, no `ip`), or nil.
     public static var unavailableReason: String? {
         guard unsafe access("/usr/sbin/ip", X_OK) == 0 || access("/sbin/ip", X_OK) == 0 else { return "needs iproute2's ip" }
@@ -42,7 +46,8 @@ public final class ConfiguredTap: Sendable {
         backend = try TapBackend()
         let name = backend.interfaceName
         subnet = UInt8(truncatingIfNeeded: (Int(getpid()) &* 31 &+ Int(backend.fileDescriptor.rawValue)) % 200 + 20)
-        namespace = "hvkit-\(getpid())-\(name)"
+        // Unique in the process: once an interface moved out, the next tap may take its name.
+        namespace = "hvkit-\(getpid())-\(Self.namespaces.wrappingAdd(1, ordering: .relaxed).oldValue)"
         // Read while the interface is still visible in this namespace's sysfs.
         let address = try HostFile.readAll(FilePath("/sys/class/net/\(name)/address"))
         hostMAC = String(decoding: address, as: UTF8.self).split(separator: ":").compactMap { UInt8($0.prefix(2), radix: 16) }
