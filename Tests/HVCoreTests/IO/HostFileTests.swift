@@ -1,12 +1,16 @@
 import Glibc
 import HVCore
+import Synchronization
 import SystemPackage
 import Testing
 
 @Suite struct HostFileTests {
-    /// A scratch file of `count` bytes (0, 1, 2, ... wrapping), removed by the caller.
+    /// Scratch files made so far: each test case, run in parallel with the others, has its own.
+    private static let made = Atomic<Int>(0)
+
+    /// A scratch file of `count` bytes (0, 7, 14, ... wrapping), removed by the caller.
     private func scratch(_ count: Int) throws -> (path: FilePath, bytes: [UInt8]) {
-        let path = FilePath("/tmp/hvkit-hostfile-\(getpid())-\(count)")
+        let path = FilePath("/tmp/hvkit-hostfile-\(getpid())-\(Self.made.wrappingAdd(1, ordering: .relaxed).oldValue)")
         let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let descriptor = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate], permissions: .ownerReadWrite)
         defer { try? descriptor.close() }
