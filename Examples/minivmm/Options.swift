@@ -26,36 +26,61 @@ struct Options {
     /// `--help` was asked for.
     var help = false
 
-    /// One option: its name, the name of its value (nil for a flag) and its help.
-    struct Spec {
+    /// One option: its name, the name of its value (nil for a flag), its help, and how it
+    /// sets its field from the value ("" for a flag) given at `place` (for errors).
+    struct Spec: Sendable {
         let name: String
         let value: String?
         let help: String
+        /// Repeatable: a configuration file's values add to the command line's.
+        var repeatable = false
+        /// Allowed in a configuration file (not `config` or `help`).
+        var inFile = true
+        let set: @Sendable (inout Options, _ value: String, _ place: String) throws(UsageError) -> Void
     }
 
     static let specs: [Spec] = [
-        Spec(name: "kernel", value: "PATH", help: "A bzImage or ELF kernel. Default: the built-in Embedded Swift guest."),
-        Spec(name: "initrd", value: "PATH", help: "An initrd (initramfs) to load for the kernel."),
-        Spec(name: "cmdline", value: "TEXT", help: "The kernel command line; the virtio-mmio devices are appended to it."),
-        Spec(name: "memory", value: "MIB", help: "Guest RAM in MiB (default 256)."),
-        Spec(name: "cpus", value: "COUNT", help: "vCPUs (default 1)."),
+        Spec(name: "kernel", value: "PATH", help: "A bzImage or ELF kernel. Default: the built-in Embedded Swift guest.") { options, value, _ in options.kernel = value },
+        Spec(name: "initrd", value: "PATH", help: "An initrd (initramfs) to load for the kernel.") { options, value, _ in options.initrd = value },
+        Spec(name: "cmdline", value: "TEXT", help: "The kernel command line; the virtio-mmio devices are appended to it.") { options, value, _ in options.cmdline = value },
+        Spec(name: "memory", value: "MIB", help: "Guest RAM in MiB (default 256).") { options, value, place throws(UsageError) in
+            options.memory = try number(value, at: place)
+        },
+        Spec(name: "cpus", value: "COUNT", help: "vCPUs (default 1).") { options, value, place throws(UsageError) in
+            options.cpus = try number(value, at: place)
+        },
         Spec(name: "disk", value: "PATH[,readonly][,rate=LIMIT]",
-             help: "A virtio block device; LIMIT is bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST] (token buckets: BYTES refill every MS ms). Repeatable."),
+             help: "A virtio block device; LIMIT is bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST] (token buckets: BYTES refill every MS ms). Repeatable.",
+             repeatable: true) { options, value, _ in options.disk.append(value) },
         Spec(name: "net", value: "tap=NAME|stream=PATH[,mac=MAC][,rx-rate=LIMIT][,tx-rate=LIMIT]",
-             help: "A virtio network interface: a host tap (created if missing; needs CAP_NET_ADMIN or a tap you own) or a Unix socket in QEMU's stream framing, as `passt --socket PATH` makes (no privileges needed); limits as for --disk, each direction its own. Repeatable."),
-        Spec(name: "console", value: "stdio|file:PATH", help: "Where the serial console goes (default stdio)."),
-        Spec(name: "rng", value: nil, help: "A virtio entropy device."),
-        Spec(name: "virtio-console", value: "stdio|file:PATH", help: "A virtio console (hvc0) and where its output goes."),
+             help: "A virtio network interface: a host tap (created if missing; needs CAP_NET_ADMIN or a tap you own) or a Unix socket in QEMU's stream framing, as `passt --socket PATH` makes (no privileges needed); limits as for --disk, each direction its own. Repeatable.",
+             repeatable: true) { options, value, _ in options.net.append(value) },
+        Spec(name: "console", value: "stdio|file:PATH", help: "Where the serial console goes (default stdio).") { options, value, _ in options.console = value },
+        Spec(name: "rng", value: nil, help: "A virtio entropy device.") { options, _, _ in options.rng = true },
+        Spec(name: "virtio-console", value: "stdio|file:PATH", help: "A virtio console (hvc0) and where its output goes.") { options, value, _ in options.virtioConsole = value },
         Spec(name: "boot-timer", value: nil,
-             help: "Print the time from start to the guest's boot-done write: 123 to the page announced as hvkit.boot_timer= (for devmem), or to port 0x3F0."),
+             help: "Print the time from start to the guest's boot-done write: 123 to the page announced as hvkit.boot_timer= (for devmem), or to port 0x3F0.") {
+            options, _, _ in options.bootTimer = true
+        },
         Spec(name: "boot", value: "auto|linux64|pvh",
-             help: "How to enter an ELF kernel: PVH when it has the note (auto, the default), the 64-bit protocol with a zero page, or PVH."),
-        Spec(name: "no-extract", value: nil, help: "Enter a bzImage through its own decompressor instead of extracting it on the host."),
+             help: "How to enter an ELF kernel: PVH when it has the note (auto, the default), the 64-bit protocol with a zero page, or PVH.") { options, value, _ in options.boot = value },
+        Spec(name: "no-extract", value: nil, help: "Enter a bzImage through its own decompressor instead of extracting it on the host.") {
+            options, _, _ in options.noExtract = true
+        },
         Spec(name: "no-seccomp", value: nil,
-             help: "Run without the seccomp filters that otherwise restrict each thread (vCPUs, the event loop, the main thread) to the system calls it needs; a call outside them kills minivmm."),
-        Spec(name: "config", value: "PATH", help: "A file of options, one per line (kernel=PATH, disk=PATH,readonly, rng, ...); '#' starts a comment."),
-        Spec(name: "help", value: nil, help: "Show this help."),
+             help: "Run without the seccomp filters that otherwise restrict each thread (vCPUs, the event loop, the main thread) to the system calls it needs; a call outside them kills minivmm.") {
+            options, _, _ in options.noSeccomp = true
+        },
+        Spec(name: "config", value: "PATH", help: "A file of options, one per line (kernel=PATH, disk=PATH,readonly, rng, ...); '#' starts a comment.",
+             inFile: false) { options, value, _ in options.config = value },
+        Spec(name: "help", value: nil, help: "Show this help.", inFile: false) { options, _, _ in options.help = true },
     ]
+
+    /// `value` as a decimal number; `place` says where it was given.
+    private static func number<T: FixedWidthInteger>(_ value: String, at place: String) throws(UsageError) -> T {
+        guard let parsed = T(value, radix: 10) else { throw UsageError("\(place) wants a number, not '\(value)'") }
+        return parsed
+    }
 
     /// Parses `arguments` (without the program name), then the configuration file if one is
     /// named: the file's options fill in what the command line left out, and its disks and
@@ -98,11 +123,11 @@ struct Options {
             let name = String(line.prefix { $0 != "=" }).trimmed
             let value = line.firstIndex(of: "=").map { String(line[line.index(after: $0)...]).trimmed }
             let place = "\(path):\(lineIndex + 1)"
-            guard let spec = Self.specs.first(where: { $0.name == name }), name != "config", name != "help" else {
+            guard let spec = Self.specs.first(where: { $0.name == name }), spec.inFile else {
                 throw UsageError("\(place): unknown option '\(name)'")
             }
             guard spec.value == nil || value != nil else { throw UsageError("\(place): \(name) needs a value: \(spec.value ?? "")") }
-            if given.contains(name), name != "disk", name != "net" { continue }
+            if given.contains(name), !spec.repeatable { continue }
             try set(spec, value, where: "\(place): \(name)")
         }
     }
@@ -111,30 +136,7 @@ struct Options {
     /// given, for errors.
     private mutating func set(_ spec: Spec, _ value: String?, where place: String) throws(UsageError) {
         guard spec.value != nil || value == nil else { throw UsageError("\(place) takes no value") }
-        let text = value ?? ""
-        func number<T: FixedWidthInteger>(_: T.Type) throws(UsageError) -> T {
-            guard let parsed = T(text, radix: 10) else { throw UsageError("\(place) wants a number, not '\(text)'") }
-            return parsed
-        }
-        switch spec.name {
-        case "kernel": kernel = text
-        case "initrd": initrd = text
-        case "cmdline": cmdline = text
-        case "memory": memory = try number(UInt64.self)
-        case "cpus": cpus = try number(Int.self)
-        case "disk": disk.append(text)
-        case "net": net.append(text)
-        case "console": console = text
-        case "rng": rng = true
-        case "virtio-console": virtioConsole = text
-        case "boot-timer": bootTimer = true
-        case "boot": boot = text
-        case "no-extract": noExtract = true
-        case "no-seccomp": noSeccomp = true
-        case "config": config = text
-        case "help": help = true
-        default: throw UsageError("\(place): option without a handler")  // A spec the switch misses.
-        }
+        try spec.set(&self, value ?? "", place)
     }
 
     /// The help text: usage, then each option with its value and help, wrapped to 100 columns.

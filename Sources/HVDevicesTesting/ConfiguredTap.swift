@@ -82,8 +82,12 @@ public final class ConfiguredTap: Sendable {
     /// A socket (as `socket(2)` takes its arguments) in the tap's namespace, where the host's
     /// address is: for the host side of a test. The caller closes it.
     public func socket(_ domain: Int32, _ type: Int32, _ protocol: Int32) throws -> Int32 {
-        let made = try inNamespace { () -> Int32 in Glibc.socket(domain, type, `protocol`) }
-        guard made >= 0 else { throw ConfiguredTapError(command: "socket in \(namespace): errno \(errno)") }
+        // errno is the namespace thread's: it comes back with the result.
+        let (made, error) = try inNamespace { () -> (Int32, Int32) in
+            let made = Glibc.socket(domain, type, `protocol`)
+            return (made, errno)
+        }
+        guard made >= 0 else { throw ConfiguredTapError(command: "socket in \(namespace): errno \(error)") }
         return made
     }
 

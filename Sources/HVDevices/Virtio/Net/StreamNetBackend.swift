@@ -99,7 +99,7 @@ public final class StreamNetBackend: NetBackend {
             try flushUnsent(&state)
             guard state.unsent.isEmpty else { return false }
             let frame = unsafe IOVectors.dropping(NetHeader.size, from: buffers)
-            let length = unsafe frame.reduce(0) { unsafe $0 + $1.iov_len }
+            let length = unsafe IOVectors.totalLength(frame)
             var prefix = UInt32(length).bigEndian
             return unsafe try withUnsafeBytes(of: &prefix) { prefixBytes throws(NetBackendError) -> Bool in
                 var vectors = unsafe [iovec(iov_base: UnsafeMutableRawPointer(mutating: prefixBytes.baseAddress), iov_len: 4)] + frame
