@@ -1,6 +1,7 @@
 // Helpers whose system declarations need _GNU_SOURCE, which is set only here so that the
 // header Swift imports sees the same system headers as Swift's Glibc module.
 #define _GNU_SOURCE
+#include <sys/socket.h>
 #include <errno.h>
 #include <sched.h>
 #include "CHVCoreShims.h"
@@ -27,6 +28,8 @@ int hv_thread_affinity(int *cpus, int capacity) {
 }
 
 int hv_current_cpu(void) { return sched_getcpu(); }
+
+int hv_accept_nonblocking(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
 
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)

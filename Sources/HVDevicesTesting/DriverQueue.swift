@@ -87,6 +87,11 @@ public struct DriverQueue: Sendable {
         get throws { try memory.read(UInt16.self, at: usedRing) }
     }
 
+    /// The descriptor index the next chain's head will take.
+    public var nextDescriptor: UInt16 {
+        get throws { nextFreeDescriptor }
+    }
+
     // MARK: Chains
 
     /// Writes a chain of direct descriptors for `buffers` (readable ones should come first)

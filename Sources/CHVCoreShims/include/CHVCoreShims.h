@@ -44,6 +44,8 @@ int hv_set_thread_affinity(const int *cpus, int count);
 int hv_thread_affinity(int *cpus, int capacity);
 /// The CPU the calling thread is running on now, or -1.
 int hv_current_cpu(void);
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC: the next connection on a listening socket, or -1 and errno.
+int hv_accept_nonblocking(int fd);
 
 // epoll with the event's data as a plain 64-bit token: struct epoll_event is packed on x86-64,
 // which Swift does not import faithfully, so it never crosses into Swift.
@@ -66,6 +68,8 @@ static const uint32_t HV_EPOLLIN = EPOLLIN;
 static const uint32_t HV_EPOLLOUT = EPOLLOUT;
 static const uint32_t HV_EPOLLERR = EPOLLERR;
 static const uint32_t HV_EPOLLHUP = EPOLLHUP;
+static const uint32_t HV_EPOLLRDHUP = EPOLLRDHUP;
+static const uint32_t HV_EPOLLET = EPOLLET;
 
 static const int HV_MAP_NORESERVE = MAP_NORESERVE;
 static const int HV_MAP_HUGETLB = MAP_HUGETLB;

@@ -16,6 +16,19 @@ public final class EventLoop: Sendable {
     public struct Registration: Hashable, Sendable {
         fileprivate let token: UInt64
         fileprivate let fileDescriptor: FileDescriptor
+        fileprivate let events: UInt32
+    }
+
+    /// What a registration waits for.
+    public struct Readiness: OptionSet, Hashable, Sendable {
+        /// The raw flags.
+        public let rawValue: UInt8
+        /// Readiness from its raw flags.
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// Data to read, end of file, or an error (EPOLLIN, EPOLLRDHUP).
+        public static let readable = Readiness(rawValue: 1)
+        /// Room to write (EPOLLOUT).
+        public static let writable = Readiness(rawValue: 2)
     }
 
     private struct State {
@@ -80,18 +93,40 @@ public final class EventLoop: Sendable {
     public func register(
         _ fileDescriptor: FileDescriptor, handler: @escaping @Sendable () -> Void
     ) throws(Errno) -> Registration {
+        try register(fileDescriptor, for: .readable, edgeTriggered: false, handler: handler)
+    }
+
+    /// Calls `handler` on the loop's thread when `fileDescriptor` is ready as `readiness` says
+    /// (an error or hang-up counts as readable).
+    ///
+    /// Level-triggered (the default), the handler is called again while the descriptor stays
+    /// ready, so it must drain it or pause the registration. Edge-triggered, it is called once
+    /// per change to ready (and once at registration if ready then): for an owner that keeps
+    /// its own record of what is ready, such as a socket it reads only when it has somewhere
+    /// to put the bytes and writes only when it has bytes waiting. The handler is not told
+    /// which readiness came; it tries what it has to do. The caller keeps the descriptor open
+    /// until it unregisters it.
+    @discardableResult
+    public func register(
+        _ fileDescriptor: FileDescriptor, for readiness: Readiness, edgeTriggered: Bool,
+        handler: @escaping @Sendable () -> Void
+    ) throws(Errno) -> Registration {
+        var events: UInt32 = 0
+        if readiness.contains(.readable) { events |= HV_EPOLLIN | HV_EPOLLRDHUP }
+        if readiness.contains(.writable) { events |= HV_EPOLLOUT }
+        if edgeTriggered { events |= HV_EPOLLET }
         let token = state.withLock { state in
             let token = state.nextToken
             state.nextToken += 1
             state.handlers[token] = handler
             return token
         }
-        guard hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_ADD, fileDescriptor.rawValue, HV_EPOLLIN, token) == 0 else {
+        guard hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_ADD, fileDescriptor.rawValue, events, token) == 0 else {
             let error = Errno(rawValue: errno)
             _ = state.withLock { $0.handlers.removeValue(forKey: token) }
             throw error
         }
-        return Registration(token: token, fileDescriptor: fileDescriptor)
+        return Registration(token: token, fileDescriptor: fileDescriptor, events: events)
     }
 
     /// Stops watching a descriptor. A call of its handler already under way on the loop's
@@ -111,7 +146,7 @@ public final class EventLoop: Sendable {
     public func setWatching(_ registration: Registration, _ watching: Bool) throws(Errno) {
         let descriptor = registration.fileDescriptor.rawValue
         let result = watching
-            ? hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_ADD, descriptor, HV_EPOLLIN, registration.token)
+            ? hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_ADD, descriptor, registration.events, registration.token)
             : hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_DEL, descriptor, 0, 0)
         guard result == 0 else {
             let error = Errno(rawValue: errno)

@@ -36,27 +36,13 @@ public final class StreamNetBackend: NetBackend {
     /// Connects to the stream socket at `path` (passt's `--socket`).
     public convenience init(path: String) throws(NetBackendError) {
         let name = "stream \(path)"
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let pathBytes = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard pathBytes.count < capacity else {
-            throw .setup(backend: name, step: "socket path (longer than \(capacity - 1) bytes)", Errno.fileNameTooLong)
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try UnixSocket.connect(to: path)
+        } catch {
+            throw .setup(backend: name, step: error == .fileNameTooLong ? "socket path (too long for sun_path)" : "connect", error)
         }
-        unsafe withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            unsafe raw.copyBytes(from: pathBytes)
-        }
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard descriptor >= 0 else { throw .setup(backend: name, step: "socket", Errno(rawValue: errno)) }
-        let connected = unsafe withUnsafePointer(to: &address) {
-            unsafe $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            let error = Errno(rawValue: errno)
-            close(descriptor)
-            throw .setup(backend: name, step: "connect", error)
-        }
-        try self.init(connected: FileDescriptor(rawValue: descriptor), name: name)
+        try self.init(connected: descriptor, name: name)
     }
 
     /// Takes over `connected`, a connected stream socket (passt's `--fd`, or one end of a

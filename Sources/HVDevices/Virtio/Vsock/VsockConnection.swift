@@ -57,6 +57,8 @@ public struct VsockConnection: Hashable, Sendable {
     public private(set) var state: State
     /// Flow control both ways.
     public private(set) var credit: VsockCredit
+    /// Whether the host side said it sends no more (``hostFinishedSending()``).
+    public private(set) var hostSendingShut = false
 
     /// A connection the guest asked for with `request` (a REQUEST to the host), in
     /// ``State/peerInit`` until the host side accepts; the host side's receive buffer is
@@ -191,6 +193,19 @@ public struct VsockConnection: Hashable, Sendable {
         }
     }
 
+    /// The host side sends no more (its end of file) but still takes what the guest sends:
+    /// SHUTDOWN with the send flag, once.
+    public mutating func hostFinishedSending() -> Reaction {
+        switch state {
+        case .established, .remoteClosed:
+            guard !hostSendingShut else { return .none }
+            hostSendingShut = true
+            return .reply(makeHeader(.shutdown, flags: VsockHeader.ShutdownFlags.send.rawValue))
+        default:
+            return .none
+        }
+    }
+
     /// The deadline of a state that waits for the guest (``State/localInit``, ``State/localClosed``)
     /// passed: RST.
     public mutating func deadlinePassed() -> Reaction {
@@ -201,6 +216,7 @@ public struct VsockConnection: Hashable, Sendable {
     /// How many of `wanted` bytes the host side may send to the guest now: bounded by the
     /// guest's credit, 0 unless the connection is open and the guest still receives.
     public func sendable(_ wanted: UInt32) -> UInt32 {
+        guard !hostSendingShut else { return 0 }
         switch state {
         case .established: break
         case let .remoteClosed(halves) where !halves.contains(.receive): break
@@ -224,6 +240,11 @@ public struct VsockConnection: Hashable, Sendable {
         do throws(VsockCreditError) { try credit.forwarded(bytes) } catch { return kill("\(error)") }
         guard state != .killed, credit.needsUpdate(threshold: credit.bufferAllocation / 4) else { return .none }
         return .reply(makeHeader(.creditUpdate))
+    }
+
+    /// Ends the connection at once from the host side: RST, for `reason`.
+    public mutating func reset(reason: String) -> Reaction {
+        kill(reason)
     }
 
     private mutating func kill(_ reason: String) -> Reaction {

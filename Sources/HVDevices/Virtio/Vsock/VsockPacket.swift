@@ -67,26 +67,50 @@ public enum VsockReceivePacket {
         _ header: VsockHeader, into chain: DescriptorChain, in memory: any GuestMemory,
         fill: ([UnsafeMutableRawBufferPointer]) -> UInt32 = { _ in 0 }
     ) throws(VsockPacketError) -> UInt32 {
-        guard chain.readableLength == 0 else { throw .malformed("a receive chain with device-readable descriptors") }
-        guard chain.writableLength >= UInt64(VsockHeader.size) else {
-            throw .malformed("a receive chain of \(chain.writableLength) bytes has no room for a packet header")
-        }
+        try checkShape(chain)
         guard UInt64(header.length) <= chain.writableLength - UInt64(VsockHeader.size) else {
             throw .malformed("\(header.length) bytes of data do not fit in a receive chain of \(chain.writableLength) bytes")
         }
+        let written = unsafe try write(into: chain, in: memory, dataLimit: header.length, fill: fill) { length in
+            var written = header
+            written.length = length
+            return written
+        }
+        return written ?? UInt32(VsockHeader.size)
+    }
+
+    /// Reads data into `chain` with `fill` (at most `dataLimit` bytes, and no more than the
+    /// chain holds after the header), then writes the header `header` makes for the bytes
+    /// filled; its `len` is set to that count. Returns the used length, or nil when `header`
+    /// declined (nothing came to send): the chain is then untouched as far as the driver can
+    /// tell and may be used for the next packet.
+    public static func write(
+        into chain: DescriptorChain, in memory: any GuestMemory, dataLimit: UInt32,
+        fill: ([UnsafeMutableRawBufferPointer]) -> UInt32, header: (UInt32) -> VsockHeader?
+    ) throws(VsockPacketError) -> UInt32? {
+        try checkShape(chain)
+        let limit = UInt32(min(UInt64(dataLimit), chain.writableLength - UInt64(VsockHeader.size)))
         var writer = chain.writer(in: memory)
-        var written = header
         do {
             // The data first, so that the header can say how much of it came.
             var skip = writer
             _ = unsafe try skip.hostBuffers(UInt64(VsockHeader.size))
-            let buffers = unsafe try skip.hostBuffers(UInt64(header.length))
-            written.length = min(unsafe fill(buffers), header.length)
+            let buffers = unsafe try skip.hostBuffers(UInt64(limit))
+            let count = min(unsafe fill(buffers), limit)
+            guard var written = header(count) else { return nil }
+            written.length = count
             try writer.write(written.bytes)
+            return UInt32(VsockHeader.size) + count
         } catch {
             throw .memory("\(error)")
         }
-        return UInt32(VsockHeader.size) + written.length
+    }
+
+    private static func checkShape(_ chain: DescriptorChain) throws(VsockPacketError) {
+        guard chain.readableLength == 0 else { throw .malformed("a receive chain with device-readable descriptors") }
+        guard chain.writableLength >= UInt64(VsockHeader.size) else {
+            throw .malformed("a receive chain of \(chain.writableLength) bytes has no room for a packet header")
+        }
     }
 }
 
