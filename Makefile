@@ -27,9 +27,10 @@ demo: deps
 ## guest where `make artifacts` built it, Debian's kernel), one at a time, since each keeps a
 ## core busy for tens of seconds when kernel code is emulated.
 LINUX_BOOTS := LinuxGuestTests|DebianKernelTests|theComposeSnippetBootsLinux
-## What the tests use besides the build: passt (virtio-net's stream backend, end to end) and
-## iproute2 (addresses on the taps the network tests make).
-TEST_PACKAGES := passt iproute2
+## What the tests use besides the build: passt (virtio-net's stream backend, end to end),
+## iproute2 (addresses on the taps the network tests make) and socat (a host program nobody
+## here wrote, speaking vsock's CONNECT protocol).
+TEST_PACKAGES := passt iproute2 socat
 
 test-deps: deps
 	@if ! dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1; then \
@@ -59,7 +60,7 @@ docs: deps
 ## composed machines).
 LSAN := LSAN_OPTIONS=suppressions=$(CURDIR)/Scripts/lsan.supp
 TSAN := TSAN_OPTIONS=halt_on_error=1
-TSAN_SUITES := HVKVMTests|EventLoopTests|LockedVirtqueueTests|AIOBlockBackendTests|MachineTests
+TSAN_SUITES := HVKVMTests|EventLoopTests|LockedVirtqueueTests|AIOBlockBackendTests|MachineTests|VsockDeviceTests|VsockHostileGuestTests
 sanitize: deps
 	$(SWIFT) build --build-tests --build-path .build-asan --sanitize=address
 	$(LSAN) $(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --skip '$(LINUX_BOOTS)'

@@ -15,7 +15,7 @@ let allNames = [
     "blk_read_4k_qd1", "blk_read_64k_qd32", "blk_write_64k_qd32", "blk_flush", "blk_cpu_per_request",
     "blk_read_4k_qd1_sync", "blk_read_64k_qd32_sync", "blk_write_64k_qd32_sync",
     "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync", "blk_notify_budget_latency", "blk_notify_budget_latency_aio", "rate_limit_accuracy",
-    "net_tx_64k", "net_rx_64k", "net_cpu_per_frame",
+    "net_tx_64k", "net_rx_64k", "net_cpu_per_frame", "vsock_stream_throughput", "vsock_connect_latency",
     "null_hypercall", "block_via_hypercall", "block_via_ring",
     "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
     "bzimage_extract", "startup_to_first_run", "minivmm_rss", "minivmm_private_rss", "banner_vs_qemu",
@@ -32,8 +32,8 @@ if let unknown = arguments.first(where: { !allNames.contains($0) }) {
 // RSS first, before the other figures' allocations grow the heap.
 let selected = allNames.filter { arguments.isEmpty || arguments.contains($0) }
 
-// The block and network figures need no KVM; the others do.
-if selected.contains(where: { !$0.hasPrefix("blk_") && !$0.hasPrefix("net_") && $0 != "rate_limit_accuracy" }), let reason = KVM.unavailabilityReason() {
+// The block, network and vsock figures need no KVM; the others do.
+if selected.contains(where: { !$0.hasPrefix("blk_") && !$0.hasPrefix("net_") && !$0.hasPrefix("vsock_") && $0 != "rate_limit_accuracy" }), let reason = KVM.unavailabilityReason() {
     print("hv-bench: \(reason)")
     exit(1)
 }
@@ -93,6 +93,8 @@ for name in selected {
         case "net_tx_64k": emit(try netTransmitFigure(rounds: 7))
         case "net_rx_64k": emit(try netReceiveFigure(rounds: 7))
         case "net_cpu_per_frame": emit(try netCPUPerFrameFigure(rounds: 7))
+        case "vsock_stream_throughput": emit(try vsockThroughputFigure(rounds: 5))
+        case "vsock_connect_latency": emit(try vsockConnectLatencyFigure(rounds: 4))
         case "null_hypercall": emit(try nullHypercallFigure(rounds: 7, calls: 20_000))
         case "block_via_hypercall", "block_via_ring":
             // Measured together (alternating rounds); printed once, at the first of the two selected.

@@ -14,6 +14,8 @@ struct VMOptions {
     var cpus: Int
     var disks: [Disk]
     var networks: [Network]
+    /// The vsock device's guest CID and socket path, if there is one.
+    var vsock: (cid: UInt64, path: String)?
     var console: any ByteSink
     var rng: Bool
     /// Where a virtio console's output goes, if there is one.
@@ -55,6 +57,13 @@ struct VMOptions {
                 }
             }
             return disk
+        }
+        if let value = command.vsock {
+            let parts = value.split(separator: ",", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let cid = UInt64(parts[0]), cid >= 3, cid < 0xFFFF_FFFF, !parts[1].isEmpty else {
+                throw UsageError("--vsock \(value): CID,PATH with CID from 3 to 4294967294")
+            }
+            vsock = (cid, parts[1])
         }
         networks = try command.net.map { value throws(UsageError) in
             let usage = "tap=NAME or stream=PATH, then [,mac=52:54:00:xx:xx:xx][,rx-rate=LIMIT][,tx-rate=LIMIT]"
@@ -154,6 +163,7 @@ final class MicroVM {
                                        transmitRateLimit: network.transmitRate)
             }
         }
+        if let vsock = options.vsock { try machine.addVsock(guestCID: vsock.cid, socketPath: vsock.path) }
         if options.rng { try machine.addEntropy() }
         if let output = options.virtioConsole { try machine.addConsole(output: output) }
 
@@ -172,6 +182,7 @@ final class MicroVM {
         let kind = options.kernel == nil ? "the built-in guest" : loaded.kind
         let devices = (options.disks.isEmpty ? [] : ["\(options.disks.count) disk(s)"])
             + machine.networks.map { "\($0.backendName) (guest MAC \(MACAddress(bytes: $0.mac).map(String.init(describing:)) ?? "?"))" }
+            + (options.vsock.map { ["vsock CID \($0.cid) at \($0.path)"] } ?? [])
             + (options.rng ? ["rng"] : [])
             + (options.virtioConsole == nil ? [] : ["virtio console"])
         let entry = loaded.linuxPlan?.bootProtocol == .pvh ? "PVH" : "the 64-bit boot protocol"

@@ -1,6 +1,6 @@
 // minivmm: a minimal microVM monitor composed from HVKit's modules. It boots a Linux kernel
 // (bzImage, extracted on the host, or an ELF vmlinux) or any ELF that follows the Linux 64-bit
-// boot protocol or carries a PVH note, with a 16550 serial console, virtio-mmio block, rng and console devices,
+// boot protocol or carries a PVH note, with a 16550 serial console, virtio-mmio block, network, vsock, rng and console devices,
 // the i8042 (reset) and the CMOS clock; with no kernel it runs HVKit's built-in Embedded Swift guest. The machine
 // itself is HVMachine's: minivmm keeps only its command line, configuration file and reporting.
 //
@@ -8,6 +8,7 @@
 //   minivmm --kernel vmlinuz --cmdline "console=ttyS0" --disk root.img,readonly --rng
 //   minivmm --kernel vmlinuz --net tap=hv0,mac=52:54:00:12:34:56   a network interface on tap hv0
 //   minivmm --kernel vmlinuz --net stream=/tmp/passt.socket        the same through passt, unprivileged
+//   minivmm --kernel vmlinuz --vsock 3,/tmp/vm.vsock                 vsock: host programs write "CONNECT <port>\n" to it
 //   minivmm --config vm.conf                            the same options, one per line
 import Glibc
 import HVMachine

@@ -15,6 +15,7 @@ struct Options {
     var cpus = 1
     var disk: [String] = []
     var net: [String] = []
+    var vsock: String?
     var console = "stdio"
     var rng = false
     var virtioConsole: String?
@@ -55,6 +56,10 @@ struct Options {
         Spec(name: "net", value: "tap=NAME|stream=PATH[,mac=MAC][,rx-rate=LIMIT][,tx-rate=LIMIT]",
              help: "A virtio network interface: a host tap (created if missing; needs CAP_NET_ADMIN or a tap you own) or a Unix socket in QEMU's stream framing, as `passt --socket PATH` makes (no privileges needed); limits as for --disk, each direction its own. Repeatable.",
              repeatable: true) { options, value, _ in options.net.append(value) },
+        Spec(name: "vsock", value: "CID,PATH",
+             help: "A virtio vsock device: the guest is CID (3 or more); host programs connect to the Unix socket PATH and write `CONNECT <port>` (answered `OK <host port>`), and guest connections to host port P reach a socket listening at PATH_P.") {
+            options, value, _ in options.vsock = value
+        },
         Spec(name: "console", value: "stdio|file:PATH", help: "Where the serial console goes (default stdio).") { options, value, _ in options.console = value },
         Spec(name: "rng", value: nil, help: "A virtio entropy device.") { options, _, _ in options.rng = true },
         Spec(name: "virtio-console", value: "stdio|file:PATH", help: "A virtio console (hvc0) and where its output goes.") { options, value, _ in options.virtioConsole = value },
@@ -144,7 +149,7 @@ struct Options {
         var lines = [
             "OVERVIEW: Boot a Linux kernel (or HVKit's built-in guest) in a microVM on /dev/kvm.",
             "",
-            "USAGE: minivmm [--kernel PATH] [--initrd PATH] [--cmdline TEXT] [--disk ...] [--net ...] [--rng] ...",
+            "USAGE: minivmm [--kernel PATH] [--initrd PATH] [--cmdline TEXT] [--disk ...] [--net ...] [--vsock CID,PATH] [--rng] ...",
             "",
             "OPTIONS:",
         ]

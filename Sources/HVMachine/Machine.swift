@@ -58,6 +58,7 @@ public final class Machine: Sendable {
         var virtio: [VirtioSlot] = []
         var disks: [MachineDisk] = []
         var networks: [MachineNetwork] = []
+        var vsock: VsockDevice?
         var legacyNames: Set<String> = []
         var extraCommandLine: [String] = []
         var boot: LoadedBoot?
@@ -138,6 +139,8 @@ public final class Machine: Sendable {
     public var disks: [MachineDisk] { state.withLock { $0.disks } }
     /// The network interfaces added so far, in order.
     public var networks: [MachineNetwork] { state.withLock { $0.networks } }
+    /// The vsock device, if one was added.
+    public var vsock: VsockDevice? { state.withLock { $0.vsock } }
     /// The hypercall dispatcher serving the loaded guest's services (per-call statistics), or
     /// nil when the guest has none.
     public var hypercallDispatcher: HypercallDispatcher? { state.withLock { $0.dispatcher } }

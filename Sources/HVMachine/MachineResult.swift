@@ -61,6 +61,8 @@ extension Machine {
                 slot.device.reset()
                 report.devicesQuiesced += 1
             }
+            // Host programs see their vsock connections close, and the socket file goes.
+            state.withLock { $0.vsock }?.close()
             // The vCPUs and devices are done: their last counts.
             metrics.publish(self)
             for disk in disks where !disk.image.isReadOnly {

@@ -9,7 +9,7 @@ import Glibc
 /// The lists were taken from `strace -f` of minivmm booting the Linux test guest with a disk,
 /// the entropy device and a virtio console, plus the paths that run rarely (a flush, the
 /// offload thread started for a write-zeroes, a reset). None of them can open a file, create a
-/// socket, execute a program or fork: `clone` needs CLONE_THREAD, and `clone3` (whose flags a
+/// socket other than a Unix-domain one (vsock's host connections), execute a program or fork: `clone` needs CLONE_THREAD, and `clone3` (whose flags a
 /// filter cannot see) fails with ENOSYS so that glibc falls back to `clone`. ioctl is limited to
 /// KVM's requests (type 0xAE), and on the waiting thread also the terminal's (type 'T').
 public enum MachineSystemCalls {
@@ -50,6 +50,16 @@ public enum MachineSystemCalls {
         SeccompRule(.ioctl, argument: 1, mask: 0xFFFF_FFFF, value: bytesWaiting),
     ]
 
+    /// What a vsock device does on the threads that serve it: accept host programs on its Unix
+    /// socket, connect to `<path>_<port>` (or make a socket pair for an in-process listener)
+    /// when the guest connects, and shut a write half. Unix-domain sockets only (AF_UNIX, 1),
+    /// checked on socket(2)'s and socketpair(2)'s first argument.
+    public static let vsock: [SeccompRule] = [
+        SeccompRule(.socket, argument: 0, mask: 0xFFFF_FFFF, value: UInt32(AF_UNIX)),
+        SeccompRule(.socketpair, argument: 0, mask: 0xFFFF_FFFF, value: UInt32(AF_UNIX)),
+        SeccompRule(.connect), SeccompRule(.accept4), SeccompRule(.shutdown),
+    ]
+
     /// TUNSETOFFLOAD: _IOW('T', 208, unsigned int).
     static let tunSetOffload: UInt32 = 0x4004_54D0
     /// FIONREAD.
@@ -68,24 +78,24 @@ public enum MachineSystemCalls {
     /// A vCPU thread: KVM_RUN and the exits it serves (device registers, doorbells, hypercalls,
     /// the queue work a notification by exit does).
     public static func vcpu(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
-        SeccompFilter(allowing: common + diskIO + network + [kvmIoctls], failing: failing, mismatchAction: mismatchAction)
+        SeccompFilter(allowing: common + diskIO + network + vsock + [kvmIoctls], failing: failing, mismatchAction: mismatchAction)
     }
 
     /// The event loop's thread: epoll, the eventfds of ioeventfds, irqfds and AIO completions,
     /// the device work they start, console input, and KVM interrupt lines for the 16550.
     public static func eventLoop(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
-        SeccompFilter(allowing: common + diskIO + network + [kvmIoctls] + ([.epollWait, .epollPwait] as [SystemCall]).map { SeccompRule($0) },
+        SeccompFilter(allowing: common + diskIO + network + vsock + [kvmIoctls] + ([.epollWait, .epollPwait] as [SystemCall]).map { SeccompRule($0) },
                       failing: failing, mismatchAction: mismatchAction)
     }
 
     /// The thread that started the machine and waits for it: stopping the vCPUs, unwiring
     /// devices (KVM and epoll), draining and flushing disks, unmapping memory, restoring the
-    /// terminal, and waiting for signals; and, once the guest has ended, reporting how much of
+    /// terminal, removing a vsock device's socket file, and waiting for signals; and, once the guest has ended, reporting how much of
     /// guest RAM is resident (HVCore's `GuestMemoryMmap.residentBytes()`, mincore), which only reads
     /// the process's own page tables.
     public static func waiter(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
-        SeccompFilter(allowing: common + diskIO + network + [kvmIoctls, .ioctl(type: UInt8(ascii: "T"))]
-                          + ([.ioDestroy, .rtSigtimedwait, .mincore] as [SystemCall]).map { SeccompRule($0) },
+        SeccompFilter(allowing: common + diskIO + network + vsock + [kvmIoctls, .ioctl(type: UInt8(ascii: "T"))]
+                          + ([.ioDestroy, .rtSigtimedwait, .mincore, .unlink] as [SystemCall]).map { SeccompRule($0) },
                       failing: failing, mismatchAction: mismatchAction)
     }
 }

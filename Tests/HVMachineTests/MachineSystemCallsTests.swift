@@ -17,4 +17,19 @@ struct MachineSystemCallsTests {
         #expect(!filter.allows(.ioctl, arguments: [9, 0x4004_54CA]), "TUNSETIFF")
         #expect(!filter.allows(.socket) && !filter.allows(.openat))
     }
+
+    /// vsock's host sockets are Unix-domain ones: an IP socket stays out of reach.
+    @Test(arguments: ["vcpu", "eventLoop", "waiter"])
+    func vsockGetsUnixSocketsOnly(thread: String) {
+        let filter = switch thread {
+        case "vcpu": MachineSystemCalls.vcpu()
+        case "eventLoop": MachineSystemCalls.eventLoop()
+        default: MachineSystemCalls.waiter()
+        }
+        for call: SystemCall in [.connect, .accept4, .shutdown] { #expect(filter.allows(call), "\(call.name)") }
+        #expect(filter.allows(.socket, arguments: [1, 0x80801, 0]) && filter.allows(.socketpair, arguments: [1, 0x80001, 0]))
+        #expect(!filter.allows(.socket, arguments: [2, 1, 0]) && !filter.allows(.socket, arguments: [16, 3, 0]))
+        #expect(!filter.allows(.socketpair, arguments: [2, 1, 0]))
+        #expect(filter.allows(.unlink) == (thread == "waiter"))
+    }
 }

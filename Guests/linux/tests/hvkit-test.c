@@ -527,8 +527,116 @@ static int test_net(const char *name, const char *parameter, const char *interfa
     return finish(name, replies == pings && ok && sent == bytes);
 }
 
+// AF_VSOCK's address, spelt out: musl's headers do not include <linux/vm_sockets.h>.
+#define HVKIT_AF_VSOCK 40
+#define HVKIT_VMADDR_CID_ANY 0xFFFFFFFFu
+#define HVKIT_VMADDR_CID_HOST 2u
+struct hvkit_sockaddr_vm {
+    sa_family_t svm_family;
+    unsigned short svm_reserved1;
+    unsigned int svm_port;
+    unsigned int svm_cid;
+    unsigned char svm_flags;
+    unsigned char svm_zero[3];
+};
+
+static int vsock_connect(unsigned port) {
+    int fd = socket(HVKIT_AF_VSOCK, SOCK_STREAM, 0);
+    if (fd < 0) return -errno;
+    struct hvkit_sockaddr_vm to = { .svm_family = HVKIT_AF_VSOCK, .svm_port = port, .svm_cid = HVKIT_VMADDR_CID_HOST };
+    if (connect(fd, (struct sockaddr *)&to, sizeof to) != 0) { int error = errno; close(fd); return -error; }
+    struct timeval timeout = { .tv_sec = 60 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    return fd;
+}
+
+// vsock: from hvkit.vsock=LISTEN,HOST,REFUSED,BYTES on the command line, through the kernel's
+// virtio-vsock driver (AF_VSOCK): connects to the host's port HOST, receives BYTES of pattern 7
+// and sends as many of pattern 8 (the host checks them); connects to REFUSED, where nothing
+// listens on the host, and expects the connection refused; then listens on LISTEN and echoes
+// one connection (the host's CONNECT LISTEN) until its end of file.
+static int test_vsock(void) {
+    char cmdline[4096] = {0};
+    int fd = open("/proc/cmdline", O_RDONLY);
+    if (fd >= 0) { ssize_t n = read(fd, cmdline, sizeof cmdline - 1); (void)n; close(fd); }
+    char *argument = strstr(cmdline, "hvkit.vsock=");
+    unsigned listen_port = 0, host_port = 0, refused_port = 0;
+    size_t bytes = 0;
+    if (!argument || sscanf(argument, "hvkit.vsock=%u,%u,%u,%zu", &listen_port, &host_port, &refused_port, &bytes) != 4) {
+        note(" hvkit.vsock=missing");
+        return finish("vsock", 0);
+    }
+    // Out to the host.
+    int connection = vsock_connect(host_port);
+    if (connection < 0) { note(" connect=%s", strerror(-connection)); return finish("vsock", 0); }
+    uint8_t *buffer = malloc(bytes);
+    size_t received = 0, sent = 0;
+    while (buffer && received < bytes) {
+        ssize_t n = recv(connection, buffer + received, bytes - received, 0);
+        if (n <= 0) break;
+        received += (size_t)n;
+    }
+    int ok = buffer && received == bytes && check(buffer, bytes, 7);
+    if (buffer) fill(buffer, bytes, 8);
+    while (buffer && sent < bytes) {
+        ssize_t n = send(connection, buffer + sent, bytes - sent, 0);
+        if (n <= 0) break;
+        sent += (size_t)n;
+    }
+    shutdown(connection, SHUT_WR);
+    char end;
+    while (recv(connection, &end, 1, 0) > 0) {}
+    close(connection);
+    note(" received=%zu sent=%zu pattern=%s", received, sent, ok ? "ok" : "bad");
+    ok = ok && sent == bytes;
+
+    // Nothing listens there: refused (the device's RST).
+    int refused = vsock_connect(refused_port);
+    note(" refused=%s", refused >= 0 ? "connected" : -refused == ECONNRESET ? "ECONNRESET"
+                        : -refused == ECONNREFUSED ? "ECONNREFUSED" : -refused == ETIMEDOUT ? "ETIMEDOUT" : "other");
+    if (refused >= 0) { close(refused); ok = 0; }
+
+    // The host's connection in: echo until its end of file.
+    int listener = socket(HVKIT_AF_VSOCK, SOCK_STREAM, 0);
+    struct hvkit_sockaddr_vm any = { .svm_family = HVKIT_AF_VSOCK, .svm_port = listen_port, .svm_cid = HVKIT_VMADDR_CID_ANY };
+    if (listener < 0 || bind(listener, (struct sockaddr *)&any, sizeof any) != 0 || listen(listener, 1) != 0) {
+        note(" listen=%s", strerror(errno));
+        free(buffer);
+        return finish("vsock", 0);
+    }
+    struct pollfd waiting = { .fd = listener, .events = POLLIN };
+    int client = poll(&waiting, 1, 120000) == 1 ? accept(listener, NULL, NULL) : -1;
+    size_t echoed = 0;
+    if (client >= 0) {
+        struct timeval timeout = { .tv_sec = 60 };
+        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+        setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+        for (;;) {
+            ssize_t n = recv(client, buffer, bytes, 0);
+            if (n <= 0) break;
+            ssize_t done = 0;
+            while (done < n) {
+                ssize_t w = send(client, buffer + done, (size_t)(n - done), 0);
+                if (w <= 0) break;
+                done += w;
+            }
+            if (done < n) break;
+            echoed += (size_t)n;
+        }
+        close(client);
+    } else {
+        note(" accept=none");
+        ok = 0;
+    }
+    close(listener);
+    free(buffer);
+    note(" echoed=%zu", echoed);
+    return finish("vsock", ok && echoed == bytes);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: hvkit-test blk|blk-ro|blk-dd|rng|console|smp|features|net|net-passt\n"); return 2; }
+    if (argc != 2) { fprintf(stderr, "usage: hvkit-test blk|blk-ro|blk-dd|rng|console|smp|features|net|net-passt|vsock\n"); return 2; }
     const char *name = argv[1];
     if (!strcmp(name, "blk")) return test_blk();
     if (!strcmp(name, "blk-ro")) return test_blk_readonly();
@@ -539,6 +647,7 @@ int main(int argc, char **argv) {
     if (!strcmp(name, "features")) return test_features();
     if (!strcmp(name, "net")) return test_net("net", "hvkit.net=", "eth0", 10, NET_TRANSFER_BYTES);
     if (!strcmp(name, "net-passt")) return test_net("net-passt", "hvkit.net-passt=", "eth1", 0, NET_PASST_TRANSFER_BYTES);
+    if (!strcmp(name, "vsock")) return test_vsock();
     note(" unknown-test");
     return finish(name, 0);
 }

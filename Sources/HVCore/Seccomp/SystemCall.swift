@@ -138,11 +138,22 @@ public struct SystemCall: Hashable, Sendable, CustomStringConvertible {
     public static let recvfrom = SystemCall(number: 45, name: "recvfrom")
     /// `sendmsg`, number 46 (frames to a socket, with MSG_NOSIGNAL).
     public static let sendmsg = SystemCall(number: 46, name: "sendmsg")
+    // vsock's host sockets (Unix-domain only, by the filters' argument checks).
+    /// `socket`, number 41: a connection to `<path>_<port>` for a guest's connect.
+    public static let socket = SystemCall(number: 41, name: "socket")
+    /// `connect`, number 42.
+    public static let connect = SystemCall(number: 42, name: "connect")
+    /// `shutdown`, number 48: the guest sends no more, so the host reads end of file.
+    public static let shutdown = SystemCall(number: 48, name: "shutdown")
+    /// `socketpair`, number 53: a guest connection to an in-process listener.
+    public static let socketpair = SystemCall(number: 53, name: "socketpair")
+    /// `unlink`, number 87: the vsock socket's file removed at shutdown.
+    public static let unlink = SystemCall(number: 87, name: "unlink")
+    /// `accept4`, number 288: a host program connecting to the vsock socket.
+    public static let accept4 = SystemCall(number: 288, name: "accept4")
     // Calls HVKit never makes after setup, for tests and deny lists.
     /// `openat`, number 257.
     public static let openat = SystemCall(number: 257, name: "openat")
-    /// `socket`, number 41.
-    public static let socket = SystemCall(number: 41, name: "socket")
     /// `execve`, number 59.
     public static let execve = SystemCall(number: 59, name: "execve")
     /// `getppid`, number 110.

@@ -25,6 +25,14 @@ enum ReadmeSnippets {
         print(net.device.counts)         // frames and bytes each way, and what was dropped and why
     }
 
+    /// "Compose a VM": vsock.
+    static func vsock(machine: Machine, serve: @escaping @Sendable (FileDescriptor) -> Void) throws -> FileDescriptor {
+        let vsock = try machine.addVsock(guestCID: 3, socketPath: "/tmp/vm.vsock")
+        vsock.listen(port: 1024) { connection in serve(connection) }   // the guest connects to host port 1024
+        let agent = try vsock.connect(toGuestPort: 52)                 // a socket to the guest's port 52
+        return agent
+    }
+
     /// "Compose a VM": the unikernel.
     static func unikernel(guestPath: String, diskPath: String) throws -> (MachineResult, [HypercallStatistics]) {
         var services = HypercallTable()

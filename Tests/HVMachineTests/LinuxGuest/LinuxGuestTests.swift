@@ -18,6 +18,8 @@ struct LinuxGuestTests {
     static let netTransferBytes = 2 << 20
     /// The net-passt check's (NET_PASST_TRANSFER_BYTES).
     static let netPasstTransferBytes = 1 << 20
+    /// The vsock check's transfer each way, in both connections.
+    static let vsockTransferBytes = 1 << 20
 
     /// Two vCPUs, two disks (one read-only), rng, a virtio console and the boot timer, all
     /// through the kernel's own drivers, entered by PVH from the ELF vmlinux.
@@ -87,7 +89,16 @@ struct LinuxGuestTests {
             print("virtio-net through passt and Linux skipped: \(PasstProcess.unavailableReason ?? "no tap for eth0")")
         }
 
+        // virtio-vsock through the kernel's AF_VSOCK, driven from the host through the Unix
+        // socket as host programs do: the guest connects out to port 1024, is refused on 1025,
+        // then echoes the host's `CONNECT 52`.
+        let vsockPath = "/tmp/hvkit-linux-vsock-\(getpid()).sock"
+        let vsock = try machine.addVsock(guestCID: 3, socketPath: vsockPath)
+        let vsockPeers = try VsockPeers(socketPath: vsockPath, guestPort: 52, hostPort: 1024, bytes: Self.vsockTransferBytes)
+        extra.append("hvkit.vsock=52,1024,1025,\(Self.vsockTransferBytes)")
+
         let tests = ["blk", "blk-ro", "rng", "console", "smp", "features"] + (tap == nil ? [] : ["net"]) + (passtServer == nil ? [] : ["net-passt"])
+            + ["vsock"]
         let run = try machine.runTestGuest(
             .linux(kernel: LinuxTestGuest.vmlinux, initrd: LinuxTestGuest.initramfs,
                    commandLine: LinuxTestGuest.commandLine(tests: tests, extra: extra)),
@@ -132,6 +143,17 @@ struct LinuxGuestTests {
             #expect(accepted == recorded[index], "\(slot.name): guest says \(reported ?? "nothing")")
             #expect(slot.transport.offeredFeatures.isSuperset(of: VirtioFeatures(rawValue: recorded[index])))
         }
+        // virtio-vsock: both megabytes each way intact, the refused port refused by RST
+        // (ECONNRESET to the guest), and the socket file gone with the machine.
+        let vsockOutcome = vsockPeers.wait()
+        print("virtio-vsock through Linux: \(checks["vsock"]?.line ?? "no vsock line"); \(vsockOutcome.connectAttempts) CONNECT attempt(s)")
+        #expect(vsockOutcome.sentOutbound && vsockOutcome.outbound == guestPattern(seed: 8, count: Self.vsockTransferBytes))
+        #expect(vsockOutcome.okLine.hasPrefix("OK "))
+        #expect(vsockOutcome.sentInbound && vsockOutcome.echoed == guestPattern(seed: 9, count: Self.vsockTransferBytes))
+        #expect(checks["vsock"]?["refused"] == "ECONNRESET")
+        #expect(vsock.connectionCount == 0)
+        #expect(access(vsockPath, F_OK) != 0, "the socket file was removed")
+
         if let server, let network = machine.networks.first {
             // The guest's TCP stream arrived whole and in order, and ours reached it (its
             // pattern check); the offloads its driver negotiated are on record.

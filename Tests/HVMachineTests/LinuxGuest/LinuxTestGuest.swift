@@ -162,3 +162,112 @@ final class TransferServer: Sendable {
         return shared.outcome.withLock { $0 }
     }
 }
+
+/// The host's side of the vsock check, through the device's Unix socket as host programs use
+/// it: a listener at `<path>_<hostPort>` for the guest's connection out (sends `bytes` of
+/// pattern 7, reads as many back), and a client that writes `CONNECT <guestPort>` until the
+/// guest listens (the guest refuses until then), sends `bytes` of pattern 9 and reads the echo.
+/// Everything waits with timeouts.
+final class VsockPeers: Sendable {
+    struct Outcome: Sendable {
+        var outbound: [UInt8] = []
+        var sentOutbound = false
+        var okLine = ""
+        var connectAttempts = 0
+        var echoed: [UInt8] = []
+        var sentInbound = false
+    }
+
+    private final class Shared: Sendable { let outcome = Locked(Outcome()) }
+    private let shared = Shared()
+    private let threads: [HostThread]
+    private let listener: FileDescriptor
+    private let listenerPath: String
+
+    init(socketPath: String, guestPort: UInt32, hostPort: UInt32, bytes: Int) throws {
+        listenerPath = "\(socketPath)_\(hostPort)"
+        let listener = try UnixSocket.listen(at: listenerPath)
+        self.listener = listener
+        let shared = self.shared
+        let server = try HostThread(name: "vsock-out") {
+            var waiter = pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0)
+            guard poll(&waiter, 1, 400_000) == 1, let connection = try? UnixSocket.accept(listener) else { return }
+            defer { close(connection.rawValue) }
+            VsockPeers.makeBlocking(connection)
+            let sent = VsockPeers.sendAll(connection, guestPattern(seed: 7, count: bytes))
+            let received = VsockPeers.receive(connection, upTo: bytes)
+            shared.outcome.withLock { $0.sentOutbound = sent; $0.outbound = received }
+        }
+        let client = try HostThread(name: "vsock-in") {
+            let deadline = HostClock.monotonicDeadline(after: .seconds(400))
+            while HostClock.monotonicNanoseconds() < deadline {
+                shared.outcome.withLock { $0.connectAttempts += 1 }
+                guard let connection = try? UnixSocket.connect(to: socketPath, nonBlocking: false) else {
+                    usleep(500_000)
+                    continue
+                }
+                VsockPeers.makeBlocking(connection)
+                _ = VsockPeers.sendAll(connection, Array("CONNECT \(guestPort)\n".utf8))
+                var line: [UInt8] = []
+                var byte: UInt8 = 0
+                while line.count < 32, read(connection.rawValue, &byte, 1) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
+                guard line.starts(with: Array("OK ".utf8)) else {
+                    // Nobody listens in the guest yet: the device closed the socket.
+                    close(connection.rawValue)
+                    usleep(500_000)
+                    continue
+                }
+                shared.outcome.withLock { $0.okLine = String(decoding: line, as: UTF8.self) }
+                // Send and read at once: the guest echoes as it reads, and neither side's
+                // buffers hold the whole megabyte.
+                let writer = try? HostThread(name: "vsock-in-send") {
+                    let sent = VsockPeers.sendAll(connection, guestPattern(seed: 9, count: bytes))
+                    Glibc.shutdown(connection.rawValue, Int32(SHUT_WR))
+                    shared.outcome.withLock { $0.sentInbound = sent }
+                }
+                let echoed = VsockPeers.receive(connection, upTo: bytes)
+                writer?.join()
+                close(connection.rawValue)
+                shared.outcome.withLock { $0.echoed = echoed }
+                return
+            }
+        }
+        threads = [server, client]
+    }
+
+    /// Waits for both sides to end (or time out).
+    func wait() -> Outcome {
+        for thread in threads { thread.join() }
+        close(listener.rawValue)
+        unlink(listenerPath)
+        return shared.outcome.withLock { $0 }
+    }
+
+    static func makeBlocking(_ descriptor: FileDescriptor) {
+        _ = fcntl(descriptor.rawValue, F_SETFL, fcntl(descriptor.rawValue, F_GETFL) & ~O_NONBLOCK)
+        var timeout = timeval(tv_sec: 120, tv_usec: 0)
+        setsockopt(descriptor.rawValue, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor.rawValue, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    static func sendAll(_ descriptor: FileDescriptor, _ bytes: [UInt8]) -> Bool {
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBytes { send(descriptor.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard count > 0 else { return false }
+            sent += count
+        }
+        return true
+    }
+
+    static func receive(_ descriptor: FileDescriptor, upTo count: Int) -> [UInt8] {
+        var received = [UInt8](repeating: 0, count: count)
+        var total = 0
+        while total < count {
+            let got = received[total...].withUnsafeMutableBytes { recv(descriptor.rawValue, $0.baseAddress, $0.count, 0) }
+            guard got > 0 else { break }
+            total += got
+        }
+        return Array(received.prefix(total))
+    }
+}

@@ -515,7 +515,15 @@ import SystemPackage
         case .closed:
             finish(key, failing: .refused, &state, &after)
         case let .reset(header, reason):
-            state.control.append(header)
+            // A REQUEST the guest never received (its driver not up yet) is taken back
+            // instead: the guest has nothing to forget.
+            if let waiting = state.control.firstIndex(where: {
+                $0.operation == .request && $0.sourcePort == key.hostPort && $0.destinationPort == key.guestPort
+            }) {
+                state.control.remove(at: waiting)
+            } else {
+                state.control.append(header)
+            }
             logger.debug("vsock: connection reset", metadata: ["guest port": "\(key.guestPort)", "host port": "\(key.hostPort)",
                                                                "reason": "\(reason)"])
             finish(key, failing: .refused, &state, &after)
