@@ -6,7 +6,7 @@ import SystemPackage
 
 // virtio-vsock through the device's whole stream path: the test kit's driver plays the guest
 // in this process (receive buffers of 4 KiB as Linux posts them, 4 KiB packets out, credit
-// updates as a reader that keeps up sends them), the host end is a real socket served by the
+// updates as a reader that keeps up sends them, the data taken in place), the host end is a real socket served by the
 // device's event loop. Baselines: the same bytes through a Unix socket pair in 4 KiB reads and
 // writes, and the same one-line exchange over a plain Unix socket, in the same run.
 
@@ -23,6 +23,10 @@ private final class VsockBenchRig {
     let hostPort: UInt32 = 6000
     /// Bytes the driver has consumed from the device (its fwd_cnt).
     var consumed: UInt32 = 0
+    /// Bytes the driver has sent on the connection (its tx_cnt), and the device's fwd_cnt as
+    /// last heard: the driver's credit is 64 KiB less their difference.
+    var sentTotal: UInt32 = 0
+    var deviceForwarded: UInt32 = 0
 
     init(socketPath: String? = nil) throws {
         memory = try GuestMemoryMmap([MemoryRegionSpec(start: GuestAddress(0), size: 4 << 20)])
@@ -62,14 +66,17 @@ private final class VsockBenchRig {
         var received = 0
         var unacknowledged = 0
         while received < bytes {
-            let packets = try driver.receive()
-            if packets.isEmpty {
+            let headers = try driver.receiveHeaders()
+            if headers.isEmpty {
                 sched_yield()
                 continue
             }
-            for packet in packets where packet.header.operation == .readWrite {
-                received += packet.data.count
-                unacknowledged += packet.data.count
+            for header in headers {
+                // Every header carries the device's fwd_cnt, data ones included.
+                deviceForwarded = header.forwardCount
+                guard header.operation == .readWrite else { continue }
+                received += Int(header.length)
+                unacknowledged += Int(header.length)
             }
             if unacknowledged >= 32 << 10 {
                 consumed &+= UInt32(unacknowledged)
@@ -99,21 +106,29 @@ private final class VsockBenchRig {
             }
         }
         let payload = [UInt8](repeating: 0xA5, count: Self.chunk)
+        let tail = Array(payload.prefix(bytes % Self.chunk))
         var sent = 0
-        var deviceForwarded: UInt32 = 0
         let allocation = 64 << 10
         while sent < bytes {
-            for packet in try driver.receive() where packet.header.destinationPort == guestPort {
-                deviceForwarded = packet.header.forwardCount
+            for header in try driver.receiveHeaders() where header.destinationPort == guestPort {
+                deviceForwarded = header.forwardCount
             }
-            let inFlight = Int(UInt32(truncatingIfNeeded: sent) &- deviceForwarded)
-            guard allocation - inFlight >= Self.chunk else {
+            let inFlight = Int(sentTotal &- deviceForwarded)
+            // As a driver with much to send: every packet the credit allows, one notification.
+            var batch: [(header: VsockHeader, data: [UInt8])] = []
+            var room = allocation - inFlight
+            while room >= Self.chunk, sent < bytes, batch.count < 16 {
+                let count = min(Self.chunk, bytes - sent)
+                batch.append((driver.header(.readWrite, from: guestPort, to: hostPort, forwardCount: consumed), count == Self.chunk ? payload : tail))
+                sent += count
+                sentTotal &+= UInt32(count)
+                room -= count
+            }
+            guard !batch.isEmpty else {
                 sched_yield()
                 continue
             }
-            let count = min(Self.chunk, bytes - sent)
-            try driver.send(driver.header(.readWrite, from: guestPort, to: hostPort, forwardCount: consumed), data: Array(payload.prefix(count)))
-            sent += count
+            try driver.send(batch: batch)
         }
         reader.join()
         return (nowNanoseconds() - start) / 1e9

@@ -70,6 +70,8 @@ static const uint32_t HV_EPOLLERR = EPOLLERR;
 static const uint32_t HV_EPOLLHUP = EPOLLHUP;
 static const uint32_t HV_EPOLLRDHUP = EPOLLRDHUP;
 static const uint32_t HV_EPOLLET = EPOLLET;
+static const uint32_t HV_EPOLLONESHOT = EPOLLONESHOT;
+static const int HV_EPOLL_CTL_MOD = EPOLL_CTL_MOD;
 
 static const int HV_MAP_NORESERVE = MAP_NORESERVE;
 static const int HV_MAP_HUGETLB = MAP_HUGETLB;

@@ -93,28 +93,33 @@ public final class EventLoop: Sendable {
     public func register(
         _ fileDescriptor: FileDescriptor, handler: @escaping @Sendable () -> Void
     ) throws(Errno) -> Registration {
-        try register(fileDescriptor, for: .readable, edgeTriggered: false, handler: handler)
+        try register(fileDescriptor, for: .readable, trigger: .level, handler: handler)
+    }
+
+    /// When a registration's handler is called.
+    public enum Trigger: Hashable, Sendable {
+        /// Whenever the descriptor is ready, again and again while it stays so: the handler
+        /// must drain it or pause the registration.
+        case level
+        /// Once per change to ready (and once at registration if ready then): for an owner
+        /// that keeps its own record of what is ready.
+        case edge
+        /// Once, after which the registration sleeps until ``EventLoop/rearm(_:for:)``: for an
+        /// owner that wants to hear only when it has run out of what it knew was ready (a
+        /// socket read until `EAGAIN`), so a busy peer does not wake the loop for every write.
+        case oneShot
     }
 
     /// Calls `handler` on the loop's thread when `fileDescriptor` is ready as `readiness` says
-    /// (an error or hang-up counts as readable).
-    ///
-    /// Level-triggered (the default), the handler is called again while the descriptor stays
-    /// ready, so it must drain it or pause the registration. Edge-triggered, it is called once
-    /// per change to ready (and once at registration if ready then): for an owner that keeps
-    /// its own record of what is ready, such as a socket it reads only when it has somewhere
-    /// to put the bytes and writes only when it has bytes waiting. The handler is not told
+    /// (an error or hang-up counts as readable), as `trigger` says. The handler is not told
     /// which readiness came; it tries what it has to do. The caller keeps the descriptor open
     /// until it unregisters it.
     @discardableResult
     public func register(
-        _ fileDescriptor: FileDescriptor, for readiness: Readiness, edgeTriggered: Bool,
+        _ fileDescriptor: FileDescriptor, for readiness: Readiness, trigger: Trigger,
         handler: @escaping @Sendable () -> Void
     ) throws(Errno) -> Registration {
-        var events: UInt32 = 0
-        if readiness.contains(.readable) { events |= HV_EPOLLIN | HV_EPOLLRDHUP }
-        if readiness.contains(.writable) { events |= HV_EPOLLOUT }
-        if edgeTriggered { events |= HV_EPOLLET }
+        let events = Self.events(readiness, trigger)
         let token = state.withLock { state in
             let token = state.nextToken
             state.nextToken += 1
@@ -127,6 +132,28 @@ public final class EventLoop: Sendable {
             throw error
         }
         return Registration(token: token, fileDescriptor: fileDescriptor, events: events)
+    }
+
+    /// Arms a ``Trigger/oneShot`` registration again, for `readiness` (none: it stays asleep).
+    /// Its handler is then called once, when the descriptor is ready that way (at once if it
+    /// is already).
+    public func rearm(_ registration: Registration, for readiness: Readiness) throws(Errno) {
+        let events = readiness.isEmpty ? HV_EPOLLONESHOT : Self.events(readiness, .oneShot)
+        guard hv_epoll_control(epoll.rawValue, HV_EPOLL_CTL_MOD, registration.fileDescriptor.rawValue, events, registration.token) == 0 else {
+            throw Errno(rawValue: errno)
+        }
+    }
+
+    private static func events(_ readiness: Readiness, _ trigger: Trigger) -> UInt32 {
+        var events: UInt32 = 0
+        if readiness.contains(.readable) { events |= HV_EPOLLIN | HV_EPOLLRDHUP }
+        if readiness.contains(.writable) { events |= HV_EPOLLOUT }
+        switch trigger {
+        case .level: break
+        case .edge: events |= HV_EPOLLET
+        case .oneShot: events |= HV_EPOLLONESHOT
+        }
+        return events
     }
 
     /// Stops watching a descriptor. A call of its handler already under way on the loop's

@@ -35,7 +35,7 @@ import Testing
         let (ours, theirs) = try UnixSocket.pair()
         defer { close(ours.rawValue); close(theirs.rawValue) }
         let calls = Locked(0)
-        try loop.register(ours, for: [.readable], edgeTriggered: true) { calls.withLock { $0 += 1 } }
+        try loop.register(ours, for: [.readable], trigger: .edge) { calls.withLock { $0 += 1 } }
         #expect(write(theirs.rawValue, "a", 1) == 1)
         #expect(eventually { calls.withLock { $0 } == 1 })
         // Not drained, yet not called again: no new edge.
@@ -58,7 +58,7 @@ import Testing
             filled += written
         }
         let calls = Locked(0)
-        try loop.register(ours, for: [.writable], edgeTriggered: true) { calls.withLock { $0 += 1 } }
+        try loop.register(ours, for: [.writable], trigger: .edge) { calls.withLock { $0 += 1 } }
         usleep(20_000)
         #expect(calls.withLock { $0 } == 0, "full: no room to report")
         var sink = [UInt8](repeating: 0, count: 65536)
@@ -69,5 +69,28 @@ import Testing
             drained += got
         }
         #expect(eventually { calls.withLock { $0 } >= 1 })
+    }
+
+    @Test func aOneShotHandlerSleepsUntilRearmed() throws {
+        let loop = try EventLoop(name: "loop-oneshot")
+        defer { loop.shutdown() }
+        let (ours, theirs) = try UnixSocket.pair()
+        defer { close(ours.rawValue); close(theirs.rawValue) }
+        let calls = Locked(0)
+        let registration = try loop.register(ours, for: [.readable], trigger: .oneShot) { calls.withLock { $0 += 1 } }
+        #expect(write(theirs.rawValue, "a", 1) == 1)
+        #expect(eventually { calls.withLock { $0 } == 1 })
+        // More data, but the registration sleeps.
+        #expect(write(theirs.rawValue, "b", 1) == 1)
+        usleep(20_000)
+        #expect(calls.withLock { $0 } == 1)
+        // Rearmed while data waits: called at once.
+        try loop.rearm(registration, for: .readable)
+        #expect(eventually { calls.withLock { $0 } == 2 })
+        // Rearmed for nothing: asleep whatever comes.
+        try loop.rearm(registration, for: [])
+        #expect(write(theirs.rawValue, "c", 1) == 1)
+        usleep(20_000)
+        #expect(calls.withLock { $0 } == 2)
     }
 }

@@ -16,7 +16,7 @@ import SystemPackage
 ///   ``connect(toGuestPort:timeout:)`` and accepts the guest's with ``listen(port:accept:)``,
 ///   without a socket path: it gets its end of a connected socket pair.
 ///
-/// Every connection's host socket is served by the event loop, edge-triggered: bytes from the
+/// Every connection's host socket is served by the event loop (one-shot readiness): bytes from the
 /// guest go to it as they come; bytes for the guest are read from it straight into the guest's
 /// receive buffers, only while the guest has buffers and credit for them. Flow control is the
 /// specification's credit: the device never sends more than the guest's advertised buffer

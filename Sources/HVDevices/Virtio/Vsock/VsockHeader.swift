@@ -83,43 +83,51 @@ public struct VsockHeader: Hashable, Sendable {
 
     /// The header in the first 44 of `bytes`; nil when there are fewer.
     public init?(bytes: some Collection<UInt8>) {
-        let field = Array(bytes.prefix(Self.size))
-        guard field.count == Self.size else { return nil }
-        func value<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
-            var result: T = 0
-            for index in 0..<MemoryLayout<T>.size { result |= T(field[offset + index]) << (8 * index) }
-            return result
+        let decoded = unsafe bytes.withContiguousStorageIfAvailable { unsafe Self(contiguous: UnsafeRawBufferPointer($0)) }
+        guard let header = unsafe decoded ?? Array(bytes.prefix(Self.size)).withUnsafeBytes({ unsafe Self(contiguous: $0) }) else { return nil }
+        self = header
+    }
+
+    /// Decodes the fields with one unaligned little-endian load each (a generic byte loop cost
+    /// a fifth of the data path's CPU).
+    private init?(contiguous raw: UnsafeRawBufferPointer) {
+        guard raw.count >= Self.size else { return nil }
+        func load<T: FixedWidthInteger>(_: T.Type, _ offset: Int) -> T {
+            // SAFETY: offset + size(T) <= 44 <= raw.count, checked above.
+            T(littleEndian: unsafe raw.loadUnaligned(fromByteOffset: offset, as: T.self))
         }
-        sourceCID = value(UInt64.self, at: 0)
-        destinationCID = value(UInt64.self, at: 8)
-        sourcePort = value(UInt32.self, at: 16)
-        destinationPort = value(UInt32.self, at: 20)
-        length = value(UInt32.self, at: 24)
-        type = value(UInt16.self, at: 28)
-        operationCode = value(UInt16.self, at: 30)
-        flags = value(UInt32.self, at: 32)
-        bufferAllocation = value(UInt32.self, at: 36)
-        forwardCount = value(UInt32.self, at: 40)
+        sourceCID = load(UInt64.self, 0)
+        destinationCID = load(UInt64.self, 8)
+        sourcePort = load(UInt32.self, 16)
+        destinationPort = load(UInt32.self, 20)
+        length = load(UInt32.self, 24)
+        type = load(UInt16.self, 28)
+        operationCode = load(UInt16.self, 30)
+        flags = load(UInt32.self, 32)
+        bufferAllocation = load(UInt32.self, 36)
+        forwardCount = load(UInt32.self, 40)
     }
 
     /// The 44 bytes, little-endian.
     public var bytes: [UInt8] {
-        var result: [UInt8] = []
-        result.reserveCapacity(Self.size)
-        func append<T: FixedWidthInteger>(_ value: T) {
-            for index in 0..<MemoryLayout<T>.size { result.append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
+        unsafe [UInt8](unsafeUninitializedCapacity: Self.size) { buffer, initialized in
+            let raw = unsafe UnsafeMutableRawBufferPointer(buffer)
+            func store<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
+                // SAFETY: offset + size(T) <= 44, the buffer's capacity.
+                unsafe raw.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+            }
+            store(sourceCID, 0)
+            store(destinationCID, 8)
+            store(sourcePort, 16)
+            store(destinationPort, 20)
+            store(length, 24)
+            store(type, 28)
+            store(operationCode, 30)
+            store(flags, 32)
+            store(bufferAllocation, 36)
+            store(forwardCount, 40)
+            initialized = Self.size
         }
-        append(sourceCID)
-        append(destinationCID)
-        append(sourcePort)
-        append(destinationPort)
-        append(length)
-        append(type)
-        append(operationCode)
-        append(flags)
-        append(bufferAllocation)
-        append(forwardCount)
-        return result
     }
 
     /// The operation; nil for a code the specification does not define.

@@ -14,16 +14,18 @@ import SystemPackage
 @safe struct VsockHostEndpoint {
     /// The socket, closed by ``close()``.
     let descriptor: FileDescriptor
-    /// Its registration with the event loop (edge-triggered, readable and writable).
+    /// Its registration with the event loop (one-shot).
     var registration: EventLoop.Registration?
+    /// What the registration is armed for now (nothing once it fired).
+    var armed: EventLoop.Readiness = []
     /// Bytes from the guest that the socket has not taken yet, after the ``preamble``.
     var toHost: [UInt8] = []
     /// How many of the first bytes of ``toHost`` are the device's own (the `OK` line), not
     /// the guest's: they do not count as the guest's bytes consumed.
     var preamble = 0
-    /// Whether the socket may have bytes to read: set by every readiness event, cleared by a
-    /// read that found none.
-    var mayRead = true
+    /// Whether the socket may have bytes to read: set by a readiness event, cleared by a read
+    /// that found none (which arms the registration for the next).
+    var mayRead = false
     /// The socket reported end of file: the host sends no more.
     var endOfFile = false
     /// The socket's write half was shut (the guest sends no more).

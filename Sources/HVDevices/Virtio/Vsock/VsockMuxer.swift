@@ -64,7 +64,12 @@ import SystemPackage
         var transportResetPending = false
         var resumeScheduled = false
         var closed = false
+        /// Endpoints whose readiness interest may have changed during this call.
+        var touched: [UInt64] = []
     }
+
+    /// The most one read from a host socket takes: the credit Linux and the device advertise.
+    static let largestRead: UInt32 = 64 << 10
 
     let guestCID: UInt64
     let socketPath: String?
@@ -160,10 +165,11 @@ import SystemPackage
     func transmitNotified() {
         serve { state, after in
             guard let queue = state.transmit else { return }
+            var batch = DataBatch()
             queue.processAvailable { chain in
                 do {
                     let packet = try VsockTransmitPacket(chain, in: queue.memory)
-                    guestSent(packet, &state, &after)
+                    if guestSent(packet, head: chain.head, batch: &batch, &state, &after) { return .pending }
                 } catch {
                     guestEvents.record("malformed-packet", "vsock: refused a transmitted packet",
                                        metadata: ["head": "\(chain.head)", "error": "\(error)"])
@@ -171,7 +177,29 @@ import SystemPackage
                 // The data went to the host socket or was copied aside: the chain is done.
                 return .used(length: 0)
             }
+            // Out of the queue's lock: the batched chains' data is out, so they are done.
+            flush(&batch, &state, &after)
+            if !batch.heads.isEmpty { queue.complete(batch.heads.map { ($0, 0) }) }
         }
+    }
+
+    /// Consecutive data packets of one connection, sent to its host socket with one sendmsg.
+    @safe struct DataBatch {
+        var key: Key?
+        var data: [UnsafeMutableRawBufferPointer] = unsafe []
+        var bytes: UInt32 = 0
+        /// Their chains, kept in flight until the data is out.
+        var heads: [UInt16] = []
+    }
+
+    /// Sends a batch's data, if any.
+    private func flush(_ batch: inout DataBatch, _ state: inout State, _ after: inout [@Sendable () -> Void]) {
+        guard let key = batch.key else { return }
+        unsafe deliverToHost(batch.data, bytes: batch.bytes, key, &state, &after)
+        settle(key, &state, &after)
+        batch.key = nil
+        unsafe batch.data = []
+        batch.bytes = 0
     }
 
     /// The driver posted event buffers.
@@ -240,6 +268,8 @@ import SystemPackage
             var after: [@Sendable () -> Void] = []
             body(&state, &after)
             if !state.closed { deliverToGuest(&state, &after) }
+            for id in state.touched { updateInterest(id, &state) }
+            state.touched = []
             return after
         }
         for work in after { work() }
@@ -252,6 +282,7 @@ import SystemPackage
         var completions: [(head: UInt16, length: UInt32)] = []
         defer { if !completions.isEmpty { queue.complete(completions) } }
         var budget = Int(max(queue.size, 1))
+        if !state.control.isEmpty || !state.ready.isEmpty { takeReceiveBuffers(queue, &state) }
         while budget > 0 {
             guard !state.control.isEmpty || !state.ready.isEmpty else { return }
             if state.heldReceive.isEmpty { takeReceiveBuffers(queue, &state) }
@@ -273,9 +304,9 @@ import SystemPackage
                 state.slots[id]?.listed = false
                 continue
             }
-            let room = UInt32(clamping: min(chain.writableLength - UInt64(min(chain.writableLength, UInt64(VsockHeader.size))),
-                                            UInt64(VsockTransmitPacket.maximumDataLength)))
-            let allowed = entry.connection.sendable(room)
+            // As much as the guest's credit allows, over as many held buffers as it takes, in
+            // one readv.
+            let allowed = entry.connection.sendable(UInt32.max)
             guard allowed > 0, slot.endpoint.mayRead, !slot.endpoint.endOfFile else {
                 // Back on the list when credit comes or the socket has more.
                 slot.listed = false
@@ -284,22 +315,24 @@ import SystemPackage
             }
             var outcome = VsockHostEndpoint.ReadResult.wouldBlock
             do {
-                let length = unsafe try VsockReceivePacket.write(into: chain, in: queue.memory, dataLimit: allowed, fill: { buffers in
-                    outcome = unsafe slot.endpoint.receive(into: buffers)
-                    if case let .read(count) = outcome { return UInt32(count) }
-                    return 0
-                }, header: { count in entry.connection.dataPacket(length: count) })
-                if let length {
-                    completions.append((chain.head, length))
-                    state.heldReceive.removeFirst()
-                    budget -= 1
-                }
+                let used = unsafe try VsockReceivePacket.write(
+                    into: state.heldReceive.prefix(budget), in: queue.memory, dataLimit: min(allowed, Self.largestRead),
+                    fill: { buffers in
+                        outcome = unsafe slot.endpoint.receive(into: buffers)
+                        if case let .read(count) = outcome { return UInt32(count) }
+                        return 0
+                    },
+                    header: { count in entry.connection.dataPacket(length: count) })
+                completions += used
+                state.heldReceive.removeFirst(used.count)
+                budget -= used.count
             } catch {
                 refuseReceiveBuffer(chain, error, queue)
                 state.heldReceive.removeFirst()
             }
             state.connections[key] = entry
             state.slots[id] = slot
+            state.touched.append(id)
             switch outcome {
             case .read:
                 state.ready.append(id)
@@ -371,14 +404,19 @@ import SystemPackage
 
     // MARK: Packets from the guest
 
-    private func guestSent(_ packet: VsockTransmitPacket, _ state: inout State, _ after: inout [@Sendable () -> Void]) {
+    /// Handles one packet from the guest. Data for the connection of `batch` (or any, when it
+    /// is empty) joins the batch, and the chain stays in flight (true); anything else sends the
+    /// batch first, so the host sees everything in the guest's order.
+    private func guestSent(_ packet: VsockTransmitPacket, head: UInt16, batch: inout DataBatch, _ state: inout State,
+                           _ after: inout [@Sendable () -> Void]) -> Bool {
         let header = packet.header
         guard header.sourceCID == guestCID, header.destinationCID == VsockConnection.hostCID else {
             guestEvents.record("wrong-cid", "vsock: dropped a packet with the wrong addresses",
                                metadata: ["from": "\(header.sourceCID)", "to": "\(header.destinationCID)"])
-            return
+            return false
         }
         let key = Key(hostPort: header.destinationPort, guestPort: header.sourcePort)
+        if batch.key != nil, header.operation != .readWrite || batch.key != key { flush(&batch, &state, &after) }
         guard var entry = state.connections[key] else {
             if header.operation == .request, header.type == VsockHeader.streamType {
                 openGuestInitiated(header, key, &state, &after)
@@ -387,29 +425,36 @@ import SystemPackage
                 // forgets it too. A flood of these is bounded with the control list.
                 refuse(header, reason: "a packet for no connection", &state)
             }
-            return
+            return false
         }
         let reaction = entry.connection.guestSent(header)
         state.connections[key] = entry
-        if case let .deliver(bytes) = reaction {
-            deliverToHost(packet, bytes: bytes, key, &state, &after)
-        } else {
-            react(reaction, key, &state, &after)
-        }
         if let id = state.connections[key]?.endpoint { markReady(id, &state) }
+        if case let .deliver(bytes) = reaction {
+            batch.key = key
+            unsafe batch.data += packet.data
+            batch.bytes += bytes
+            batch.heads.append(head)
+            return true
+        }
+        // Data batched before a packet that ends the connection still goes to the host first.
+        flush(&batch, &state, &after)
+        react(reaction, key, &state, &after)
         settle(key, &state, &after)
+        return false
     }
 
-    /// Hands a data packet to the host socket; what it does not take waits in the endpoint.
-    private func deliverToHost(_ packet: VsockTransmitPacket, bytes: UInt32, _ key: Key, _ state: inout State,
+    /// Hands the guest's data to the host socket; what it does not take waits in the endpoint.
+    private func deliverToHost(_ data: [UnsafeMutableRawBufferPointer], bytes: UInt32, _ key: Key, _ state: inout State,
                                _ after: inout [@Sendable () -> Void]) {
         guard let id = state.connections[key]?.endpoint, var slot = state.slots[id] else {
             // The host side is gone: the bytes are consumed unread, so the guest's credit holds.
             react(state.connections[key]?.connection.forwarded(bytes) ?? .none, key, &state, &after)
             return
         }
-        let result = unsafe slot.endpoint.send(packet.data)
+        let result = unsafe slot.endpoint.send(data)
         state.slots[id] = slot
+        state.touched.append(id)
         switch result {
         case let .wrote(count):
             forwarded(UInt32(count), key, &state, &after)
@@ -606,15 +651,18 @@ import SystemPackage
 
     // MARK: Host sockets
 
-    /// Registers a host socket with the event loop (edge-triggered, both ways).
+    /// Registers a host socket with the event loop, one-shot: the loop calls only when the
+    /// device has run out of what it knew (a read found nothing, a write was taken in part),
+    /// so a busy host program does not wake it for every write (see ``updateInterest(_:_:)``).
     private func register(_ descriptor: FileDescriptor, role: Role, _ state: inout State) -> UInt64? {
         let id = nextSerial(&state)
         do {
-            let registration = try eventLoop.register(descriptor, for: [.readable, .writable], edgeTriggered: true) { [weak self] in
+            let registration = try eventLoop.register(descriptor, for: .readable, trigger: .oneShot) { [weak self] in
                 self?.endpointReady(id)
             }
             var endpoint = VsockHostEndpoint(descriptor)
             endpoint.registration = registration
+            endpoint.armed = .readable
             state.slots[id] = Slot(endpoint: endpoint, role: role)
             return id
         } catch {
@@ -630,6 +678,30 @@ import SystemPackage
         slot.endpoint.close()
     }
 
+    /// Arms the endpoint's registration for what the device needs to hear about now: readable
+    /// once a read found nothing (or while a client's line is awaited), writable while bytes
+    /// wait for the socket; nothing otherwise.
+    private func updateInterest(_ id: UInt64, _ state: inout State) {
+        guard let slot = state.slots[id], let registration = slot.endpoint.registration else { return }
+        var wanted: EventLoop.Readiness = []
+        switch slot.role {
+        case .awaitingConnectLine:
+            wanted = .readable
+        case .lingering:
+            if !slot.endpoint.toHost.isEmpty { wanted = .writable }
+        case .connection:
+            if !slot.endpoint.mayRead, !slot.endpoint.endOfFile { wanted.insert(.readable) }
+            if !slot.endpoint.toHost.isEmpty { wanted.insert(.writable) }
+        }
+        guard wanted != slot.endpoint.armed else { return }
+        do {
+            try eventLoop.rearm(registration, for: wanted)
+            state.slots[id]?.endpoint.armed = wanted
+        } catch {
+            logger.warning("vsock: could not watch a host socket", metadata: ["error": "\(error)"])
+        }
+    }
+
     private func markReady(_ id: UInt64, _ state: inout State) {
         guard let slot = state.slots[id], !slot.listed, slot.endpoint.mayRead, !slot.endpoint.endOfFile else { return }
         state.slots[id]?.listed = true
@@ -640,6 +712,9 @@ import SystemPackage
     private func endpointReady(_ id: UInt64) {
         serve { state, after in
             guard let slot = state.slots[id] else { return }
+            // One-shot: the registration sleeps until armed again.
+            state.slots[id]?.endpoint.armed = []
+            state.touched.append(id)
             switch slot.role {
             case .awaitingConnectLine:
                 readConnectLine(id, &state)
@@ -661,6 +736,7 @@ import SystemPackage
         guard var endpoint = state.slots[id]?.endpoint, !endpoint.toHost.isEmpty else { return }
         let result = endpoint.flush()
         state.slots[id]?.endpoint = endpoint
+        state.touched.append(id)
         switch result {
         case let .wrote(count): forwarded(UInt32(count), key, &state, &after)
         case .gone: hostGone(key, &state, &after)
@@ -685,6 +761,8 @@ import SystemPackage
             closeEndpoint(id, &state)
         case let .connect(port, length):
             _ = unsafe recv(descriptor.rawValue, &line, length, Int32(MSG_DONTWAIT))
+            // Bytes after the line may have come with it.
+            state.slots[id]?.endpoint.mayRead = true
             guard state.connections.count < limits.maximumConnections else {
                 logger.info("vsock: closed a client over the connection limit", metadata: ["limit": "\(limits.maximumConnections)"])
                 closeEndpoint(id, &state)

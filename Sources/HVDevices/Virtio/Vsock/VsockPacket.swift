@@ -106,6 +106,47 @@ public enum VsockReceivePacket {
         }
     }
 
+    /// Reads data for several packets at once: `fill` gets the data places of `chains` in
+    /// order (each chain's room after its header, at most ``VsockTransmitPacket/maximumDataLength``,
+    /// and `dataLimit` in all), so that one `readv` fills them; the bytes it reports are then
+    /// shared out in order, each chain that got some gets the header `header` makes for its
+    /// share. Returns the chains used and their used lengths, in order; the chains after them
+    /// were not touched as far as the driver can tell.
+    public static func write(
+        into chains: some Collection<DescriptorChain>, in memory: any GuestMemory, dataLimit: UInt32,
+        fill: ([UnsafeMutableRawBufferPointer]) -> UInt32, header: (UInt32) -> VsockHeader?
+    ) throws(VsockPacketError) -> [(head: UInt16, length: UInt32)] {
+        var places: [(chain: DescriptorChain, room: UInt32)] = []
+        var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
+        var left = dataLimit
+        for chain in chains where left > 0 {
+            try checkShape(chain)
+            let room = UInt32(min(UInt64(min(left, VsockTransmitPacket.maximumDataLength)), chain.writableLength - UInt64(VsockHeader.size)))
+            guard room > 0 else { continue }
+            var writer = chain.writer(in: memory)
+            do {
+                _ = unsafe try writer.hostBuffers(UInt64(VsockHeader.size))
+                unsafe buffers += try writer.hostBuffers(UInt64(room))
+            } catch {
+                throw .memory("\(error)")
+            }
+            places.append((chain, room))
+            left -= room
+        }
+        var filled = min(unsafe fill(buffers), dataLimit - left)
+        var used: [(head: UInt16, length: UInt32)] = []
+        for place in places where filled > 0 {
+            let share = min(filled, place.room)
+            guard var written = header(share) else { break }
+            written.length = share
+            var writer = place.chain.writer(in: memory)
+            do { try writer.write(written.bytes) } catch { throw .memory("\(error)") }
+            used.append((place.chain.head, UInt32(VsockHeader.size) + share))
+            filled -= share
+        }
+        return used
+    }
+
     private static func checkShape(_ chain: DescriptorChain) throws(VsockPacketError) {
         guard chain.readableLength == 0 else { throw .malformed("a receive chain with device-readable descriptors") }
         guard chain.writableLength >= UInt64(VsockHeader.size) else {

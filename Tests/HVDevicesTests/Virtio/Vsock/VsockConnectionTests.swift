@@ -210,4 +210,60 @@ import Testing
             #expect(delivered - forwarded <= UInt64(connection.credit.bufferAllocation))
         }
     }
+
+    /// What a reaction is, without its details.
+    static func kind(_ reaction: VsockConnection.Reaction) -> String {
+        switch reaction {
+        case .none: "none"
+        case .deliver: "deliver"
+        case let .reply(header): "reply:\(header.operation.map { "\($0)" } ?? "?")"
+        case .connected: "connected"
+        case .creditChanged: "credit"
+        case .closed: "closed"
+        case .reset: "reset"
+        }
+    }
+
+    /// A connection in each state, made the way the device gets there.
+    func connection(in state: String) -> VsockConnection {
+        var connection = established()
+        switch state {
+        case "localInit": connection = VsockConnection(hostPort: 5000, to: 1024, guestCID: Self.guestCID, bufferAllocation: Self.buffer)
+        case "peerInit": connection = guestInitiated()
+        case "established": break
+        case "localClosed": _ = connection.hostClosed()
+        case "remoteClosed(send)": _ = connection.guestSent(fromGuest(.shutdown, flags: .send))
+        case "remoteClosed(receive)": _ = connection.guestSent(fromGuest(.shutdown, flags: .receive))
+        case "killed": _ = connection.guestSent(fromGuest(.reset))
+        default: Issue.record("no state \(state)")
+        }
+        return connection
+    }
+
+    /// Every state against every packet the guest can send (a stream packet of each operation,
+    /// SHUTDOWN with the send flag, RW with 100 bytes, and an operation the specification does
+    /// not define): what the device does.
+    @Test(arguments: [
+        ("localInit", ["reset", "reset", "connected", "closed", "reset", "reset", "reset", "reset", "reset"]),
+        ("peerInit", ["reset", "reset", "reset", "closed", "reset", "reset", "reset", "reset", "reset"]),
+        ("established", ["reset", "reset", "reset", "closed", "none", "deliver", "credit", "reply:creditUpdate", "reset"]),
+        ("localClosed", ["reset", "reset", "reset", "closed", "none", "none", "credit", "reply:creditUpdate", "reset"]),
+        ("remoteClosed(send)", ["reset", "reset", "reset", "closed", "none", "reset", "credit", "reply:creditUpdate", "reset"]),
+        ("remoteClosed(receive)", ["reset", "reset", "reset", "closed", "reset", "deliver", "credit", "reply:creditUpdate", "reset"]),
+        ("killed", ["none", "none", "none", "none", "none", "none", "none", "none", "none"]),
+    ])
+    func everyStateAgainstEveryPacket(state: String, expected: [String]) {
+        var packets: [VsockHeader] = [
+            fromGuest(.invalid), fromGuest(.request), fromGuest(.response), fromGuest(.reset),
+            fromGuest(.shutdown, flags: .send), fromGuest(.readWrite, length: 100), fromGuest(.creditUpdate),
+            fromGuest(.creditRequest), fromGuest(.readWrite),
+        ]
+        packets[8].operationCode = 99
+        for (packet, want) in zip(packets, expected) {
+            var subject = connection(in: state)
+            let got = Self.kind(subject.guestSent(packet))
+            #expect(got == want, "\(state), op \(packet.operationCode): \(got)")
+            if want == "reset" || want == "closed" { #expect(subject.state == .killed) }
+        }
+    }
 }
