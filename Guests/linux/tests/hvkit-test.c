@@ -466,6 +466,33 @@ static void note_interface_counters(void) {
     }
 }
 
+// One stream's exchange, the same over TCP and vsock: receives `bytes` of pattern
+// `receive_seed` into `buffer`, checks them, sends as many of pattern `send_seed`, shuts its
+// sending half and waits for the host to close (it has checked everything by then). Counts
+// what moved in *received and *sent; returns whether the received bytes were right.
+static int exchange_patterns(int connection, uint8_t *buffer, size_t bytes, unsigned receive_seed, unsigned send_seed,
+                             size_t *received, size_t *sent) {
+    *received = 0;
+    *sent = 0;
+    while (buffer && *received < bytes) {
+        ssize_t n = recv(connection, buffer + *received, bytes - *received, 0);
+        if (n <= 0) break;
+        *received += (size_t)n;
+    }
+    int ok = buffer && *received == bytes && check(buffer, bytes, receive_seed);
+    if (buffer) fill(buffer, bytes, send_seed);
+    while (buffer && *sent < bytes) {
+        ssize_t n = send(connection, buffer + *sent, bytes - *sent, 0);
+        if (n <= 0) break;
+        *sent += (size_t)n;
+    }
+    shutdown(connection, SHUT_WR);
+    char end;
+    while (recv(connection, &end, 1, 0) > 0) {}
+    close(connection);
+    return ok;
+}
+
 // net: eth0 (virtio-net on a tap) configured from hvkit.net=GUEST,HOST,PORT on the command
 // line; 10 pings of the host; then one TCP connection to HOST:PORT that receives `bytes` of
 // pattern 5 and sends as many of pattern 6 (the host checks them). net-passt: the same on eth1
@@ -503,25 +530,8 @@ static int test_net(const char *name, const char *parameter, const char *interfa
         return finish(name, 0);
     }
     uint8_t *buffer = malloc(bytes);
-    size_t received = 0;
-    while (buffer && received < bytes) {
-        ssize_t n = recv(connection, buffer + received, bytes - received, 0);
-        if (n <= 0) break;
-        received += (size_t)n;
-    }
-    int ok = buffer && received == bytes && check(buffer, bytes, 5);
-    size_t sent = 0;
-    if (buffer) fill(buffer, bytes, 6);
-    while (buffer && sent < bytes) {
-        ssize_t n = send(connection, buffer + sent, bytes - sent, 0);
-        if (n <= 0) break;
-        sent += (size_t)n;
-    }
-    shutdown(connection, SHUT_WR);
-    // Wait for the host to close: it has checked everything by then.
-    char end;
-    while (recv(connection, &end, 1, 0) > 0) {}
-    close(connection);
+    size_t received, sent;
+    int ok = exchange_patterns(connection, buffer, bytes, 5, 6, &received, &sent);
     free(buffer);
     note(" received=%zu sent=%zu pattern=%s tcp-ms=%.0f", received, sent, ok ? "ok" : "bad", seconds_since(&start) * 1e3);
     return finish(name, replies == pings && ok && sent == bytes);
@@ -571,23 +581,8 @@ static int test_vsock(void) {
     int connection = vsock_connect(host_port);
     if (connection < 0) { note(" connect=%s", strerror(-connection)); return finish("vsock", 0); }
     uint8_t *buffer = malloc(bytes);
-    size_t received = 0, sent = 0;
-    while (buffer && received < bytes) {
-        ssize_t n = recv(connection, buffer + received, bytes - received, 0);
-        if (n <= 0) break;
-        received += (size_t)n;
-    }
-    int ok = buffer && received == bytes && check(buffer, bytes, 7);
-    if (buffer) fill(buffer, bytes, 8);
-    while (buffer && sent < bytes) {
-        ssize_t n = send(connection, buffer + sent, bytes - sent, 0);
-        if (n <= 0) break;
-        sent += (size_t)n;
-    }
-    shutdown(connection, SHUT_WR);
-    char end;
-    while (recv(connection, &end, 1, 0) > 0) {}
-    close(connection);
+    size_t received, sent;
+    int ok = exchange_patterns(connection, buffer, bytes, 7, 8, &received, &sent);
     note(" received=%zu sent=%zu pattern=%s", received, sent, ok ? "ok" : "bad");
     ok = ok && sent == bytes;
 
