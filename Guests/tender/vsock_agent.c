@@ -100,22 +100,36 @@ static int next_packet(void) {
     return (int)element.id;
 }
 
-/* Echoes the waiting data the host's credit allows, oldest first. */
+/* Echoes the waiting data the host's credit allows, oldest first within each connection: a
+ * connection whose host reader stopped keeps its bytes (and buffers) without holding up the
+ * others. */
 static void echo_waiting(void) {
-    while (waiting_count) {
-        uint16_t slot = waiting[0];
+    unsigned kept = 0;
+    uint32_t blocked[MAX_CONNECTIONS] = {0};
+    unsigned blocked_count = 0;
+    for (unsigned i = 0; i < waiting_count; i++) {
+        uint16_t slot = waiting[i];
         struct header *h = (struct header *)receive_buffers[slot];
         struct connection *c = find(h->source_port, h->destination_port);
-        if (c) {
+        int held = 0;
+        for (unsigned b = 0; b < blocked_count; b++) held |= blocked[b] == h->source_port;
+        if (c && !held) {
             uint32_t credit = c->peer_buffer - (c->sent - c->peer_forwarded);
-            if (h->length > credit) return;
-            c->consumed += h->length;
-            send(c, OP_RW, 0, receive_buffers[slot] + HEADER_SIZE, h->length);
+            if (h->length > credit) {
+                if (blocked_count < MAX_CONNECTIONS) blocked[blocked_count++] = h->source_port;
+                held = 1;
+            } else {
+                c->consumed += h->length;
+                send(c, OP_RW, 0, receive_buffers[slot] + HEADER_SIZE, h->length);
+            }
         }
-        for (unsigned i = 1; i < waiting_count; i++) waiting[i - 1] = waiting[i];
-        waiting_count--;
-        post_receive(slot);
+        if (held) {
+            waiting[kept++] = slot;
+        } else {
+            post_receive(slot);
+        }
     }
+    waiting_count = kept;
 }
 
 /* Handles the packet in receive slot `slot`. */

@@ -10,7 +10,7 @@ import Testing
 /// connection out at `<path>_<port>`.
 @Suite("virtio-vsock with a tiny guest driver", .serialized, .requiresKVM)
 struct VsockGuestTests {
-    @Test func theGuestConnectsOutIsRefusedAndEchoesAQuarterMegabyte() throws {
+    @Test func theGuestConnectsOutIsRefusedEchoesAndPauses() throws {
         let serial = CollectingSink()
         var table = HypercallTable()
         try table.install(ConsoleService(output: serial))
@@ -55,6 +55,44 @@ struct VsockGuestTests {
         writer.join()
         #expect(echoed.count == bytes.count && echoed == bytes)
 
+        // A host reader that stops reading: the VMM holds at most the 64 KiB it advertised for
+        // that connection, and another connection's echo goes on meanwhile.
+        let slow = try Self.connect52(path)
+        defer { close(slow.descriptor.rawValue) }
+        let stalled = (0..<(512 << 10)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let slowWriter = try HostThread(name: "vsock-guest-slow") { _ = VsockPeers.sendAll(slow.descriptor, stalled) }
+        #expect(waitUntil(seconds: 20) { (vsock.bufferedTowardsHost[slow.hostPort] ?? 0) > 0 }, "the slow connection's bytes never waited in the VMM")
+        let fast = try Self.connect52(path)
+        defer { close(fast.descriptor.rawValue) }
+        let quick = Array(bytes.prefix(64 << 10))
+        let fastWriter = try HostThread(name: "vsock-guest-fast") { _ = VsockPeers.sendAll(fast.descriptor, quick) }
+        #expect(VsockPeers.receive(fast.descriptor, upTo: quick.count) == quick)
+        fastWriter.join()
+        let buffered = vsock.bufferedTowardsHost[slow.hostPort] ?? 0
+        #expect(buffered > 0 && buffered <= 64 << 10, "\(buffered) bytes held for the reader that stopped")
+        #expect(VsockPeers.receive(slow.descriptor, upTo: stalled.count) == stalled)
+        slowWriter.join()
+
+        // Pause during two-way traffic: nothing spins while the guest is stopped (the host
+        // writer blocks once the guest's credit is used, the device's sockets sleep), and the
+        // stream goes on whole afterwards.
+        let more = (0..<(1 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let received = Locked<[UInt8]>([])
+        let reader = try HostThread(name: "vsock-guest-read") { received.withLock { $0 = VsockPeers.receive(client, upTo: more.count) } }
+        let sender = try HostThread(name: "vsock-guest-send") { _ = VsockPeers.sendAll(client, more) }
+        usleep(20_000)
+        #expect(machine.pause())
+        usleep(100_000)  // Whatever was in flight settles.
+        let before = Self.processCPUSeconds()
+        usleep(500_000)
+        let paused = Self.processCPUSeconds() - before
+        machine.resume()
+        print("virtio-vsock with a tiny guest: \(buffered) bytes held for a reader that stopped; \(Int(paused * 1e6)) µs of CPU in 0.5 s paused during two-way traffic")
+        sender.join()
+        reader.join()
+        #expect(paused < 0.1, "the process used \(paused) s of CPU in 0.5 s while the guest was paused")
+        #expect(received.withLock { $0 } == more)
+
         // A port nobody listens on in the guest, and a malformed line: the socket closes.
         for line in ["CONNECT 53\n", "CONNECT abc\n"] {
             let refused = try UnixSocket.connect(to: path, nonBlocking: false)
@@ -66,6 +104,26 @@ struct VsockGuestTests {
         // The one event on record is the guest's connection to port 1025, refused: no packet of
         // its was malformed.
         #expect(vsock.guestEvents.counts == ["refused-connection": 1])
+    }
+
+    /// A client of the device's socket connected to the guest's port 52, and its host port.
+    static func connect52(_ path: String) throws -> (descriptor: FileDescriptor, hostPort: UInt32) {
+        let client = try UnixSocket.connect(to: path, nonBlocking: false)
+        VsockPeers.makeBlocking(client)
+        _ = VsockPeers.sendAll(client, Array("CONNECT 52\n".utf8))
+        let ok = String(decoding: line(client), as: UTF8.self)
+        guard ok.hasPrefix("OK "), let port = UInt32(ok.dropFirst(3)) else {
+            close(client.rawValue)
+            throw VsockConnectError.refused
+        }
+        return (client, port)
+    }
+
+    /// The CPU time (user and system) of every thread of this process, in seconds.
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 
     /// The bytes up to a newline (without it), or what came before the socket closed.
