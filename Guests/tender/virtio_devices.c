@@ -42,17 +42,7 @@ static struct queue console_input;
  * sets up queue `index` (the console's receive queue 0 too, when `index` is its transmit
  * queue 1); 0 on success. */
 static int start_device(uint32_t extra, unsigned index) {
-    write32(0x70, 0);                            /* reset */
-    write32(0x70, 1);                            /* ACKNOWLEDGE */
-    write32(0x70, 3);                            /* DRIVER */
-    write32(0x14, 0);                            /* DeviceFeaturesSel 0 */
-    uint32_t offered = read32(0x10);
-    write32(0x24, 1);                            /* DriverFeaturesSel 1: VERSION_1 (bit 32) */
-    write32(0x20, 1);
-    write32(0x24, 0);
-    write32(0x20, offered & extra);
-    write32(0x70, 0xB);                          /* FEATURES_OK */
-    if (!(read32(0x70) & 8)) return 1;
+    if (negotiate(extra)) return 1;
     clear(&console_input, sizeof console_input);
     clear(&queue, sizeof queue);
     if (index == 1 && set_up_queue(0, &console_input)) return 2;

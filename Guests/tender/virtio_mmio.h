@@ -25,6 +25,28 @@ static uint32_t read32(unsigned offset) { return *(volatile uint32_t *)(mmio + o
 static void write32(unsigned offset, uint32_t value) { *(volatile uint32_t *)(mmio + offset) = value; }
 static void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
 
+/* Resets the device and negotiates VERSION_1 plus those of `extra` (feature page 0) that it
+ * offers, up to FEATURES_OK; 0, or 1 if the device refuses them. The driver then sets up its
+ * queues and sets DRIVER_OK (0xF). */
+static inline int negotiate(uint32_t extra) {
+    write32(0x70, 0);                            /* reset */
+    write32(0x70, 1);                            /* ACKNOWLEDGE */
+    write32(0x70, 3);                            /* DRIVER */
+    write32(0x14, 0);                            /* DeviceFeaturesSel 0 */
+    uint32_t offered = read32(0x10);
+    write32(0x24, 1);                            /* DriverFeaturesSel 1: VERSION_1 (bit 32) */
+    write32(0x20, 1);
+    write32(0x24, 0);
+    write32(0x20, offered & extra);
+    write32(0x70, 0xB);                          /* FEATURES_OK */
+    return (read32(0x70) & 8) ? 0 : 1;
+}
+
+/* Whether the window holds a virtio-mmio version 2 device of type `device_id`. */
+static inline int is_device(uint32_t device_id) {
+    return read32(0x00) == 0x74726976 && read32(0x04) == 2 && read32(0x08) == device_id;
+}
+
 /* Gives queue `index` QUEUE_SIZE entries at `queue` and makes it ready; 0, or 2 if the device
  * offers fewer entries. */
 static int set_up_queue(unsigned index, struct queue *queue) {

@@ -114,16 +114,8 @@ static int answer(const uint8_t *in, unsigned length, uint8_t *out) {
 int hv_main(uint64_t argument) {
     mmio = (volatile uint8_t *)(uintptr_t)((argument >> 32) << 12);
     for (int i = 0; i < 4; i++) our_ip[i] = (uint8_t)(argument >> (8 * i));
-    if (read32(0x00) != 0x74726976 || read32(0x04) != 2 || read32(0x08) != 1) return 10;
-    write32(0x70, 0);                            /* reset */
-    write32(0x70, 1);                            /* ACKNOWLEDGE */
-    write32(0x70, 3);                            /* DRIVER */
-    write32(0x24, 1);                            /* DriverFeaturesSel 1: VERSION_1 (bit 32) */
-    write32(0x20, 1);
-    write32(0x24, 0);                            /* page 0: MAC (bit 5) */
-    write32(0x20, 1u << 5);
-    write32(0x70, 0xB);                          /* FEATURES_OK */
-    if (!(read32(0x70) & 8)) return 11;
+    if (!is_device(1)) return 10;
+    if (negotiate(1u << 5)) return 11;           /* MAC (bit 5) */
     for (int i = 0; i < 6; i++) our_mac[i] = mmio[0x100 + i];
     if (set_up_queue(0, &receive_queue) || set_up_queue(1, &transmit_queue)) return 13;
     write32(0x70, 0xF);                          /* DRIVER_OK */

@@ -196,16 +196,8 @@ static void say(const char *text) {
 int hv_main(uint64_t argument) {
     mmio = (volatile uint8_t *)(uintptr_t)((argument >> 32) << 12);
     uint32_t host_port = (uint32_t)argument;
-    if (read32(0x00) != 0x74726976 || read32(0x04) != 2 || read32(0x08) != 19) return 10;
-    write32(0x70, 0);                            /* reset */
-    write32(0x70, 1);                            /* ACKNOWLEDGE */
-    write32(0x70, 3);                            /* DRIVER */
-    write32(0x24, 1);                            /* DriverFeaturesSel 1: VERSION_1 (bit 32) */
-    write32(0x20, 1);
-    write32(0x24, 0);
-    write32(0x20, 0);
-    write32(0x70, 0xB);                          /* FEATURES_OK */
-    if (!(read32(0x70) & 8)) return 11;
+    if (!is_device(19)) return 10;
+    if (negotiate(0)) return 11;
     our_cid = (uint64_t)read32(0x100) | (uint64_t)read32(0x104) << 32;
     if (set_up_queue(0, &receive_queue) || set_up_queue(1, &transmit_queue) || set_up_queue(2, &event_queue)) return 13;
     /* One event buffer, there before the device starts (it takes them then). */
