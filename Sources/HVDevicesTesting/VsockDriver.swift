@@ -162,7 +162,7 @@ public final class VsockDriver {
 
     /// Waits up to `seconds` for packets, collecting them until `enough` says so; returns all
     /// collected (possibly not enough, if time ran out).
-    public func receive(for seconds: Double = 5, until enough: ([(header: VsockHeader, data: [UInt8])]) -> Bool)
+    public func receive(for seconds: Double = 20, until enough: ([(header: VsockHeader, data: [UInt8])]) -> Bool)
         throws -> [(header: VsockHeader, data: [UInt8])] {
         var packets: [(header: VsockHeader, data: [UInt8])] = []
         let deadline = HostClock.monotonicDeadline(after: .milliseconds(Int64(seconds * 1000)))
