@@ -54,15 +54,7 @@ private final class VsockBenchRig {
     func hostToGuest(_ bytes: Int) throws -> Double {
         let host = self.host
         let start = nowNanoseconds()
-        let writer = try HostThread(name: "vsock-writer") {
-            let block = [UInt8](repeating: 0x5A, count: VsockBenchRig.chunk)
-            var left = bytes
-            while left > 0 {
-                let written = block.withUnsafeBytes { write(host.rawValue, $0.baseAddress, min($0.count, left)) }
-                guard written > 0 else { return }
-                left -= written
-            }
-        }
+        let writer = try HostThread(name: "vsock-writer") { writeStream(host, bytes) }
         var received = 0
         var unacknowledged = 0
         while received < bytes {
@@ -96,15 +88,7 @@ private final class VsockBenchRig {
     func guestToHost(_ bytes: Int) throws -> Double {
         let host = self.host
         let start = nowNanoseconds()
-        let reader = try HostThread(name: "vsock-reader") {
-            var buffer = [UInt8](repeating: 0, count: VsockBenchRig.chunk)
-            var left = bytes
-            while left > 0 {
-                let got = read(host.rawValue, &buffer, min(buffer.count, left))
-                guard got > 0 else { return }
-                left -= got
-            }
-        }
+        let reader = try HostThread(name: "vsock-reader") { readStream(host, bytes) }
         let payload = [UInt8](repeating: 0xA5, count: Self.chunk)
         let tail = Array(payload.prefix(bytes % Self.chunk))
         var sent = 0
@@ -135,6 +119,28 @@ private final class VsockBenchRig {
     }
 }
 
+/// Writes `bytes` to a blocking socket, 4 KiB at a time (the host end of both paths).
+private func writeStream(_ descriptor: FileDescriptor, _ bytes: Int) {
+    let block = [UInt8](repeating: 0x5A, count: VsockBenchRig.chunk)
+    var left = bytes
+    while left > 0 {
+        let written = block.withUnsafeBytes { write(descriptor.rawValue, $0.baseAddress, min($0.count, left)) }
+        guard written > 0 else { return }
+        left -= written
+    }
+}
+
+/// Reads `bytes` from a blocking socket, 4 KiB at a time.
+private func readStream(_ descriptor: FileDescriptor, _ bytes: Int) {
+    var buffer = [UInt8](repeating: 0, count: VsockBenchRig.chunk)
+    var left = bytes
+    while left > 0 {
+        let got = read(descriptor.rawValue, &buffer, min(buffer.count, left))
+        guard got > 0 else { return }
+        left -= got
+    }
+}
+
 /// The same bytes through a Unix socket pair: a thread writes 4 KiB at a time, this one reads
 /// 4 KiB at a time. Seconds.
 private func socketPairTransfer(_ bytes: Int) throws -> Double {
@@ -142,22 +148,8 @@ private func socketPairTransfer(_ bytes: Int) throws -> Double {
     defer { close(ours.rawValue); close(theirs.rawValue) }
     _ = fcntl(ours.rawValue, F_SETFL, fcntl(ours.rawValue, F_GETFL) & ~O_NONBLOCK)
     let start = nowNanoseconds()
-    let writer = try HostThread(name: "pair-writer") {
-        let block = [UInt8](repeating: 0x5A, count: 4096)
-        var left = bytes
-        while left > 0 {
-            let written = block.withUnsafeBytes { write(theirs.rawValue, $0.baseAddress, min($0.count, left)) }
-            guard written > 0 else { return }
-            left -= written
-        }
-    }
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    var left = bytes
-    while left > 0 {
-        let got = read(ours.rawValue, &buffer, min(buffer.count, left))
-        guard got > 0 else { break }
-        left -= got
-    }
+    let writer = try HostThread(name: "pair-writer") { writeStream(theirs, bytes) }
+    readStream(ours, bytes)
     let seconds = (nowNanoseconds() - start) / 1e9
     writer.join()
     return seconds

@@ -54,26 +54,17 @@ import SystemPackage
             case let .gone(error): return .gone(error)
             }
         }
+        let vectors = unsafe data.map { unsafe iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
         var taken = 0
         if toHost.isEmpty {
-            var vectors = unsafe data.map { unsafe iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-            switch unsafe Self.sendMessage(descriptor, &vectors) {
+            var sending = unsafe vectors
+            switch unsafe Self.sendMessage(descriptor, &sending) {
             case let .wrote(count): taken = count
             case let .gone(error): return .gone(error)
             }
         }
         // SAFETY: the chain's buffers in guest RAM, valid while the caller holds the chain.
-        var skipped = 0
-        for unsafe buffer in unsafe data {
-            let count = buffer.count
-            if skipped + count <= taken {
-                skipped += count
-                continue
-            }
-            let from = max(taken - skipped, 0)
-            unsafe toHost += UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[from...])
-            skipped += count
-        }
+        unsafe toHost += IOVectors.bytes(of: vectors, from: taken)
         return .wrote(flushed + taken)
     }
 

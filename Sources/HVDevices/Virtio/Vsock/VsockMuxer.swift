@@ -236,17 +236,12 @@ import SystemPackage
             return
         }
         serve { state, after in
-            guard !state.closed else {
+            let refusal: VsockConnectError? = state.closed ? .closed
+                : state.connections.count >= limits.maximumConnections ? .connectionLimit(limits.maximumConnections) : nil
+            if let refusal {
                 close(pair.0.rawValue)
                 close(pair.1.rawValue)
-                after.append { completion(.failure(.closed)) }
-                return
-            }
-            guard state.connections.count < limits.maximumConnections else {
-                close(pair.0.rawValue)
-                close(pair.1.rawValue)
-                let limit = limits.maximumConnections
-                after.append { completion(.failure(.connectionLimit(limit))) }
+                after.append { completion(.failure(refusal)) }
                 return
             }
             guard let id = register(pair.0, role: .awaitingConnectLine, &state) else {
@@ -351,7 +346,7 @@ import SystemPackage
             settle(key, &state, &after)
         }
         // Out of budget with work left: the event loop comes back for it.
-        guard !state.resumeScheduled else { return }
+        guard !state.control.isEmpty || !state.ready.isEmpty, !state.resumeScheduled else { return }
         state.resumeScheduled = true
         eventLoop.schedule(after: .zero) { [weak self] in
             self?.serve { state, _ in state.resumeScheduled = false }
@@ -359,15 +354,21 @@ import SystemPackage
     }
 
     private func takeReceiveBuffers(_ queue: LockedVirtqueue, _ state: inout State) {
+        state.heldReceive += Self.holdPosted(from: queue, atLeast: UInt64(VsockHeader.size), kind: "receive")
+    }
+
+    /// Takes every chain the driver posted on `queue` and keeps it in flight; a chain that is
+    /// not a device-writable buffer of at least `atLeast` bytes breaks the queue.
+    private static func holdPosted(from queue: LockedVirtqueue, atLeast size: UInt64, kind: String) -> [DescriptorChain] {
         var taken: [DescriptorChain] = []
         queue.processAvailable(budget: NotificationBudget(chains: nil, timeSlice: nil), resumingWhenExhausted: false) { chain in
-            guard chain.readableLength == 0, chain.writableLength >= UInt64(VsockHeader.size) else {
-                return .unanswerable(reason: "receive buffer \(chain.head) is not a device-writable buffer of at least \(VsockHeader.size) bytes")
+            guard chain.readableLength == 0, chain.writableLength >= size else {
+                return .unanswerable(reason: "\(kind) buffer \(chain.head) is not a device-writable buffer of at least \(size) bytes")
             }
             taken.append(chain)
             return .pending
         }
-        state.heldReceive += taken
+        return taken
     }
 
     private func refuseReceiveBuffer(_ chain: DescriptorChain, _ error: VsockPacketError, _ queue: LockedVirtqueue) {
@@ -380,15 +381,7 @@ import SystemPackage
     /// Holds the driver's event buffers and sends a pending TRANSPORT_RESET.
     private func takeEventBuffers(_ state: inout State) {
         guard let queue = state.events else { return }
-        var taken: [DescriptorChain] = []
-        queue.processAvailable(budget: NotificationBudget(chains: nil, timeSlice: nil), resumingWhenExhausted: false) { chain in
-            guard chain.readableLength == 0, chain.writableLength >= 4 else {
-                return .unanswerable(reason: "event buffer \(chain.head) is not a device-writable buffer of at least 4 bytes")
-            }
-            taken.append(chain)
-            return .pending
-        }
-        state.heldEvents += taken
+        state.heldEvents += Self.holdPosted(from: queue, atLeast: 4, kind: "event")
         guard state.transportResetPending, let chain = state.heldEvents.first else { return }
         state.heldEvents.removeFirst()
         state.transportResetPending = false
@@ -449,12 +442,18 @@ import SystemPackage
                                _ after: inout [@Sendable () -> Void]) {
         guard let id = state.connections[key]?.endpoint, var slot = state.slots[id] else {
             // The host side is gone: the bytes are consumed unread, so the guest's credit holds.
-            react(state.connections[key]?.connection.forwarded(bytes) ?? .none, key, &state, &after)
+            forwarded(bytes, key, &state, &after)
             return
         }
         let result = unsafe slot.endpoint.send(data)
         state.slots[id] = slot
         state.touched.append(id)
+        wrote(result, key, &state, &after)
+    }
+
+    /// Counts what a host socket took, or lets the connection go if its host side is gone.
+    private func wrote(_ result: VsockHostEndpoint.WriteResult, _ key: Key, _ state: inout State,
+                       _ after: inout [@Sendable () -> Void]) {
         switch result {
         case let .wrote(count):
             forwarded(UInt32(count), key, &state, &after)
@@ -552,8 +551,9 @@ import SystemPackage
                 state.connections[key] = entry
                 after.append { waiting.completion(.success(waiting.callerEnd)) }
             } else if let id = entry.endpoint {
-                state.slots[id]?.endpoint.toHost = VsockConnectLine.accepted(hostPort: key.hostPort)
-                state.slots[id]?.endpoint.preamble = VsockConnectLine.accepted(hostPort: key.hostPort).count
+                let answer = VsockConnectLine.accepted(hostPort: key.hostPort)
+                state.slots[id]?.endpoint.toHost = answer
+                state.slots[id]?.endpoint.preamble = answer.count
                 flushToHost(id, key, &state, &after)
             }
             if let id = state.connections[key]?.endpoint { markReady(id, &state) }
@@ -608,10 +608,7 @@ import SystemPackage
     private func finish(_ key: Key, failing error: VsockConnectError, _ state: inout State,
                         _ after: inout [@Sendable () -> Void]) {
         guard let entry = state.connections.removeValue(forKey: key) else { return }
-        if let waiting = entry.waiting {
-            close(waiting.callerEnd.rawValue)
-            after.append { waiting.completion(.failure(error)) }
-        }
+        failWaiting(entry, error, &after)
         guard let id = entry.endpoint, let slot = state.slots[id] else { return }
         if slot.endpoint.toHost.isEmpty {
             closeEndpoint(id, &state)
@@ -623,6 +620,13 @@ import SystemPackage
                 }
             }
         }
+    }
+
+    /// Fails an in-process connect still waiting on `entry`, closing the caller's end.
+    private func failWaiting(_ entry: Entry, _ error: VsockConnectError, _ after: inout [@Sendable () -> Void]) {
+        guard let waiting = entry.waiting else { return }
+        close(waiting.callerEnd.rawValue)
+        after.append { waiting.completion(.failure(error)) }
     }
 
     private func refuse(_ packet: VsockHeader, reason: String, _ state: inout State, level: Logger.Level = .info) {
@@ -722,7 +726,12 @@ import SystemPackage
                 var endpoint = slot.endpoint
                 let result = endpoint.flush()
                 state.slots[id]?.endpoint = endpoint
-                if case .gone = result { closeEndpoint(id, &state) } else if endpoint.toHost.isEmpty { closeEndpoint(id, &state) }
+                // Done once the last bytes are out, or the host side is gone.
+                if endpoint.toHost.isEmpty {
+                    closeEndpoint(id, &state)
+                } else if case .gone = result {
+                    closeEndpoint(id, &state)
+                }
             case let .connection(key):
                 state.slots[id]?.endpoint.mayRead = true
                 flushToHost(id, key, &state, &after)
@@ -737,10 +746,7 @@ import SystemPackage
         let result = endpoint.flush()
         state.slots[id]?.endpoint = endpoint
         state.touched.append(id)
-        switch result {
-        case let .wrote(count): forwarded(UInt32(count), key, &state, &after)
-        case .gone: hostGone(key, &state, &after)
-        }
+        wrote(result, key, &state, &after)
     }
 
     /// Reads a Unix-socket client's `CONNECT <port>` line, without taking any byte after it.
@@ -804,12 +810,7 @@ import SystemPackage
     private func dropAll(failing error: VsockConnectError) {
         let after = state.withLock { state -> [@Sendable () -> Void] in
             var after: [@Sendable () -> Void] = []
-            for (_, entry) in state.connections {
-                if let waiting = entry.waiting {
-                    close(waiting.callerEnd.rawValue)
-                    after.append { waiting.completion(.failure(error)) }
-                }
-            }
+            for entry in state.connections.values { failWaiting(entry, error, &after) }
             state.connections = [:]
             for id in Array(state.slots.keys) { closeEndpoint(id, &state) }
             state.ready = []
