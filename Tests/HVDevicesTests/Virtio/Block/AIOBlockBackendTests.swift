@@ -40,8 +40,14 @@ struct AIOBlockBackendTests {
         // thread or the event loop; meanwhile another thread drains.
         let batch = requests
         let submitter = try HostThread(name: "aio-submit") { backend.submit(batch) }
-        var pause = timespec(tv_sec: 0, tv_nsec: 20_000_000)
-        nanosleep(&pause, nil)
+        // Drain only once the submission is under way: a drain that runs before it has nothing
+        // to wait for, and under a sanitizer the submitting thread may take long to start.
+        var waited = 0
+        while backend.pendingCount == 0 && sink.delivered.load(ordering: .acquiring) == 0 && waited < 2_000 {
+            var pause = timespec(tv_sec: 0, tv_nsec: 5_000_000)
+            nanosleep(&pause, nil)
+            waited += 1
+        }
         backend.drain()
         #expect(sink.delivered.load(ordering: .acquiring) == 32, "drain returned before every completion reached the device")
         #expect(backend.pendingCount == 0)
