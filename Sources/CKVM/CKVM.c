@@ -29,6 +29,10 @@ const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
 const unsigned long CKVM_ENABLE_CAP = KVM_ENABLE_CAP;
 const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
 const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
+const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
+const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
 
 const unsigned long CKVM_RUN = KVM_RUN;
 const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
@@ -49,6 +53,14 @@ const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
 const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
 const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
+const unsigned long CKVM_GET_XSAVE2 = KVM_GET_XSAVE2;
+const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
+const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
+const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
+const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+const unsigned long CKVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
+const unsigned long CKVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
 
 const uint32_t CKVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DATAMATCH;
 const uint32_t CKVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;

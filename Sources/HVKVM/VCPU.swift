@@ -255,8 +255,12 @@ public final class VCPU {
         try transferMSRs(&entries, CKVM_SET_MSRS, "KVM_SET_MSRS")
     }
 
-    private func transferMSRs(_ entries: inout [(index: UInt32, value: UInt64)], _ request: UInt, _ name: StaticString) throws(KVMError) {
-        guard !entries.isEmpty else { return }
+    /// Reads or writes `entries`; returns how many KVM did. Throws naming the MSR it stopped at
+    /// unless `partial`.
+    @discardableResult
+    func transferMSRs(_ entries: inout [(index: UInt32, value: UInt64)], _ request: UInt, _ name: StaticString,
+                      partial: Bool = false) throws(KVMError) -> Int {
+        guard !entries.isEmpty else { return 0 }
         let header = MemoryLayout<kvm_msrs>.size
         let stride = MemoryLayout<kvm_msr_entry>.stride
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: header + entries.count * stride, alignment: 8)
@@ -270,9 +274,10 @@ public final class VCPU {
         }
         let done = unsafe Int(try kvmIoctl(fileDescriptor, request, buffer, name))
         for offset in 0..<min(done, entries.count) { entries[offset].value = unsafe slots[offset].data }
-        if done < entries.count {
+        if done < entries.count, !partial {
             throw .invalidArgument("\(name) stopped at MSR 0x\(String(entries[done].index, radix: 16)) (\(done) of \(entries.count) done)")
         }
+        return done
     }
 
     /// Sets the CPUID the guest sees (KVM_SET_CPUID2). Typically KVM's supported list,

@@ -30,6 +30,8 @@ public final class VirtualMachine: Sendable {
     private let mappedMemory = Locked<[GuestMemoryMmap]>([])
     private let irqchipCreated = Atomic<Bool>(false)
 
+    private let pitCreated = Atomic<Bool>(false)
+
     init(kvm: KVM, fileDescriptor: FileDescriptor) {
         self.kvm = kvm
         self.fileDescriptor = fileDescriptor
@@ -158,7 +160,11 @@ public final class VirtualMachine: Sendable {
     public func createPIT() throws(KVMError) {
         var config = kvm_pit_config()
         try kvmIoctl(fileDescriptor, CKVM_CREATE_PIT2, &config, "KVM_CREATE_PIT2")
+        pitCreated.store(true, ordering: .releasing)
     }
+
+    /// Whether ``createPIT()`` succeeded.
+    public var hasPIT: Bool { pitCreated.load(ordering: .acquiring) }
 
     /// Sets the three-page region Intel VMX needs for real-mode emulation's TSS. It must not
     /// overlap guest RAM or devices; 0xfffbd000 (just below the BIOS area) is customary.

@@ -33,6 +33,10 @@ extern const unsigned long CKVM_GET_DIRTY_LOG;
 extern const unsigned long CKVM_ENABLE_CAP;
 extern const unsigned long CKVM_GET_CLOCK;
 extern const unsigned long CKVM_SET_CLOCK;
+extern const unsigned long CKVM_GET_IRQCHIP;
+extern const unsigned long CKVM_SET_IRQCHIP;
+extern const unsigned long CKVM_GET_PIT2;
+extern const unsigned long CKVM_SET_PIT2;
 
 // vCPU ioctls.
 extern const unsigned long CKVM_RUN;
@@ -54,6 +58,14 @@ extern const unsigned long CKVM_GET_MP_STATE;
 extern const unsigned long CKVM_SET_MP_STATE;
 extern const unsigned long CKVM_GET_VCPU_EVENTS;
 extern const unsigned long CKVM_SET_VCPU_EVENTS;
+extern const unsigned long CKVM_GET_XSAVE;
+extern const unsigned long CKVM_GET_XSAVE2;
+extern const unsigned long CKVM_SET_XSAVE;
+extern const unsigned long CKVM_GET_XCRS;
+extern const unsigned long CKVM_SET_XCRS;
+extern const unsigned long CKVM_GET_TSC_KHZ;
+extern const unsigned long CKVM_SET_TSC_KHZ;
+extern const unsigned long CKVM_KVMCLOCK_CTRL;
 
 // Flags built from enums with shifts, which do not import as plain constants.
 extern const uint32_t CKVM_IOEVENTFD_FLAG_DATAMATCH;

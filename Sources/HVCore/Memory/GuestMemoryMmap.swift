@@ -64,7 +64,8 @@ public final class GuestMemoryMmap: GuestMemory {
     /// refuse. Zeroing gives the whole pages of private anonymous regions back to the kernel
     /// (MADV_DONTNEED), which zero-fills them on their next touch: one system call instead of a
     /// page fault per page, which on an emulating host costs microseconds each (a loader's
-    /// BSS, page tables). Shared regions (memfd, files) keep their pages and are stored to.
+    /// BSS, page tables). Shared regions (memfd, files) and private file mappings (a restored
+    /// snapshot) keep their pages and are stored to.
     public func fill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {
         guard value == 0 else { return try storeFill(value, at: address, length: length) }
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in

@@ -12,6 +12,11 @@ public enum MemoryBacking: Sendable {
     /// A file mapped shared at `offset`; guest writes reach the file unless the region is
     /// read-only. HVKit does not take ownership of the descriptor.
     case file(FileDescriptor, offset: Int64)
+    /// A file mapped private (copy-on-write) at `offset`: the guest sees the file's bytes, its
+    /// writes stay in this process, and pages are read from the file only when first touched.
+    /// How a snapshot's memory is restored lazily; clones of one snapshot share its page cache.
+    /// HVKit does not take ownership of the descriptor.
+    case privateFile(FileDescriptor, offset: Int64)
 }
 
 /// How a region is mapped.
@@ -84,8 +89,13 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
     public let range: GuestAddressRange
     /// How it is mapped.
     public let options: MemoryRegionOptions
-    /// The descriptor behind a memfd- or file-backed region, and the file offset of the start.
+    /// The descriptor behind a memfd- or shared-file-backed region, and the file offset of the
+    /// start. Nil for anonymous memory and for a private file mapping (whose descriptor the
+    /// caller may close once the region is mapped).
     public let fileDescriptor: FileDescriptor?
+    /// Whether the region is private anonymous memory, whose pages read as zero once given
+    /// back to the kernel.
+    public let isAnonymous: Bool
     /// Where in that file the region's first byte is.
     public let fileOffset: Int64
     private let ownsDescriptor: Bool
@@ -117,9 +127,11 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
         var descriptor: Int32 = -1
         var offset: Int64 = 0
         var owns = false
+        var shared = true
         var flags: Int32
         switch spec.backing {
         case .anonymous:
+            shared = false
             flags = MAP_PRIVATE | MAP_ANONYMOUS
             if spec.options.contains(.hugePages) { flags |= HV_MAP_HUGETLB }
         case let .memfd(name):
@@ -138,6 +150,11 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
             descriptor = fd.rawValue
             offset = fileOffset
             flags = MAP_SHARED
+        case let .privateFile(fd, fileOffset):
+            descriptor = fd.rawValue
+            offset = fileOffset
+            shared = false
+            flags = MAP_PRIVATE
         }
         if spec.options.contains(.noReserve) { flags |= HV_MAP_NORESERVE }
         let protection = spec.options.contains(.readOnly) ? PROT_READ : PROT_READ | PROT_WRITE
@@ -155,7 +172,8 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
         unsafe self.base = unsafe mapped
         self.range = range
         self.options = spec.options
-        self.fileDescriptor = descriptor >= 0 ? FileDescriptor(rawValue: descriptor) : nil
+        self.fileDescriptor = descriptor >= 0 && shared ? FileDescriptor(rawValue: descriptor) : nil
+        self.isAnonymous = descriptor < 0
         self.fileOffset = offset
         self.ownsDescriptor = owns
     }
@@ -172,7 +190,7 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
     /// stored to.
     func zero(_ chunk: UnsafeMutableRawBufferPointer) {
         let page = 4096
-        guard fileDescriptor == nil, !options.contains(.hugePages), chunk.count >= 4 * page,
+        guard isAnonymous, !options.contains(.hugePages), chunk.count >= 4 * page,
               let base = unsafe chunk.baseAddress else {
             // SAFETY: the caller checked the chunk lies in this region's writable mapping.
             unsafe chunk.initializeMemory(as: UInt8.self, repeating: 0)

@@ -68,4 +68,10 @@ public struct Capability: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let irqRouting = Capability(KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING")
     /// KVM_CAP_ADJUST_CLOCK.
     public static let adjustClock = Capability(KVM_CAP_ADJUST_CLOCK, "KVM_CAP_ADJUST_CLOCK")
+    /// KVM_CAP_XSAVE: KVM_GET_XSAVE and KVM_SET_XSAVE.
+    public static let xsave = Capability(KVM_CAP_XSAVE, "KVM_CAP_XSAVE")
+    /// KVM_CAP_XSAVE2: the size of the XSAVE area KVM_GET_XSAVE2 fills (on a VM).
+    public static let xsave2 = Capability(KVM_CAP_XSAVE2, "KVM_CAP_XSAVE2")
+    /// KVM_CAP_XCRS: KVM_GET_XCRS and KVM_SET_XCRS.
+    public static let extendedControlRegisters = Capability(KVM_CAP_XCRS, "KVM_CAP_XCRS")
 }
