@@ -55,6 +55,20 @@ public final class VCPU {
         return decodeExit()
     }
 
+    /// Re-enters KVM with `immediate_exit` set, so that it completes what the last exit left
+    /// half-done (a port or MMIO read whose data userspace supplied, a string operation) and
+    /// returns without running the guest. The KVM API asks for this before a vCPU's state is
+    /// read for a snapshot: otherwise the saved RIP may still point at that instruction.
+    public func completePendingOperation() throws(KVMError) {
+        runMapping.beginRun()
+        unsafe ckvm_set_immediate_exit(runMapping.pointer, 1)
+        let result = ckvm_ioctl_value(fileDescriptor.rawValue, CKVM_RUN, 0)
+        let error = errno
+        unsafe ckvm_set_immediate_exit(runMapping.pointer, 0)
+        if result < 0, error != EINTR, error != EAGAIN { throw .ioctl("KVM_RUN (immediate exit)", Errno(rawValue: error)) }
+        if !syncedRegisterSets.isEmpty { syncAreaValid = true }
+    }
+
     private func decodeExit() -> VMExit {
         let state = unsafe runMapping.pointer
         let reason = unsafe state.pointee.exit_reason

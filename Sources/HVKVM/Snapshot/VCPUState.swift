@@ -130,8 +130,11 @@ extension VCPUState: SnapshotCodable {
 extension VCPU {
     /// Takes the vCPU's whole state, in the order KVM needs: the MP state first (it makes KVM
     /// settle pending APIC events into the registers), the vCPU events last (reading the
-    /// other sets may change them). Call on the vCPU's thread while it is out of the guest.
+    /// other sets may change them). First completes whatever the last exit left half-done
+    /// (``completePendingOperation()``), so the state is between two instructions. Call on
+    /// the vCPU's thread while it is out of the guest.
     public func saveState() throws(KVMError) -> VCPUState {
+        try completePendingOperation()
         let mp = try mpState()
         let registers = try registers()
         let special = try specialRegisters()
@@ -170,7 +173,7 @@ extension VCPU {
         try setExtendedControlRegisters(state.extendedControlRegisters)
         try setDebugRegisters(state.debugRegisters)
         if let lapic = state.lapic { try setLAPIC(lapic) }
-        try setMSRs(state.msrs.map { (index: $0.index, value: $0.value) })
+        try restoreMSRs(state.msrs)
         try kvmIoctl(fileDescriptor, CKVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS")
         // EINVAL: the guest never set up a paravirtual clock, so there is nothing to tell.
         if ckvm_ioctl_value(fileDescriptor.rawValue, CKVM_KVMCLOCK_CTRL, 0) < 0, errno != EINVAL {
@@ -252,6 +255,25 @@ extension VCPU {
             try kvmIoctl(fileDescriptor, CKVM_SET_TSC_KHZ, value: UInt(frequency), "KVM_SET_TSC_KHZ")
         } catch {
             throw .invalidArgument("the guest's TSC ran at \(frequency) kHz and this host's at \(current) kHz, which KVM cannot scale to (\(error))")
+        }
+    }
+
+    /// Writes `msrs`. KVM refuses a write to some MSRs it lists as saveable but that this
+    /// vCPU's configuration lacks (a paravirtual feature the guest never turned on); such an
+    /// MSR is skipped when it already holds the saved value, because then nothing is lost.
+    /// Any other refusal throws, naming the MSR.
+    private func restoreMSRs(_ msrs: [VCPUState.MSRValue]) throws(KVMError) {
+        var pending = msrs.map { (index: $0.index, value: $0.value) }
+        while !pending.isEmpty {
+            let done = try transferMSRs(&pending, CKVM_SET_MSRS, "KVM_SET_MSRS", partial: true)
+            guard done < pending.count else { return }
+            let refused = pending[done]
+            var current = [(index: refused.index, value: UInt64(0))]
+            let readable = try transferMSRs(&current, CKVM_GET_MSRS, "KVM_GET_MSRS", partial: true) == 1
+            guard readable ? current[0].value == refused.value : refused.value == 0 else {
+                throw .invalidArgument("KVM refused MSR 0x\(String(refused.index, radix: 16)) = 0x\(String(refused.value, radix: 16)) on vCPU \(id)")
+            }
+            pending.removeFirst(done + 1)
         }
     }
 
