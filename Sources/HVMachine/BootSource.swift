@@ -101,4 +101,6 @@ public struct BootSource: Sendable {
 enum LoadedBoot: Sendable {
     case linux(LinuxBootPlan)
     case unikernel(entry: GuestAddress, argument: UInt64)
+    /// A snapshot's vCPUs, by id: each is put back as it was instead of booted.
+    case restored([UInt32: VCPUState])
 }

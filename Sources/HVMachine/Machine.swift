@@ -60,6 +60,12 @@ public final class Machine: Sendable {
         var networks: [MachineNetwork] = []
         var vsock: VsockDevice?
         var legacyNames: Set<String> = []
+        /// Devices whose state snapshots save, in the order they were added.
+        var statefulDevices: [(name: String, device: any SnapshotStateful)] = []
+        /// Devices that cannot be saved yet: a snapshot of the machine is refused, naming them.
+        var unsaveableDevices: [String] = []
+        /// The snapshot this machine is being restored from (``Machine/init(restoring:_:)``).
+        var restoring: MachineSnapshot?
         var extraCommandLine: [String] = []
         var boot: LoadedBoot?
         var traps: [TrapSite: any RegisterTrap] = [:]
@@ -84,7 +90,7 @@ public final class Machine: Sendable {
             kvm = try KVM()
             vm = try kvm.createVM()
         } catch { throw MachineError(.createVM, error) }
-        let memory = try during(.mapMemory) { try GuestMemoryMmap(configuration.memoryLayout) }
+        let memory = try during(.mapMemory) { try GuestMemoryMmap(configuration.restoredMemory ?? configuration.memoryLayout) }
         // RAM before the irqchip: the first slot added after KVM_CREATE_IRQCHIP costs about
         // 10 ms on this kind of host, 0.1 ms before it.
         _ = try during(.mapMemory) { try vm.map(memory) }
@@ -162,6 +168,7 @@ public final class Machine: Sendable {
             try Self.requireComposing(state, device: name)
             let window = try state.allocator.allocateWindow(size: size)
             try during(.addDevice, device: name) { try mmio.register(device, at: window.start, length: window.length) }
+            state.record(device, name: name)
             return window
         }
     }
@@ -172,6 +179,7 @@ public final class Machine: Sendable {
         try state.withLock { state throws(MachineError) in
             try Self.requireComposing(state, device: name)
             try during(.addDevice, device: name) { try pio.register(device, port: port, count: count) }
+            state.record(device, name: name)
         }
     }
 
@@ -364,6 +372,11 @@ public final class Machine: Sendable {
                 guard vcpu.id == 0 else { return }
                 try vcpu.setupLongMode(memory: memory, entry: entry, argument: argument)
             }
+        case let .restored(states):
+            return { vcpu throws(KVMError) in
+                guard let saved = states[vcpu.id] else { throw .invalidArgument("the snapshot has no state for vCPU \(vcpu.id)") }
+                try vcpu.restoreState(saved)
+            }
         }
     }
 }
@@ -387,6 +400,17 @@ final class ResetLine: Sendable {
         case let .runner(runner): runner.requestReset()
         case let .scheduled(scheduled): scheduled.stop()
         case nil: break
+        }
+    }
+}
+
+extension Machine.State {
+    /// Notes whether snapshots can save `device`.
+    mutating func record(_ device: any BusDevice, name: String) {
+        if let stateful = device as? any SnapshotStateful {
+            statefulDevices.append((name, stateful))
+        } else {
+            unsaveableDevices.append(name)
         }
     }
 }

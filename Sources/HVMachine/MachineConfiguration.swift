@@ -57,6 +57,9 @@ public struct MachineConfiguration: Sendable {
     public var systemCallFilter: SeccompAction?
     /// Where the machine logs (swift-log).
     public var logger: Logger = Logger(label: "hvkit.machine")
+    /// RAM mapped from a snapshot's memory file instead of ``memoryLayout`` (set by
+    /// ``Machine/init(restoring:_:)``).
+    var restoredMemory: [MemoryRegionSpec]?
 
     /// The default GSIs for devices: the I/O APIC's pins that no legacy device of
     /// ``Machine/addLegacyDevices(console:input:)`` uses (0 timer, 1 keyboard, 2 cascade,

@@ -108,6 +108,8 @@ extension Machine {
             let slot = VirtioSlot(name: label, device: device, transport: transport, window: window, interrupt: gsi,
                                   notifications: mode, notifiers: notifiers)
             state.virtio.append(slot)
+            // Virtio transports and queues do not save their state yet.
+            state.unsaveableDevices.append(label)
             logger.debug("added \(label) at \(window.start), GSI \(gsi), notifications by \(mode)")
             return slot
         }

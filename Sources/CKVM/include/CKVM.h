@@ -103,6 +103,13 @@ int ckvm_set_thread_name(const char *name);
 static inline struct kvm_regs *ckvm_sync_regs(struct kvm_run *run) { return &run->s.regs.regs; }
 static inline struct kvm_sregs *ckvm_sync_sregs(struct kvm_run *run) { return &run->s.regs.sregs; }
 
+// The host CPU's own CPUID leaf `leaf`, subleaf `subleaf`: EAX, EBX, ECX, EDX into `out`.
+static inline void ckvm_host_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t out[4]) {
+    uint32_t a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(leaf), "c"(subleaf));
+    out[0] = a; out[1] = b; out[2] = c; out[3] = d;
+}
+
 static inline void ckvm_set_immediate_exit(struct kvm_run *run, uint8_t value) {
     __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
 }

@@ -85,3 +85,27 @@ public final class CMOSClock: BusDevice {
         }
     }
 }
+
+extension CMOSClock: SnapshotStateful {
+    public var snapshotVersion: UInt16 { 1 }
+
+    /// The index and the RAM; the time registers are read from the host clock, so a restored
+    /// guest sees the time of its restore, as after any pause.
+    public func saveState(to encoder: inout SnapshotEncoder) {
+        let saved = state.withLock { $0 }
+        encoder.append(saved.index)
+        encoder.append(bytes: saved.ram)
+    }
+
+    public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
+        var restored = State()
+        restored.index = try decoder.read(UInt8.self) & 0x7F
+        restored.ram = try decoder.readBytes(limit: 128)
+        guard restored.ram.count == 128 else {
+            throw .malformed(what: decoder.context, reason: "CMOS RAM of \(restored.ram.count) bytes, not 128")
+        }
+        try decoder.expectEnd()
+        state.withLock { $0 = restored }
+    }
+}
+

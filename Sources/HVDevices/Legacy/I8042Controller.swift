@@ -118,3 +118,35 @@ public final class I8042Controller: BusDevice {
         }
     }
 }
+
+extension I8042Controller: SnapshotStateful {
+    public var snapshotVersion: UInt16 { 1 }
+
+    public func saveState(to encoder: inout SnapshotEncoder) {
+        let saved = state.withLock { $0 }
+        encoder.append(saved.configuration)
+        encoder.append(saved.output != nil)
+        encoder.append(saved.output ?? 0)
+        encoder.append(saved.awaitingData != nil)
+        encoder.append(saved.awaitingData ?? 0)
+        encoder.append(saved.lastWasCommand)
+    }
+
+    public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
+        var restored = State()
+        restored.configuration = try decoder.read()
+        let hasOutput = try decoder.read(Bool.self)
+        let output = try decoder.read(UInt8.self)
+        restored.output = hasOutput ? output : nil
+        let awaiting = try decoder.read(Bool.self)
+        let command = try decoder.read(UInt8.self)
+        guard !awaiting || command == Command.writeConfiguration || command == Command.writeOutputPort else {
+            throw .malformed(what: decoder.context, reason: "the i8042 waits for data of command 0x\(String(command, radix: 16)), which takes none")
+        }
+        restored.awaitingData = awaiting ? command : nil
+        restored.lastWasCommand = try decoder.read()
+        try decoder.expectEnd()
+        state.withLock { $0 = restored }
+    }
+}
+

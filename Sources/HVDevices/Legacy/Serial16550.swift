@@ -214,3 +214,33 @@ public final class Serial16550: BusDevice {
         }
     }
 }
+
+extension Serial16550: SnapshotStateful {
+    public var snapshotVersion: UInt16 { 1 }
+
+    public func saveState(to encoder: inout SnapshotEncoder) {
+        let saved = state.withLock { $0 }
+        for register in [saved.divisorLow, saved.divisorHigh, saved.interruptEnable, saved.lineControl,
+                         saved.modemControl, saved.scratch, saved.fifoControl] {
+            encoder.append(register)
+        }
+        encoder.append(bytes: saved.receive)
+        encoder.append(saved.transmitterEmptyPending)
+    }
+
+    public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
+        var restored = State()
+        restored.divisorLow = try decoder.read()
+        restored.divisorHigh = try decoder.read()
+        restored.interruptEnable = try decoder.read(UInt8.self) & 0x0F
+        restored.lineControl = try decoder.read()
+        restored.modemControl = try decoder.read(UInt8.self) & 0x1F
+        restored.scratch = try decoder.read()
+        restored.fifoControl = try decoder.read()
+        restored.receive = try decoder.readBytes(limit: Self.fifoCapacity)
+        restored.transmitterEmptyPending = try decoder.read()
+        try decoder.expectEnd()
+        state.withLock { $0 = restored }
+    }
+}
+

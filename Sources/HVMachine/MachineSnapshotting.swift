@@ -1,0 +1,224 @@
+import Glibc
+import HVCore
+import HVKVM
+import HVParavirt
+import SystemPackage
+
+/// What ``Machine/snapshot(to:leavePaused:)`` wrote.
+public struct SnapshotReport: Sendable, CustomStringConvertible {
+    /// The snapshot's directory.
+    public let directory: String
+    /// Bytes of guest RAM written (pages of zeros are holes in the sparse memory file).
+    public let memoryBytesWritten: UInt64
+    /// Bytes of guest RAM the memory file covers.
+    public let memorySize: UInt64
+    /// Bytes of the state file.
+    public let stateBytes: Int
+    /// How long the vCPUs were paused for it, in nanoseconds (until the resume, or until the
+    /// snapshot was complete when the machine stays paused).
+    public let pausedNanoseconds: UInt64
+
+    /// The figures in one line.
+    public var description: String {
+        "snapshot in \(directory): \(memoryBytesWritten) of \(memorySize) bytes of RAM written, \(stateBytes) bytes of state, paused \(pausedNanoseconds / 1000) µs"
+    }
+}
+
+extension Machine {
+    // MARK: Snapshot
+
+    /// Saves the running machine into `directory` (created if missing): the vCPUs are paused,
+    /// each one's state is taken on its own thread, then the VM's interrupt controllers, PIT
+    /// and clock, every device's state and guest RAM are written, and the vCPUs resume unless
+    /// `leavePaused`. Files are written beside their final names and renamed into place, the
+    /// state file last, so a directory holds either a whole snapshot or none.
+    ///
+    /// A machine with a device that cannot save its state yet (virtio devices, for now) is
+    /// refused before anything is paused, naming the device.
+    @discardableResult
+    public func snapshot(to directory: String, leavePaused: Bool = false) throws(MachineError) -> SnapshotReport {
+        let (runner, scheduled, devices, unsaveable) = try state.withLock { state throws(MachineError) in
+            guard state.phase == .running, state.runner != nil || state.scheduled != nil else {
+                throw MachineError(.snapshot, reason: "the machine is not running (it is \(state.phase))")
+            }
+            return (state.runner, state.scheduled, state.statefulDevices, state.unsaveableDevices)
+        }
+        if let device = unsaveable.first {
+            throw MachineError(.snapshot, device: device, reason: "this device does not save its state yet, so the machine cannot be saved")
+        }
+        guard pause() else { throw MachineError(.snapshot, reason: "the machine stopped before it could be paused") }
+        let pausedAt = HostClock.monotonicNanoseconds()
+        var resumed = false
+        defer { if !leavePaused && !resumed { resume() } }
+
+        var archive = SnapshotArchive(producer: "HVKit")
+        archive.add(SavedMachine.sectionName, version: SavedMachine.encodingVersion) { encoder in
+            encoder.append(SavedMachine(name: configuration.name, vcpuCount: configuration.vcpuCount,
+                                        interruptControllers: configuration.interruptControllers,
+                                        memory: memory.snapshotLayout, devices: devices.map(\.name)))
+        }
+        for id in 0..<UInt32(configuration.vcpuCount) {
+            let saved = try saveVCPU(id, runner: runner, scheduled: scheduled)
+            archive.add("vcpu.\(id)", version: VCPUState.encodingVersion) { $0.append(saved) }
+        }
+        let vmState = try during(.snapshot) { try vm.saveState() }
+        archive.add("vm", version: VMState.encodingVersion) { $0.append(vmState) }
+        for (name, device) in devices {
+            archive.add("device.\(name)", version: device.snapshotVersion) { device.saveState(to: &$0) }
+        }
+
+        guard unsafe mkdir(directory, 0o755) == 0 || errno == EEXIST else {
+            throw MachineError(.snapshot, reason: "creating \(directory): \(Errno(rawValue: errno))")
+        }
+        var written: UInt64 = 0
+        try Self.writeReplacing(directory + "/" + MachineSnapshot.memoryFileName) { (file, path) throws(SnapshotError) in
+            written = try self.memory.writeSnapshot(to: file, path: path)
+        }
+        let bytes = archive.encoded()
+        try Self.writeReplacing(directory + "/" + MachineSnapshot.stateFileName) { (file, path) throws(SnapshotError) in
+            do {
+                _ = try unsafe bytes.withUnsafeBytes { try unsafe file.writeAll($0) }
+            } catch {
+                throw .io(operation: "write", path: path, (error as? Errno) ?? .ioError)
+            }
+        }
+        if !leavePaused {
+            resume()
+            resumed = true
+        }
+        let report = SnapshotReport(directory: directory, memoryBytesWritten: written, memorySize: memory.ramSize,
+                                    stateBytes: bytes.count, pausedNanoseconds: HostClock.monotonicNanoseconds() - pausedAt)
+        logger.info("snapshot taken", metadata: ["directory": "\(directory)", "memory-written": "\(written)",
+                                                 "paused-us": "\(report.pausedNanoseconds / 1000)"])
+        return report
+    }
+
+    /// vCPU `id`'s state, taken on the thread that owns it while the machine is paused.
+    private func saveVCPU(_ id: UInt32, runner: VCPURunner?, scheduled: ScheduledVM?) throws(MachineError) -> VCPUState {
+        let result: Result<VCPUState, KVMError>?
+        if let runner {
+            result = runner.withPausedVCPU(id) { vcpu in Result { () throws(KVMError) in try vcpu.saveState() } }
+        } else if let scheduled {
+            do throws(KVMError) {
+                result = try scheduled.withPausedVCPU(id) { vcpu throws(KVMError) in try vcpu.saveState() }.map { .success($0) }
+            } catch {
+                result = .failure(error)
+            }
+        } else {
+            result = nil
+        }
+        switch result {
+        case let .success(state)?: return state
+        case let .failure(error)?: throw MachineError(.snapshot, device: "vCPU \(id)", error)
+        case nil: throw MachineError(.snapshot, device: "vCPU \(id)", reason: "the vCPU is not running")
+        }
+    }
+
+    /// Writes `path` through a file beside it that is synced and renamed over it, so that
+    /// `path` holds the old bytes or the new ones, never a part.
+    private static func writeReplacing(_ path: String, _ body: (FileDescriptor, String) throws(SnapshotError) -> Void) throws(MachineError) {
+        let partial = path + ".partial"
+        do throws(SnapshotError) {
+            let file: FileDescriptor
+            do {
+                file = try FileDescriptor.open(FilePath(partial), .writeOnly, options: [.create, .truncate, .closeOnExec],
+                                               permissions: [.ownerReadWrite, .groupRead, .otherRead])
+            } catch {
+                throw .io(operation: "open", path: partial, (error as? Errno) ?? .ioError)
+            }
+            defer { try? file.close() }
+            try body(file, partial)
+            guard fsync(file.rawValue) == 0 else { throw .io(operation: "fsync", path: partial, Errno(rawValue: errno)) }
+            guard unsafe rename(partial, path) == 0 else { throw .io(operation: "rename", path: partial, Errno(rawValue: errno)) }
+        } catch {
+            unsafe unlink(partial)
+            throw MachineError(.snapshot, error)
+        }
+    }
+
+    // MARK: Restore
+
+    /// A machine shaped as the one `snapshot` saved: its vCPU count, interrupt controllers and
+    /// RAM, the RAM mapped copy-on-write from the snapshot's memory file (nothing is read until
+    /// the guest touches it). The other settings come from `configuration`. Then add the same
+    /// devices in the same order as the saved machine, call ``restore(hypercalls:)`` instead
+    /// of `load`, and start it:
+    ///
+    /// ```swift
+    /// let snapshot = try MachineSnapshot(directory: "/var/lib/vm/snap")
+    /// let machine = try Machine(restoring: snapshot)
+    /// try machine.addLegacyDevices(console: FileDescriptorSink(.standardOutput))
+    /// try machine.restore()
+    /// try machine.start()
+    /// ```
+    public convenience init(restoring snapshot: MachineSnapshot, _ configuration: MachineConfiguration = MachineConfiguration()) throws(MachineError) {
+        var shaped = configuration
+        shaped.vcpuCount = snapshot.machine.vcpuCount
+        shaped.interruptControllers = snapshot.machine.interruptControllers
+        shaped.memorySize = snapshot.machine.memorySize
+        shaped.restoredMemory = try during(.restore) {
+            try GuestMemoryMmap.restoredLayout(snapshot.machine.memory, file: snapshot.memoryFile, path: snapshot.memoryPath,
+                                               options: configuration.memoryOptions)
+        }
+        try self.init(shaped)
+        state.withLock { $0.restoring = snapshot }
+    }
+
+    /// Puts the snapshot's state back (instead of ``load(_:)``): every device's, the
+    /// interrupt controllers', the PIT's and the clock's now, each vCPU's on its own thread
+    /// when ``start(onVCPUReady:)`` runs it. Checks first that the devices added match the
+    /// saved machine's, and that this host has every CPU feature the guest was using, and
+    /// refuses naming the first difference. A unikernel's hypercall services are given again
+    /// as `hypercalls` (they are host code, not saved state).
+    public func restore(hypercalls: HypercallTable? = nil) throws(MachineError) {
+        let (snapshot, devices, unsaveable) = try state.withLock { state throws(MachineError) in
+            guard state.phase == .composing else {
+                throw MachineError(.restore, reason: "a guest is already loaded (the machine is \(state.phase))")
+            }
+            guard let snapshot = state.restoring else {
+                throw MachineError(.restore, reason: "the machine was not made from a snapshot (Machine(restoring:))")
+            }
+            return (snapshot, state.statefulDevices, state.unsaveableDevices)
+        }
+        if let device = unsaveable.first {
+            throw MachineError(.restore, device: device, reason: "this device does not restore its state yet")
+        }
+        let saved = snapshot.machine.devices
+        guard devices.map(\.name) == saved else {
+            throw MachineError(.restore, reason: "the snapshot's devices are \(saved); this machine has \(devices.map(\.name))")
+        }
+        var vcpus: [UInt32: VCPUState] = [:]
+        for id in 0..<UInt32(configuration.vcpuCount) {
+            vcpus[id] = try during(.restore, device: "vCPU \(id)") { try snapshot.vcpuState(id) }
+        }
+        if let cpuid = vcpus[0]?.cpuid {
+            let supported = try during(.restore) { try kvm.supportedCPUID() }
+            let missing = CPUFeatureCheck.missingFeatures(saved: cpuid, supported: supported)
+            guard missing.isEmpty else {
+                throw MachineError(.restore, reason: "this host lacks CPU features the guest was using: \(missing.joined(separator: ", "))")
+            }
+        }
+        for (name, device) in devices {
+            do throws(SnapshotError) {
+                let section = try snapshot.archive.section("device.\(name)")
+                var decoder = try section.decoder(newestVersion: device.snapshotVersion)
+                try device.restoreState(from: &decoder, version: section.version)
+            } catch {
+                throw MachineError(.restore, device: name, error)
+            }
+        }
+        let vmState = try during(.restore) { try snapshot.vmState() }
+        try during(.restore) { try vm.restoreState(vmState) }
+        let dispatcher = hypercalls.map { HypercallDispatcher(memory: memory, table: $0) }
+        try state.withLock { state throws(MachineError) in
+            guard state.phase == .composing else {
+                throw MachineError(.restore, reason: "the machine changed while it was restored (it is \(state.phase))")
+            }
+            state.phase = .loaded
+            state.boot = .restored(vcpus)
+            state.traps = dispatcher?.trapSites ?? [:]
+            state.dispatcher = dispatcher
+        }
+        logger.info("machine restored", metadata: ["snapshot": "\(snapshot.directory)", "vcpus": "\(vcpus.count)"])
+    }
+}
