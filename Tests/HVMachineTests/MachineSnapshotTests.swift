@@ -1,4 +1,5 @@
 import Glibc
+import SystemPackage
 import GuestImages
 import HVDevicesTesting
 import HVMachine
@@ -79,5 +80,124 @@ struct MachineSnapshotTests {
         #expect(waitUntil(seconds: 120) { (try? Self.ticks(restored)) ?? 0 >= savedTicks + 5 }, "no ticks after the restore: \((try? Self.ticks(restored)) ?? 0) (saved \(savedTicks))")
         #expect(try restored.memory.read(UInt64.self, at: GuestAddress(Self.record.rawValue + 8)) == nonce)
         #expect(console.text == "ticking\n", "the guest started again: \(console.text)")
+    }
+}
+
+/// What a snapshot refuses, and what a restore refuses, each with its reason.
+@Suite("Machine snapshot refusals", .serialized, .requiresKVM)
+struct MachineSnapshotRefusalTests {
+    /// A running ticking machine and its snapshot in `directory`.
+    static func snapshotOfATicker(_ directory: String) throws {
+        let machine = try Machine(MachineConfiguration(memorySize: 16 << 20))
+        try machine.addLegacyDevices(console: CollectingSink())
+        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try MachineSnapshotTests.services(CollectingSink()),
+                                    argument: MachineSnapshotTests.record.rawValue))
+        try machine.start()
+        defer {
+            machine.stop()
+            _ = machine.wait()
+        }
+        _ = try waitUntil(seconds: 60) { try MachineSnapshotTests.ticks(machine) >= 1 }
+        try machine.snapshot(to: directory)
+    }
+
+    @Test func aMachineThatIsNotRunningOrHasAVirtioDeviceIsNotSaved() throws {
+        let idle = try Machine(MachineConfiguration(memorySize: 16 << 20))
+        #expect { try idle.snapshot(to: MachineSnapshotTests.directory("idle")) } throws: { error in
+            (error as? MachineError)?.step == .snapshot && "\(error)".contains("not running")
+        }
+        let withRNG = try Machine(MachineConfiguration(memorySize: 16 << 20))
+        try withRNG.addEntropy(name: "rng0")
+        try withRNG.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try MachineSnapshotTests.services(CollectingSink()),
+                                    argument: MachineSnapshotTests.record.rawValue))
+        try withRNG.start()
+        defer {
+            withRNG.stop()
+            _ = withRNG.wait()
+        }
+        #expect { try withRNG.snapshot(to: MachineSnapshotTests.directory("rng")) } throws: { error in
+            (error as? MachineError)?.device == "rng0"
+        }
+    }
+
+    /// A damaged state file, a memory file cut short, and a machine with other devices are
+    /// each refused with the reason, before anything runs.
+    @Test func damagedSnapshotsAndOtherMachinesAreRefused() throws {
+        let directory = MachineSnapshotTests.directory("refusals")
+        defer { MachineSnapshotTests.removeSnapshot(directory) }
+        try Self.snapshotOfATicker(directory)
+        let statePath = directory + "/" + MachineSnapshot.stateFileName
+        let memoryPath = directory + "/" + MachineSnapshot.memoryFileName
+        let original = try HostFile.readAll(FilePath(statePath))
+
+        // Other devices than the saved machine's.
+        let snapshot = try MachineSnapshot(directory: directory)
+        let bare = try Machine(restoring: snapshot)
+        #expect { try bare.restore() } throws: { "\($0)".contains("16550 serial") }
+
+        // A flipped byte in the middle of the state.
+        var damaged = original
+        damaged[damaged.count / 2] ^= 0x40
+        try Self.replace(statePath, with: damaged)
+        #expect { try MachineSnapshot(directory: directory) } throws: { "\($0)".contains("checksum") }
+        try Self.replace(statePath, with: Array(original.prefix(original.count - 3)))
+        #expect(throws: MachineError.self) { try MachineSnapshot(directory: directory) }
+        try Self.replace(statePath, with: original)
+
+        // A memory file shorter than the RAM it should hold.
+        #expect(truncate(memoryPath, 4 << 20) == 0)
+        let short = try MachineSnapshot(directory: directory)
+        #expect { try Machine(restoring: short) } throws: { "\($0)".contains("memory file") }
+        unlink(memoryPath)
+        #expect { try MachineSnapshot(directory: directory) } throws: { "\($0)".contains(memoryPath) }
+    }
+
+    static func replace(_ path: String, with bytes: [UInt8]) throws {
+        let file = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.truncate])
+        defer { try? file.close() }
+        _ = try bytes.withUnsafeBytes { try file.writeAll($0) }
+    }
+}
+
+/// Two clones of one snapshot run side by side, each with its own copy of the guest's memory.
+@Suite("Machine snapshot clones", .serialized, .requiresKVM)
+struct MachineSnapshotCloneTests {
+    @Test func twoClonesDivergeIndependently() throws {
+        let directory = MachineSnapshotTests.directory("clones")
+        defer { MachineSnapshotTests.removeSnapshot(directory) }
+        try MachineSnapshotRefusalTests.snapshotOfATicker(directory)
+        let snapshot = try MachineSnapshot(directory: directory)
+        var clones: [Machine] = []
+        for index in 0..<2 {
+            var configuration = MachineConfiguration()
+            configuration.name = "clone\(index)"
+            let clone = try Machine(restoring: snapshot, configuration)
+            try clone.addLegacyDevices(console: CollectingSink())
+            try clone.restore(hypercalls: try MachineSnapshotTests.services(CollectingSink()))
+            clones.append(clone)
+        }
+        for clone in clones { try clone.start() }
+        defer {
+            for clone in clones {
+                clone.stop()
+                _ = clone.wait()
+            }
+        }
+        let nonce = GuestAddress(MachineSnapshotTests.record.rawValue + 8)
+        let saved = try clones[0].memory.read(UInt64.self, at: nonce)
+        #expect(try clones[1].memory.read(UInt64.self, at: nonce) == saved)
+        // Each clone writes its own mark where the other cannot see it; both keep ticking.
+        try clones[0].memory.write(UInt64(0xAAAA), at: nonce)
+        try clones[1].memory.write(UInt64(0xBBBB), at: nonce)
+        #expect(try clones[0].memory.read(UInt64.self, at: nonce) == 0xAAAA)
+        #expect(try clones[1].memory.read(UInt64.self, at: nonce) == 0xBBBB)
+        let start = try clones.map { try MachineSnapshotTests.ticks($0) }
+        #expect(waitUntil(seconds: 120) { clones.indices.allSatisfy { ((try? MachineSnapshotTests.ticks(clones[$0])) ?? 0) >= start[$0] + 3 } })
+        // The snapshot's own memory is untouched by either.
+        let file = try FileDescriptor.open(FilePath(snapshot.memoryPath), .readOnly)
+        defer { try? file.close() }
+        var bytes = [UInt8](repeating: 0, count: 8)
+        _ = try bytes.withUnsafeMutableBytes { try file.read(fromAbsoluteOffset: Int64(nonce.rawValue), into: $0) }
+        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } == saved)
     }
 }
