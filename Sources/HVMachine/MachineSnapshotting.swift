@@ -33,8 +33,11 @@ extension Machine {
     /// `leavePaused`. Files are written beside their final names and renamed into place, the
     /// state file last, so a directory holds either a whole snapshot or none.
     ///
-    /// A machine with a device that cannot save its state yet (virtio devices, for now) is
-    /// refused before anything is paused, naming the device.
+    /// Devices are brought to rest first, on the event loop: disks finish every request
+    /// (rate-limited ones included), devices holding receive buffers give them back to their
+    /// queues (and take them again once the state is saved). A machine with a device that
+    /// cannot save its state yet (virtio-net and virtio-vsock, for now) is refused before
+    /// anything is paused, naming the device.
     @discardableResult
     public func snapshot(to directory: String, leavePaused: Bool = false) throws(MachineError) -> SnapshotReport {
         let (runner, scheduled, devices, unsaveable) = try state.withLock { state throws(MachineError) in
@@ -63,8 +66,20 @@ extension Machine {
         }
         let vmState = try during(.snapshot) { try vm.saveState() }
         archive.add("vm", version: VMState.encodingVersion) { $0.append(vmState) }
-        for (name, device) in devices {
-            archive.add("device.\(name)", version: device.snapshotVersion) { device.saveState(to: &$0) }
+        // On the event loop, between two of its handlers: no notification or completion the
+        // devices serve there can run between a device's preparation and its save.
+        let saved = events.perform { () -> Result<[(String, UInt16, [UInt8])], MachineError> in
+            Self.prepareAndSave(devices)
+        }
+        // Devices take back what they gave up, whether the machine resumes now or later.
+        defer { _ = events.perform { for (_, device) in devices { device.snapshotFinished() } } }
+        switch saved {
+        case let .success(sections)?:
+            for (name, version, bytes) in sections {
+                archive.sections.append(SnapshotSection(name: "device.\(name)", version: version, payload: bytes))
+            }
+        case let .failure(error)?: throw error
+        case nil: throw MachineError(.snapshot, reason: "the event loop stopped")
         }
 
         guard unsafe mkdir(directory, 0o755) == 0 || errno == EEXIST else {
@@ -91,6 +106,20 @@ extension Machine {
         logger.info("snapshot taken", metadata: ["directory": "\(directory)", "memory-written": "\(written)",
                                                  "paused-us": "\(report.pausedNanoseconds / 1000)"])
         return report
+    }
+
+    /// Prepares every device (requests finished, held buffers given back), then saves each.
+    private static func prepareAndSave(_ devices: [(name: String, device: any SnapshotStateful)]) -> Result<[(String, UInt16, [UInt8])], MachineError> {
+        for (name, device) in devices {
+            do throws(SnapshotError) { try device.prepareSnapshot() } catch {
+                return .failure(MachineError(.snapshot, device: name, error))
+            }
+        }
+        return .success(devices.map { name, device in
+            var encoder = SnapshotEncoder()
+            device.saveState(to: &encoder)
+            return (name, device.snapshotVersion, encoder.bytes)
+        })
     }
 
     /// vCPU `id`'s state, taken on the thread that owns it while the machine is paused.

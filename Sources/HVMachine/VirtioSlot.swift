@@ -108,8 +108,13 @@ extension Machine {
             let slot = VirtioSlot(name: label, device: device, transport: transport, window: window, interrupt: gsi,
                                   notifications: mode, notifiers: notifiers)
             state.virtio.append(slot)
-            // Virtio transports and queues do not save their state yet.
-            state.unsaveableDevices.append(label)
+            // The transport saves its registers and queues, and the device's own state when the
+            // device can save it; otherwise snapshots of the machine are refused, naming it.
+            if device is any SnapshotStateful {
+                state.statefulDevices.append((label, transport))
+            } else {
+                state.unsaveableDevices.append(label)
+            }
             logger.debug("added \(label) at \(window.start), GSI \(gsi), notifications by \(mode)")
             return slot
         }

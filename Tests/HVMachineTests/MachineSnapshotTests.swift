@@ -101,22 +101,23 @@ struct MachineSnapshotRefusalTests {
         try machine.snapshot(to: directory)
     }
 
-    @Test func aMachineThatIsNotRunningOrHasAVirtioDeviceIsNotSaved() throws {
+    @Test func aMachineThatIsNotRunningOrHasADeviceWithoutStateIsNotSaved() throws {
         let idle = try Machine(MachineConfiguration(memorySize: 16 << 20))
         #expect { try idle.snapshot(to: MachineSnapshotTests.directory("idle")) } throws: { error in
             (error as? MachineError)?.step == .snapshot && "\(error)".contains("not running")
         }
-        let withRNG = try Machine(MachineConfiguration(memorySize: 16 << 20))
-        try withRNG.addEntropy(name: "rng0")
-        try withRNG.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try MachineSnapshotTests.services(CollectingSink()),
+        let withVsock = try Machine(MachineConfiguration(memorySize: 16 << 20))
+        let path = "/tmp/hvkit-snapshot-vsock-\(getpid()).sock"
+        try withVsock.addVsock(guestCID: 3, socketPath: path, name: "vsock0")
+        try withVsock.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try MachineSnapshotTests.services(CollectingSink()),
                                     argument: MachineSnapshotTests.record.rawValue))
-        try withRNG.start()
+        try withVsock.start()
         defer {
-            withRNG.stop()
-            _ = withRNG.wait()
+            withVsock.stop()
+            _ = withVsock.wait()
         }
-        #expect { try withRNG.snapshot(to: MachineSnapshotTests.directory("rng")) } throws: { error in
-            (error as? MachineError)?.device == "rng0"
+        #expect { try withVsock.snapshot(to: MachineSnapshotTests.directory("vsock")) } throws: { error in
+            (error as? MachineError)?.device == "vsock0"
         }
     }
 

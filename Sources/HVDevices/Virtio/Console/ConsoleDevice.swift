@@ -187,3 +187,35 @@ public final class ConsoleDevice: VirtioDevice {
         }
     }
 }
+
+/// A console saves the input the guest has not received yet. The receive buffers it holds
+/// are given back to the queue before the save and taken again after it (or by the restored
+/// device at its first kick), so none is lost.
+extension ConsoleDevice: SnapshotStateful {
+    public var snapshotVersion: UInt16 { 1 }
+
+    public func prepareSnapshot() throws(SnapshotError) {
+        try state.withLock { state throws(SnapshotError) in
+            guard let queue = state.receive, !state.receiveBuffers.isEmpty else { return }
+            guard queue.giveBack(state.receiveBuffers) else {
+                throw .incompatible("the virtio console's receive buffers could not be given back to their queue")
+            }
+            state.receiveBuffers = []
+        }
+    }
+
+    public func snapshotFinished() {
+        takeReceiveBuffers()
+    }
+
+    public func saveState(to encoder: inout SnapshotEncoder) {
+        encoder.append(bytes: state.withLock { $0.pendingInput })
+    }
+
+    public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
+        let input = try decoder.readBytes(limit: 1 << 20)
+        try decoder.expectEnd()
+        state.withLock { $0.pendingInput = input + $0.pendingInput }
+    }
+}
+

@@ -61,6 +61,15 @@ public final class VirtioInterrupt: Sendable {
         signalConfigurationChange()
     }
 
+    /// Takes on saved interrupt state (a restore): pending status bits, the configuration
+    /// generation and DEVICE_NEEDS_RESET. The line itself is not raised again: the interrupt
+    /// controllers' restored state already says whether the guest has an interrupt pending.
+    func restore(status: Status, generation: UInt32, needsReset: Bool) {
+        pending.store(status.rawValue, ordering: .releasing)
+        self.generation.store(generation, ordering: .releasing)
+        needsResetFlag.store(needsReset, ordering: .releasing)
+    }
+
     /// The driver acknowledged `bits` (InterruptACK).
     func acknowledge(_ bits: UInt32) {
         pending.bitwiseAnd(~bits, ordering: .acquiringAndReleasing)

@@ -233,6 +233,18 @@ public final class LockedVirtqueue: Sendable {
         }
     }
 
+    /// The queue's state for a snapshot (see ``SplitQueue/savedState``).
+    public var savedState: SplitQueueState { queue.withLock { $0.savedState } }
+
+    /// Gives back `chains`, the last ones taken and not used, in the order taken (see
+    /// ``SplitQueue/giveBack(heads:in:)``). Returns false, giving nothing back, when they are
+    /// not; a broken queue gives back nothing.
+    public func giveBack(_ chains: [DescriptorChain]) -> Bool {
+        queue.withLock { queue in
+            (try? queue.giveBack(heads: chains.map(\.head), in: memory)) ?? false
+        }
+    }
+
     private func fail(_ error: VirtqueueError) {
         if case .notReady = error { return }
         interrupt.setNeedsReset(because: "queue \(index): \(error)")

@@ -209,6 +209,37 @@ public struct SplitQueue: Sendable {
     /// How many chains the device holds (taken and not yet used).
     public var inFlightCount: Int { inFlight.reduce(0) { $0 + $1.nonzeroBitCount } }
 
+    /// The used position at the last interrupt decision.
+    var usedAtLastNotification: UInt16 { usedAtLastNotificationCheck }
+
+    /// Sets the ring positions of a ready queue with nothing in flight (a restore).
+    mutating func setPositions(nextAvailable: UInt16, nextUsed: UInt16, usedAtLastNotification: UInt16) {
+        self.nextAvailable = nextAvailable
+        self.nextUsed = nextUsed
+        usedAtLastNotificationCheck = usedAtLastNotification
+    }
+
+    /// Gives back chains taken and not used, as if they had never been taken: `heads` must be
+    /// the last chains taken, in the order they were taken, and still in flight. The avail
+    /// ring's entries are read again to check that; the next ``popChain(in:)`` returns the
+    /// first of them again. Devices that hold receive buffers use this before a snapshot, so
+    /// that nothing is in flight while the state is saved. Returns false, giving nothing
+    /// back, when the heads are not those (the device then keeps them).
+    public mutating func giveBack(heads: [UInt16], in memory: some GuestMemory) throws(VirtqueueError) -> Bool {
+        try checkUsable()
+        guard heads.count <= inFlightCount else { return false }
+        let start = nextAvailable &- UInt16(heads.count)
+        for (offset, head) in heads.enumerated() {
+            let slot = UInt64((start &+ UInt16(offset)) & (size - 1))
+            guard head < size, isInFlight(head), try ringLoad(availableRing, offset: 4 + 2 * slot, in: memory) == head else {
+                return false
+            }
+        }
+        for head in heads { setInFlight(head, false) }
+        nextAvailable = start
+        return true
+    }
+
     // MARK: Chain parsing
 
     /// Walks the chain at `head`. A loop, an index outside the table or a bad indirect table

@@ -24,23 +24,23 @@ public final class VirtioMMIOTransport: BusDevice {
     /// The VendorID register.
     public let vendorID: UInt32
 
-    private let memory: any GuestMemory
+    let memory: any GuestMemory
     /// The features offered to the driver: the device's, with VERSION_1 and without those the
     /// transport does not implement (ACCESS_PLATFORM, RING_PACKED).
     public let offeredFeatures: VirtioFeatures
-    private let state: Locked<MMIOTransportState>
-    private let queueHistory = Locked(QueueHistory())
+    let state: Locked<MMIOTransportState>
+    let queueHistory = Locked(QueueHistory())
     /// The transport's and its queues' log of guest-caused events: rate-limited lines, exact
     /// counts by kind (malformed chains, refused register accesses).
     public let guestEvents: GuestEventLog
     /// Serialises activation and reset, which call into the device outside `state`'s lock.
-    private let lifecycle = Locked(())
-    private let active = Atomic<Bool>(false)
+    let lifecycle = Locked(())
+    let active = Atomic<Bool>(false)
     private let refusedAccesses = Atomic<UInt64>(0)
     private let notifications = Atomic<UInt64>(0)
     /// How queues whose notification used up its budget come back for the rest.
-    private let resumer = QueueResumer()
-    private let logger: Logger
+    let resumer = QueueResumer()
+    let logger: Logger
 
     /// - Parameters:
     ///   - device: the device model.
@@ -324,8 +324,13 @@ public final class VirtioMMIOTransport: BusDevice {
         }
         state.status = accepted
         guard added.contains(.driverOK), accepted.contains(.driverOK) else { return (.none, refusal) }
-        let features = state.driverFeatures
-        let queues: [LockedVirtqueue?] = state.queues.enumerated().map { index, queue in
+        return (.activate(activation(queues: state.queues, features: state.driverFeatures)), refusal)
+    }
+
+    /// What the device gets when it starts: every ready queue under its own lock, with the
+    /// ring features the driver accepted.
+    func activation(queues: [SplitQueue], features: VirtioFeatures) -> VirtioActivation {
+        let locked: [LockedVirtqueue?] = queues.enumerated().map { index, queue in
             guard queue.isReady else { return nil }
             var configured = queue
             configured.eventIndexEnabled = features.contains(.eventIndex)
@@ -333,12 +338,12 @@ public final class VirtioMMIOTransport: BusDevice {
             return LockedVirtqueue(index: index, queue: configured, memory: memory, interrupt: interrupt, logger: logger,
                                    events: guestEvents, resume: { [resumer] in resumer.requestResume(queue: index) })
         }
-        return (.activate(VirtioActivation(memory: memory, features: features, queues: queues, interrupt: interrupt)), refusal)
+        return VirtioActivation(memory: memory, features: features, queues: locked, interrupt: interrupt)
     }
 
     // MARK: Notification
 
-    private func notifyDevice(queue index: Int) {
+    func notifyDevice(queue index: Int) {
         guard active.load(ordering: .acquiring), device.queueMaxSizes.indices.contains(index) else {
             refuse("notification for queue \(index) while the device is not active or has no such queue")
             return
@@ -396,7 +401,7 @@ public final class VirtioMMIOTransport: BusDevice {
 /// queue's notifier eventfd (so the event loop serves it in turn with everything else), or,
 /// with no notifier attached, by a request the notifying thread picks up. Apart from the
 /// transport so that queues can hold it without holding the transport.
-private final class QueueResumer: Sendable {
+final class QueueResumer: Sendable {
     private let signals = Locked<[Int: EventFD]>([:])
     private let requested = Locked<Set<Int>>([])
 
@@ -442,7 +447,7 @@ public struct VirtioQueueCounts: Sendable, Hashable {
 }
 
 /// The queues of the current activation, and what earlier ones did.
-private struct QueueHistory {
+struct QueueHistory {
     var active: [LockedVirtqueue] = [] {
         didSet { if !active.isEmpty { retired.activations += 1 } }
     }
