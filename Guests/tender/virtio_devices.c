@@ -8,17 +8,11 @@
  * windows (4 KiB apart). Interrupts stay off: the drivers poll the used rings. Only VERSION_1
  * (and a disk's FLUSH) is negotiated. */
 #define QUEUE_SIZE 8
-#include "virtio_mmio.h"
-
-#define SECTOR 512
-
-struct block_header { uint32_t type; uint32_t reserved; uint64_t sector; };
+#include "virtio_block.h"
 
 /* Each device gets its queue afresh (they are driven one after another). */
 static struct queue queue;
-static struct block_header header;
 static uint8_t data[SECTOR] __attribute__((aligned(64)));
-static volatile uint8_t status;
 
 static unsigned length_of(const char *text) { unsigned n = 0; while (text[n]) n++; return n; }
 static void say(const char *text) { hv_console_write(text, length_of(text)); }
@@ -51,40 +45,10 @@ static int start_device(uint32_t extra, unsigned index) {
     return (read32(0x70) & 0x40) ? 3 : 0;        /* DEVICE_NEEDS_RESET */
 }
 
-/* Posts the chain that starts at descriptor 0, notifies queue `index` and waits for the
- * device to use it; returns the used length, or -1 if the device answered with another chain. */
-static int64_t submit(unsigned index) {
-    queue.available.ring[queue.available.index % QUEUE_SIZE] = 0;
-    barrier();
-    queue.available.index++;
-    barrier();
-    write32(0x50, index);                        /* QueueNotify */
-    while (*(volatile uint16_t *)&queue.used.index == queue.last_used) {}
-    barrier();
-    struct used_element element = queue.used.ring[queue.last_used % QUEUE_SIZE];
-    queue.last_used++;
-    return element.id == 0 ? (int64_t)element.length : -1;
-}
-
-/* One virtio-blk request: header, then the sector (unless a flush), then the status byte. */
-static int block_request(uint32_t type, uint64_t sector) {
-    header = (struct block_header){ type, 0, sector };
-    status = 0xFF;
-    queue.descriptors[0] = (struct descriptor){ (uint64_t)(uintptr_t)&header, sizeof header, 1 /* NEXT */, 1 };
-    unsigned last = 1;
-    if (type != 4 /* FLUSH */) {
-        queue.descriptors[1] = (struct descriptor){ (uint64_t)(uintptr_t)data, SECTOR, (uint16_t)(1 | (type == 0 ? 2 : 0)), 2 };
-        last = 2;
-    }
-    queue.descriptors[last] = (struct descriptor){ (uint64_t)(uintptr_t)&status, 1, 2 /* WRITE */, 0 };
-    if (submit(0) < 0) return -1;
-    return status;
-}
-
 static int drive_disk(unsigned number) {
-    if (start_device(1u << 9 /* FLUSH */, 0)) return 0;
+    if (start_device(BLOCK_FEATURE_FLUSH, 0)) return 0;
     uint64_t capacity = read32(0x100) | (uint64_t)read32(0x104) << 32;
-    if (capacity < 2 || block_request(0 /* IN */, 0) != 0) return 0;
+    if (capacity < 2 || block_request(&queue, BLOCK_IN, 0, data) != 0) return 0;
     say("disk sector 0: ");
     hv_console_write(data, length_of((const char *)data) < 64 ? length_of((const char *)data) : 64);
     say_number(" (", capacity, " sectors)\n");
@@ -92,8 +56,8 @@ static int drive_disk(unsigned number) {
     clear(data, SECTOR);
     for (unsigned i = 0; i < sizeof written - 1; i++) data[i] = (uint8_t)written[i];
     data[sizeof written - 1] = (uint8_t)('0' + number);
-    if (block_request(1 /* OUT */, 1) != 0) return 0;
-    if (block_request(4 /* FLUSH */, 0) != 0) return 0;
+    if (block_request(&queue, BLOCK_OUT, 1, data) != 0) return 0;
+    if (block_request(&queue, BLOCK_FLUSH, 0, data) != 0) return 0;
     return 1;
 }
 
@@ -101,7 +65,7 @@ static int drive_entropy(void) {
     if (start_device(0, 0)) return 0;
     clear(data, 64);
     queue.descriptors[0] = (struct descriptor){ (uint64_t)(uintptr_t)data, 64, 2 /* WRITE */, 0 };
-    int64_t filled = submit(0);
+    int64_t filled = submit(&queue, 0);
     unsigned nonzero = 0;
     for (unsigned i = 0; i < 64; i++) nonzero += data[i] != 0;
     say_number("entropy: ", (uint64_t)filled, " bytes");
@@ -114,7 +78,7 @@ static int drive_console(void) {
     static const char line[] = "hello through virtio-console\n";
     for (unsigned i = 0; i < sizeof line - 1; i++) data[i] = (uint8_t)line[i];
     queue.descriptors[0] = (struct descriptor){ (uint64_t)(uintptr_t)data, sizeof line - 1, 0, 0 };
-    return submit(1) >= 0;
+    return submit(&queue, 1) >= 0;
 }
 
 int hv_main(uint64_t argument) {

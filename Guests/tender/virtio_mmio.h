@@ -63,4 +63,20 @@ static int set_up_queue(unsigned index, struct queue *queue) {
     return 0;
 }
 
+/* Posts the chain that starts at descriptor 0 of `queue`, notifies queue `index` and waits
+ * for the device to use it; returns the used length, or -1 if the device answered with
+ * another chain. */
+static inline int64_t submit(struct queue *queue, unsigned index) {
+    queue->available.ring[queue->available.index % QUEUE_SIZE] = 0;
+    barrier();
+    queue->available.index++;
+    barrier();
+    write32(0x50, index);                        /* QueueNotify */
+    while (*(volatile uint16_t *)&queue->used.index == queue->last_used) {}
+    barrier();
+    struct used_element element = queue->used.ring[queue->last_used % QUEUE_SIZE];
+    queue->last_used++;
+    return element.id == 0 ? (int64_t)element.length : -1;
+}
+
 #endif

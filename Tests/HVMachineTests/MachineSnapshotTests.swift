@@ -83,6 +83,72 @@ struct MachineSnapshotTests {
     }
 }
 
+/// A guest in the middle of a sequence of virtio-blk requests (Guests/tender/block_sequence.c),
+/// saved and restored into a new machine on the same disk: the sequence completes there and
+/// the disk holds what it wrote.
+@Suite("Machine snapshots with a disk", .serialized, .requiresKVM)
+struct MachineSnapshotDiskTests {
+    static let record = GuestAddress(8 << 20)
+    static let sectors = 48
+    static let requests: UInt64 = 48 + 1 + 48
+
+    static func completed(_ machine: Machine) throws -> UInt64 {
+        try machine.memory.read(UInt64.self, at: GuestAddress(record.rawValue + 8))
+    }
+
+    static func result(_ machine: Machine) throws -> UInt64 {
+        try machine.memory.read(UInt64.self, at: GuestAddress(record.rawValue + 16))
+    }
+
+    @Test func aBlockSequenceCompletesAfterRestore() throws {
+        let directory = MachineSnapshotTests.directory("disk")
+        defer { MachineSnapshotTests.removeSnapshot(directory) }
+        let disk = try ScratchFile(size: 1 << 20)
+        let console = CollectingSink()
+        let original = try Machine(MachineConfiguration(memorySize: 16 << 20))
+        try original.addLegacyDevices(console: CollectingSink())
+        let slot = try original.addDisk(path: disk.path, name: "disk0").slot
+        let argument = (slot.window.start.rawValue >> 12) << 32 | Self.record.rawValue >> 12
+        try original.load(.unikernel(image: GuestImages.blockSequence, hypercalls: try MachineSnapshotTests.services(console), argument: argument))
+        let watchdog = Watchdog(original, seconds: 300)
+        try original.start()
+        defer {
+            original.stop()
+            _ = original.wait()
+            watchdog.cancel()
+        }
+        try #require(waitUntil(seconds: 120) { try Self.completed(original) >= 20 }, "the sequence did not start: \(console.text)")
+        try original.snapshot(to: directory, leavePaused: true)
+        let saved = try Self.completed(original)
+        #expect(saved < Self.requests, "the sequence was over before the snapshot")
+        original.stop()
+        _ = original.wait()
+
+        let restored = try Machine(restoring: try MachineSnapshot(directory: directory))
+        try restored.addLegacyDevices(console: CollectingSink())
+        try restored.addDisk(path: disk.path, name: "disk0")
+        try restored.restore(hypercalls: try MachineSnapshotTests.services(console))
+        let restoredWatchdog = Watchdog(restored, seconds: 300)
+        try restored.start()
+        defer {
+            restored.stop()
+            _ = restored.wait()
+            restoredWatchdog.cancel()
+        }
+        #expect(waitUntil(seconds: 120) { ((try? Self.result(restored)) ?? 0) != 0 }, "the sequence did not complete: \(console.text)")
+        #expect(try Self.result(restored) == 1, "\(console.text)")
+        #expect(try Self.completed(restored) == Self.requests)
+        #expect(console.text.hasSuffix("block sequence: every sector right\n"), "\(console.text)")
+        restored.stop()
+        _ = restored.wait()
+        let bytes = try HostFile.readAll(FilePath(disk.path))
+        for number in 0..<Self.sectors {
+            let expected = (0..<512).map { UInt8(truncatingIfNeeded: (number * 31 + $0) ^ 0x5A) }
+            #expect(Array(bytes[(number * 512)..<((number + 1) * 512)]) == expected, "sector \(number)")
+        }
+    }
+}
+
 /// What a snapshot refuses, and what a restore refuses, each with its reason.
 @Suite("Machine snapshot refusals", .serialized, .requiresKVM)
 struct MachineSnapshotRefusalTests {
