@@ -63,6 +63,25 @@ public final class VsockDriver {
         try postEventBuffers(4)
     }
 
+    /// The same driver, its rings and buffers as they are, going on with `device` behind
+    /// `transport`: how a guest goes on after its machine was restored from a snapshot.
+    public init(continuing driver: VsockDriver, device: VsockDevice, transport: VirtioMMIOTransport) {
+        self.device = device
+        self.transport = transport
+        mmio = MMIODriver(transport: transport)
+        memory = driver.memory
+        receiveBufferSize = driver.receiveBufferSize
+        receiveQueue = driver.receiveQueue
+        transmitQueue = driver.transmitQueue
+        eventQueue = driver.eventQueue
+        receiveArea = driver.receiveArea
+        transmitArea = driver.transmitArea
+        eventArea = driver.eventArea
+        receiveBufferCount = driver.receiveBufferCount
+        postedReceiveBuffers = driver.postedReceiveBuffers
+        postedEventBuffers = driver.postedEventBuffers
+    }
+
     /// Whether the device asked for a reset (DEVICE_NEEDS_RESET).
     public var needsReset: Bool { mmio.status.contains(.needsReset) }
 

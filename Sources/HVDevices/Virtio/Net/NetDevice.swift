@@ -121,3 +121,30 @@ public final class NetDevice: VirtioDevice {
         try? backend.enableOffloads([])
     }
 }
+
+/// A network device saves nothing of its own (its MAC, MTU and backend come from how it is
+/// made again): before the save, the receive chains it holds and the transmit chains the
+/// rate limiter holds back go back to their queues, and frames waiting in the guest's buffers
+/// are announced, so the rings say everything. The backend is another host resource: a
+/// restored device uses the one it is made with.
+extension NetDevice: SnapshotStateful {
+    public var snapshotVersion: UInt16 { 1 }
+
+    public func prepareSnapshot() throws(SnapshotError) {
+        guard receiver.giveBackForSnapshot(), transmitter.giveBackForSnapshot() else {
+            throw .incompatible("virtio-net's buffers could not be given back to their queues")
+        }
+    }
+
+    public func snapshotFinished() {
+        receiver.deliverFrames()
+        transmitter.transmitQueued()
+    }
+
+    public func saveState(to encoder: inout SnapshotEncoder) {}
+
+    public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
+        try decoder.expectEnd()
+    }
+}
+

@@ -103,6 +103,23 @@ import Synchronization
         }
     }
 
+    /// Before a snapshot: announces the frames the rate limiter held back (they are in the
+    /// guest's buffers already) and gives the chains held for frames to come back to the
+    /// queue; false if the queue would not take them. ``deliverFrames()`` takes them again.
+    func giveBackForSnapshot() -> Bool {
+        state.withLock { state in
+            guard let queue = state.queue else { return true }
+            let deferred = state.deferred.flatMap(\.completions)
+            if !deferred.isEmpty { queue.complete(deferred) }
+            state.deferred = []
+            watch(false, &state)
+            guard state.held.isEmpty || queue.giveBack(heads: state.held.map(\.head)) else { return false }
+            state.held = []
+            state.heldCapacity = 0
+            return true
+        }
+    }
+
     /// Moves waiting frames into held chains, taking newly posted chains first, at most a
     /// budget of frames per call (the event loop comes back for the rest). Called when the
     /// backend's descriptor is readable and when the driver posts buffers.

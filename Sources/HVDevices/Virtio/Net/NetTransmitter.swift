@@ -81,6 +81,17 @@ final class NetTransmitter: Sendable {
         }
     }
 
+    /// Before a snapshot: gives the chains the rate limiter holds back to the queue, to be
+    /// taken and sent again (by ``transmitQueued()``); false if the queue would not take them.
+    func giveBackForSnapshot() -> Bool {
+        state.withLock { state in
+            guard let queue = state.queue, !state.throttled.isEmpty else { return true }
+            guard queue.giveBack(state.throttled) else { return false }
+            state.throttled = []
+            return true
+        }
+    }
+
     /// Sends the held-back frames the buckets allow now, then whatever the driver queued
     /// meanwhile once none is held back.
     private func releaseThrottled() {

@@ -240,8 +240,13 @@ public final class LockedVirtqueue: Sendable {
     /// ``SplitQueue/giveBack(heads:in:)``). Returns false, giving nothing back, when they are
     /// not; a broken queue gives back nothing.
     public func giveBack(_ chains: [DescriptorChain]) -> Bool {
+        giveBack(heads: chains.map(\.head))
+    }
+
+    /// Gives back the chains whose heads are `heads` (see ``giveBack(_:)``).
+    public func giveBack(heads: [UInt16]) -> Bool {
         queue.withLock { queue in
-            (try? queue.giveBack(heads: chains.map(\.head), in: memory)) ?? false
+            (try? queue.giveBack(heads: heads, in: memory)) ?? false
         }
     }
 

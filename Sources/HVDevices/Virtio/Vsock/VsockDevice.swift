@@ -238,3 +238,30 @@ public enum VsockConnectError: Error, Hashable, Sendable, CustomStringConvertibl
         }
     }
 }
+
+/// A vsock device keeps its listeners and its Unix socket, which belong to the process that
+/// runs it, and saves no connection: their host ends do not survive into another process. A
+/// restored device tells the guest with VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, so that its
+/// driver drops the old sockets and reads the CID again; programs in the guest reconnect. The
+/// device that goes on running keeps its connections.
+extension VsockDevice: SnapshotStateful {
+    public var snapshotVersion: UInt16 { 1 }
+
+    public func prepareSnapshot() throws(SnapshotError) {
+        guard muxer.giveBackBuffers() else {
+            throw .incompatible("virtio-vsock's buffers could not be given back to their queues")
+        }
+    }
+
+    public func snapshotFinished() {
+        muxer.retakeBuffers()
+    }
+
+    public func saveState(to encoder: inout SnapshotEncoder) {}
+
+    public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
+        try decoder.expectEnd()
+        muxer.resetTransport()
+    }
+}
+

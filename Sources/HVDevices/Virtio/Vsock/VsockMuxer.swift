@@ -202,6 +202,27 @@ import SystemPackage
         batch.bytes = 0
     }
 
+    /// Before a snapshot: gives the receive and event buffers held back to their queues;
+    /// false if a queue would not take them. ``retakeBuffers()`` takes them again.
+    func giveBackBuffers() -> Bool {
+        state.withLock { state in
+            if let queue = state.receive, !state.heldReceive.isEmpty {
+                guard queue.giveBack(state.heldReceive) else { return false }
+                state.heldReceive = []
+            }
+            if let queue = state.events, !state.heldEvents.isEmpty {
+                guard queue.giveBack(state.heldEvents) else { return false }
+                state.heldEvents = []
+            }
+            return true
+        }
+    }
+
+    /// Takes again what ``giveBackBuffers()`` gave back, and delivers what waits.
+    func retakeBuffers() {
+        serve { state, _ in takeEventBuffers(&state) }
+    }
+
     /// The driver posted event buffers.
     func eventNotified() {
         serve { state, _ in takeEventBuffers(&state) }
