@@ -26,6 +26,10 @@ struct VMOptions {
     var bootProtocol: LinuxBootProtocol?
     /// Whether each thread runs under its seccomp allow list (MachineSystemCalls).
     var seccomp: Bool
+    /// The signal that saves a snapshot, and the directory it goes to.
+    var snapshotOnSignal: (signal: Int32, directory: String)?
+    /// The snapshot to resume instead of booting.
+    var restore: String?
 
     init(_ command: Options) throws(UsageError) {
         if let path = command.kernel {
@@ -97,6 +101,18 @@ struct VMOptions {
         bootTimer = command.bootTimer
         extract = !command.noExtract
         seccomp = !command.noSeccomp
+        if let value = command.snapshotOnSignal {
+            let parts = value.split(separator: ",", maxSplits: 1).map(String.init)
+            let signals: [String: Int32] = ["SIGUSR1": SIGUSR1, "USR1": SIGUSR1, "SIGUSR2": SIGUSR2, "USR2": SIGUSR2]
+            guard parts.count == 2, let signal = signals[parts[0].uppercased()], !parts[1].isEmpty else {
+                throw UsageError("--snapshot-on-signal \(value): SIGNAL,DIR with SIGNAL SIGUSR1 or SIGUSR2")
+            }
+            snapshotOnSignal = (signal, parts[1])
+        }
+        restore = command.restore
+        if restore != nil, command.kernel != nil || command.initrd != nil {
+            throw UsageError("--restore resumes a saved machine: --kernel and --initrd are not used with it")
+        }
         switch command.boot {
         case "auto": bootProtocol = nil
         case "linux64": bootProtocol = .linux64
@@ -130,7 +146,10 @@ final class MicroVM {
     static let bootTimerPort: IOPort = 0x3F0
 
     let machine: Machine
-    let loaded: LoadedGuest
+    /// What was booted; nil for a restored machine.
+    let loaded: LoadedGuest?
+    /// The signal that saves a snapshot, and where.
+    let snapshotOnSignal: (signal: Int32, directory: String)?
     /// One line on what is booted and how, for the user.
     let summary: String
 
@@ -140,7 +159,8 @@ final class MicroVM {
         // A system call outside a thread's list kills the process: a compromised device model
         // cannot open files, start programs or reach the network.
         configuration.systemCallFilter = options.seccomp ? .killProcess : nil
-        machine = try Machine(configuration)
+        let snapshot = try options.restore.map { try MachineSnapshot(directory: $0) }
+        machine = try snapshot.map { try Machine(restoring: $0, configuration) } ?? Machine(configuration)
         try machine.addLegacyDevices(console: options.console)
         if options.bootTimer {
             let started = HostClock.monotonicNanoseconds()
@@ -167,26 +187,35 @@ final class MicroVM {
         if options.rng { try machine.addEntropy() }
         if let output = options.virtioConsole { try machine.addConsole(output: output) }
 
-        let source: BootSource
-        if let kernel = options.kernel {
-            source = .linux(kernelImage: kernel, initrdImage: options.initrd, commandLine: options.commandLine,
-                            bootProtocol: options.bootProtocol, extractOnHost: options.extract)
-        } else {
-            var table = HypercallTable()
-            for service: any ParavirtService in [ConsoleService(output: options.console), ClockService(), RandomService(), LifecycleService()] {
-                try table.install(service)
-            }
-            source = .linux(kernelImage: GuestImages.hello, commandLine: options.commandLine, hypercalls: table)
+        // The built-in guest's hypercall services; a restored one gets them again (a Linux
+        // guest makes no hypercalls, and they are not in its way).
+        var table = HypercallTable()
+        for service: any ParavirtService in [ConsoleService(output: options.console), ClockService(), RandomService(), LifecycleService()] {
+            try table.install(service)
         }
-        loaded = try machine.load(source)
-        let kind = options.kernel == nil ? "the built-in guest" : loaded.kind
+        let kind: String
+        if let snapshot {
+            try machine.restore(hypercalls: options.kernel == nil ? table : nil)
+            loaded = nil
+            kind = "the machine saved in \(snapshot.directory)"
+        } else if let kernel = options.kernel {
+            let guest = try machine.load(.linux(kernelImage: kernel, initrdImage: options.initrd, commandLine: options.commandLine,
+                                                bootProtocol: options.bootProtocol, extractOnHost: options.extract))
+            loaded = guest
+            kind = guest.kind
+        } else {
+            loaded = try machine.load(.linux(kernelImage: GuestImages.hello, commandLine: options.commandLine, hypercalls: table))
+            kind = "the built-in guest"
+        }
+        snapshotOnSignal = options.snapshotOnSignal
         let devices = (options.disks.isEmpty ? [] : ["\(options.disks.count) disk(s)"])
             + machine.networks.map { "\($0.backendName) (guest MAC \(MACAddress(bytes: $0.mac).map(String.init(describing:)) ?? "?"))" }
             + (options.vsock.map { ["vsock CID \($0.cid) at \($0.path)"] } ?? [])
             + (options.rng ? ["rng"] : [])
             + (options.virtioConsole == nil ? [] : ["virtio console"])
-        let entry = loaded.linuxPlan?.bootProtocol == .pvh ? "PVH" : "the 64-bit boot protocol"
-        summary = (["\(kind) by \(entry) at \(loaded.entry)", "\(options.cpus) vCPU(s)", "\(options.memoryBytes >> 20) MiB"]
+        let how = loaded.map { "\(kind) by \($0.linuxPlan?.bootProtocol == .pvh ? "PVH" : "the 64-bit boot protocol") at \($0.entry)" }
+            ?? "\(kind), restored"
+        summary = ([how, "\(machine.configuration.vcpuCount) vCPU(s)", "\(machine.configuration.memorySize >> 20) MiB"]
             + devices).joined(separator: ", ")
     }
 
@@ -198,13 +227,26 @@ final class MicroVM {
             try machine.start()
             // From here this thread only waits, stops and shuts down; the signal thread made
             // next inherits its filter.
-            try machine.restrictCallingThread()
+            try machine.restrictCallingThread(allowingSnapshots: snapshotOnSignal != nil)
         } catch {
             machine.stop()
             _ = machine.wait()
             return Outcome(status: 1, message: "the vCPUs could not start: \(error)")
         }
-        signals.watch { [machine] in machine.stop() }
+        let snapshotOnSignal = self.snapshotOnSignal
+        signals.watch { [machine] signal in
+            guard let snapshotOnSignal, signal == snapshotOnSignal.signal else {
+                machine.stop()
+                return true
+            }
+            do {
+                print("minivmm: \(try machine.snapshot(to: snapshotOnSignal.directory))")
+            } catch {
+                print("minivmm: the snapshot failed: \(error)")
+            }
+            fflush(nil)
+            return false
+        }
         let result = machine.wait()
         report?.write(machine: machine)
         let lost = result.shutdown.isClean ? "" : " (\(result.shutdown))"

@@ -9,6 +9,8 @@
 //   minivmm --kernel vmlinuz --net tap=hv0,mac=52:54:00:12:34:56   a network interface on tap hv0
 //   minivmm --kernel vmlinuz --net stream=/tmp/passt.socket        the same through passt, unprivileged
 //   minivmm --kernel vmlinuz --vsock 3,/tmp/vm.vsock                 vsock: host programs write "CONNECT <port>\n" to it
+//   minivmm --kernel vmlinuz --snapshot-on-signal SIGUSR1,/var/lib/vm/snap   kill -USR1 saves the running machine
+//   minivmm --restore /var/lib/vm/snap                    resumes it (give the same devices)
 //   minivmm --config vm.conf                            the same options, one per line
 import Glibc
 import HVMachine
@@ -28,7 +30,7 @@ enum MiniVMM {
             fail("\(error)\nsee minivmm --help", status: 64)  // EX_USAGE
         }
         // Before any thread exists (see SignalWatcher).
-        let signals = SignalWatcher(blocking: [SIGINT, SIGTERM])
+        let signals = SignalWatcher(blocking: [SIGINT, SIGTERM] + (options.snapshotOnSignal.map { [$0.signal] } ?? []))
         let vm: MicroVM
         do { vm = try MicroVM(options) } catch { fail("\(error)", status: 1) }
         print("minivmm: \(vm.summary)")

@@ -23,6 +23,8 @@ struct Options {
     var boot = "auto"
     var noExtract = false
     var noSeccomp = false
+    var snapshotOnSignal: String?
+    var restore: String?
     var config: String?
     /// `--help` was asked for.
     var help = false
@@ -75,6 +77,14 @@ struct Options {
         Spec(name: "no-seccomp", value: nil,
              help: "Run without the seccomp filters that otherwise restrict each thread (vCPUs, the event loop, the main thread) to the system calls it needs; a call outside them kills minivmm.") {
             options, _, _ in options.noSeccomp = true
+        },
+        Spec(name: "snapshot-on-signal", value: "SIGNAL,DIR",
+             help: "On SIGNAL (SIGUSR1 or SIGUSR2), save the running machine into the directory DIR (its state and sparse memory), replacing a snapshot there, and go on running. The devices must be ones that save their state; the waiting thread may then create files.") {
+            options, value, _ in options.snapshotOnSignal = value
+        },
+        Spec(name: "restore", value: "DIR",
+             help: "Resume the machine saved in DIR instead of booting: its RAM, vCPUs and CPUs come from the snapshot; give the same devices (--disk, --net, --vsock, --rng, --virtio-console, --boot-timer) in the same order as the saved machine had. Its memory is mapped copy-on-write, so restoring is quick and clones share it.") {
+            options, value, _ in options.restore = value
         },
         Spec(name: "config", value: "PATH", help: "A file of options, one per line (kernel=PATH, disk=PATH,readonly, rng, ...); '#' starts a comment.",
              inFile: false) { options, value, _ in options.config = value },
@@ -150,6 +160,7 @@ struct Options {
             "OVERVIEW: Boot a Linux kernel (or HVKit's built-in guest) in a microVM on /dev/kvm.",
             "",
             "USAGE: minivmm [--kernel PATH] [--initrd PATH] [--cmdline TEXT] [--disk ...] [--net ...] [--vsock CID,PATH] [--rng] ...",
+            "       minivmm --restore DIR [the saved machine's devices] ...",
             "",
             "OPTIONS:",
         ]

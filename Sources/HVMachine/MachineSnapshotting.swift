@@ -75,8 +75,8 @@ extension Machine {
         defer { _ = events.perform { for (_, device) in devices { device.snapshotFinished() } } }
         switch saved {
         case let .success(sections)?:
-            for (name, version, bytes) in sections {
-                archive.sections.append(SnapshotSection(name: "device.\(name)", version: version, payload: bytes))
+            for (index, (name, version, bytes)) in sections.enumerated() {
+                archive.sections.append(SnapshotSection(name: Self.deviceSection(index, name), version: version, payload: bytes))
             }
         case let .failure(error)?: throw error
         case nil: throw MachineError(.snapshot, reason: "the event loop stopped")
@@ -106,6 +106,12 @@ extension Machine {
         logger.info("snapshot taken", metadata: ["directory": "\(directory)", "memory-written": "\(written)",
                                                  "paused-us": "\(report.pausedNanoseconds / 1000)"])
         return report
+    }
+
+    /// The section of the `index`th device, `name`: by position, as a device may be on two
+    /// buses under one name (a port and an MMIO window).
+    static func deviceSection(_ index: Int, _ name: String) -> String {
+        "device.\(index).\(name)"
     }
 
     /// Prepares every device (requests finished, held buffers given back), then saves each.
@@ -227,9 +233,9 @@ extension Machine {
                 throw MachineError(.restore, reason: "this host lacks CPU features the guest was using: \(missing.joined(separator: ", "))")
             }
         }
-        for (name, device) in devices {
+        for (index, (name, device)) in devices.enumerated() {
             do throws(SnapshotError) {
-                let section = try snapshot.archive.section("device.\(name)")
+                let section = try snapshot.archive.section(Self.deviceSection(index, name))
                 var decoder = try section.decoder(newestVersion: device.snapshotVersion)
                 try device.restoreState(from: &decoder, version: section.version)
             } catch {

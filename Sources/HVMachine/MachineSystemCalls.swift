@@ -60,6 +60,13 @@ public enum MachineSystemCalls {
         SeccompRule(.connect), SeccompRule(.accept4), SeccompRule(.shutdown),
     ]
 
+    /// What taking a snapshot adds on the thread that takes it (``Machine/snapshot(to:leavePaused:)``):
+    /// creating its directory and files, sizing the sparse memory file and renaming the files
+    /// into place. Given to the waiting thread only when the embedder asks
+    /// (``Machine/restrictCallingThread(allowingSnapshots:)``), since it lets that thread
+    /// create files.
+    public static let snapshots: [SeccompRule] = ([.mkdir, .openat, .ftruncate, .rename] as [SystemCall]).map { SeccompRule($0) }
+
     /// TUNSETOFFLOAD: _IOW('T', 208, unsigned int).
     static let tunSetOffload: UInt32 = 0x4004_54D0
     /// FIONREAD.
@@ -93,9 +100,11 @@ public enum MachineSystemCalls {
     /// terminal, removing a vsock device's socket file, and waiting for signals; and, once the guest has ended, reporting how much of
     /// guest RAM is resident (HVCore's `GuestMemoryMmap.residentBytes()`, mincore), which only reads
     /// the process's own page tables.
-    public static func waiter(mismatchAction: SeccompAction = .killProcess) -> SeccompFilter {
+    /// With `allowingSnapshots`, also ``snapshots``.
+    public static func waiter(mismatchAction: SeccompAction = .killProcess, allowingSnapshots: Bool = false) -> SeccompFilter {
         SeccompFilter(allowing: common + diskIO + network + vsock + [kvmIoctls, .ioctl(type: UInt8(ascii: "T"))]
-                          + ([.ioDestroy, .rtSigtimedwait, .mincore, .unlink] as [SystemCall]).map { SeccompRule($0) },
+                          + ([.ioDestroy, .rtSigtimedwait, .mincore, .unlink] as [SystemCall]).map { SeccompRule($0) }
+                          + (allowingSnapshots ? snapshots : []),
                       failing: failing, mismatchAction: mismatchAction)
     }
 }
@@ -104,11 +113,12 @@ extension Machine {
     /// Installs ``MachineSystemCalls/waiter(mismatchAction:)`` on the calling thread: call it
     /// from the thread that waits for the machine, after ``start(onVCPUReady:)``, when
     /// ``MachineConfiguration/systemCallFilter`` is set (otherwise it does nothing). Threads
-    /// this thread creates afterwards inherit the filter.
-    public func restrictCallingThread() throws(MachineError) {
+    /// this thread creates afterwards inherit the filter. `allowingSnapshots` lets this
+    /// thread (and those it makes) take snapshots, which creates files.
+    public func restrictCallingThread(allowingSnapshots: Bool = false) throws(MachineError) {
         guard let action = configuration.systemCallFilter else { return }
         do {
-            try MachineSystemCalls.waiter(mismatchAction: action).installOnCurrentThread()
+            try MachineSystemCalls.waiter(mismatchAction: action, allowingSnapshots: allowingSnapshots).installOnCurrentThread()
         } catch {
             throw MachineError(.restrictSystemCalls, error)
         }

@@ -149,6 +149,12 @@ public struct SystemCall: Hashable, Sendable, CustomStringConvertible {
     public static let socketpair = SystemCall(number: 53, name: "socketpair")
     /// `unlink`, number 87: the vsock socket's file removed at shutdown.
     public static let unlink = SystemCall(number: 87, name: "unlink")
+    /// `mkdir`, number 83: a snapshot's directory.
+    public static let mkdir = SystemCall(number: 83, name: "mkdir")
+    /// `ftruncate`, number 77: a sparse memory file's length.
+    public static let ftruncate = SystemCall(number: 77, name: "ftruncate")
+    /// `rename`, number 82: a snapshot's files moved into place.
+    public static let rename = SystemCall(number: 82, name: "rename")
     /// `accept4`, number 288: a host program connecting to the vsock socket.
     public static let accept4 = SystemCall(number: 288, name: "accept4")
     // Calls HVKit never makes after setup, for tests and deny lists.

@@ -36,3 +36,15 @@ public final class BootTimer: BusDevice {
         onBoot(.nanoseconds(Int64(clamping: now >= start ? now - start : 0)))
     }
 }
+
+/// The boot timer keeps nothing a guest could notice: a restored machine's timer measures from
+/// its own start.
+extension BootTimer: SnapshotStateful {
+    public var snapshotVersion: UInt16 { 1 }
+
+    public func saveState(to encoder: inout SnapshotEncoder) {}
+
+    public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
+        try decoder.expectEnd()
+    }
+}
