@@ -166,3 +166,30 @@ long hvb_c_readv_frames(int fd, const struct iovec *pieces, int iovcnt, long cou
     }
     return frames;
 }
+
+double hvb_c_write_file(const char *path, const uint8_t *bytes, size_t size) {
+    struct timespec start, end;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -errno;
+    size_t done = 0;
+    while (done < size) {
+        size_t chunk = size - done < (1u << 20) ? size - done : (1u << 20);
+        ssize_t written = write(fd, bytes + done, chunk);
+        if (written < 0) {
+            if (errno == EINTR) continue;
+            int error = errno;
+            close(fd);
+            return -error;
+        }
+        done += (size_t)written;
+    }
+    if (fsync(fd) != 0) {
+        int error = errno;
+        close(fd);
+        return -error;
+    }
+    close(fd);
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    return (double)(end.tv_sec - start.tv_sec) * 1e9 + (double)(end.tv_nsec - start.tv_nsec);
+}
