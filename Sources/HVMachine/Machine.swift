@@ -45,6 +45,8 @@ public final class Machine: Sendable {
     public let events: EventLoop
     /// Whether the machine made ``events`` (and so stops it at shutdown).
     let ownsEventLoop: Bool
+    /// KVM's memory slot of each region of ``memory``, in order (for the dirty log).
+    let memorySlots: [UInt32]
     let logger: Logger
     let metrics: MachineMetrics
 
@@ -66,6 +68,8 @@ public final class Machine: Sendable {
         var unsaveableDevices: [String] = []
         /// The snapshot this machine is being restored from (``Machine/init(restoring:_:)``).
         var restoring: MachineSnapshot?
+        /// The identity of the last snapshot taken or restored: a diff snapshot's parent.
+        var lastSnapshot: UInt64?
         var extraCommandLine: [String] = []
         var boot: LoadedBoot?
         var traps: [TrapSite: any RegisterTrap] = [:]
@@ -90,10 +94,14 @@ public final class Machine: Sendable {
             kvm = try KVM()
             vm = try kvm.createVM()
         } catch { throw MachineError(.createVM, error) }
-        let memory = try during(.mapMemory) { try GuestMemoryMmap(configuration.restoredMemory ?? configuration.memoryLayout) }
+        var layout = configuration.restoredMemory ?? configuration.memoryLayout
+        if configuration.dirtyPageTracking {
+            for index in layout.indices { layout[index].options.insert(.logWrites) }
+        }
+        let memory = try during(.mapMemory) { try GuestMemoryMmap(layout) }
         // RAM before the irqchip: the first slot added after KVM_CREATE_IRQCHIP costs about
         // 10 ms on this kind of host, 0.1 ms before it.
-        _ = try during(.mapMemory) { try vm.map(memory) }
+        memorySlots = try during(.mapMemory) { try vm.map(memory, logDirtyPages: configuration.dirtyPageTracking) }
         if configuration.interruptControllers {
             try during(.createInterruptControllers) {
                 try vm.createIRQChip()

@@ -55,6 +55,11 @@ public struct MachineConfiguration: Sendable {
     /// machine's own runner and event loop, not to a shared ``sharedEventLoop`` or a
     /// `VCPUScheduler`'s workers, which serve other machines too.
     public var systemCallFilter: SeccompAction?
+    /// Whether the machine records which pages of RAM change, so that ``Machine/snapshot(to:kind:leavePaused:)``
+    /// can take diff snapshots: KVM's dirty log for the guest's own writes, and a log of the
+    /// pages the VMM writes (devices, services), which KVM does not see. Costs a little on
+    /// every guest page's first write after a snapshot and an atomic OR per page a device writes.
+    public var dirtyPageTracking = false
     /// Where the machine logs (swift-log).
     public var logger: Logger = Logger(label: "hvkit.machine")
     /// RAM mapped from a snapshot's memory file instead of ``memoryLayout`` (set by

@@ -37,7 +37,7 @@ public struct MachineError: Error, Sendable, CustomStringConvertible {
         case shutdown = "shutting down"
         /// Installing a thread's seccomp filter (``MachineConfiguration/systemCallFilter``).
         case restrictSystemCalls = "restricting system calls"
-        /// Saving the machine's state and memory (``Machine/snapshot(to:leavePaused:)``).
+        /// Saving the machine's state and memory (``Machine/snapshot(to:kind:leavePaused:)``).
         case snapshot = "taking a snapshot"
         /// Reading a snapshot or putting its state back (``Machine/init(restoring:_:)``, ``Machine/restore(hypercalls:)``).
         case restore = "restoring a snapshot"

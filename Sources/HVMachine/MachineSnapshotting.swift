@@ -4,7 +4,18 @@ import HVKVM
 import HVParavirt
 import SystemPackage
 
-/// What ``Machine/snapshot(to:leavePaused:)`` wrote.
+/// Whether a snapshot holds all of guest RAM or only what changed since the one before.
+public enum SnapshotKind: String, Sendable, Hashable, CustomStringConvertible {
+    /// Every page (zero pages as holes of the sparse memory file).
+    case full
+    /// The pages written since the machine's last snapshot, by the guest or by devices;
+    /// restored after ``MachineSnapshot/merge(diff:onto:)`` onto that snapshot.
+    case diff
+
+    public var description: String { rawValue }
+}
+
+/// What ``Machine/snapshot(to:kind:leavePaused:)`` wrote.
 public struct SnapshotReport: Sendable, CustomStringConvertible {
     /// The snapshot's directory.
     public let directory: String
@@ -14,13 +25,15 @@ public struct SnapshotReport: Sendable, CustomStringConvertible {
     public let memorySize: UInt64
     /// Bytes of the state file.
     public let stateBytes: Int
+    /// Whether every page was saved or only those changed since the last snapshot.
+    public let kind: SnapshotKind
     /// How long the vCPUs were paused for it, in nanoseconds (until the resume, or until the
     /// snapshot was complete when the machine stays paused).
     public let pausedNanoseconds: UInt64
 
     /// The figures in one line.
     public var description: String {
-        "snapshot in \(directory): \(memoryBytesWritten) of \(memorySize) bytes of RAM written, \(stateBytes) bytes of state, paused \(pausedNanoseconds / 1000) µs"
+        "\(kind) snapshot in \(directory): \(memoryBytesWritten) of \(memorySize) bytes of RAM written, \(stateBytes) bytes of state, paused \(pausedNanoseconds / 1000) µs"
     }
 }
 
@@ -36,15 +49,27 @@ extension Machine {
     /// Devices are brought to rest first, on the event loop: disks finish every request
     /// (rate-limited ones included), devices holding receive buffers give them back to their
     /// queues (and take them again once the state is saved). A machine with a device that
-    /// cannot save its state yet (virtio-net and virtio-vsock, for now) is refused before
-    /// anything is paused, naming the device.
+    /// cannot save its state (one added with ``add(pio:port:count:name:)`` that is not
+    /// `SnapshotStateful`) is refused before anything is paused, naming the device.
+    ///
+    /// `kind` ``SnapshotKind/diff`` writes only the pages that changed since this machine's
+    /// last snapshot (full or diff), which needs ``MachineConfiguration/dirtyPageTracking``;
+    /// ``MachineSnapshot/merge(diff:onto:)`` applies it to that snapshot's directory.
     @discardableResult
-    public func snapshot(to directory: String, leavePaused: Bool = false) throws(MachineError) -> SnapshotReport {
-        let (runner, scheduled, devices, unsaveable) = try state.withLock { state throws(MachineError) in
+    public func snapshot(to directory: String, kind: SnapshotKind = .full, leavePaused: Bool = false) throws(MachineError) -> SnapshotReport {
+        let (runner, scheduled, devices, unsaveable, parent) = try state.withLock { state throws(MachineError) in
             guard state.phase == .running, state.runner != nil || state.scheduled != nil else {
                 throw MachineError(.snapshot, reason: "the machine is not running (it is \(state.phase))")
             }
-            return (state.runner, state.scheduled, state.statefulDevices, state.unsaveableDevices)
+            return (state.runner, state.scheduled, state.statefulDevices, state.unsaveableDevices, state.lastSnapshot)
+        }
+        if kind == .diff {
+            guard configuration.dirtyPageTracking else {
+                throw MachineError(.snapshot, reason: "a diff snapshot needs dirty-page tracking (MachineConfiguration.dirtyPageTracking)")
+            }
+            guard parent != nil else {
+                throw MachineError(.snapshot, reason: "a diff snapshot needs an earlier snapshot of this machine to be the difference from")
+            }
         }
         if let device = unsaveable.first {
             throw MachineError(.snapshot, device: device, reason: "this device does not save its state yet, so the machine cannot be saved")
@@ -55,6 +80,8 @@ extension Machine {
         defer { if !leavePaused && !resumed { resume() } }
 
         var archive = SnapshotArchive(producer: "HVKit")
+        let lineage = SnapshotLineage(id: UInt64.random(in: 1...UInt64.max), parent: kind == .diff ? parent : nil)
+        archive.add(SnapshotLineage.sectionName, version: SnapshotLineage.encodingVersion) { $0.append(lineage) }
         archive.add(SavedMachine.sectionName, version: SavedMachine.encodingVersion) { encoder in
             encoder.append(SavedMachine(name: configuration.name, vcpuCount: configuration.vcpuCount,
                                         interruptControllers: configuration.interruptControllers,
@@ -82,30 +109,48 @@ extension Machine {
         case nil: throw MachineError(.snapshot, reason: "the event loop stopped")
         }
 
+        // What changed since the last snapshot; taken (and so reset) by every snapshot, once
+        // the devices are at rest and their writes are done.
+        let changed = configuration.dirtyPageTracking ? try changedPages() : nil
+        if kind == .diff, let changed {
+            archive.add(SnapshotDiff.sectionName, version: SnapshotDiff.encodingVersion) { $0.append(SnapshotDiff(pages: changed)) }
+        }
+
         guard unsafe mkdir(directory, 0o755) == 0 || errno == EEXIST else {
             throw MachineError(.snapshot, reason: "creating \(directory): \(Errno(rawValue: errno))")
         }
         var written: UInt64 = 0
-        try Self.writeReplacing(directory + "/" + MachineSnapshot.memoryFileName) { (file, path) throws(SnapshotError) in
-            written = try self.memory.writeSnapshot(to: file, path: path)
-        }
-        let bytes = archive.encoded()
-        try Self.writeReplacing(directory + "/" + MachineSnapshot.stateFileName) { (file, path) throws(SnapshotError) in
-            do {
-                _ = try unsafe bytes.withUnsafeBytes { try unsafe file.writeAll($0) }
-            } catch {
-                throw .io(operation: "write", path: path, (error as? Errno) ?? .ioError)
+        try writeReplacing(directory + "/" + MachineSnapshot.memoryFileName) { (file, path) throws(SnapshotError) in
+            if kind == .diff, let changed {
+                written = try self.memory.writeSnapshot(to: file, path: path, pages: changed)
+            } else {
+                written = try self.memory.writeSnapshot(to: file, path: path)
             }
         }
+        let bytes = archive.encoded()
+        try writeReplacing(directory + "/" + MachineSnapshot.stateFileName, bytes: bytes, step: .snapshot)
+        state.withLock { $0.lastSnapshot = lineage.id }
         if !leavePaused {
             resume()
             resumed = true
         }
         let report = SnapshotReport(directory: directory, memoryBytesWritten: written, memorySize: memory.ramSize,
-                                    stateBytes: bytes.count, pausedNanoseconds: HostClock.monotonicNanoseconds() - pausedAt)
+                                    stateBytes: bytes.count, kind: kind, pausedNanoseconds: HostClock.monotonicNanoseconds() - pausedAt)
         logger.info("snapshot taken", metadata: ["directory": "\(directory)", "memory-written": "\(written)",
                                                  "paused-us": "\(report.pausedNanoseconds / 1000)"])
         return report
+    }
+
+    /// The pages of each region written since the last snapshot: KVM's dirty log (the
+    /// guest's writes) and the VMM's own log (devices, services). Reading both resets them.
+    private func changedPages() throws(MachineError) -> [[UInt64]] {
+        let written = memory.takeWrittenPages()
+        var pages: [[UInt64]] = []
+        for (index, slot) in memorySlots.enumerated() {
+            let dirty = try during(.snapshot) { try vm.dirtyPages(slot: slot) }
+            pages.append(Array(Set(dirty).union(index < written.count ? written[index] : [])).sorted())
+        }
+        return pages
     }
 
     /// The section of the `index`th device, `name`: by position, as a device may be on two
@@ -149,28 +194,6 @@ extension Machine {
         }
     }
 
-    /// Writes `path` through a file beside it that is synced and renamed over it, so that
-    /// `path` holds the old bytes or the new ones, never a part.
-    private static func writeReplacing(_ path: String, _ body: (FileDescriptor, String) throws(SnapshotError) -> Void) throws(MachineError) {
-        let partial = path + ".partial"
-        do throws(SnapshotError) {
-            let file: FileDescriptor
-            do {
-                file = try FileDescriptor.open(FilePath(partial), .writeOnly, options: [.create, .truncate, .closeOnExec],
-                                               permissions: [.ownerReadWrite, .groupRead, .otherRead])
-            } catch {
-                throw .io(operation: "open", path: partial, (error as? Errno) ?? .ioError)
-            }
-            defer { try? file.close() }
-            try body(file, partial)
-            guard fsync(file.rawValue) == 0 else { throw .io(operation: "fsync", path: partial, Errno(rawValue: errno)) }
-            guard unsafe rename(partial, path) == 0 else { throw .io(operation: "rename", path: partial, Errno(rawValue: errno)) }
-        } catch {
-            unsafe unlink(partial)
-            throw MachineError(.snapshot, error)
-        }
-    }
-
     // MARK: Restore
 
     /// A machine shaped as the one `snapshot` saved: its vCPU count, interrupt controllers and
@@ -187,6 +210,9 @@ extension Machine {
     /// try machine.start()
     /// ```
     public convenience init(restoring snapshot: MachineSnapshot, _ configuration: MachineConfiguration = MachineConfiguration()) throws(MachineError) {
+        guard snapshot.diff == nil else {
+            throw MachineError(.restore, reason: "\(snapshot.directory) holds only what changed since another snapshot: merge it onto that one first (MachineSnapshot.merge(diff:onto:))")
+        }
         var shaped = configuration
         shaped.vcpuCount = snapshot.machine.vcpuCount
         shaped.interruptControllers = snapshot.machine.interruptControllers
@@ -251,6 +277,7 @@ extension Machine {
             }
             state.phase = .loaded
             state.boot = .restored(vcpus)
+            state.lastSnapshot = snapshot.lineage.id
             state.traps = dispatcher?.trapSites ?? [:]
             state.dispatcher = dispatcher
         }

@@ -60,7 +60,7 @@ public enum MachineSystemCalls {
         SeccompRule(.connect), SeccompRule(.accept4), SeccompRule(.shutdown),
     ]
 
-    /// What taking a snapshot adds on the thread that takes it (``Machine/snapshot(to:leavePaused:)``):
+    /// What taking a snapshot adds on the thread that takes it (``Machine/snapshot(to:kind:leavePaused:)``):
     /// creating its directory and files, sizing the sparse memory file and renaming the files
     /// into place. Given to the waiting thread only when the embedder asks
     /// (``Machine/restrictCallingThread(allowingSnapshots:)``), since it lets that thread

@@ -273,3 +273,86 @@ private final class PlainDevice: BusDevice {
     func read(offset: UInt64, width: AccessWidth) -> UInt64 { 0 }
     func write(offset: UInt64, width: AccessWidth, value: UInt64) {}
 }
+
+/// Diff snapshots: what changed since the last snapshot (the guest's writes through KVM's
+/// dirty log, the VMM's through its own log), merged onto their base.
+@Suite("Machine diff snapshots", .serialized, .requiresKVM)
+struct MachineDiffSnapshotTests {
+    static func bytes(_ path: String) throws -> [UInt8] {
+        try HostFile.readAll(FilePath(path))
+    }
+
+    @Test func aDiffHoldsWhatChangedAndMergesOntoItsBaseAsAFullSnapshot() throws {
+        let base = MachineSnapshotTests.directory("diff-base"), diff = MachineSnapshotTests.directory("diff")
+        let full = MachineSnapshotTests.directory("diff-full")
+        defer { for directory in [base, diff, full] { MachineSnapshotTests.removeSnapshot(directory) } }
+        var configuration = MachineConfiguration(memorySize: 16 << 20)
+        configuration.dirtyPageTracking = true
+        let machine = try Machine(configuration)
+        try machine.addLegacyDevices(console: CollectingSink())
+        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try MachineSnapshotTests.services(CollectingSink()),
+                                    argument: MachineSnapshotTests.record.rawValue))
+        let watchdog = Watchdog(machine, seconds: 300)
+        try machine.start()
+        defer {
+            machine.stop()
+            _ = machine.wait()
+            watchdog.cancel()
+        }
+        #expect { try machine.snapshot(to: diff, kind: .diff) } throws: { "\($0)".contains("earlier snapshot") }
+        try #require(waitUntil(seconds: 120) { try MachineSnapshotTests.ticks(machine) >= 2 })
+        try machine.snapshot(to: base)
+
+        // The VMM writes pages 100 to 199, as a device would; the guest goes on writing its
+        // record (page 2048) on every tick.
+        for page: UInt64 in 100..<200 { try machine.memory.write(page | 0xD1FF << 32, at: GuestAddress(page * 4096 + 8)) }
+        let ticks = try MachineSnapshotTests.ticks(machine)
+        try #require(waitUntil(seconds: 120) { try MachineSnapshotTests.ticks(machine) >= ticks + 2 })
+        let report = try machine.snapshot(to: diff, kind: .diff, leavePaused: true)
+        try machine.snapshot(to: full, leavePaused: true)
+
+        let saved = try MachineSnapshot(directory: diff)
+        let pages = Set(try #require(saved.diff).regions[0].flatMap { $0.start..<($0.start + $0.count) })
+        #expect(pages.isSuperset(of: 100..<200), "the VMM's writes are missing: \(pages.sorted())")
+        #expect(pages.contains(MachineSnapshotTests.record.rawValue / 4096), "the guest's own write is missing: \(pages.sorted())")
+        // Besides those: the guest's stack, its IDT's neighbours, little else.
+        #expect(pages.count < 100 + 1 + 24, "\(pages.count) pages: \(pages.sorted())")
+        #expect(report.memoryBytesWritten == UInt64(pages.count) * 4096)
+        #expect { try Machine(restoring: saved) } throws: { "\($0)".contains("merge") }
+
+        // Base + diff is the full snapshot taken at the same moment, and it restores.
+        #expect { try MachineSnapshot.merge(diff: diff, onto: full) } throws: { "\($0)".contains("another snapshot") }
+        let merged = try MachineSnapshot.merge(diff: diff, onto: base)
+        #expect(merged.diff == nil && merged.lineage.id == saved.lineage.id)
+        let mergedMemory = try Self.bytes(base + "/" + MachineSnapshot.memoryFileName)
+        #expect(byteDifference(mergedMemory, try Self.bytes(full + "/" + MachineSnapshot.memoryFileName)) == nil)
+        machine.stop()
+        _ = machine.wait()
+
+        let restored = try Machine(restoring: merged)
+        try restored.addLegacyDevices(console: CollectingSink())
+        try restored.restore(hypercalls: try MachineSnapshotTests.services(CollectingSink()))
+        #expect(try restored.memory.read(UInt64.self, at: GuestAddress(150 * 4096 + 8)) == 150 | 0xD1FF << 32)
+        try restored.start()
+        defer {
+            restored.stop()
+            _ = restored.wait()
+        }
+        let from = try MachineSnapshotTests.ticks(restored)
+        #expect(waitUntil(seconds: 120) { ((try? MachineSnapshotTests.ticks(restored)) ?? 0) >= from + 2 })
+    }
+
+    @Test func aDiffNeedsDirtyPageTracking() throws {
+        let machine = try Machine(MachineConfiguration(memorySize: 16 << 20))
+        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try MachineSnapshotTests.services(CollectingSink()),
+                                    argument: MachineSnapshotTests.record.rawValue))
+        try machine.start()
+        defer {
+            machine.stop()
+            _ = machine.wait()
+        }
+        #expect { try machine.snapshot(to: MachineSnapshotTests.directory("untracked"), kind: .diff) } throws: {
+            "\($0)".contains("dirtyPageTracking")
+        }
+    }
+}

@@ -27,6 +27,9 @@ static inline void hv_store_release_u16(void *p, uint16_t v) { __atomic_store_n(
 static inline void hv_store_release_u32(void *p, uint32_t v) { __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE); }
 static inline void hv_store_release_u64(void *p, uint64_t v) { __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE); }
 static inline void hv_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+// A page-write log's words: bits set by any thread, taken (and cleared) by a snapshot.
+static inline void hv_atomic_or_u64(uint64_t *p, uint64_t bits) { __atomic_fetch_or(p, bits, __ATOMIC_RELAXED); }
+static inline uint64_t hv_atomic_take_u64(uint64_t *p) { return __atomic_exchange_n(p, 0, __ATOMIC_ACQ_REL); }
 
 long syscall(long number, ...);
 static inline int hv_memfd_create(const char *name, unsigned int flags) { return (int)syscall(SYS_memfd_create, name, flags); }

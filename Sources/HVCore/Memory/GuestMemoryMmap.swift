@@ -81,6 +81,15 @@ public final class GuestMemoryMmap: GuestMemory {
         }
     }
 
+    /// The pages of each region (indices from the region's start, ascending) the VMM wrote
+    /// since the last call, for regions that log writes (``MemoryRegionOptions/logWrites``;
+    /// empty for the others); clears the logs. A page is logged when a host buffer for writing
+    /// is handed out, so read this only once those writes are done (a snapshot does, after
+    /// the devices came to rest).
+    public func takeWrittenPages() -> [[UInt64]] {
+        regions.map { $0.writeLog?.takePages() ?? [] }
+    }
+
     /// The region that contains `address`, if any.
     public func region(containing address: GuestAddress) -> GuestMemoryRegion? {
         // ramRanges[i] is regions[i].range; a closure, not a key path, keeps the search inlined.
@@ -103,7 +112,10 @@ public final class GuestMemoryMmap: GuestMemory {
                 ? .crossesHole(address: address, length: length)
                 : .crossesRegionBoundary(address: address, length: length)
         }
-        if access == .write, region.isReadOnly { throw .readOnly(address: address, length: length) }
+        if access == .write {
+            if region.isReadOnly { throw .readOnly(address: address, length: length) }
+            region.writeLog?.mark(offset: address.rawValue - region.range.start.rawValue, length: length)
+        }
         return unsafe region.buffer(at: address, length: length)
     }
 }

@@ -36,6 +36,10 @@ public struct MemoryRegionOptions: OptionSet, Sendable, Hashable {
     /// Map read-only: the host API refuses writes, and a hypervisor should map the slot
     /// read-only too (guest writes then arrive as MMIO exits).
     public static let readOnly = MemoryRegionOptions(rawValue: 1 << 3)
+    /// Record which pages the VMM writes through the checked API (devices, services, the
+    /// loader), for diff snapshots (``GuestMemoryMmap/takeWrittenPages()``). Costs an atomic
+    /// OR per page written.
+    public static let logWrites = MemoryRegionOptions(rawValue: 1 << 4)
 }
 
 /// A request for one region of guest RAM.
@@ -96,6 +100,8 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
     /// Whether the region is private anonymous memory, whose pages read as zero once given
     /// back to the kernel.
     public let isAnonymous: Bool
+    /// The pages the VMM wrote, when the region logs them (``MemoryRegionOptions/logWrites``).
+    let writeLog: PageWriteLog?
     /// Where in that file the region's first byte is.
     public let fileOffset: Int64
     private let ownsDescriptor: Bool
@@ -174,6 +180,7 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
         self.options = spec.options
         self.fileDescriptor = descriptor >= 0 && shared ? FileDescriptor(rawValue: descriptor) : nil
         self.isAnonymous = descriptor < 0
+        self.writeLog = spec.options.contains(.logWrites) ? PageWriteLog(regionSize: spec.size) : nil
         self.fileOffset = offset
         self.ownsDescriptor = owns
     }

@@ -60,6 +60,49 @@ extension GuestMemoryMmap {
         return written
     }
 
+    /// Writes only `pages` of each region (page indices from the region's start, ascending,
+    /// one list per region as ``takeWrittenPages()`` gives them) into `file` at the offsets of
+    /// ``snapshotLayout``; the rest of the file stays a hole. A diff snapshot's memory. Returns
+    /// the bytes written.
+    @discardableResult
+    public func writeSnapshot(to file: FileDescriptor, path: String, pages: [[UInt64]]) throws(SnapshotError) -> UInt64 {
+        let layout = snapshotLayout
+        let page = Self.pageSize
+        var written: UInt64 = 0
+        for (index, (region, place)) in zip(regions, layout).enumerated() where index < pages.count {
+            for run in Self.runs(pages[index]) where run.start < region.size / page {
+                let count = min(run.count, region.size / page - run.start)
+                let length = Int(count * page)
+                // SAFETY: the run's pages lie inside the region's live mapping (checked against its size).
+                let source = unsafe UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: region.hostAddress + UInt(run.start * page)), count: length)
+                do {
+                    _ = unsafe try file.writeAll(toAbsoluteOffset: Int64(place.fileOffset + run.start * page), source)
+                } catch {
+                    throw .io(operation: "write", path: path, Errno(converting: error))
+                }
+                written += UInt64(length)
+            }
+        }
+        let total = layout.last.map { $0.fileOffset + $0.size } ?? 0
+        guard ftruncate(file.rawValue, off_t(total)) == 0 else {
+            throw .io(operation: "ftruncate", path: path, Errno(rawValue: errno))
+        }
+        return written
+    }
+
+    /// Ascending page indices as runs of consecutive pages.
+    public static func runs(_ pages: [UInt64]) -> [(start: UInt64, count: UInt64)] {
+        var runs: [(start: UInt64, count: UInt64)] = []
+        for page in pages {
+            if let last = runs.last, last.start + last.count == page {
+                runs[runs.count - 1].count += 1
+            } else {
+                runs.append((page, 1))
+            }
+        }
+        return runs
+    }
+
     /// Writes the non-zero pages of `region`, each run of them with one pwrite.
     private static func writePages(of region: GuestMemoryRegion, to file: FileDescriptor, at fileOffset: UInt64, path: String) throws(SnapshotError) -> UInt64 {
         let page = Int(pageSize)
