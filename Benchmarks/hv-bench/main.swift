@@ -20,7 +20,7 @@ let allNames = [
     "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
     "bzimage_extract", "startup_to_first_run", "minivmm_rss", "minivmm_private_rss", "banner_vs_qemu",
     "compose_to_first_run", "linux_boot_to_init", "linux_blk_dd",
-    "snapshot_full_128m", "restore_to_first_run", "restore_1g_to_first_run", "clone_rss",
+    "snapshot_full_128m", "snapshot_diff", "restore_to_first_run", "restore_1g_to_first_run", "clone_rss",
 ]
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -116,6 +116,7 @@ for name in selected {
         case "compose_to_first_run": emit(try composeToFirstRunFigure(rounds: 11))
         case "linux_blk_dd": emit(try linuxBlockDDFigure(rounds: 3))
         case "snapshot_full_128m": emit(try snapshotFullFigure(rounds: 5))
+        case "snapshot_diff": emit(try snapshotDiffFigure(rounds: 5))
         case "restore_to_first_run", "restore_1g_to_first_run":
             // Measured together; printed once, at the first of them selected.
             guard name == selected.first(where: { $0.hasPrefix("restore_") }) else { break }

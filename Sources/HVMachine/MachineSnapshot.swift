@@ -120,7 +120,8 @@ public struct SnapshotLineage: Sendable, Hashable, SnapshotCodable {
 }
 
 /// The pages a diff snapshot holds: for each region of guest RAM, runs of pages (from the
-/// region's start, ascending) that changed since its parent.
+/// region's start, ascending) that changed since its parent. The diff's memory file holds
+/// them densely, one run after another in this order.
 public struct SnapshotDiff: Sendable, Hashable, SnapshotCodable {
     static let sectionName = "memory.diff"
     static let encodingVersion: UInt16 = 1
@@ -288,6 +289,8 @@ extension MachineSnapshot {
         defer { try? target.close() }
         let page: UInt64 = 4096
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        // The diff's pages are dense in its file: `source` walks it as the runs go.
+        var source: UInt64 = 0
         for (runs, region) in zip(pages.regions, child.machine.memory) {
             for run in runs {
                 var offset = region.fileOffset + run.start * page
@@ -296,10 +299,11 @@ extension MachineSnapshot {
                     let length = Int(min(UInt64(buffer.count), end - offset))
                     do {
                         let got = try unsafe buffer.withUnsafeMutableBytes { bytes in
-                            try unsafe child.memoryFile.read(fromAbsoluteOffset: Int64(offset), into: UnsafeMutableRawBufferPointer(rebasing: bytes[..<length]))
+                            try unsafe child.memoryFile.read(fromAbsoluteOffset: Int64(source), into: UnsafeMutableRawBufferPointer(rebasing: bytes[..<length]))
                         }
-                        // Past the end of the diff's file (a hole at its end) reads as zeros.
-                        if got < length { for index in got..<length { buffer[index] = 0 } }
+                        guard got == length else {
+                            throw SnapshotError.truncated(what: "the diff's memory file", offset: Int(source), needed: length, available: got)
+                        }
                         _ = try unsafe buffer.withUnsafeBytes { bytes in
                             try unsafe target.writeAll(toAbsoluteOffset: Int64(offset), UnsafeRawBufferPointer(rebasing: bytes[..<length]))
                         }
@@ -307,6 +311,7 @@ extension MachineSnapshot {
                         throw MachineError(.restore, reason: "copying the diff's pages into \(parent.memoryPath): \(error)")
                     }
                     offset += UInt64(length)
+                    source += UInt64(length)
                 }
             }
         }

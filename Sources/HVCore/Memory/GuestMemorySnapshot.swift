@@ -61,33 +61,62 @@ extension GuestMemoryMmap {
     }
 
     /// Writes only `pages` of each region (page indices from the region's start, ascending,
-    /// one list per region as ``takeWrittenPages()`` gives them) into `file` at the offsets of
-    /// ``snapshotLayout``; the rest of the file stays a hole. A diff snapshot's memory. Returns
-    /// the bytes written.
+    /// one list per region as ``takeWrittenPages()`` gives them) into `file`, one after another
+    /// in that order, region by region: a diff snapshot's memory, dense, so that writing it and
+    /// later replacing it costs no more than its size. Returns the bytes written.
     @discardableResult
     public func writeSnapshot(to file: FileDescriptor, path: String, pages: [[UInt64]]) throws(SnapshotError) -> UInt64 {
-        let layout = snapshotLayout
         let page = Self.pageSize
+        // The runs go one after another in the file: up to IOV_MAX of them per pwritev, so a
+        // diff of scattered pages costs a few system calls, not one per page.
+        var vectors: [iovec] = unsafe []
         var written: UInt64 = 0
-        for (index, (region, place)) in zip(regions, layout).enumerated() where index < pages.count {
+        for (index, region) in regions.enumerated() where index < pages.count {
             for run in Self.runs(pages[index]) where run.start < region.size / page {
                 let count = min(run.count, region.size / page - run.start)
-                let length = Int(count * page)
                 // SAFETY: the run's pages lie inside the region's live mapping (checked against its size).
-                let source = unsafe UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: region.hostAddress + UInt(run.start * page)), count: length)
-                do {
-                    _ = unsafe try file.writeAll(toAbsoluteOffset: Int64(place.fileOffset + run.start * page), source)
-                } catch {
-                    throw .io(operation: "write", path: path, Errno(converting: error))
+                let base = unsafe UnsafeMutableRawPointer(bitPattern: region.hostAddress + UInt(run.start * page))
+                unsafe vectors.append(unsafe iovec(iov_base: base, iov_len: Int(count * page)))
+                if unsafe vectors.count == Self.vectorLimit {
+                    written += unsafe try Self.writeVectors(&vectors, to: file, at: written, path: path)
                 }
-                written += UInt64(length)
             }
         }
-        let total = layout.last.map { $0.fileOffset + $0.size } ?? 0
-        guard ftruncate(file.rawValue, off_t(total)) == 0 else {
-            throw .io(operation: "ftruncate", path: path, Errno(rawValue: errno))
-        }
+        written += unsafe try Self.writeVectors(&vectors, to: file, at: written, path: path)
         return written
+    }
+
+    /// IOV_MAX on Linux: the most vectors one pwritev takes.
+    static let vectorLimit = 1024
+
+    /// Writes every byte `vectors` describe at `offset` with pwritev, going on after partial
+    /// writes; empties `vectors` and returns the bytes written.
+    private static func writeVectors(_ vectors: inout [iovec], to file: FileDescriptor, at offset: UInt64, path: String) throws(SnapshotError) -> UInt64 {
+        defer { unsafe vectors.removeAll(keepingCapacity: true) }
+        var done: UInt64 = 0
+        var first = 0
+        while unsafe first < vectors.count {
+            // SAFETY: every vector points into a live region of guest RAM (see the caller).
+            let result = unsafe vectors.withUnsafeBufferPointer { buffer in
+                unsafe pwritev(file.rawValue, buffer.baseAddress.map { unsafe $0 + first }, Int32(buffer.count - first), off_t(offset + done))
+            }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw .io(operation: "pwritev", path: path, Errno(rawValue: errno))
+            }
+            done += UInt64(result)
+            // Skip what was written: whole vectors, then part of the next.
+            var left = result
+            while unsafe first < vectors.count, unsafe left >= vectors[first].iov_len {
+                left -= unsafe vectors[first].iov_len
+                first += 1
+            }
+            if left > 0, unsafe first < vectors.count {
+                unsafe vectors[first].iov_base = unsafe vectors[first].iov_base.map { unsafe $0 + left }
+                unsafe vectors[first].iov_len -= left
+            }
+        }
+        return done
     }
 
     /// Ascending page indices as runs of consecutive pages.
