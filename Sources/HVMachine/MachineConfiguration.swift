@@ -50,7 +50,7 @@ public struct MachineConfiguration: Sendable {
     /// When set, the machine's threads run under seccomp allow lists
     /// (``MachineSystemCalls``): the event loop from creation, each vCPU thread from just before
     /// it first enters the guest, and the waiting thread once it calls
-    /// ``Machine/restrictCallingThread()``. A call outside its thread's list meets this action
+    /// ``Machine/restrictCallingThread(allowingSnapshots:)``. A call outside its thread's list meets this action
     /// (`.killProcess` in production). Nil (the default) installs nothing. Applies to the
     /// machine's own runner and event loop, not to a shared ``sharedEventLoop`` or a
     /// `VCPUScheduler`'s workers, which serve other machines too.

@@ -4,7 +4,7 @@ import HVKVM
 import SystemPackage
 
 /// A machine snapshot on disk, opened to restore from: a directory holding `state` (a
-/// ``SnapshotArchive``: the machine's shape, the VM, every vCPU and every device) and
+/// `SnapshotArchive`: the machine's shape, the VM, every vCPU and every device) and
 /// `memory` (guest RAM, sparse). Opening reads and checks the state file (magic, version,
 /// checksum) and opens the memory file; ``Machine/init(restoring:_:)`` then maps the memory
 /// copy-on-write, so pages are read only when the guest touches them and clones of one
@@ -102,11 +102,13 @@ public struct SnapshotLineage: Sendable, Hashable, SnapshotCodable {
     /// The snapshot a diff is the difference from; nil for a full snapshot.
     public var parent: UInt64?
 
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(id)
         encoder.append(parent ?? 0)
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         id = try decoder.read()
         let parent = try decoder.read(UInt64.self)
@@ -140,6 +142,7 @@ public struct SnapshotDiff: Sendable, Hashable, SnapshotCodable {
     /// How many pages the diff holds.
     public var pageCount: UInt64 { regions.joined().reduce(0) { $0 + $1.count } }
 
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(UInt64(regions.count))
         for runs in regions {
@@ -205,6 +208,7 @@ public struct SavedMachine: Sendable, Hashable, SnapshotCodable {
     /// The bytes of guest RAM.
     public var memorySize: UInt64 { memory.reduce(0) { $0 + $1.size } }
 
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(name)
         encoder.append(UInt32(vcpuCount))
@@ -215,6 +219,7 @@ public struct SavedMachine: Sendable, Hashable, SnapshotCodable {
         for device in devices { encoder.append(device) }
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         name = try decoder.readString()
         let vcpus = try decoder.read(UInt32.self)

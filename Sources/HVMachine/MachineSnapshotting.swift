@@ -12,6 +12,7 @@ public enum SnapshotKind: String, Sendable, Hashable, CustomStringConvertible {
     /// restored after ``MachineSnapshot/merge(diff:onto:)`` onto that snapshot.
     case diff
 
+    /// The value in words.
     public var description: String { rawValue }
 }
 

@@ -110,7 +110,7 @@ public enum MachineSystemCalls {
 }
 
 extension Machine {
-    /// Installs ``MachineSystemCalls/waiter(mismatchAction:)`` on the calling thread: call it
+    /// Installs ``MachineSystemCalls/waiter(mismatchAction:allowingSnapshots:)`` on the calling thread: call it
     /// from the thread that waits for the machine, after ``start(onVCPUReady:)``, when
     /// ``MachineConfiguration/systemCallFilter`` is set (otherwise it does nothing). Threads
     /// this thread creates afterwards inherit the filter. `allowingSnapshots` lets this

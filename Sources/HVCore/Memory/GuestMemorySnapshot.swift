@@ -17,12 +17,14 @@ public struct SnapshotMemoryRegion: Sendable, Hashable, SnapshotCodable {
         self.fileOffset = fileOffset
     }
 
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(start.rawValue)
         encoder.append(size)
         encoder.append(fileOffset)
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         start = GuestAddress(try decoder.read(UInt64.self))
         size = try decoder.read(UInt64.self)

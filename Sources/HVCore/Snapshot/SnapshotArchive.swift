@@ -59,10 +59,12 @@ public struct SnapshotArchive: Sendable, Hashable {
         self.sections = sections
     }
 
+    /// Whether the version, the producer and every section are equal.
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.version == rhs.version && lhs.producer == rhs.producer && lhs.sections == rhs.sections
     }
 
+    /// Hashes every field.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(version.major)
         hasher.combine(version.minor)

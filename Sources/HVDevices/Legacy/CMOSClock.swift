@@ -87,6 +87,7 @@ public final class CMOSClock: BusDevice {
 }
 
 extension CMOSClock: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
     /// The index and the RAM; the time registers are read from the host clock, so a restored
@@ -97,6 +98,7 @@ extension CMOSClock: SnapshotStateful {
         encoder.append(bytes: saved.ram)
     }
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         var restored = State()
         restored.index = try decoder.read(UInt8.self) & 0x7F

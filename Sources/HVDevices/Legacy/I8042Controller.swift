@@ -120,8 +120,10 @@ public final class I8042Controller: BusDevice {
 }
 
 extension I8042Controller: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {
         let saved = state.withLock { $0 }
         encoder.append(saved.configuration)
@@ -132,6 +134,7 @@ extension I8042Controller: SnapshotStateful {
         encoder.append(saved.lastWasCommand)
     }
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         var restored = State()
         restored.configuration = try decoder.read()

@@ -216,8 +216,10 @@ public final class Serial16550: BusDevice {
 }
 
 extension Serial16550: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {
         let saved = state.withLock { $0 }
         for register in [saved.divisorLow, saved.divisorHigh, saved.interruptEnable, saved.lineControl,
@@ -228,6 +230,7 @@ extension Serial16550: SnapshotStateful {
         encoder.append(saved.transmitterEmptyPending)
     }
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         var restored = State()
         restored.divisorLow = try decoder.read()

@@ -40,10 +40,13 @@ public final class BootTimer: BusDevice {
 /// The boot timer keeps nothing a guest could notice: a restored machine's timer measures from
 /// its own start.
 extension BootTimer: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {}
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         try decoder.expectEnd()
     }

@@ -5,12 +5,14 @@ import HVCore
 // declarations; a change of order or meaning is a new section version (see VCPUState).
 
 extension Registers: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         for value in [rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8, r9, r10, r11, r12, r13, r14, r15, rip, rflags] {
             encoder.append(value)
         }
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         self.init()
         rax = try decoder.read(); rbx = try decoder.read(); rcx = try decoder.read(); rdx = try decoder.read()
@@ -22,6 +24,7 @@ extension Registers: SnapshotCodable {
 }
 
 extension Segment: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(base)
         encoder.append(limit)
@@ -31,6 +34,7 @@ extension Segment: SnapshotCodable {
         for flag in [present, db, s, l, g, avl, unusable] { encoder.append(flag) }
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         self.init()
         base = try decoder.read(); limit = try decoder.read(); selector = try decoder.read()
@@ -41,17 +45,20 @@ extension Segment: SnapshotCodable {
 }
 
 extension DescriptorTable: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(base)
         encoder.append(limit)
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         self.init(base: try decoder.read(), limit: try decoder.read())
     }
 }
 
 extension SpecialRegisters: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         for segment in [cs, ds, es, fs, gs, ss, tr, ldt] { encoder.append(segment) }
         encoder.append(gdt)
@@ -60,6 +67,7 @@ extension SpecialRegisters: SnapshotCodable {
         for index in 0..<4 { encoder.append(index < interruptBitmap.count ? interruptBitmap[index] : 0) }
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         self.init()
         cs = try decoder.read(); ds = try decoder.read(); es = try decoder.read(); fs = try decoder.read()
@@ -72,12 +80,14 @@ extension SpecialRegisters: SnapshotCodable {
 }
 
 extension DebugRegisters: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         for index in 0..<4 { encoder.append(index < db.count ? db[index] : 0) }
         encoder.append(dr6)
         encoder.append(dr7)
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         self.init()
         db = [try decoder.read(), try decoder.read(), try decoder.read(), try decoder.read()]
@@ -87,10 +97,12 @@ extension DebugRegisters: SnapshotCodable {
 }
 
 extension CPUIDEntry: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         for value in [function, index, flags, eax, ebx, ecx, edx] { encoder.append(value) }
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         self.init(function: try decoder.read(), index: try decoder.read(), flags: try decoder.read(),
                   eax: try decoder.read(), ebx: try decoder.read(), ecx: try decoder.read(), edx: try decoder.read())
@@ -98,10 +110,12 @@ extension CPUIDEntry: SnapshotCodable {
 }
 
 extension MPState: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(raw)
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         self.init(try decoder.read(UInt32.self))
     }

@@ -67,6 +67,7 @@ public struct VCPUState: Sendable, Hashable {
 }
 
 extension VCPUState: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(id)
         encoder.append(mpState)
@@ -92,6 +93,7 @@ extension VCPUState: SnapshotCodable {
         encoder.append(bytes: events)
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         id = try decoder.read()
         mpState = try decoder.read()

@@ -42,6 +42,7 @@ public struct VMState: Sendable, Hashable {
 }
 
 extension VMState: SnapshotCodable {
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(interruptControllers != nil)
         if let chips = interruptControllers {
@@ -52,6 +53,7 @@ extension VMState: SnapshotCodable {
         encoder.append(clock)
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         let chipSize = VirtualMachine.irqchipStateSize
         if try decoder.read(Bool.self) {

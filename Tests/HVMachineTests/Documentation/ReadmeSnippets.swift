@@ -33,6 +33,18 @@ enum ReadmeSnippets {
         return agent
     }
 
+    /// "Compose a VM": snapshots.
+    static func snapshot(machine: Machine, diskPath: String) throws -> Machine {
+        try machine.snapshot(to: "/var/lib/vm/snap")                        // pause, save, resume
+        let snapshot = try MachineSnapshot(directory: "/var/lib/vm/snap")   // checked: magic, version, CRC-64
+        let clone = try Machine(restoring: snapshot)                        // RAM mapped copy-on-write
+        try clone.addLegacyDevices(console: FileDescriptorSink(.standardOutput))
+        try clone.addDisk(path: diskPath)                                   // the same devices, in order
+        try clone.restore()
+        try clone.start()
+        return clone
+    }
+
     /// "Compose a VM": the unikernel.
     static func unikernel(guestPath: String, diskPath: String) throws -> (MachineResult, [HypercallStatistics]) {
         var services = HypercallTable()

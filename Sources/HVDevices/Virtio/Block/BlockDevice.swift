@@ -333,8 +333,10 @@ public struct BlockDeviceCounts: Sendable, Hashable {
 /// (those the rate limiter held back are let through), so the guest's memory and the image
 /// file hold all of it.
 extension BlockDevice: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
+    /// Brings the device to rest for a snapshot: nothing in flight, nothing held.
     public func prepareSnapshot() throws(SnapshotError) {
         // Holding `active` keeps a notification from taking new requests meanwhile.
         active.withLock { _ in
@@ -347,8 +349,10 @@ extension BlockDevice: SnapshotStateful {
         }
     }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {}
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         try decoder.expectEnd()
     }

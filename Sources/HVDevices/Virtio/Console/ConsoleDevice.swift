@@ -192,8 +192,10 @@ public final class ConsoleDevice: VirtioDevice {
 /// are given back to the queue before the save and taken again after it (or by the restored
 /// device at its first kick), so none is lost.
 extension ConsoleDevice: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
+    /// Brings the device to rest for a snapshot: nothing in flight, nothing held.
     public func prepareSnapshot() throws(SnapshotError) {
         try state.withLock { state throws(SnapshotError) in
             guard let queue = state.receive, !state.receiveBuffers.isEmpty else { return }
@@ -204,14 +206,17 @@ extension ConsoleDevice: SnapshotStateful {
         }
     }
 
+    /// Takes back, after the snapshot, what ``prepareSnapshot()`` gave up.
     public func snapshotFinished() {
         takeReceiveBuffers()
     }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {
         encoder.append(bytes: state.withLock { $0.pendingInput })
     }
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         let input = try decoder.readBytes(limit: 1 << 20)
         try decoder.expectEnd()

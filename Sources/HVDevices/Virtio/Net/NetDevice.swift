@@ -128,21 +128,26 @@ public final class NetDevice: VirtioDevice {
 /// are announced, so the rings say everything. The backend is another host resource: a
 /// restored device uses the one it is made with.
 extension NetDevice: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
+    /// Brings the device to rest for a snapshot: nothing in flight, nothing held.
     public func prepareSnapshot() throws(SnapshotError) {
         guard receiver.giveBackForSnapshot(), transmitter.giveBackForSnapshot() else {
             throw .incompatible("virtio-net's buffers could not be given back to their queues")
         }
     }
 
+    /// Takes back, after the snapshot, what ``prepareSnapshot()`` gave up.
     public func snapshotFinished() {
         receiver.deliverFrames()
         transmitter.transmitQueued()
     }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {}
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         try decoder.expectEnd()
     }

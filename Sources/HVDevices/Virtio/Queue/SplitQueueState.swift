@@ -44,6 +44,7 @@ public struct SplitQueueState: Sendable, Hashable, SnapshotCodable {
         self.isBroken = isBroken
     }
 
+    /// Writes the value's fields in order.
     public func encode(to encoder: inout SnapshotEncoder) {
         encoder.append(size)
         for address in [descriptorTable, availableRing, usedRing] { encoder.append(address.rawValue) }
@@ -51,6 +52,7 @@ public struct SplitQueueState: Sendable, Hashable, SnapshotCodable {
         for index in [nextAvailable, nextUsed, usedAtLastNotificationCheck] { encoder.append(index) }
     }
 
+    /// Reads the fields ``encode(to:)`` wrote, refusing values that cannot be right.
     public init(from decoder: inout SnapshotDecoder) throws(SnapshotError) {
         size = try decoder.read()
         descriptorTable = GuestAddress(try decoder.read(UInt64.self))

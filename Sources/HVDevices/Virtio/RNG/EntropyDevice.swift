@@ -83,10 +83,13 @@ public final class EntropyDevice: VirtioDevice {
 /// The entropy device answers every request while it is notified, so it holds nothing and
 /// saves nothing.
 extension EntropyDevice: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {}
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         try decoder.expectEnd()
     }

@@ -3,8 +3,9 @@ import HVCore
 /// A virtio-mmio transport saves its registers, its queues' layouts and ring positions, its
 /// interrupt state, and its device's own state; a restore puts them back and, if the driver
 /// had started the device, starts it again with the same queues, so the guest goes on without
-/// renegotiating. Only devices that save their own state (``SnapshotStateful``) can be saved.
+/// renegotiating. Only devices that save their own state (`SnapshotStateful`) can be saved.
 extension VirtioMMIOTransport: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
     /// The device behind the transport, when it can be saved.
@@ -24,10 +25,12 @@ extension VirtioMMIOTransport: SnapshotStateful {
         }
     }
 
+    /// Takes back, after the snapshot, what ``prepareSnapshot()`` gave up.
     public func snapshotFinished() {
         statefulDevice?.snapshotFinished()
     }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {
         let registers = state.withLock { $0 }
         let live = Dictionary(queueHistory.withLock { $0.active }.map { ($0.index, $0.savedState) }, uniquingKeysWith: { first, _ in first })

@@ -245,20 +245,25 @@ public enum VsockConnectError: Error, Hashable, Sendable, CustomStringConvertibl
 /// driver drops the old sockets and reads the CID again; programs in the guest reconnect. The
 /// device that goes on running keeps its connections.
 extension VsockDevice: SnapshotStateful {
+    /// The version of the state ``saveState(to:)`` writes.
     public var snapshotVersion: UInt16 { 1 }
 
+    /// Brings the device to rest for a snapshot: nothing in flight, nothing held.
     public func prepareSnapshot() throws(SnapshotError) {
         guard muxer.giveBackBuffers() else {
             throw .incompatible("virtio-vsock's buffers could not be given back to their queues")
         }
     }
 
+    /// Takes back, after the snapshot, what ``prepareSnapshot()`` gave up.
     public func snapshotFinished() {
         muxer.retakeBuffers()
     }
 
+    /// Writes the state a restore needs.
     public func saveState(to encoder: inout SnapshotEncoder) {}
 
+    /// Takes on a saved state, refusing values that cannot be right.
     public func restoreState(from decoder: inout SnapshotDecoder, version: UInt16) throws(SnapshotError) {
         try decoder.expectEnd()
         muxer.resetTransport()
