@@ -80,7 +80,7 @@ extension Machine {
         var resumed = false
         defer { if !leavePaused && !resumed { resume() } }
 
-        var archive = SnapshotArchive(producer: "HVKit")
+        var archive = SnapshotArchive(producer: "HVKit \(HVKitVersion.current)")
         let lineage = SnapshotLineage(id: UInt64.random(in: 1...UInt64.max), parent: kind == .diff ? parent : nil)
         archive.add(SnapshotLineage.sectionName, version: SnapshotLineage.encodingVersion) { $0.append(lineage) }
         archive.add(SavedMachine.sectionName, version: SavedMachine.encodingVersion) { encoder in
@@ -210,7 +210,11 @@ extension Machine {
     /// try machine.restore()
     /// try machine.start()
     /// ```
-    public convenience init(restoring snapshot: MachineSnapshot, _ configuration: MachineConfiguration = MachineConfiguration()) throws(MachineError) {
+    ///
+    /// With `copyingMemory`, RAM is instead fresh memory into which the memory file is read
+    /// now (an eager restore: slower to start, but independent of the file afterwards).
+    public convenience init(restoring snapshot: MachineSnapshot, _ configuration: MachineConfiguration = MachineConfiguration(),
+                            copyingMemory: Bool = false) throws(MachineError) {
         guard snapshot.diff == nil else {
             throw MachineError(.restore, reason: "\(snapshot.directory) holds only what changed since another snapshot: merge it onto that one first (MachineSnapshot.merge(diff:onto:))")
         }
@@ -218,11 +222,19 @@ extension Machine {
         shaped.vcpuCount = snapshot.machine.vcpuCount
         shaped.interruptControllers = snapshot.machine.interruptControllers
         shaped.memorySize = snapshot.machine.memorySize
-        shaped.restoredMemory = try during(.restore) {
+        let mapped = try during(.restore) {
             try GuestMemoryMmap.restoredLayout(snapshot.machine.memory, file: snapshot.memoryFile, path: snapshot.memoryPath,
                                                options: configuration.memoryOptions)
         }
+        shaped.restoredMemory = copyingMemory
+            ? mapped.map { MemoryRegionSpec(start: $0.start, size: $0.size, options: $0.options) }
+            : mapped
         try self.init(shaped)
+        if copyingMemory {
+            try during(.restore) {
+                try memory.readSnapshot(from: snapshot.memoryFile, path: snapshot.memoryPath, layout: snapshot.machine.memory)
+            }
+        }
         state.withLock { $0.restoring = snapshot }
     }
 

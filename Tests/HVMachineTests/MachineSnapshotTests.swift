@@ -225,7 +225,8 @@ struct MachineSnapshotRefusalTests {
     }
 }
 
-/// Two clones of one snapshot run side by side, each with its own copy of the guest's memory.
+/// Two clones of one snapshot run side by side, each with its own copy of the guest's memory:
+/// one mapped from the snapshot copy-on-write, one copied in.
 @Suite("Machine snapshot clones", .serialized, .requiresKVM)
 struct MachineSnapshotCloneTests {
     @Test func twoClonesDivergeIndependently() throws {
@@ -237,7 +238,8 @@ struct MachineSnapshotCloneTests {
         for index in 0..<2 {
             var configuration = MachineConfiguration()
             configuration.name = "clone\(index)"
-            let clone = try Machine(restoring: snapshot, configuration)
+            // One maps the snapshot's memory, the other copies it in.
+            let clone = try Machine(restoring: snapshot, configuration, copyingMemory: index == 1)
             try clone.addLegacyDevices(console: CollectingSink())
             try clone.restore(hypercalls: try MachineSnapshotTests.services(CollectingSink()))
             clones.append(clone)

@@ -185,6 +185,42 @@ extension GuestMemoryMmap {
         return true
     }
 
+    /// Copies a snapshot's memory file into this memory (regions laid out as `layout`, which
+    /// must match this memory's): an eager restore, for when the file may go away or change,
+    /// or page faults on first touch cost more than reading everything now. Only the file's
+    /// data is read; its holes are zero already in fresh anonymous memory.
+    public func readSnapshot(from file: FileDescriptor, path: String, layout: [SnapshotMemoryRegion]) throws(SnapshotError) {
+        guard layout.count == regions.count, zip(layout, regions).allSatisfy({ $0.start == $1.range.start && $0.size == $1.size }) else {
+            throw .incompatible("the memory file \(path) is laid out for other memory")
+        }
+        for (place, region) in zip(layout, regions) {
+            var offset = Int(place.fileOffset)
+            let end = Int(place.fileOffset + place.size)
+            while offset < end {
+                // The next stretch of data, then the hole after it (SEEK_DATA, SEEK_HOLE).
+                let data = lseek(file.rawValue, offset, 3)
+                guard data >= 0, data < end else { break }
+                let hole = min(lseek(file.rawValue, data, 4), end)
+                guard hole > data else { break }
+                let target = region.hostAddress + UInt(data - Int(place.fileOffset))
+                // SAFETY: [data, hole) lies inside this region's part of the file, so its
+                // bytes land inside the region's live mapping.
+                let buffer = unsafe UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: target), count: hole - data)
+                do {
+                    var done = 0
+                    while done < buffer.count {
+                        let got = unsafe try file.read(fromAbsoluteOffset: Int64(data + done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+                        guard got > 0 else { throw Errno.ioError }
+                        done += got
+                    }
+                } catch {
+                    throw .io(operation: "read", path: path, Errno(converting: error))
+                }
+                offset = hole
+            }
+        }
+    }
+
     /// The layout to map a snapshot's memory file back: each region of `layout` backed by
     /// `file`, private (copy-on-write) at its offset, so pages are read when the guest first
     /// touches them. Checks that the file is long enough for every region.

@@ -40,6 +40,16 @@ struct GuestMemorySnapshotTests {
             let original = try memory.readBytes(at: region.range.start, count: Int(region.size))
             #expect(try restored.readBytes(at: region.range.start, count: Int(region.size)) == original)
         }
+        // Copied in instead of mapped: the same bytes.
+        let copied = try GuestMemoryMmap([MemoryRegionSpec(start: GuestAddress(0), size: 1 << 20),
+                                          MemoryRegionSpec(start: GuestAddress(4 << 20), size: 2 << 20)])
+        try copied.readSnapshot(from: file, path: path, layout: memory.snapshotLayout)
+        for region in memory.regions {
+            let original = try memory.readBytes(at: region.range.start, count: Int(region.size))
+            #expect(try copied.readBytes(at: region.range.start, count: Int(region.size)) == original)
+        }
+        #expect(throws: SnapshotError.self) { try copied.readSnapshot(from: file, path: path, layout: Array(memory.snapshotLayout.prefix(1))) }
+
         // Writes to the restored memory stay in this process: the file keeps the saved bytes.
         try restored.write(UInt64(0x1111), at: GuestAddress(0xFFFF8))
         try restored.fill(0, at: GuestAddress(0), length: 1 << 20)
