@@ -6,7 +6,9 @@
 //   hv-fleet                          50 VMs on 2 workers
 //   hv-fleet --vms 200 --workers 1    more VMs, one worker
 //   hv-fleet --compare                the same VMs again with a thread per VM, for the timing
+//   hv-fleet --clones 20              one VM saved while it runs, then 20 clones restored from it
 import ArgumentParser
+import Glibc
 import GuestImages
 import HVMachine
 
@@ -31,7 +33,14 @@ struct Fleet: AsyncParsableCommand {
     @Flag(help: "Then run the same VMs with a thread per VM (VCPURunner) and compare the times.")
     var compare = false
 
+    @Option(help: "Instead: boot one VM that counts timer interrupts, save it while it runs, and restore this many clones of it.")
+    var clones: Int?
+
     mutating func run() async throws {
+        if let clones {
+            try runClones(clones)
+            return
+        }
         // The VMs have no devices: one event loop serves them all.
         let events = try EventLoop(name: "fleet-io")
         defer { events.shutdown() }
@@ -65,6 +74,65 @@ struct Fleet: AsyncParsableCommand {
             print("the same with a thread per VM (\(vms) threads): \(clock.now - start)")
         }
         if outcomes.keys.contains(where: { !$0.contains("exit with status 0") }) { throw ExitCode(1) }
+    }
+}
+
+extension Fleet {
+    /// Where the ticking guest keeps its record: magic, nonce, timer interrupts counted.
+    static let record = GuestAddress(4 << 20)
+
+    /// Boots one VM of Guests/tender/timer_ticks.c, saves it once it has counted some timer
+    /// interrupts, and restores `count` clones of it, each mapping the snapshot's memory
+    /// copy-on-write; prints what the clones cost and that each goes on counting.
+    func runClones(_ count: Int) throws {
+        let directory = "/tmp/hv-fleet-snapshot-\(getpid())"
+        defer {
+            for file in [MachineSnapshot.stateFileName, MachineSnapshot.memoryFileName] { unlink(directory + "/" + file) }
+            rmdir(directory)
+        }
+        let clock = ContinuousClock()
+        let original = try Machine(MachineConfiguration(memorySize: memory << 20))
+        try original.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try Self.tickerServices(), argument: Self.record.rawValue))
+        try original.start()
+        while try Self.ticks(original) < 5 { usleep(10_000) }
+        let saved = try original.snapshot(to: directory, leavePaused: true)
+        let savedTicks = try Self.ticks(original)
+        original.stop()
+        _ = original.wait()
+        print("saved a VM after \(savedTicks) timer interrupts: \(saved)")
+
+        let start = clock.now
+        let snapshot = try MachineSnapshot(directory: directory)
+        var fleet: [Machine] = []
+        for index in 0..<count {
+            var configuration = MachineConfiguration()
+            configuration.name = "clone\(index)"
+            let clone = try Machine(restoring: snapshot, configuration)
+            try clone.restore(hypercalls: try Self.tickerServices())
+            try clone.start()
+            fleet.append(clone)
+        }
+        let restored = clock.now - start
+        usleep(500_000)
+        let ticks = try fleet.map { try Self.ticks($0) }
+        let nonces = try Set(fleet.map { try $0.memory.read(UInt64.self, at: GuestAddress(Self.record.rawValue + 8)) })
+        for clone in fleet {
+            clone.stop()
+            _ = clone.wait()
+        }
+        print("\(count) clones restored and started in \(restored); after half a second they had counted \(ticks.min() ?? 0) to \(ticks.max() ?? 0) interrupts"
+            + " (saved at \(savedTicks)), all with the snapshot's nonce: \(nonces.count == 1)")
+        if nonces.count != 1 || ticks.contains(where: { $0 <= savedTicks }) { throw ExitCode(1) }
+    }
+
+    static func tickerServices() throws -> HypercallTable {
+        var table = HypercallTable()
+        for service: any ParavirtService in [ConsoleService(output: ConsoleBuffer()), RandomService()] { try table.install(service) }
+        return table
+    }
+
+    static func ticks(_ machine: Machine) throws -> UInt64 {
+        try machine.memory.read(UInt64.self, at: GuestAddress(record.rawValue + 16))
     }
 }
 
