@@ -26,7 +26,7 @@ demo: deps
 ## first everything but the Linux boots, in parallel; then the tests that boot Linux (the test
 ## guest where `make artifacts` built it, Debian's kernel), one at a time, since each keeps a
 ## core busy for tens of seconds when kernel code is emulated.
-LINUX_BOOTS := LinuxGuestTests|DebianKernelTests|theComposeSnippetBootsLinux
+LINUX_BOOTS := LinuxGuestTests|LinuxSnapshotTests|DebianKernelTests|theComposeSnippetBootsLinux
 ## What the tests use besides the build: passt (virtio-net's stream backend, end to end),
 ## iproute2 (addresses on the taps the network tests make) and socat (a host program nobody
 ## here wrote, speaking vsock's CONNECT protocol).
