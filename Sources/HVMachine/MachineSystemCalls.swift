@@ -61,11 +61,12 @@ public enum MachineSystemCalls {
     ]
 
     /// What taking a snapshot adds on the thread that takes it (``Machine/snapshot(to:kind:leavePaused:)``):
-    /// creating its directory and files, sizing the sparse memory file and renaming the files
+    /// waiting for the event loop to bring the devices to rest (an eventfd and poll), creating
+    /// the snapshot's directory and files, sizing the sparse memory file and renaming the files
     /// into place. Given to the waiting thread only when the embedder asks
     /// (``Machine/restrictCallingThread(allowingSnapshots:)``), since it lets that thread
     /// create files.
-    public static let snapshots: [SeccompRule] = ([.mkdir, .openat, .ftruncate, .rename] as [SystemCall]).map { SeccompRule($0) }
+    public static let snapshots: [SeccompRule] = ([.eventfd2, .poll, .mkdir, .openat, .ftruncate, .rename] as [SystemCall]).map { SeccompRule($0) }
 
     /// TUNSETOFFLOAD: _IOW('T', 208, unsigned int).
     static let tunSetOffload: UInt32 = 0x4004_54D0

@@ -358,3 +358,102 @@ struct MachineDiffSnapshotTests {
         }
     }
 }
+
+/// A snapshot taken here, resumed by minivmm in a process of its own (under its seccomp
+/// filters), which saves it again on SIGUSR1: the guest went on there, with its nonce.
+@Suite("Machine snapshots across processes", .serialized, .requiresKVM,
+       .enabled(if: MinivmmProcess.path != nil, "needs minivmm beside the test bundle (swift build --build-tests builds it)"))
+struct MachineSnapshotProcessTests {
+    @Test func minivmmRestoresInANewProcessAndSavesOnASignal() throws {
+        let first = MachineSnapshotTests.directory("process-first"), second = MachineSnapshotTests.directory("process-second")
+        defer { for directory in [first, second] { MachineSnapshotTests.removeSnapshot(directory) } }
+        // Composed as minivmm composes a machine with no device options: the legacy set, and
+        // its hypercall services for a guest without a kernel.
+        let machine = try Machine(MachineConfiguration(memorySize: 16 << 20))
+        try machine.addLegacyDevices(console: CollectingSink())
+        var table = HypercallTable()
+        for service: any ParavirtService in [ConsoleService(output: CollectingSink()), ClockService(), RandomService(), LifecycleService()] {
+            try table.install(service)
+        }
+        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: table, argument: MachineSnapshotTests.record.rawValue))
+        try machine.start()
+        try #require(waitUntil(seconds: 120) { try MachineSnapshotTests.ticks(machine) >= 3 })
+        try machine.snapshot(to: first, leavePaused: true)
+        let nonce = try machine.memory.read(UInt64.self, at: GuestAddress(MachineSnapshotTests.record.rawValue + 8))
+        let saved = try MachineSnapshotTests.ticks(machine)
+        machine.stop()
+        _ = machine.wait()
+
+        let process = try MinivmmProcess(["--restore", first, "--snapshot-on-signal", "SIGUSR1,\(second)", "--console", "file:/dev/null"])
+        defer { process.end() }
+        usleep(500_000)
+        process.signal(SIGUSR1)
+        #expect(waitUntil(seconds: 120) { access(second + "/" + MachineSnapshot.stateFileName, F_OK) == 0 },
+                "minivmm saved nothing on SIGUSR1")
+        process.signal(SIGTERM)
+        #expect(process.wait() == 130, "minivmm did not stop cleanly on SIGTERM")
+
+        let again = try MachineSnapshot(directory: second)
+        let memory = try FileDescriptor.open(FilePath(again.memoryPath), .readOnly)
+        defer { try? memory.close() }
+        var record = [UInt8](repeating: 0, count: 24)
+        _ = try record.withUnsafeMutableBytes { try memory.read(fromAbsoluteOffset: Int64(MachineSnapshotTests.record.rawValue), into: $0) }
+        let words = record.withUnsafeBytes { bytes in (0..<3).map { bytes.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+        #expect(words[0] == MachineSnapshotTests.magic)
+        #expect(words[1] == nonce, "the guest was booted again")
+        #expect(words[2] > saved, "the guest did not go on counting in minivmm: \(words[2]) after \(saved)")
+    }
+}
+
+/// minivmm, built beside the test bundle, run as a child process.
+final class MinivmmProcess {
+    /// minivmm's path, if it was built.
+    static let path: String? = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        let executable = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // The bundle is DIR/NAME.xctest (a file on Linux); minivmm is DIR/minivmm.
+        guard let slash = executable.lastIndex(of: "/") else { return nil }
+        let candidate = String(executable[..<slash]) + "/minivmm"
+        return access(candidate, X_OK) == 0 ? candidate : nil
+    }()
+
+    let pid: pid_t
+    private var status: Int32?
+
+    init(_ arguments: [String]) throws {
+        let path = try #require(Self.path)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        try #require(result == 0, "posix_spawn: \(result)")
+        self.pid = pid
+    }
+
+    func signal(_ number: Int32) {
+        kill(pid, number)
+    }
+
+    /// Waits for the process; its exit status, or 128 plus the signal that ended it.
+    func wait() -> Int32 {
+        if let status { return status }
+        var raw: Int32 = 0
+        while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
+        let result = raw & 0x7F == 0 ? (raw >> 8) & 0xFF : 128 + (raw & 0x7F)
+        status = result
+        return result
+    }
+
+    /// Ends the process if it still runs.
+    func end() {
+        guard status == nil else { return }
+        kill(pid, SIGKILL)
+        _ = wait()
+    }
+}

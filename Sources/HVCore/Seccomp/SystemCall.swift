@@ -151,6 +151,10 @@ public struct SystemCall: Hashable, Sendable, CustomStringConvertible {
     public static let unlink = SystemCall(number: 87, name: "unlink")
     /// `mkdir`, number 83: a snapshot's directory.
     public static let mkdir = SystemCall(number: 83, name: "mkdir")
+    /// `eventfd2`, number 290: the wake-up a thread waits on while the event loop does its part of a snapshot.
+    public static let eventfd2 = SystemCall(number: 290, name: "eventfd2")
+    /// `poll`, number 7: that wait.
+    public static let poll = SystemCall(number: 7, name: "poll")
     /// `ftruncate`, number 77: a sparse memory file's length.
     public static let ftruncate = SystemCall(number: 77, name: "ftruncate")
     /// `rename`, number 82: a snapshot's files moved into place.
