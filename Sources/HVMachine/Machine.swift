@@ -70,6 +70,8 @@ public final class Machine: Sendable {
         var restoring: MachineSnapshot?
         /// The identity of the last snapshot taken or restored: a diff snapshot's parent.
         var lastSnapshot: UInt64?
+        /// Whether a snapshot is being taken (a second one at once is refused).
+        var snapshotting = false
         var extraCommandLine: [String] = []
         var boot: LoadedBoot?
         var traps: [TrapSite: any RegisterTrap] = [:]

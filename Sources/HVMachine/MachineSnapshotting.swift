@@ -53,6 +53,9 @@ extension Machine {
     /// cannot save its state (one added with ``add(pio:port:count:name:)`` that is not
     /// `SnapshotStateful`) is refused before anything is paused, naming the device.
     ///
+    /// Call it from any thread but the machine's own (a vCPU's, or its event loop's): it waits
+    /// for both. A second snapshot of the machine while one is taken is refused.
+    ///
     /// `kind` ``SnapshotKind/diff`` writes only the pages that changed since this machine's
     /// last snapshot (full or diff), which needs ``MachineConfiguration/dirtyPageTracking``;
     /// ``MachineSnapshot/merge(diff:onto:)`` applies it to that snapshot's directory.
@@ -62,8 +65,11 @@ extension Machine {
             guard state.phase == .running, state.runner != nil || state.scheduled != nil else {
                 throw MachineError(.snapshot, reason: "the machine is not running (it is \(state.phase))")
             }
+            guard !state.snapshotting else { throw MachineError(.snapshot, reason: "another snapshot of this machine is being taken") }
+            state.snapshotting = true
             return (state.runner, state.scheduled, state.statefulDevices, state.unsaveableDevices, state.lastSnapshot)
         }
+        defer { state.withLock { $0.snapshotting = false } }
         if kind == .diff {
             guard configuration.dirtyPageTracking else {
                 throw MachineError(.snapshot, reason: "a diff snapshot needs dirty-page tracking (MachineConfiguration.dirtyPageTracking)")
