@@ -364,6 +364,13 @@ public final class Machine: Sendable {
 
     /// The setup each vCPU runs on its own thread before it first enters the guest.
     private func vcpuSetup(for boot: LoadedBoot) throws(MachineError) -> VCPURunner.Setup {
+        if case let .restored(states) = boot {
+            // The saved CPUID comes back with the rest of each vCPU's state.
+            return { vcpu throws(KVMError) in
+                guard let saved = states[vcpu.id] else { throw .invalidArgument("the snapshot has no state for vCPU \(vcpu.id)") }
+                try vcpu.restoreState(saved)
+            }
+        }
         var cpu = try during(.start) { try GuestCPUModel(kvm: kvm, vcpuCount: configuration.vcpuCount) }
         for feature in configuration.hiddenCPUFeatures { cpu.removeFeature(feature) }
         let memory = self.memory
@@ -382,11 +389,8 @@ public final class Machine: Sendable {
                 guard vcpu.id == 0 else { return }
                 try vcpu.setupLongMode(memory: memory, entry: entry, argument: argument)
             }
-        case let .restored(states):
-            return { vcpu throws(KVMError) in
-                guard let saved = states[vcpu.id] else { throw .invalidArgument("the snapshot has no state for vCPU \(vcpu.id)") }
-                try vcpu.restoreState(saved)
-            }
+        case .restored:
+            throw MachineError(.start, reason: "a restored machine's vCPUs were not set up from its snapshot")
         }
     }
 }

@@ -1,10 +1,19 @@
+import Glibc
 import SystemPackage
 
 /// Whole-file reads of host files: kernels, initrds, guest images.
 public enum HostFile {
-    /// The whole of the file at `path`, read in 1 MiB chunks.
+    /// The whole of the file at `path`: its size is asked first, so a small file (a
+    /// snapshot's state) costs one buffer of its size, not a 1 MiB chunk.
     public static func readAll(_ path: FilePath) throws(Errno) -> [UInt8] {
-        try read(path, upTo: .max)
+        var status = stat()
+        // One byte more than the size, so the read loop sees the end of the file; a file that
+        // grows meanwhile is read in chunks from there.
+        let limit = unsafe stat(path.description, &status) == 0 && status.st_size >= 0 && status.st_size < 1 << 20
+            ? Int(status.st_size) + 1 : Int.max
+        var bytes = try read(path, upTo: limit)
+        if bytes.count == limit { bytes += try read(path, upTo: .max).dropFirst(limit) }
+        return bytes
     }
 
     /// The first `limit` bytes of the file at `path` (all of it if shorter): for files of which
