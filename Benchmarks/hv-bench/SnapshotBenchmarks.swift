@@ -61,6 +61,15 @@ final class SnapshotSubject {
     }
 }
 
+/// The baseline of the snapshot figures: a plain C loop writing `bytes` bytes to `path` and
+/// syncing them, ms.
+func cWriteLoop(bytes: UInt64, to path: String) throws -> Double {
+    let buffer = [UInt8](repeating: 0xA5, count: Int(bytes))
+    let nanoseconds = buffer.withUnsafeBufferPointer { hvb_c_write_file(path, $0.baseAddress, $0.count) }
+    guard nanoseconds >= 0 else { throw BenchError.baseline("write loop", nanoseconds) }
+    return nanoseconds / 1e6
+}
+
 func removeSnapshot(_ directory: String) {
     for file in [MachineSnapshot.stateFileName, MachineSnapshot.memoryFileName] { unlink(directory + "/" + file) }
     rmdir(directory)
@@ -86,10 +95,7 @@ func snapshotFullFigure(rounds: Int) throws -> Figure {
         times.append((nowNanoseconds() - start) / 1e6)
         paused.append(Double(report.pausedNanoseconds) / 1e6)
         written = report.memoryBytesWritten
-        let bytes = [UInt8](repeating: 0xA5, count: Int(written))
-        let nanoseconds = bytes.withUnsafeBufferPointer { hvb_c_write_file(copy, $0.baseAddress, $0.count) }
-        guard nanoseconds >= 0 else { throw BenchError.baseline("write loop", nanoseconds) }
-        baselines.append(nanoseconds / 1e6)
+        baselines.append(try cWriteLoop(bytes: written, to: copy))
     }
     return Figure(name: "snapshot_full_128m", value: median(times), baseline: median(baselines), unit: "ms",
                   note: "a running 128 MiB machine saved (\(written >> 20) MiB of RAM written, fsync'ed, vCPUs paused \(format(median(paused))) ms), median of \(rounds); baseline: one C write loop of the same bytes and fsync; goal ≤ 1.2×")
@@ -123,10 +129,7 @@ func snapshotDiffFigure(rounds: Int) throws -> Figure {
         let report = try subject.machine.snapshot(to: diff, kind: .diff)
         times.append((nowNanoseconds() - start) / 1e6)
         written = report.memoryBytesWritten
-        let bytes = [UInt8](repeating: 0xA5, count: Int(written))
-        let nanoseconds = bytes.withUnsafeBufferPointer { hvb_c_write_file(copy, $0.baseAddress, $0.count) }
-        guard nanoseconds >= 0 else { throw BenchError.baseline("write loop", nanoseconds) }
-        baselines.append(nanoseconds / 1e6)
+        baselines.append(try cWriteLoop(bytes: written, to: copy))
     }
     return Figure(name: "snapshot_diff", value: median(times), baseline: median(baselines), unit: "ms",
                   note: "a diff snapshot of a running 128 MiB machine after 16 MiB changed in scattered pages (\(written >> 20) MiB written, fsync'ed), median of \(rounds); baseline: one C write loop of the same bytes and fsync; goal ≤ 1.2×")

@@ -421,7 +421,7 @@ final class ResetLine: Sendable {
 extension Machine.State {
     /// Notes whether snapshots can save `device`.
     mutating func record(_ device: any BusDevice, name: String) {
-        if let stateful = device as? any SnapshotStateful {
+        if let stateful = device.snapshotState {
             statefulDevices.append((name, stateful))
         } else {
             unsaveableDevices.append(name)

@@ -110,7 +110,7 @@ extension Machine {
             state.virtio.append(slot)
             // The transport saves its registers and queues, and the device's own state when the
             // device can save it; otherwise snapshots of the machine are refused, naming it.
-            if device is any SnapshotStateful {
+            if device.snapshotState != nil {
                 state.statefulDevices.append((label, transport))
             } else {
                 state.unsaveableDevices.append(label)

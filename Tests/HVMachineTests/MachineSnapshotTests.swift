@@ -30,6 +30,15 @@ struct MachineSnapshotTests {
         rmdir(directory)
     }
 
+    /// A 16 MiB machine (or `configuration`'s) with the legacy devices, running the ticking guest.
+    static func ticker(_ configuration: MachineConfiguration = MachineConfiguration(memorySize: 16 << 20),
+                       console: CollectingSink = CollectingSink()) throws -> RunningGuest {
+        let machine = try Machine(configuration)
+        try machine.addLegacyDevices(console: CollectingSink())
+        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try services(console), argument: record.rawValue))
+        return try RunningGuest(machine)
+    }
+
     static func ticks(_ machine: Machine) throws -> UInt64 {
         try machine.memory.read(UInt64.self, at: GuestAddress(record.rawValue + 16))
     }
@@ -41,16 +50,9 @@ struct MachineSnapshotTests {
         let directory = Self.directory("ticks")
         defer { Self.removeSnapshot(directory) }
         let console = CollectingSink()
-        let original = try Machine(MachineConfiguration(memorySize: 16 << 20))
-        try original.addLegacyDevices(console: CollectingSink())
-        try original.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try Self.services(console), argument: Self.record.rawValue))
-        let watchdog = Watchdog(original, seconds: 300)
-        try original.start()
-        defer {
-            original.stop()
-            _ = original.wait()
-            watchdog.cancel()
-        }
+        let running = try Self.ticker(console: console)
+        defer { running.finish() }
+        let original = running.machine
         try #require(waitUntil(seconds: 120) { try Self.ticks(original) >= 5 }, "the guest did not tick: \(console.text)")
         #expect(try original.memory.read(UInt64.self, at: Self.record) == Self.magic)
         let nonce = try original.memory.read(UInt64.self, at: GuestAddress(Self.record.rawValue + 8))
@@ -69,13 +71,8 @@ struct MachineSnapshotTests {
         // The guest's memory is the snapshot's, before anything runs.
         #expect(try restored.memory.read(UInt64.self, at: GuestAddress(Self.record.rawValue + 8)) == nonce)
         try restored.restore(hypercalls: try Self.services(console))
-        let restoredWatchdog = Watchdog(restored, seconds: 300)
-        try restored.start()
-        defer {
-            restored.stop()
-            _ = restored.wait()
-            restoredWatchdog.cancel()
-        }
+        let restoredRun = try RunningGuest(restored)
+        defer { restoredRun.finish() }
         #expect(try Self.ticks(restored) >= savedTicks)
         #expect(waitUntil(seconds: 120) { (try? Self.ticks(restored)) ?? 0 >= savedTicks + 5 }, "no ticks after the restore: \((try? Self.ticks(restored)) ?? 0) (saved \(savedTicks))")
         #expect(try restored.memory.read(UInt64.self, at: GuestAddress(Self.record.rawValue + 8)) == nonce)
@@ -110,13 +107,8 @@ struct MachineSnapshotDiskTests {
         let slot = try original.addDisk(path: disk.path, name: "disk0").slot
         let argument = (slot.window.start.rawValue >> 12) << 32 | Self.record.rawValue >> 12
         try original.load(.unikernel(image: GuestImages.blockSequence, hypercalls: try MachineSnapshotTests.services(console), argument: argument))
-        let watchdog = Watchdog(original, seconds: 300)
-        try original.start()
-        defer {
-            original.stop()
-            _ = original.wait()
-            watchdog.cancel()
-        }
+        let running = try RunningGuest(original)
+        defer { running.finish() }
         try #require(waitUntil(seconds: 120) { try Self.completed(original) >= 20 }, "the sequence did not start: \(console.text)")
         try original.snapshot(to: directory, leavePaused: true)
         let saved = try Self.completed(original)
@@ -128,13 +120,8 @@ struct MachineSnapshotDiskTests {
         try restored.addLegacyDevices(console: CollectingSink())
         try restored.addDisk(path: disk.path, name: "disk0")
         try restored.restore(hypercalls: try MachineSnapshotTests.services(console))
-        let restoredWatchdog = Watchdog(restored, seconds: 300)
-        try restored.start()
-        defer {
-            restored.stop()
-            _ = restored.wait()
-            restoredWatchdog.cancel()
-        }
+        let restoredRun = try RunningGuest(restored)
+        defer { restoredRun.finish() }
         #expect(waitUntil(seconds: 120) { ((try? Self.result(restored)) ?? 0) != 0 }, "the sequence did not complete: \(console.text)")
         #expect(try Self.result(restored) == 1, "\(console.text)")
         #expect(try Self.completed(restored) == Self.requests)
@@ -154,17 +141,10 @@ struct MachineSnapshotDiskTests {
 struct MachineSnapshotRefusalTests {
     /// A running ticking machine and its snapshot in `directory`.
     static func snapshotOfATicker(_ directory: String) throws {
-        let machine = try Machine(MachineConfiguration(memorySize: 16 << 20))
-        try machine.addLegacyDevices(console: CollectingSink())
-        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try MachineSnapshotTests.services(CollectingSink()),
-                                    argument: MachineSnapshotTests.record.rawValue))
-        try machine.start()
-        defer {
-            machine.stop()
-            _ = machine.wait()
-        }
-        _ = try waitUntil(seconds: 60) { try MachineSnapshotTests.ticks(machine) >= 1 }
-        try machine.snapshot(to: directory)
+        let running = try MachineSnapshotTests.ticker()
+        defer { running.finish() }
+        _ = try waitUntil(seconds: 60) { try MachineSnapshotTests.ticks(running.machine) >= 1 }
+        try running.machine.snapshot(to: directory)
     }
 
     @Test func aMachineThatIsNotRunningOrHasADeviceWithoutStateIsNotSaved() throws {
@@ -290,17 +270,9 @@ struct MachineDiffSnapshotTests {
         defer { for directory in [base, diff, full] { MachineSnapshotTests.removeSnapshot(directory) } }
         var configuration = MachineConfiguration(memorySize: 16 << 20)
         configuration.dirtyPageTracking = true
-        let machine = try Machine(configuration)
-        try machine.addLegacyDevices(console: CollectingSink())
-        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try MachineSnapshotTests.services(CollectingSink()),
-                                    argument: MachineSnapshotTests.record.rawValue))
-        let watchdog = Watchdog(machine, seconds: 300)
-        try machine.start()
-        defer {
-            machine.stop()
-            _ = machine.wait()
-            watchdog.cancel()
-        }
+        let running = try MachineSnapshotTests.ticker(configuration)
+        defer { running.finish() }
+        let machine = running.machine
         #expect { try machine.snapshot(to: diff, kind: .diff) } throws: { "\($0)".contains("earlier snapshot") }
         try #require(waitUntil(seconds: 120) { try MachineSnapshotTests.ticks(machine) >= 2 })
         try machine.snapshot(to: base)
@@ -455,5 +427,29 @@ final class MinivmmProcess {
         guard status == nil else { return }
         kill(pid, SIGKILL)
         _ = wait()
+    }
+}
+
+/// A machine running a tiny guest for a test, under a watchdog that only guards against a
+/// hang; `finish()` stops it.
+final class RunningGuest {
+    let machine: Machine
+    private let watchdog: Watchdog
+
+    /// Starts `machine` (loaded or restored).
+    init(_ machine: Machine, seconds: Int = 300) throws {
+        self.machine = machine
+        watchdog = Watchdog(machine, seconds: seconds)
+        do { try machine.start() } catch {
+            watchdog.cancel()
+            throw error
+        }
+    }
+
+    /// Stops the machine and waits for its shutdown.
+    func finish() {
+        machine.stop()
+        _ = machine.wait()
+        watchdog.cancel()
     }
 }

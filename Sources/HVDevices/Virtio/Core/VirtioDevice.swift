@@ -28,11 +28,21 @@ public protocol VirtioDevice: AnyObject, Sendable {
     /// Return to the state before activation: stop using the queues and guest memory, with no
     /// request still in flight when this returns.
     func reset()
+    /// The device as a `SnapshotStateful`, when it saves its state: nil by default, itself for
+    /// devices that conform (a requirement, so no dynamic cast is needed to ask).
+    var snapshotState: (any SnapshotStateful)? { get }
 }
 
 extension VirtioDevice {
     /// Ignores the write: most devices' configuration is read-only.
     public func writeConfiguration(at offset: Int, bytes: [UInt8]) {}
+    /// Nil: the device does not save its state.
+    public var snapshotState: (any SnapshotStateful)? { nil }
+}
+
+extension VirtioDevice where Self: SnapshotStateful {
+    /// The device itself.
+    public var snapshotState: (any SnapshotStateful)? { self }
 }
 
 /// Why a device could not be activated or had to stop.

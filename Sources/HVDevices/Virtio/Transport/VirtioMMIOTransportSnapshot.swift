@@ -9,7 +9,7 @@ extension VirtioMMIOTransport: SnapshotStateful {
     public var snapshotVersion: UInt16 { 1 }
 
     /// The device behind the transport, when it can be saved.
-    var statefulDevice: (any SnapshotStateful)? { device as? any SnapshotStateful }
+    var statefulDevice: (any SnapshotStateful)? { device.snapshotState }
 
     /// Lets the device finish or give back what it holds, then checks that no queue has a
     /// chain in flight: the rings in guest memory then say everything.
