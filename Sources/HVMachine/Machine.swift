@@ -66,7 +66,7 @@ public final class Machine: Sendable {
         var statefulDevices: [(name: String, device: any SnapshotStateful)] = []
         /// Devices that cannot be saved yet: a snapshot of the machine is refused, naming them.
         var unsaveableDevices: [String] = []
-        /// The snapshot this machine is being restored from (``Machine/init(restoring:_:)``).
+        /// The snapshot this machine is being restored from (``Machine/init(restoring:_:copyingMemory:)``).
         var restoring: MachineSnapshot?
         /// The identity of the last snapshot taken or restored: a diff snapshot's parent.
         var lastSnapshot: UInt64?

@@ -63,7 +63,7 @@ public struct MachineConfiguration: Sendable {
     /// Where the machine logs (swift-log).
     public var logger: Logger = Logger(label: "hvkit.machine")
     /// RAM mapped from a snapshot's memory file instead of ``memoryLayout`` (set by
-    /// ``Machine/init(restoring:_:)``).
+    /// ``Machine/init(restoring:_:copyingMemory:)``).
     var restoredMemory: [MemoryRegionSpec]?
 
     /// The default GSIs for devices: the I/O APIC's pins that no legacy device of

@@ -39,7 +39,7 @@ public struct MachineError: Error, Sendable, CustomStringConvertible {
         case restrictSystemCalls = "restricting system calls"
         /// Saving the machine's state and memory (``Machine/snapshot(to:kind:leavePaused:)``).
         case snapshot = "taking a snapshot"
-        /// Reading a snapshot or putting its state back (``Machine/init(restoring:_:)``, ``Machine/restore(hypercalls:)``).
+        /// Reading a snapshot or putting its state back (``Machine/init(restoring:_:copyingMemory:)``, ``Machine/restore(hypercalls:)``).
         case restore = "restoring a snapshot"
     }
 

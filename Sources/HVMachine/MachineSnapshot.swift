@@ -6,7 +6,7 @@ import SystemPackage
 /// A machine snapshot on disk, opened to restore from: a directory holding `state` (a
 /// `SnapshotArchive`: the machine's shape, the VM, every vCPU and every device) and
 /// `memory` (guest RAM, sparse). Opening reads and checks the state file (magic, version,
-/// checksum) and opens the memory file; ``Machine/init(restoring:_:)`` then maps the memory
+/// checksum) and opens the memory file; ``Machine/init(restoring:_:copyingMemory:)`` then maps the memory
 /// copy-on-write, so pages are read only when the guest touches them and clones of one
 /// snapshot share its page cache.
 public final class MachineSnapshot: Sendable {
