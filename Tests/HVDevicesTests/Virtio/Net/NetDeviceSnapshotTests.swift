@@ -13,17 +13,7 @@ struct NetDeviceSnapshotTests {
         let rig = try NetRig()
         let heads = try rig.postReceiveBuffers(4)
         #expect(waitUntil { rig.device.isWatchingBackend }, "the device did not take the buffers")
-        let saving = rig.transport
-        let bytes = try rig.loop.perform { () -> Result<[UInt8], SnapshotError> in
-            do throws(SnapshotError) {
-                try saving.prepareSnapshot()
-                var encoder = SnapshotEncoder()
-                saving.saveState(to: &encoder)
-                return .success(encoder.bytes)
-            } catch {
-                return .failure(error)
-            }
-        }.map { try $0.get() } ?? []
+        let bytes = try savedState(of: rig.transport, on: rig.loop)
         #expect(!bytes.isEmpty)
         #expect(!rig.device.isWatchingBackend, "the device still reads with no buffer held")
 

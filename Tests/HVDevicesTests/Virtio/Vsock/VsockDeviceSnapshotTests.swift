@@ -20,16 +20,7 @@ struct VsockDeviceSnapshotTests {
 
         // The save: every buffer the device held is back in its queue, nothing in flight.
         let transport = rig.driver.transport
-        let bytes = try rig.loop.perform { () -> Result<[UInt8], SnapshotError> in
-            do throws(SnapshotError) {
-                try transport.prepareSnapshot()
-                var encoder = SnapshotEncoder()
-                transport.saveState(to: &encoder)
-                return .success(encoder.bytes)
-            } catch {
-                return .failure(error)
-            }
-        }.map { try $0.get() } ?? []
+        let bytes = try savedState(of: transport, on: rig.loop)
         #expect(!bytes.isEmpty)
         _ = rig.loop.perform { transport.snapshotFinished() }
 
