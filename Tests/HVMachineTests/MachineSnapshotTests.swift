@@ -125,7 +125,8 @@ struct MachineSnapshotDiskTests {
         #expect(waitUntil(seconds: 120) { ((try? Self.result(restored)) ?? 0) != 0 }, "the sequence did not complete: \(console.text)")
         #expect(try Self.result(restored) == 1, "\(console.text)")
         #expect(try Self.completed(restored) == Self.requests)
-        #expect(console.text.hasSuffix("block sequence: every sector right\n"), "\(console.text)")
+        // The guest records its result, then says it on the console: the line may come a moment later.
+        #expect(waitUntil(seconds: 60) { console.text.hasSuffix("block sequence: every sector right\n") }, "\(console.text)")
         restored.stop()
         _ = restored.wait()
         let bytes = try HostFile.readAll(FilePath(disk.path))
