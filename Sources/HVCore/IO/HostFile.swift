@@ -3,17 +3,9 @@ import SystemPackage
 
 /// Whole-file reads of host files: kernels, initrds, guest images.
 public enum HostFile {
-    /// The whole of the file at `path`: its size is asked first, so a small file (a
-    /// snapshot's state) costs one buffer of its size, not a 1 MiB chunk.
+    /// The whole of the file at `path`.
     public static func readAll(_ path: FilePath) throws(Errno) -> [UInt8] {
-        var status = stat()
-        // One byte more than the size, so the read loop sees the end of the file; a file that
-        // grows meanwhile is read in chunks from there.
-        let limit = unsafe stat(path.description, &status) == 0 && status.st_size >= 0 && status.st_size < 1 << 20
-            ? Int(status.st_size) + 1 : Int.max
-        var bytes = try read(path, upTo: limit)
-        if bytes.count == limit { bytes += try read(path, upTo: .max).dropFirst(limit) }
-        return bytes
+        try read(path, upTo: .max)
     }
 
     /// The first `limit` bytes of the file at `path` (all of it if shorter): for files of which
@@ -23,9 +15,13 @@ public enum HostFile {
         do { descriptor = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) } catch { throw Errno(converting: error) }
         defer { try? descriptor.close() }
         var result: [UInt8] = []
-        // Large chunks for kernels and images; a small one when little is wanted, because the
-        // chunk is zeroed (and faulted in) before the first read.
-        var chunk = [UInt8](repeating: 0, count: min(1 << 20, max(limit, 0)))
+        // Large chunks for kernels and images; a small one when little is wanted or the file is
+        // small (a snapshot's state), because the chunk is zeroed (and faulted in) before the
+        // first read. One byte past the size, so that the first read already sees the end;
+        // procfs files say 0 whatever they hold, so 0 tells nothing.
+        var status = stat()
+        let size = unsafe fstat(descriptor.rawValue, &status) == 0 && status.st_size > 0 ? Int(status.st_size) + 1 : Int.max
+        var chunk = [UInt8](repeating: 0, count: min(1 << 20, max(limit, 0), size))
         while result.count < limit {
             let wanted = min(chunk.count, limit - result.count)
             let count: Int
