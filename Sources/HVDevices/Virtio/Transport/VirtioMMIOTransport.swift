@@ -293,15 +293,19 @@ public final class VirtioMMIOTransport: BusDevice {
                 state.withLock { $0.reset() }
                 interrupt.reset()
             case let .activate(activation):
-                do throws(VirtioDeviceError) {
-                    try device.activate(activation)
-                    queueHistory.withLock { $0.active = activation.queues.compactMap { $0 } }
-                    active.store(true, ordering: .releasing)
-                } catch {
+                do throws(VirtioDeviceError) { try start(activation) } catch {
                     interrupt.setNeedsReset(because: "activation failed: \(error)")
                 }
             }
         }
+    }
+
+    /// Starts the device on `activation`'s queues and marks the transport active; called with
+    /// `lifecycle` held (when the driver sets DRIVER_OK, or by a restore).
+    func start(_ activation: VirtioActivation) throws(VirtioDeviceError) {
+        try device.activate(activation)
+        queueHistory.withLock { $0.active = activation.queues.compactMap { $0 } }
+        active.store(true, ordering: .releasing)
     }
 
     private func applyStatus(_ value: UInt32, _ state: inout MMIOTransportState) -> (StatusEffect, String?) {

@@ -101,11 +101,8 @@ extension VirtioMMIOTransport: SnapshotStateful {
             state.withLock { $0 = restored }
             interrupt.restore(status: pending, generation: generation, needsReset: needsReset)
             guard wasActive else { return }
-            let activation = activation(queues: restored.queues, features: restored.driverFeatures)
             do throws(VirtioDeviceError) {
-                try device.activate(activation)
-                queueHistory.withLock { $0.active = activation.queues.compactMap { $0 } }
-                active.store(true, ordering: .releasing)
+                try start(activation(queues: restored.queues, features: restored.driverFeatures))
             } catch {
                 restartError = .incompatible("the virtio \(device.deviceType) device did not start again: \(error)")
             }
