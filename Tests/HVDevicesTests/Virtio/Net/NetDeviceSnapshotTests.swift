@@ -26,12 +26,7 @@ struct NetDeviceSnapshotTests {
         #expect(waitUntil { restored.isWatchingBackend }, "the restored device did not take the buffers again")
 
         let frame = testFrame(length: 200, seed: 9)
-        var sending = NetHeader().bytes + frame
-        let sent = try sending.withUnsafeMutableBytes { buffer in
-            let vector = [iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)]
-            return try vector.withUnsafeBufferPointer { try far.transmit($0) }
-        }
-        #expect(sent)
+        try rig.peerSend(frame, through: far)
         let used = try rig.waitForReceived(1)
         #expect(used.first.map { UInt16($0.id) } == heads.first)
         let received = try rig.contents(ofReceiveChain: try #require(used.first).id, length: try #require(used.first).length)
@@ -42,15 +37,7 @@ struct NetDeviceSnapshotTests {
         try rig.memory.write(NetHeader().bytes + outgoing, to: GuestAddress(0x8_0000))
         try rig.transmitQueue.addChain([(GuestAddress(0x8_0000), UInt32(NetHeader.size + outgoing.count), false)])
         MMIODriver(transport: transport).notify(UInt32(NetDevice.transmitQueue))
-        var buffer = [UInt8](repeating: 0, count: 2048)
-        var length: Int?
-        _ = try waitUntil {
-            length = try buffer.withUnsafeMutableBytes { raw in
-                let vector = [iovec(iov_base: raw.baseAddress, iov_len: raw.count)]
-                return try vector.withUnsafeBufferPointer { try far.receive(into: $0) }
-            }
-            return length != nil
-        }
-        #expect(length.map { Array(buffer[NetHeader.size..<$0]) } == outgoing)
+        let sent = try #require(try rig.peerReceive(from: far))
+        #expect(Array(sent.dropFirst(NetHeader.size)) == outgoing)
     }
 }

@@ -65,24 +65,27 @@ final class NetRig {
         return heads
     }
 
-    /// The other end sends `frame` with `header` in front.
-    func peerSend(_ frame: [UInt8], header: NetHeader = NetHeader()) throws {
+    /// The other end (or `other`, the end of another link) sends `frame` with `header` in front.
+    func peerSend(_ frame: [UInt8], header: NetHeader = NetHeader(), through other: PairedNetBackend? = nil) throws {
         var bytes = header.bytes + frame
+        let end = other ?? peer
         let sent = try bytes.withUnsafeMutableBytes { buffer in
             let vector = [iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)]
-            return try vector.withUnsafeBufferPointer { try peer.transmit($0) }
+            return try vector.withUnsafeBufferPointer { try end.transmit($0) }
         }
         try #require(sent)
     }
 
-    /// The next frame the device sent to the other end (header included), waiting a while.
-    func peerReceive() throws -> [UInt8]? {
+    /// The next frame the device sent to the other end (or to `other`, the end of another
+    /// link), header included, waiting a while.
+    func peerReceive(from other: PairedNetBackend? = nil) throws -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: 70_000)
         var received: Int?
+        let end = other ?? peer
         _ = try waitUntil {
             received = try buffer.withUnsafeMutableBytes { raw in
                 let vector = [iovec(iov_base: raw.baseAddress, iov_len: raw.count)]
-                return try vector.withUnsafeBufferPointer { try peer.receive(into: $0) }
+                return try vector.withUnsafeBufferPointer { try end.receive(into: $0) }
             }
             return received != nil
         }
