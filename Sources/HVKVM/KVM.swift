@@ -1,6 +1,7 @@
 import CKVM
 import Glibc
 import HVCore
+import Synchronization
 import SystemPackage
 
 /// The KVM system handle: an open /dev/kvm. Checks the API version, answers capability
@@ -13,6 +14,9 @@ public final class KVM: Sendable {
     public let fileDescriptor: FileDescriptor
     /// The size of each vCPU's shared kvm_run mapping.
     public let vcpuMmapSize: Int
+    /// KVM_GET_SUPPORTED_CPUID's answer, which does not change while /dev/kvm is open: asked
+    /// once, under the lock, so that a second caller waits for the first one's answer.
+    private let supportedCPUIDCache = Mutex<[CPUIDEntry]?>(nil)
 
     /// Opens `path` and checks that it speaks KVM API version 12.
     public init(path: String = KVM.defaultPath) throws(KVMError) {
@@ -57,9 +61,16 @@ public final class KVM: Sendable {
         guard has(capability) else { throw .missingCapability(capability.description) }
     }
 
-    /// The CPUID entries KVM can expose to a guest on this host (KVM_GET_SUPPORTED_CPUID).
+    /// The CPUID entries KVM can expose to a guest on this host (KVM_GET_SUPPORTED_CPUID),
+    /// asked once per handle: the ioctl builds the whole table each time, about half a
+    /// millisecond on an emulating host.
     public func supportedCPUID() throws(KVMError) -> [CPUIDEntry] {
-        try CPUIDEntry.query(fileDescriptor, CKVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID")
+        try supportedCPUIDCache.withLock { cached throws(KVMError) -> [CPUIDEntry] in
+            if let cached { return cached }
+            let entries = try CPUIDEntry.query(fileDescriptor, CKVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID")
+            cached = entries
+            return entries
+        }
     }
 
     /// The MSR indices KVM saves and restores for a guest (KVM_GET_MSR_INDEX_LIST).

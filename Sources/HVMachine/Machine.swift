@@ -82,6 +82,9 @@ public final class Machine: Sendable {
     }
 
     let state: Locked<State>
+    /// The event loop's seccomp filter, installed on its thread from ``init(_:)``: nil when
+    /// there is none to wait for (a shared loop, or no filter).
+    private let eventLoopFilter: EventLoop.Pending<SeccompError?>?
     /// Held through the shutdown, so a second waiter gets the first one's result.
     let shutdownResult = Locked<MachineResult?>(nil)
 
@@ -113,26 +116,34 @@ public final class Machine: Sendable {
         (self.kvm, self.vm, self.memory) = (kvm, vm, memory)
         pio = Bus(space: .pio)
         mmio = Bus(space: .mmio)
+        var filterInstall: EventLoop.Pending<SeccompError?>?
         if let shared = configuration.sharedEventLoop {
             events = shared
             ownsEventLoop = false
         } else {
             let loop = try during(.startEventLoop) { try EventLoop(name: "\(configuration.name)-io") }
+            // KVM_GET_SUPPORTED_CPUID takes about half a millisecond on an emulating host; the
+            // idle loop asks (before its filter, which does not allow it) while this thread
+            // composes, and the vCPU setup finds the answer cached.
+            _ = loop.submit { [kvm] in _ = try? kvm.supportedCPUID() }
             if let action = configuration.systemCallFilter {
                 MachineSystemCalls.prepareProcess()
                 let filter = MachineSystemCalls.eventLoop(mismatchAction: action)
-                let outcome = loop.perform { () -> SeccompError? in
+                // Installed on the loop's thread while this one goes on composing; start()
+                // waits for the outcome before any guest code runs.
+                filterInstall = loop.submit { () -> SeccompError? in
                     do throws(SeccompError) { try filter.installOnCurrentThread() } catch { return error }
                     return nil
                 }
-                guard let outcome, outcome == nil else {
+                guard filterInstall != nil else {
                     loop.shutdown()
-                    throw MachineError(.restrictSystemCalls, reason: "the event loop's filter: \(outcome.flatMap { $0.map { "\($0)" } } ?? "the loop stopped")")
+                    throw MachineError(.restrictSystemCalls, reason: "the event loop's filter: the loop stopped")
                 }
             }
             events = loop
             ownsEventLoop = true
         }
+        eventLoopFilter = filterInstall
         state = Locked(State(allocator: DeviceAllocator(areaStart: configuration.deviceAreaStart, areaSize: configuration.deviceAreaSize,
                                                        interrupts: configuration.deviceInterrupts)))
     }
@@ -351,7 +362,16 @@ public final class Machine: Sendable {
     }
 
     private func takeBootForStart() throws(MachineError) -> (LoadedBoot, [TrapSite: any RegisterTrap]) {
-        try state.withLock { state throws(MachineError) in
+        if let eventLoopFilter {
+            switch eventLoopFilter.wait() {
+            case .some(.none): break
+            case let .some(.some(error)):
+                throw MachineError(.restrictSystemCalls, reason: "the event loop's filter: \(error)")
+            case .none:
+                throw MachineError(.restrictSystemCalls, reason: "the event loop's filter: the loop stopped")
+            }
+        }
+        return try state.withLock { state throws(MachineError) in
             guard state.phase == .loaded, let boot = state.boot else {
                 throw MachineError(.start, reason: state.phase == .composing
                     ? "nothing to run: load a guest first (Machine.load)"

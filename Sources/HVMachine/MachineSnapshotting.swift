@@ -61,13 +61,13 @@ extension Machine {
     /// ``MachineSnapshot/merge(diff:onto:)`` applies it to that snapshot's directory.
     @discardableResult
     public func snapshot(to directory: String, kind: SnapshotKind = .full, leavePaused: Bool = false) throws(MachineError) -> SnapshotReport {
-        let (runner, scheduled, devices, unsaveable, parent) = try state.withLock { state throws(MachineError) in
+        let (runner, scheduled, devices, unsaveable, parent, dispatcher) = try state.withLock { state throws(MachineError) in
             guard state.phase == .running, state.runner != nil || state.scheduled != nil else {
                 throw MachineError(.snapshot, reason: "the machine is not running (it is \(state.phase))")
             }
             guard !state.snapshotting else { throw MachineError(.snapshot, reason: "another snapshot of this machine is being taken") }
             state.snapshotting = true
-            return (state.runner, state.scheduled, state.statefulDevices, state.unsaveableDevices, state.lastSnapshot)
+            return (state.runner, state.scheduled, state.statefulDevices, state.unsaveableDevices, state.lastSnapshot, state.dispatcher)
         }
         defer { state.withLock { $0.snapshotting = false } }
         if kind == .diff {
@@ -100,6 +100,9 @@ extension Machine {
         }
         let vmState = try during(.snapshot) { try vm.saveState() }
         archive.add("vm", version: VMState.encodingVersion) { $0.append(vmState) }
+        if let dispatcher {
+            archive.add(Self.hypercallSection, version: dispatcher.snapshotVersion) { dispatcher.saveState(to: &$0) }
+        }
         // On the event loop, between two of its handlers: no notification or completion the
         // devices serve there can run between a device's preparation and its save.
         let saved = events.perform { () -> Result<[(String, UInt16, [UInt8])], MachineError> in
@@ -159,6 +162,10 @@ extension Machine {
         }
         return pages
     }
+
+    /// The section of the hypercall dispatcher's state (its shared-memory channel), present
+    /// when the saved guest had hypercall services.
+    static let hypercallSection = "hypercalls"
 
     /// The section of the `index`th device, `name`: by position, as a device may be on two
     /// buses under one name (a port and an MMIO window).
@@ -249,7 +256,9 @@ extension Machine {
     /// when ``start(onVCPUReady:)`` runs it. Checks first that the devices added match the
     /// saved machine's, and that this host has every CPU feature the guest was using, and
     /// refuses naming the first difference. A unikernel's hypercall services are given again
-    /// as `hypercalls` (they are host code, not saved state).
+    /// as `hypercalls` (they are host code, not saved state); the dispatcher's own state, the
+    /// channel its guest set up, comes back from the snapshot, which refuses a restore without
+    /// them when the saved guest had them.
     public func restore(hypercalls: HypercallTable? = nil) throws(MachineError) {
         let (snapshot, devices, unsaveable) = try state.withLock { state throws(MachineError) in
             guard state.phase == .composing else {
@@ -290,6 +299,18 @@ extension Machine {
         let vmState = try during(.restore) { try snapshot.vmState() }
         try during(.restore) { try vm.restoreState(vmState) }
         let dispatcher = hypercalls.map { HypercallDispatcher(memory: memory, table: $0) }
+        if let section = snapshot.archive.sections.first(where: { $0.name == Self.hypercallSection }) {
+            guard let dispatcher else {
+                throw MachineError(.restore, device: Self.hypercallSection,
+                                   reason: "the saved guest makes hypercalls: give its services again (restore(hypercalls:))")
+            }
+            do throws(SnapshotError) {
+                var decoder = try section.decoder(newestVersion: dispatcher.snapshotVersion)
+                try dispatcher.restoreState(from: &decoder, version: section.version)
+            } catch {
+                throw MachineError(.restore, device: Self.hypercallSection, error)
+            }
+        }
         try state.withLock { state throws(MachineError) in
             guard state.phase == .composing else {
                 throw MachineError(.restore, reason: "the machine changed while it was restored (it is \(state.phase))")

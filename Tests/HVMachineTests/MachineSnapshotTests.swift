@@ -182,6 +182,14 @@ struct MachineSnapshotRefusalTests {
         let bare = try Machine(restoring: snapshot)
         #expect { try bare.restore() } throws: { "\($0)".contains("16550 serial") }
 
+        // The saved guest made hypercalls: a restore without its services would leave its
+        // doorbell unanswered.
+        let withoutServices = try Machine(restoring: snapshot)
+        try withoutServices.addLegacyDevices(console: CollectingSink())
+        #expect { try withoutServices.restore() } throws: { error in
+            (error as? MachineError)?.device == "hypercalls" && "\(error)".contains("restore(hypercalls:)")
+        }
+
         // A flipped byte in the middle of the state.
         var damaged = original
         damaged[damaged.count / 2] ^= 0x40

@@ -33,7 +33,7 @@ public final class EventLoop: Sendable {
 
     private struct State {
         var handlers: [UInt64: @Sendable () -> Void] = [:]
-        /// Work queued by ``perform(_:)`` for the loop's thread.
+        /// Work queued by ``submit(_:)`` for the loop's thread.
         var work: [@Sendable () -> Void] = []
         /// Work due at a CLOCK_MONOTONIC time (``schedule(after:_:)``), earliest first.
         var timers: [(deadline: UInt64, work: @Sendable () -> Void)] = []
@@ -183,32 +183,61 @@ public final class EventLoop: Sendable {
         }
     }
 
-    /// Runs `work` on the loop's thread, between handlers, and returns its result: for what
-    /// must happen on that thread itself (installing its seccomp filter, say). Must not be
-    /// called from a handler; nil if the loop has stopped.
-    public func perform<Result: Sendable>(_ work: @escaping @Sendable () -> Result) -> Result? {
+    /// The result of work queued with ``submit(_:)``, to wait for when it is needed.
+    public final class Pending<Result: Sendable>: Sendable {
+        fileprivate let result = Locked<Result?>(nil)
+        fileprivate let done: EventFD
+        /// Kept for its `stopping` flag; the loop drops queued work when it shuts down, which
+        /// ends the cycle through the work's closure.
+        private let loop: EventLoop
+
+        fileprivate init(loop: EventLoop, done: EventFD) {
+            self.loop = loop
+            self.done = done
+        }
+
+        /// Waits until the work has run and returns its result (again on later calls); nil if
+        /// the loop stopped before running it. Must not be called from one of the loop's
+        /// handlers.
+        public func wait() -> Result? {
+            if let value = result.withLock({ $0 }) { return value }
+            do {
+                // A loop that stopped first never runs the work, so the wait wakes up now and
+                // then to check.
+                while try done.consume() == nil {
+                    guard !loop.stopping.load(ordering: .acquiring) else { return nil }
+                    var waiter = pollfd(fd: done.fileDescriptor.rawValue, events: Int16(POLLIN), revents: 0)
+                    _ = unsafe poll(&waiter, 1, 50)
+                }
+            } catch {
+                return nil
+            }
+            return result.withLock { $0 }
+        }
+    }
+
+    /// Queues `work` for the loop's thread, to run between handlers, and returns at once: for
+    /// what must happen on that thread (installing its seccomp filter, say) while the caller
+    /// goes on with something else. ``Pending/wait()`` returns the result. Nil if the loop has
+    /// stopped.
+    public func submit<Result: Sendable>(_ work: @escaping @Sendable () -> Result) -> Pending<Result>? {
         guard !stopping.load(ordering: .acquiring), let done = try? EventFD(nonBlocking: true) else { return nil }
-        let result = Locked<Result?>(nil)
+        let pending = Pending<Result>(loop: self, done: done)
         state.withLock { state in
             state.work.append {
                 let value = work()
-                result.withLock { $0 = value }
-                try? done.signal()
+                pending.result.withLock { $0 = value }
+                try? pending.done.signal()
             }
         }
-        do {
-            try wake.signal()
-            // Waits for the work to signal; a loop that stopped first never runs it, so the wait
-            // wakes up now and then to check.
-            while try done.consume() == nil {
-                guard !stopping.load(ordering: .acquiring) else { return nil }
-                var waiter = pollfd(fd: done.fileDescriptor.rawValue, events: Int16(POLLIN), revents: 0)
-                _ = unsafe poll(&waiter, 1, 50)
-            }
-        } catch {
-            return nil
-        }
-        return result.withLock { $0 }
+        do { try wake.signal() } catch { return nil }
+        return pending
+    }
+
+    /// Runs `work` on the loop's thread, between handlers, and returns its result: ``submit(_:)``
+    /// and its wait in one call. Must not be called from a handler; nil if the loop has stopped.
+    public func perform<Result: Sendable>(_ work: @escaping @Sendable () -> Result) -> Result? {
+        submit(work)?.wait()
     }
 
     /// Runs `work` on the loop's thread once `delay` has passed (CLOCK_MONOTONIC), in deadline
@@ -232,6 +261,7 @@ public final class EventLoop: Sendable {
         let thread = state.withLock { state in
             state.handlers.removeAll()
             state.timers.removeAll()
+            state.work.removeAll()
             return state.thread.take()
         }
         thread?.join()

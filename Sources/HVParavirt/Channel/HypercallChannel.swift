@@ -15,15 +15,8 @@ struct HypercallChannel {
 
     /// Checks the ring's placement and size, and resets its indices in guest memory.
     init(at base: GuestAddress, slots: UInt64, memory: some GuestMemory) throws(HypercallError) {
-        guard slots > 0, slots <= UInt64(ChannelLayout.maximumSlots), slots & (slots - 1) == 0 else {
-            throw HypercallError(.invalid, "channel slot count \(slots) is not a power of two from 1 to \(ChannelLayout.maximumSlots)")
-        }
-        guard base.isAligned(to: ChannelLayout.alignment) else {
-            throw HypercallError(.invalid, "channel ring at \(base) is not \(ChannelLayout.alignment)-byte aligned")
-        }
-        let length = UInt64(ChannelLayout.headerSize) + slots * UInt64(ChannelLayout.slotSize)
+        try Self.check(base: base, slots: slots, memory: memory)
         do {
-            try memory.validateRange(base, length: length, for: .write)
             try memory.fill(0, at: base, length: UInt64(ChannelLayout.headerSize))
             try memory.write(UInt32(slots).littleEndian, at: base.checkedAdd(UInt64(ChannelLayout.Header.slots)))
         } catch {
@@ -31,6 +24,27 @@ struct HypercallChannel {
         }
         self.base = base
         self.slots = UInt32(slots)
+    }
+
+    /// A channel a snapshot saved, put back over restored guest memory: the placement and
+    /// size are checked as at setup, but the ring is left as the guest left it.
+    init(restoring base: GuestAddress, slots: UInt32, consumer: UInt32, isBroken: Bool, memory: some GuestMemory) throws(HypercallError) {
+        try Self.check(base: base, slots: UInt64(slots), memory: memory)
+        self.base = base
+        self.slots = slots
+        self.consumer = consumer
+        self.isBroken = isBroken
+    }
+
+    private static func check(base: GuestAddress, slots: UInt64, memory: some GuestMemory) throws(HypercallError) {
+        guard slots > 0, slots <= UInt64(ChannelLayout.maximumSlots), slots & (slots - 1) == 0 else {
+            throw HypercallError(.invalid, "channel slot count \(slots) is not a power of two from 1 to \(ChannelLayout.maximumSlots)")
+        }
+        guard base.isAligned(to: ChannelLayout.alignment) else {
+            throw HypercallError(.invalid, "channel ring at \(base) is not \(ChannelLayout.alignment)-byte aligned")
+        }
+        let length = UInt64(ChannelLayout.headerSize) + slots * UInt64(ChannelLayout.slotSize)
+        do { try memory.validateRange(base, length: length, for: .write) } catch { throw .fault(error) }
     }
 
     /// Runs every request published since the last call, in order, through `execute`, and

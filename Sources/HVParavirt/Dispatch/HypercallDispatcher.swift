@@ -32,7 +32,7 @@ public final class HypercallDispatcher: RegisterTrap {
     private let builtinCounters: [HypercallCounters?]
     private let counters: [UInt32: HypercallCounters]
     private let unknownCounters = HypercallCounters()
-    private let channel = Locked<HypercallChannel?>(nil)
+    let channel = Locked<HypercallChannel?>(nil)
     private let stopping = Atomic<Bool>(false)
     private let encodedInfo: [UInt8]
     private let logger: Logger

@@ -93,4 +93,45 @@ import Testing
         usleep(20_000)
         #expect(calls.withLock { $0 } == 2)
     }
+
+    /// Submitted work runs on the loop's thread while the caller goes on; its result waits to
+    /// be asked for, and is the same when asked again.
+    @Test func submittedWorkRunsOnTheLoopAndItsResultWaits() throws {
+        let loop = try EventLoop(name: "loop-submit")
+        defer { loop.shutdown() }
+        let caller = pthread_self()
+        let gate = Locked(false)
+        let pending = try #require(loop.submit { () -> Bool in
+            // Held until the caller has gone on past submit: it did not wait for the work.
+            while !gate.withLock({ $0 }) { usleep(1000) }
+            return pthread_equal(pthread_self(), caller) == 0
+        })
+        gate.withLock { $0 = true }
+        #expect(pending.wait() == true)
+        #expect(pending.wait() == true)
+        #expect(loop.perform { 7 } == 7)
+    }
+
+    /// Work queued on a loop that stops before running it gives nil instead of a wait forever,
+    /// and a stopped loop takes no more.
+    @Test func workOnALoopThatStopsGivesNil() throws {
+        let loop = try EventLoop(name: "loop-stopping")
+        let blocker = Locked(true), started = Locked(false)
+        let first = try #require(loop.submit { () -> Int in
+            started.withLock { $0 = true }
+            while blocker.withLock({ $0 }) { usleep(1000) }
+            return 1
+        })
+        // Queued while the first runs, so still queued when the loop is told to stop.
+        #expect(eventually { started.withLock { $0 } })
+        let second = try #require(loop.submit { 2 })
+        let stopper = try HostThread(name: "stopper") { loop.shutdown() }
+        usleep(20_000)
+        blocker.withLock { $0 = false }
+        stopper.join()
+        #expect(first.wait() == 1)
+        #expect(second.wait() == nil)
+        #expect(loop.submit { 3 } == nil)
+        #expect(loop.perform { 4 } == nil)
+    }
 }

@@ -22,4 +22,13 @@ import Testing
         #expect(host.tscKilohertz == nil)
         #expect(HostVirtualization(cpuinfo: "").isEmulated)
     }
+
+    @Test func onlyTheFieldsNamedExactlyCount() {
+        // "vmx flags" (newer kernels) is not "flags"; a field named like one but longer is not it.
+        let host = HostVirtualization(cpuinfo: "vmx flags\t: vmx svm\nflagsx\t: vmx\ncpu MHz:abc\nflags:fpu  svm \n")
+        #expect(host.hasSVM && !host.hasVMX)
+        #expect(host.tscKilohertz == nil)
+        // The second processor's block is not read.
+        #expect(HostVirtualization(cpuinfo: "processor\t: 0\n\nflags\t: vmx\n").isEmulated)
+    }
 }
