@@ -45,9 +45,11 @@ struct MachineSnapshotTests {
 
     /// A ticking guest, saved after some ticks and restored into a new machine, goes on from
     /// where it was: the same nonce (no reboot), at least as many ticks, and more coming (the
-    /// PIT, the PICs, the vCPU's halt and its interrupt flag all came back).
-    @Test func aTickingGuestGoesOnAfterRestore() throws {
-        let directory = Self.directory("ticks")
+    /// PIT, the PICs, the vCPU's halt and its interrupt flag all came back). Also with the
+    /// state file rewritten in format 1.0, the first snapshots': the migration step restores it.
+    @Test(arguments: ["current", "1.0"])
+    func aTickingGuestGoesOnAfterRestore(stateFormat: String) throws {
+        let directory = Self.directory("ticks-\(stateFormat)")
         defer { Self.removeSnapshot(directory) }
         let console = CollectingSink()
         let running = try Self.ticker(console: console)
@@ -63,8 +65,14 @@ struct MachineSnapshotTests {
         #expect(report.memoryBytesWritten > 0 && report.memoryBytesWritten < report.memorySize, "\(report)")
         original.stop()
         _ = original.wait()
+        if stateFormat == "1.0" {
+            let statePath = directory + "/" + MachineSnapshot.stateFileName
+            let current = try SnapshotArchive(decoding: HostFile.readAll(FilePath(statePath)))
+            try MachineSnapshotRefusalTests.replace(statePath, with: current.encodedVersion1())
+        }
 
         let snapshot = try MachineSnapshot(directory: directory)
+        #expect(snapshot.archive.version.major == (stateFormat == "1.0" ? 1 : SnapshotArchive.currentVersion.major))
         #expect(snapshot.machine.devices == ["16550 serial", "i8042", "CMOS clock"])
         let restored = try Machine(restoring: snapshot)
         try restored.addLegacyDevices(console: CollectingSink())

@@ -8,8 +8,9 @@ public enum SnapshotError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The file was written by a format this HVKit cannot read (a newer major version, or an
     /// older one with no migration).
     case unsupportedVersion(major: UInt16, minor: UInt16, readable: ClosedRange<UInt16>)
-    /// The state's checksum does not match its bytes: the file was changed or damaged.
-    case checksumMismatch(stored: UInt64, computed: UInt64)
+    /// A checksum does not match the bytes it covers (`what`: "the header", "the vm
+    /// section", "the state" of an older format): the file was changed or damaged.
+    case checksumMismatch(what: String, stored: UInt64, computed: UInt64)
     /// The data ends before `what` does.
     case truncated(what: String, offset: Int, needed: Int, available: Int)
     /// A section the restore needs is not in the snapshot.
@@ -30,8 +31,8 @@ public enum SnapshotError: Error, Hashable, Sendable, CustomStringConvertible {
             return "not an HVKit snapshot (it starts with \(magic.map { String($0, radix: 16) }.joined(separator: " ")))"
         case let .unsupportedVersion(major, minor, readable):
             return "snapshot format \(major).\(minor) cannot be read here (this HVKit reads major versions \(readable.lowerBound) to \(readable.upperBound))"
-        case let .checksumMismatch(stored, computed):
-            return "the snapshot's state is damaged: its checksum is 0x\(String(stored, radix: 16)), its bytes sum to 0x\(String(computed, radix: 16))"
+        case let .checksumMismatch(what, stored, computed):
+            return "the snapshot's \(what) is damaged: its checksum is 0x\(String(stored, radix: 16)), its bytes sum to 0x\(String(computed, radix: 16))"
         case let .truncated(what, offset, needed, available):
             return "the snapshot ends inside \(what): \(needed) bytes needed at offset \(offset), \(available) there"
         case let .missingSection(name):

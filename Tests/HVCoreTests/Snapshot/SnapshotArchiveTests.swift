@@ -1,5 +1,6 @@
+import HVCore
+import SystemPackage
 import Testing
-@testable import HVCore
 
 @Suite("Snapshot archive")
 struct SnapshotArchiveTests {
@@ -40,10 +41,17 @@ struct SnapshotArchiveTests {
         }
     }
 
+    /// Both formats this HVKit reads: the current one and 1.0, the first snapshots'.
+    static let formats: [(name: String, encode: @Sendable (SnapshotArchive) -> [UInt8])] = [
+        ("2.0", { $0.encoded() }), ("1.0", { $0.encodedVersion1() }),
+    ]
+
     /// A flipped bit anywhere in the file is refused: in the magic as not a snapshot, in the
-    /// version as a version this HVKit does not read, anywhere else by the checksum.
-    @Test func aFlippedBitAnywhereIsRefused() throws {
-        let bytes = Self.sample().encoded()
+    /// version as a version this HVKit does not read, anywhere else by a checksum or a length
+    /// that no longer fits.
+    @Test(arguments: formats.map(\.name))
+    func aFlippedBitAnywhereIsRefused(format: String) throws {
+        let bytes = try #require(Self.formats.first { $0.name == format }).encode(Self.sample())
         for offset in bytes.indices {
             for bit in [0, 7] {
                 var damaged = bytes
@@ -55,8 +63,22 @@ struct SnapshotArchiveTests {
         }
     }
 
-    @Test func aFileCutAnywhereIsRefused() throws {
+    /// In the current format, damage inside a section's bytes names that section.
+    @Test func damageInASectionNamesIt() throws {
         let bytes = Self.sample().encoded()
+        var damaged = bytes
+        damaged[bytes.count - 3] ^= 0x10  // inside the last section, "vm"
+        #expect { try SnapshotArchive(decoding: damaged) } throws: { error in
+            guard case let .checksumMismatch(what, _, _) = error as? SnapshotError else { return false }
+            return what == "vm section" && "\(error)".contains("vm section is damaged")
+        }
+        // Bytes after the last section are refused too.
+        #expect { try SnapshotArchive(decoding: bytes + [0]) } throws: { "\($0)".contains("1 bytes follow its last section") }
+    }
+
+    @Test(arguments: formats.map(\.name))
+    func aFileCutAnywhereIsRefused(format: String) throws {
+        let bytes = try #require(Self.formats.first { $0.name == format }).encode(Self.sample())
         for length in 0..<bytes.count {
             #expect(throws: SnapshotError.self, "a file cut to \(length) bytes was accepted") {
                 try SnapshotArchive(decoding: Array(bytes.prefix(length)))
@@ -69,15 +91,43 @@ struct SnapshotArchiveTests {
         var wrong = bytes
         wrong[0] = UInt8(ascii: "X")
         #expect(throws: SnapshotError.notASnapshot(magic: Array("XVKITSNP".utf8))) { try SnapshotArchive(decoding: wrong) }
-        // Major version 2, written with a valid checksum as a future HVKit would.
-        bytes.removeLast(8)
-        bytes[8] = 2
-        var encoder = SnapshotEncoder()
-        encoder.append(CRC64.checksum(bytes))
-        #expect(throws: SnapshotError.unsupportedVersion(major: 2, minor: 0, readable: 1...1)) {
-            try SnapshotArchive(decoding: bytes + encoder.bytes)
+        // Major version 3: named before any checksum, which a future format may compute
+        // differently.
+        bytes[8] = 3
+        #expect(throws: SnapshotError.unsupportedVersion(major: 3, minor: 0, readable: 1...2)) {
+            try SnapshotArchive(decoding: bytes)
         }
-        #expect("\(SnapshotError.unsupportedVersion(major: 2, minor: 0, readable: 1...1))".contains("2.0"))
+        #expect("\(SnapshotError.unsupportedVersion(major: 3, minor: 0, readable: 1...2))".contains("3.0"))
+    }
+
+    /// The migration step: a 1.0 file (one checksum at its end, sections inline) reads as the
+    /// same sections, and writes back in the current format.
+    @Test func aFormat1ArchiveReadsAndWritesBackInTheCurrentFormat() throws {
+        let archive = Self.sample()
+        let old = try SnapshotArchive(decoding: archive.encodedVersion1())
+        #expect(old.version == (1, 0))
+        #expect(old.producer == archive.producer && old.sections == archive.sections)
+        let upgraded = try SnapshotArchive(decoding: old.encoded())
+        #expect(upgraded.version == SnapshotArchive.currentVersion)
+        #expect(upgraded.sections == archive.sections)
+        var damaged = archive.encodedVersion1()
+        damaged[40] ^= 1
+        #expect { try SnapshotArchive(decoding: damaged) } throws: { "\($0)".contains("state is damaged") }
+    }
+
+    /// A state file HVKit 0.9.0-dev wrote in format 1.0 (a 128 MiB machine with the legacy
+    /// devices, a disk and a virtio console, saved by hv-bench) reads with every section.
+    @Test func aStateFileTheFirstFormatWroteReads() throws {
+        let path = #filePath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            + "/Fixtures/format-1.0.state"
+        let bytes = try HostFile.readAll(FilePath(path))
+        let archive = try SnapshotArchive(decoding: bytes)
+        #expect(archive.version == (1, 0))
+        #expect(archive.producer == "HVKit 0.9.0-dev")
+        #expect(archive.sections.map(\.name) == ["lineage", "machine", "vcpu.0", "vm", "device.0.16550 serial", "device.1.i8042",
+                                                  "device.2.CMOS clock", "device.3.virtio-blk disk0", "device.4.virtio-console 1"])
+        #expect(archive.sections.allSatisfy { $0.version == 1 })
+        #expect(try SnapshotArchive(decoding: archive.encoded()).sections == archive.sections)
     }
 
     /// Counts and lengths are checked against what is there before anything is allocated.
