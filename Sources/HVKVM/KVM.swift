@@ -1,7 +1,6 @@
 import CKVM
 import Glibc
 import HVCore
-import Synchronization
 import SystemPackage
 
 /// The KVM system handle: an open /dev/kvm. Checks the API version, answers capability
@@ -16,7 +15,7 @@ public final class KVM: Sendable {
     public let vcpuMmapSize: Int
     /// KVM_GET_SUPPORTED_CPUID's answer, which does not change while /dev/kvm is open: asked
     /// once, under the lock, so that a second caller waits for the first one's answer.
-    private let supportedCPUIDCache = Mutex<[CPUIDEntry]?>(nil)
+    private let supportedCPUIDCache = Locked<[CPUIDEntry]?>(nil)
 
     /// Opens `path` and checks that it speaks KVM API version 12.
     public init(path: String = KVM.defaultPath) throws(KVMError) {

@@ -26,13 +26,10 @@ extension SnapshotArchive {
         var decoder = SnapshotDecoder(body, context: "the snapshot header")
         _ = try decoder.readFixed(Self.magic.count + 4)
         let producer = try decoder.readString()
-        let count = try decoder.read(UInt32.self)
-        guard count <= Self.sectionLimit else {
-            throw .malformed(what: "the snapshot header", reason: "\(count) sections, more than the \(Self.sectionLimit) allowed")
-        }
+        let count = try Self.readSectionCount(&decoder)
         var sections: [SnapshotSection] = []
         var names = Set<String>()
-        for index in 0..<Int(count) {
+        for index in 0..<count {
             decoder.context = "section \(index)"
             let name = try decoder.readString()
             let version = try decoder.read(UInt16.self)

@@ -155,14 +155,11 @@ public struct SnapshotArchive: Sendable, Hashable {
 
         var header = SnapshotDecoder(Array(bytes[Self.preambleSize..<headerEnd]), context: "the snapshot header")
         producer = try header.readString()
-        let count = try header.read(UInt32.self)
-        guard count <= Self.sectionLimit else {
-            throw .malformed(what: "the snapshot header", reason: "\(count) sections, more than the \(Self.sectionLimit) allowed")
-        }
+        let count = try Self.readSectionCount(&header)
         var offset = headerEnd + checksumSize
         var sections: [SnapshotSection] = []
         var names = Set<String>()
-        for index in 0..<Int(count) {
+        for index in 0..<count {
             header.context = "the header's entry \(index)"
             let name = try header.readString()
             let sectionVersion = try header.read(UInt16.self)
@@ -187,5 +184,14 @@ public struct SnapshotArchive: Sendable, Hashable {
             throw .malformed(what: "the snapshot's end", reason: "\(bytes.count - offset) bytes follow its last section")
         }
         self.sections = sections
+    }
+
+    /// The number of sections, within ``sectionLimit``.
+    static func readSectionCount(_ decoder: inout SnapshotDecoder) throws(SnapshotError) -> Int {
+        let count = try decoder.read(UInt32.self)
+        guard count <= Self.sectionLimit else {
+            throw .malformed(what: "the snapshot header", reason: "\(count) sections, more than the \(Self.sectionLimit) allowed")
+        }
+        return Int(count)
     }
 }
