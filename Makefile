@@ -60,7 +60,7 @@ docs: deps
 ## composed machines).
 LSAN := LSAN_OPTIONS=suppressions=$(CURDIR)/Scripts/lsan.supp
 TSAN := TSAN_OPTIONS=halt_on_error=1
-TSAN_SUITES := HVKVMTests|EventLoopTests|LockedVirtqueueTests|AIOBlockBackendTests|MachineTests|VsockDeviceTests|VsockHostileGuestTests
+TSAN_SUITES := HVKVMTests|EventLoopTests|LockedVirtqueueTests|BlockBackendTests|MachineTests|VsockDeviceTests|VsockHostileGuestTests
 sanitize: deps
 	$(SWIFT) build --build-tests --build-path .build-asan --sanitize=address
 	$(LSAN) $(SWIFT) test --skip-build --build-path .build-asan --sanitize=address --skip '$(LINUX_BOOTS)'

@@ -12,7 +12,7 @@ import SystemPackage
 // on the same file, in the same run.
 
 enum BlockBackendKind: String {
-    case sync, aio
+    case sync, aio, uring
 }
 
 struct BlockWorkload {
@@ -64,9 +64,11 @@ final class BlockBenchRig {
         memory = try GuestMemoryMmap(size: 8 << 20)
         loop = try EventLoop(name: "bench-blk")
         let image = try DiskImage(path: disk.path, direct: direct)
-        let backend: any BlockBackend = kind == .sync
-            ? SyncBlockBackend(disk: image)
-            : try AIOBlockBackend(disk: image, eventLoop: loop, depth: 256)
+        let backend: any BlockBackend = switch kind {
+        case .sync: SyncBlockBackend(disk: image)
+        case .aio: try AIOBlockBackend(disk: image, eventLoop: loop, depth: 256)
+        case .uring: try UringBlockBackend(disk: image, eventLoop: loop, depth: 256)
+        }
         device = BlockDevice(backend: backend, queueSize: 256, rateLimiter: rateLimit.map { RateLimiter($0) }, eventLoop: loop)
         let transport = VirtioMMIOTransport(device: device, memory: memory, interruptLine: NoInterrupt())
         mmio = MMIODriver(transport: transport)
@@ -207,7 +209,7 @@ func blockCPUFigure(backend: BlockBackendKind, rounds: Int, disk: ScratchDisk) t
         ours.append(try rig.run(workload).cpu / Double(workload.requests) * 1e6)
     }
     return Figure(
-        name: "blk_cpu_per_request", value: median(ours), baseline: median(host), unit: "us",
+        name: backend == .aio ? "blk_cpu_per_request" : "blk_cpu_per_request_\(backend.rawValue)", value: median(ours), baseline: median(host), unit: "us",
         note: "\(backend.rawValue) backend: host CPU per 4 KiB read request, driver side included, vs one host pread; overhead \(format(median(ours) - median(host))) us"
     )
 }

@@ -14,7 +14,9 @@ let allNames = [
     "rss_outside_guest", "pio_exit", "mmio_exit", "vm_create",
     "blk_read_4k_qd1", "blk_read_64k_qd32", "blk_write_64k_qd32", "blk_flush", "blk_cpu_per_request",
     "blk_read_4k_qd1_sync", "blk_read_64k_qd32_sync", "blk_write_64k_qd32_sync",
-    "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync", "blk_notify_budget_latency", "blk_notify_budget_latency_aio", "rate_limit_accuracy",
+    "blk_read_64k_qd32_direct", "blk_read_64k_qd32_direct_sync",
+    "blk_read_4k_qd1_uring", "blk_read_64k_qd32_uring", "blk_write_64k_qd32_uring", "blk_read_64k_qd32_direct_uring", "blk_cpu_per_request_uring",
+    "blk_notify_budget_latency", "blk_notify_budget_latency_aio", "rate_limit_accuracy",
     "net_tx_64k", "net_rx_64k", "net_cpu_per_frame", "vsock_stream_throughput", "vsock_connect_latency",
     "null_hypercall", "block_via_hypercall", "block_via_ring",
     "pause_latency", "mn_vs_dedicated", "vms_per_second", "vcpu_migration",
@@ -88,6 +90,11 @@ for name in selected {
         case "blk_write_64k_qd32_sync": emit(try blockThroughputFigure(name: name, write64k, backend: .sync, rounds: 7, disk: disk()))
         case "blk_read_64k_qd32_direct": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .aio, rounds: 5, disk: disk()))
         case "blk_read_64k_qd32_direct_sync": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .sync, rounds: 5, disk: disk()))
+        case "blk_read_4k_qd1_uring": emit(try blockThroughputFigure(name: name, read4k, backend: .uring, rounds: 7, disk: disk()))
+        case "blk_read_64k_qd32_uring": emit(try blockThroughputFigure(name: name, read64k, backend: .uring, rounds: 7, disk: disk()))
+        case "blk_write_64k_qd32_uring": emit(try blockThroughputFigure(name: name, write64k, backend: .uring, rounds: 7, disk: disk()))
+        case "blk_read_64k_qd32_direct_uring": emit(try blockThroughputFigure(name: name, read64kDirect, backend: .uring, rounds: 5, disk: disk()))
+        case "blk_cpu_per_request_uring": emit(try blockCPUFigure(backend: .uring, rounds: 7, disk: disk()))
         case "blk_notify_budget_latency": emit(try blockNotifyBudgetFigure(name: name, backend: .sync, rounds: 5, disk: disk()))
         case "rate_limit_accuracy": emit(try rateLimitAccuracyFigure(rounds: 3, disk: disk()))
         case "blk_notify_budget_latency_aio": emit(try blockNotifyBudgetFigure(name: name, backend: .aio, rounds: 5, disk: disk()))

@@ -4,7 +4,7 @@ import HVMachine
 
 /// The command line, checked and with the files it names read.
 struct VMOptions {
-    struct Disk { var path: String; var readOnly: Bool; var rateLimit: RateLimit? }
+    struct Disk { var path: String; var readOnly: Bool; var rateLimit: RateLimit?; var engine: DiskEngine = .aio }
     struct Network { var tap: String?; var stream: String?; var mac: MACAddress?; var receiveRate: RateLimit?; var transmitRate: RateLimit? }
 
     var kernel: [UInt8]?
@@ -47,17 +47,22 @@ struct VMOptions {
         cpus = command.cpus
         disks = try command.disk.map { value throws(UsageError) in
             let parts = value.split(separator: ",").map(String.init)
-            guard let path = parts.first, !path.isEmpty else { throw UsageError("--disk \(value): PATH[,readonly][,rate=LIMIT]") }
+            guard let path = parts.first, !path.isEmpty else { throw UsageError("--disk \(value): PATH[,readonly][,engine=ENGINE][,rate=LIMIT]") }
             var disk = Disk(path: path, readOnly: false, rateLimit: nil)
             for part in parts.dropFirst() {
                 if part == "readonly" {
                     disk.readOnly = true
+                } else if part.hasPrefix("engine=") {
+                    guard let engine = DiskEngine(rawValue: String(part.dropFirst(7))) else {
+                        throw UsageError("--disk \(value): engine is one of \(DiskEngine.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    disk.engine = engine
                 } else if part.hasPrefix("rate=") {
                     do { disk.rateLimit = try RateLimit(parsing: String(part.dropFirst(5))) } catch {
                         throw UsageError("--disk \(value): \(error) (rate=bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST])")
                     }
                 } else {
-                    throw UsageError("--disk \(value): unknown part '\(part)' (PATH[,readonly][,rate=LIMIT])")
+                    throw UsageError("--disk \(value): unknown part '\(part)' (PATH[,readonly][,engine=ENGINE][,rate=LIMIT])")
                 }
             }
             return disk
@@ -173,7 +178,9 @@ final class MicroVM {
             let page = try machine.add(mmio: timer, size: BootTimer.windowSize, name: "boot timer")
             try machine.announce("hvkit.boot_timer=0x\(String(page.start.rawValue, radix: 16))")
         }
-        for disk in options.disks { try machine.addDisk(path: disk.path, readOnly: disk.readOnly, rateLimit: disk.rateLimit) }
+        for disk in options.disks {
+            try machine.addDisk(path: disk.path, readOnly: disk.readOnly, engine: disk.engine, rateLimit: disk.rateLimit)
+        }
         for network in options.networks {
             if let tap = network.tap {
                 try machine.addNetwork(tap: tap, mac: network.mac ?? .random(), receiveRateLimit: network.receiveRate,

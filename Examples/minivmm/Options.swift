@@ -52,8 +52,8 @@ struct Options {
         Spec(name: "cpus", value: "COUNT", help: "vCPUs (default 1).") { options, value, place throws(UsageError) in
             options.cpus = try number(value, at: place)
         },
-        Spec(name: "disk", value: "PATH[,readonly][,rate=LIMIT]",
-             help: "A virtio block device; LIMIT is bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST] (token buckets: BYTES refill every MS ms). Repeatable.",
+        Spec(name: "disk", value: "PATH[,readonly][,engine=ENGINE][,rate=LIMIT]",
+             help: "A virtio block device; ENGINE is aio (Linux AIO, the default), uring (io_uring) or sync (one request at a time on the notified thread); LIMIT is bw=BYTES/MS[+BURST];ops=COUNT/MS[+BURST] (token buckets: BYTES refill every MS ms). Repeatable.",
              repeatable: true) { options, value, _ in options.disk.append(value) },
         Spec(name: "net", value: "tap=NAME|stream=PATH[,mac=MAC][,rx-rate=LIMIT][,tx-rate=LIMIT]",
              help: "A virtio network interface: a host tap (created if missing; needs CAP_NET_ADMIN or a tap you own) or a Unix socket in QEMU's stream framing, as `passt --socket PATH` makes (no privileges needed); limits as for --disk, each direction its own. Repeatable.",

@@ -6,6 +6,10 @@ import SystemPackage
 public enum DiskEngine: String, Sendable, Hashable, CaseIterable {
     /// Linux AIO (libaio), completions on the machine's event loop: requests overlap.
     case aio
+    /// io_uring (`UringBlockBackend`): requests overlap, what completes while they are
+    /// submitted is delivered on the submitting thread, and the ring can touch only the disk.
+    /// Refused, with the reason, where the host disables io_uring.
+    case uring
     /// Plain preadv/pwritev on the thread that was notified: simple, one request at a time.
     case sync
 }
@@ -54,6 +58,7 @@ extension Machine {
         let backend: any BlockBackend
         switch engine {
         case .aio: backend = try during(.openDisk, device: label) { try AIOBlockBackend(disk: image, eventLoop: events) }
+        case .uring: backend = try during(.openDisk, device: label) { try UringBlockBackend(disk: image, eventLoop: events) }
         case .sync: backend = SyncBlockBackend(disk: image)
         }
         let device = BlockDevice(backend: backend, rateLimiter: rateLimit.map { RateLimiter($0) }, eventLoop: events)

@@ -31,10 +31,12 @@ public enum MachineSystemCalls {
     ]
 
     /// Disk I/O that device work may do on the thread that was notified: the sync backend's
-    /// reads, writes and flushes, fallocate for discard and write-zeroes, and AIO submission.
+    /// reads, writes and flushes, fallocate for discard and write-zeroes, AIO submission, and
+    /// io_uring's enter (whose rings allow only reads, writes and syncs of their one disk; they
+    /// were set up, and restricted, when the disk was added).
     public static let diskIO: [SeccompRule] = ([
         .pread64, .pwrite64, .preadv, .pwritev, .preadv2, .pwritev2, .fsync, .fdatasync, .fallocate,
-        .ioSubmit, .ioGetevents,
+        .ioSubmit, .ioGetevents, .ioUringEnter,
     ] as [SystemCall]).map { SeccompRule($0) }
 
     /// KVM's ioctls (type 0xAE): KVM_RUN, registers, interrupt lines.

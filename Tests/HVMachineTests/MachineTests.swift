@@ -51,11 +51,12 @@ struct MachineTests {
         #expect(try machine.memory.readBytes(at: GuestAddress(0xC000), count: 16).contains { $0 != 0 })
     }
 
-    /// Two AIO disks, an entropy device and a virtio console composed in a few lines, driven by
-    /// a tiny guest with its own drivers (Guests/tender/virtio_devices.c): it reads each disk's
-    /// sector 0, writes sector 1 and flushes. The host checks the bytes in the files after the
-    /// machine's orderly shutdown.
-    @Test func twoDisksEntropyAndAConsoleDrivenByATinyGuest() throws {
+    /// Two disks (on each engine), an entropy device and a virtio console composed in a few
+    /// lines, driven by a tiny guest with its own drivers (Guests/tender/virtio_devices.c): it
+    /// reads each disk's sector 0, writes sector 1 and flushes. The host checks the bytes in
+    /// the files after the machine's orderly shutdown.
+    @Test(arguments: DiskEngine.allCases)
+    func twoDisksEntropyAndAConsoleDrivenByATinyGuest(engine: DiskEngine) throws {
         let disks = try (0..<2).map { number throws(Errno) in
             try ScratchFile(size: 64 << 10, contents: [(0, Array("disk \(number)".utf8))])
         }
@@ -65,7 +66,7 @@ struct MachineTests {
         try services.install(LifecycleService())
 
         let machine = try Machine(memorySize: 16 << 20)
-        for disk in disks { try machine.addDisk(path: disk.path) }
+        for disk in disks { try machine.addDisk(path: disk.path, engine: engine) }
         try machine.addEntropy()
         try machine.addConsole(output: hvc)
         let first = try #require(machine.virtioDevices.first).window.start.rawValue

@@ -127,6 +127,8 @@ public struct SystemCall: Hashable, Sendable, CustomStringConvertible {
     public static let ioGetevents = SystemCall(number: 208, name: "io_getevents")
     /// `io_submit`, number 209.
     public static let ioSubmit = SystemCall(number: 209, name: "io_submit")
+    /// `io_uring_enter`, number 426.
+    public static let ioUringEnter = SystemCall(number: 426, name: "io_uring_enter")
     /// `epoll_wait`, number 232.
     public static let epollWait = SystemCall(number: 232, name: "epoll_wait")
     /// `epoll_ctl`, number 233.

@@ -22,7 +22,7 @@ struct LinuxGuestTests {
     /// The vsock check's transfer each way, in both connections.
     static let vsockTransferBytes = 1 << 20
 
-    /// Two vCPUs, two disks (one read-only), rng, a virtio console and the boot timer, all
+    /// Two vCPUs, two disks (one read-only; io_uring and AIO), rng, a virtio console and the boot timer, all
     /// through the kernel's own drivers, entered by PVH from the ELF vmlinux.
     @Test func devicesThroughLinuxDrivers() throws {
         let marker = "HVKIT-MARKER-" + String(UInt64.random(in: 1...UInt64.max), radix: 16)
@@ -50,8 +50,10 @@ struct LinuxGuestTests {
         let timer = BootTimer { elapsed in bootTime.withLock { $0 = elapsed } }
         let page = try machine.add(mmio: timer, size: BootTimer.windowSize, name: "boot timer")
         try machine.announce("hvkit.boot_timer=0x" + String(page.start.rawValue, radix: 16))
-        let writable = try machine.addDisk(path: disk.path)
-        try machine.addDisk(path: readOnly.path, readOnly: true)
+        // The writable disk on io_uring (writes, flushes, discards and O_DIRECT I/O from Linux,
+        // under the seccomp filters), the read-only one on Linux AIO.
+        let writable = try machine.addDisk(path: disk.path, engine: .uring)
+        try machine.addDisk(path: readOnly.path, readOnly: true, engine: .aio)
         try machine.addEntropy()
         // The guest says it is ready on hvc0; the host answers with one line.
         let answer = "hello-from-host-" + String(UInt32.random(in: 1...UInt32.max), radix: 16)

@@ -2,6 +2,7 @@ import Glibc
 import HVCore
 import HVDevices
 import HVDevicesTesting
+import Synchronization
 import Testing
 
 /// What both block backends promise a device.
@@ -10,14 +11,18 @@ struct BlockBackendTests {
     /// A write-zeroes of the largest size the device accepts (32 MiB), and a discard, run on
     /// the backend's own worker thread, not on the thread that submitted them (a vCPU or the
     /// event loop that others share). Both still reach the file, and drain waits for them.
-    @Test(arguments: [BackendKind.sync, .aio], [false, true])
+    @Test(arguments: BackendKind.allCases, [false, true])
     func zeroingRunsOffTheSubmittingThread(kind: BackendKind, discard: Bool) throws {
         let size = 40 << 20
         let file = try ScratchFile(size: size, contents: [(0, [UInt8](repeating: 0xA5, count: size))])
         let events = try EventLoop(name: "zero-test")
         defer { events.shutdown() }
         let disk = try DiskImage(path: file.path)
-        let backend: any BlockBackend = kind == .sync ? SyncBlockBackend(disk: disk) : try AIOBlockBackend(disk: disk, eventLoop: events, depth: 8)
+        let backend: any BlockBackend = switch kind {
+        case .sync: SyncBlockBackend(disk: disk)
+        case .aio: try AIOBlockBackend(disk: disk, eventLoop: events, depth: 8)
+        case .uring: try UringBlockBackend(disk: disk, eventLoop: events, depth: 8)
+        }
         let sink = ThreadRecordingSink()
         backend.setCompletionSink(sink)
         let length: UInt64 = 32 << 20
@@ -42,3 +47,64 @@ private final class ThreadRecordingSink: BlockCompletionSink {
         deliveries.withLock { $0 += completions.map { ($0.status, thread) } }
     }
 }
+
+/// A completion sink that takes its time, as a device writing used entries under load does.
+private final class SlowSink: BlockCompletionSink {
+    let delivered = Atomic<Int>(0)
+    func blockOperationsCompleted(_ completions: [BlockCompletion]) {
+        var pause = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+        nanosleep(&pause, nil)
+        delivered.add(completions.count, ordering: .releasing)
+    }
+}
+
+extension BlockBackendTests {
+    /// drain() (what a device reset waits on) must not return while completions are still on
+    /// their way to the device: they were once taken out of flight before delivery, so a reset
+    /// could return while a completion still wrote a used entry into a re-initialised ring.
+    @Test(arguments: [BackendKind.aio, .uring])
+    func drainWaitsForCompletionsBeingDelivered(kind: BackendKind) throws {
+        let file = try ScratchFile(size: 32 * 4096)
+        let events = try EventLoop(name: "drain-test")
+        defer { events.shutdown() }
+        let disk = try DiskImage(path: file.path)
+        let backend: any QueueingBackend = kind == .aio
+            ? try AIOBlockBackend(disk: disk, eventLoop: events, depth: 64)
+            : try UringBlockBackend(disk: disk, eventLoop: events, depth: 64)
+        let sink = SlowSink()
+        backend.setCompletionSink(sink)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * 4096, alignment: 4096)
+        defer { buffer.deallocate() }
+        var requests: [BlockRequest] = []
+        for index in 0..<32 {
+            let start = index * 4096
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + 4096)])
+            let offset = UInt64(start)
+            requests.append(BlockRequest(token: UInt64(index), operation: .read(offset: offset, into: GuestBuffers([slice]))))
+        }
+        // The reads finish in the page cache and are delivered (slowly) on the submitting
+        // thread or the event loop; meanwhile another thread drains.
+        let batch = requests
+        let submitter = try HostThread(name: "drain-submit") { backend.submit(batch) }
+        // Drain only once the submission is under way: a drain that runs before it has nothing
+        // to wait for, and under a sanitizer the submitting thread may take long to start.
+        var waited = 0
+        while backend.pendingCount == 0 && sink.delivered.load(ordering: .acquiring) == 0 && waited < 2_000 {
+            var pause = timespec(tv_sec: 0, tv_nsec: 5_000_000)
+            nanosleep(&pause, nil)
+            waited += 1
+        }
+        backend.drain()
+        #expect(sink.delivered.load(ordering: .acquiring) == 32, "drain returned before every completion reached the device")
+        #expect(backend.pendingCount == 0)
+        submitter.join()
+    }
+}
+
+/// The two backends that keep requests in flight, and count them.
+protocol QueueingBackend: BlockBackend {
+    var pendingCount: Int { get }
+}
+
+extension AIOBlockBackend: QueueingBackend {}
+extension UringBlockBackend: QueueingBackend {}

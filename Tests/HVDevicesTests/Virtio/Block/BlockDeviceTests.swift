@@ -7,7 +7,7 @@ import Synchronization
 import Testing
 
 enum BackendKind: String, CaseIterable, CustomTestStringConvertible {
-    case sync, aio
+    case sync, aio, uring
     var testDescription: String { rawValue }
 }
 
@@ -36,7 +36,11 @@ final class BlockRig {
         if let backend {
             chosen = backend(disk)
         } else {
-            chosen = kind == .sync ? SyncBlockBackend(disk: disk) : try AIOBlockBackend(disk: disk, eventLoop: loop, depth: 64)
+            switch kind {
+            case .sync: chosen = SyncBlockBackend(disk: disk)
+            case .aio: chosen = try AIOBlockBackend(disk: disk, eventLoop: loop, depth: 64)
+            case .uring: chosen = try UringBlockBackend(disk: disk, eventLoop: loop, depth: 64)
+            }
         }
         device = BlockDevice(backend: chosen, identifier: "hvkit-test-disk", queueSize: 128,
                              rateLimiter: rateLimit.map { RateLimiter($0) }, eventLoop: loop)
@@ -131,8 +135,9 @@ struct BlockDeviceTests {
         #expect(rig.transport.refusedAccessCount == 1)
     }
 
-    @Test func aioKeepsManyRequestsInFlight() throws {
-        let rig = try BlockRig(.aio)
+    @Test(arguments: [BackendKind.aio, .uring])
+    func manyRequestsStayInFlight(engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         let count = 32
         for index in 0..<count {
             let headerAddress = GuestAddress(0x8000 + UInt64(index) * 32)
@@ -152,8 +157,9 @@ struct BlockDeviceTests {
         #expect(rig.device.pendingCount == 0)
     }
 
-    @Test func resetWaitsForRequestsInFlight() throws {
-        let rig = try BlockRig(.aio)
+    @Test(arguments: [BackendKind.aio, .uring])
+    func resetWaitsForRequestsInFlight(engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         for index in 0..<16 {
             try rig.queue.addChain([
                 try rig.header(type: 0, sector: UInt64(index), at: GuestAddress(0x8000 + UInt64(index) * 32)),
@@ -164,7 +170,7 @@ struct BlockDeviceTests {
         rig.mmio.notify(0)
         rig.mmio.setStatus([])
         #expect(rig.device.pendingCount == 0)
-        #expect((rig.device.backend as? AIOBlockBackend)?.pendingCount == 0)
+        #expect((rig.device.backend as? AIOBlockBackend)?.pendingCount ?? (rig.device.backend as? UringBlockBackend)?.pendingCount == 0)
     }
 }
 
@@ -199,23 +205,25 @@ struct BlockDeviceHostileTests {
         (1, 64),  // write past the end
         (0, UInt64.max),  // sector * 512 overflows
         (0, UInt64.max / 512),  // offset fits, offset + length does not
-    ] as [(UInt32, UInt64)])
-    func sectorsBeyondCapacityFailWithIOErr(type: UInt32, sector: UInt64) throws {
-        let rig = try BlockRig(.sync, sectors: 64)
+    ] as [(UInt32, UInt64)], BackendKind.allCases)
+    func sectorsBeyondCapacityFailWithIOErr(request: (type: UInt32, sector: UInt64), engine: BackendKind) throws {
+        let (type, sector) = request
+        let rig = try BlockRig(engine, sectors: 64)
         let before = try rig.file.contents()
         let result = try rig.run([try rig.header(type: type, sector: sector), (dataAddress, 1024, type == 0), rig.statusBuffer])
         #expect(result.status == 1 && result.length == 1)
         #expect(try rig.file.contents() == before)
     }
 
-    @Test(arguments: [UInt32(0), 1])
-    func partialSectorsFailWithIOErr(type: UInt32) throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: [UInt32(0), 1], BackendKind.allCases)
+    func partialSectorsFailWithIOErr(type: UInt32, engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         #expect(try rig.run([try rig.header(type: type, sector: 0), (dataAddress, 100, type == 0), rig.statusBuffer]).status == 1)
     }
 
-    @Test func writeToAReadOnlyDiskMovesNoData() throws {
-        let rig = try BlockRig(.sync, readOnly: true)
+    @Test(arguments: BackendKind.allCases)
+    func writeToAReadOnlyDiskMovesNoData(engine: BackendKind) throws {
+        let rig = try BlockRig(engine, readOnly: true)
         #expect(rig.transport.negotiatedFeatures.contains(.blockReadOnly))
         #expect(!rig.transport.negotiatedFeatures.contains(.blockDiscard))
         let before = try rig.file.contents()
@@ -249,8 +257,9 @@ struct BlockDeviceHostileTests {
 
     /// No writable status byte: nothing can carry an error, so the queue breaks and the device
     /// asks for a reset instead of returning a request the driver could read as done.
-    @Test func missingStatusDescriptorBreaksTheQueue() throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: BackendKind.allCases)
+    func missingStatusDescriptorBreaksTheQueue(engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         try rig.memory.write(UInt8(0), at: status)
         try rig.queue.addChain([try rig.header(type: 0, sector: 0), (status, 1, false)])
         rig.mmio.notify(0)
@@ -260,8 +269,9 @@ struct BlockDeviceHostileTests {
         #expect(rig.transport.queueCounts.brokenQueues == 1)
     }
 
-    @Test func statusInReadOnlyMemoryBreaksTheQueue() throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: BackendKind.allCases)
+    func statusInReadOnlyMemoryBreaksTheQueue(engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         try rig.queue.addChain([try rig.header(type: 0, sector: 0), (readOnlyAddress, 1, true)])
         rig.mmio.notify(0)
         #expect(try rig.queue.takeUsed().isEmpty)
@@ -271,9 +281,9 @@ struct BlockDeviceHostileTests {
     /// Each kind of malformed chain, with a stale 0 (OK) in the status byte a reused request
     /// buffer would hold: the driver gets IOERR there, or no completion and DEVICE_NEEDS_RESET;
     /// never a completion that reads as OK, and never data moved.
-    @Test(arguments: MalformedRequest.allCases)
-    func aMalformedChainIsNeverReportedAsOK(kind: MalformedRequest) throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: MalformedRequest.allCases, BackendKind.allCases)
+    func aMalformedChainIsNeverReportedAsOK(kind: MalformedRequest, engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         let before = try rig.file.read(at: 0, count: 4096)
         try rig.memory.write(UInt8(0), at: status)
         try kind.post(on: &rig.queue, header: try rig.header(type: 1, sector: 0), status: status)
@@ -295,33 +305,37 @@ struct BlockDeviceHostileTests {
         #expect(rig.transport.queueCounts.rejectedChains == 1)
     }
 
-    @Test func shortHeaderFailsWithIOErr() throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: BackendKind.allCases)
+    func shortHeaderFailsWithIOErr(engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         #expect(try rig.run([(headerAddress, 8, false), rig.statusBuffer]).status == 1)
     }
 
-    @Test func unknownRequestTypeIsUnsupported() throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: BackendKind.allCases)
+    func unknownRequestTypeIsUnsupported(engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         #expect(try rig.run([try rig.header(type: 99, sector: 0), rig.statusBuffer]).status == 2)
     }
 
-    @Test(arguments: [(11, 1), (13, 2), (11, 0x8000_0000)] as [(UInt32, UInt32)])
-    func discardWithBadFlagsIsUnsupported(type: UInt32, flags: UInt32) throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: [(11, 1), (13, 2), (11, 0x8000_0000)] as [(UInt32, UInt32)], BackendKind.allCases)
+    func discardWithBadFlagsIsUnsupported(request: (type: UInt32, flags: UInt32), engine: BackendKind) throws {
+        let (type, flags) = request
+        let rig = try BlockRig(engine)
         try rig.memory.write(UInt64(0), at: GuestAddress(0xB000))
         try rig.memory.write(UInt32(1), at: GuestAddress(0xB008))
         try rig.memory.write(flags, at: GuestAddress(0xB00C))
         #expect(try rig.run([try rig.header(type: type, sector: 0), (GuestAddress(0xB000), 16, false), rig.statusBuffer]).status == 2)
     }
 
-    @Test(arguments: [UInt32(8), 32])
-    func discardWithWrongSegmentLengthFails(length: UInt32) throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: [UInt32(8), 32], BackendKind.allCases)
+    func discardWithWrongSegmentLengthFails(length: UInt32, engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         #expect(try rig.run([try rig.header(type: 11, sector: 0), (GuestAddress(0xB000), length, false), rig.statusBuffer]).status == 1)
     }
 
-    @Test func discardBeyondCapacityFails() throws {
-        let rig = try BlockRig(.sync, sectors: 64)
+    @Test(arguments: BackendKind.allCases)
+    func discardBeyondCapacityFails(engine: BackendKind) throws {
+        let rig = try BlockRig(engine, sectors: 64)
         try rig.memory.write(UInt64(60), at: GuestAddress(0xB000))
         try rig.memory.write(UInt32(8), at: GuestAddress(0xB008))
         try rig.memory.write(UInt32(0), at: GuestAddress(0xB00C))
@@ -338,9 +352,9 @@ struct BlockDeviceHostileTests {
 
     /// DISCARD and WRITE_ZEROES are bounded by the limits the device advertises, so that one
     /// request cannot make the notified thread write zeros over the whole disk.
-    @Test(arguments: [UInt32(11), 13])
-    func zeroingBeyondTheAdvertisedLimitIsRefused(type: UInt32) throws {
-        let rig = try BlockRig(.sync, sectors: 70_000)
+    @Test(arguments: [UInt32(11), 13], BackendKind.allCases)
+    func zeroingBeyondTheAdvertisedLimitIsRefused(type: UInt32, engine: BackendKind) throws {
+        let rig = try BlockRig(engine, sectors: 70_000)
         let configuration = VirtioBlockConfiguration(reading: rig.transport)
         let limit = type == 11 ? configuration.maxDiscardSectors : configuration.maxWriteZeroesSectors
         #expect(limit == 65_536)
@@ -362,8 +376,9 @@ struct BlockDeviceHostileTests {
 
     /// A flood of malformed chains (a buffer in the hole after RAM's first region) is counted
     /// exactly, while its log lines are rate-limited by the transport's GuestEventLog.
-    @Test func aFloodOfMalformedChainsIsCountedExactly() throws {
-        let rig = try BlockRig(.sync)
+    @Test(arguments: BackendKind.allCases)
+    func aFloodOfMalformedChainsIsCountedExactly(engine: BackendKind) throws {
+        let rig = try BlockRig(engine)
         for round in 0..<4 {
             for _ in 0..<25 { try rig.queue.addChain([try rig.header(type: 0, sector: 0), (holeAddress, 512, true), rig.statusBuffer]) }
             rig.mmio.notify(0)

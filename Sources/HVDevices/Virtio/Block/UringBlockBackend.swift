@@ -1,0 +1,357 @@
+import CHVDevicesShims
+import Glibc
+import HVCore
+import Logging
+import SystemPackage
+
+/// Why an io_uring backend could not be set up.
+public enum UringBackendError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The host switched io_uring off: `kernel.io_uring_disabled` (its value, when readable)
+    /// refuses it to this process (EPERM).
+    case disabled(sysctl: Int?)
+    /// The kernel has no io_uring (ENOSYS), or lacks what the backend needs: timed waits
+    /// (Linux 5.11) or ring restrictions (5.10).
+    case unsupported(String)
+    /// A step of the setup failed.
+    case setup(step: String, Errno)
+    /// The completion eventfd could not be made or watched.
+    case eventFD(Errno)
+
+    /// What failed, with the reason.
+    public var description: String {
+        switch self {
+        case let .disabled(sysctl):
+            return "io_uring is disabled on this host (kernel.io_uring_disabled = \(sysctl.map(String.init) ?? "?")); use engine aio or sync"
+        case let .unsupported(reason): return "io_uring cannot be used here: \(reason); use engine aio or sync"
+        case let .setup(step, errno): return "io_uring setup failed at \(step): \(errno)"
+        case let .eventFD(errno): return "cannot create or watch the io_uring completion eventfd: \(errno)"
+        }
+    }
+}
+
+/// A ``BlockBackend`` on io_uring, through its system calls (no liburing): reads, writes and
+/// flushes (`IORING_OP_FSYNC` with DATASYNC) go straight from and into guest RAM, many in flight
+/// at once. The thread that submits also reaps what completed while it submitted (page-cache
+/// hits complete inside `io_uring_enter`), so those need no hand-off; what completes later
+/// signals an eventfd that an `EventLoop` serves. Discard and write-zeroes run on a worker of
+/// the backend's own, as with ``AIOBlockBackend``.
+///
+/// io_uring runs its operations outside the calling thread's seccomp filter, so the ring is
+/// restricted before it is enabled: its only file is the disk (every operation must name it
+/// as a registered file), its only operations readv, writev and fsync, and nothing can be
+/// registered afterwards.
+public final class UringBlockBackend: BlockBackend {
+    /// The image served.
+    public let disk: DiskImage
+    /// The most operations in flight in the kernel; more wait in a backlog.
+    public let depth: Int
+
+    private enum Kind { case read, write, flush }
+
+    /// One operation: the iovecs the kernel reads until it completes.
+    /// SAFETY: the slot owns the allocation; it moves between threads only inside `state`.
+    @safe private struct Slot: @unchecked Sendable {
+        let token: UInt64
+        let kind: Kind
+        let offset: UInt64
+        let vectors: UnsafeMutablePointer<iovec>?
+        let vectorCount: Int
+        let expectedBytes: Int
+    }
+
+    private struct State {
+        var sink = WeakCompletionSink()
+        var inFlight: [UInt64: Slot] = [:]
+        var backlog: [Slot] = []
+        var nextID: UInt64 = 1
+        /// Completions taken out of flight and not yet handed to the device (see
+        /// ``AIOBlockBackend``): counted as pending so that drain() waits for them.
+        var delivering = 0
+    }
+
+    /// The submission side: queued entries not yet taken by a successful io_uring_enter.
+    private struct Submission { var unsubmitted = 0 }
+
+    /// SAFETY: the rings are shared with the kernel; the submission side is used only under
+    /// `submission`'s lock, the completion side only under `completion`'s, and the mapping
+    /// lives until deinit, after every user.
+    @safe private struct Ring: @unchecked Sendable { let raw: UnsafeMutablePointer<hvd_uring> }
+
+    private let ring: Ring
+    private let completions: EventFD
+    private let loop: EventLoop
+    private let registration: EventLoop.Registration
+    private let state = Locked(State())
+    private let submission = Locked(Submission())
+    private let completion = Locked(())
+    private let offload = OffloadWorker(name: "hv-blk-offload")
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - disk: the opened disk.
+    ///   - eventLoop: where completions that finish later are reaped.
+    ///   - depth: the submission ring's size (the kernel may round it); a virtio queue's size
+    ///     is a natural choice.
+    ///   - logger: where the backend logs I/O errors.
+    public init(disk: DiskImage, eventLoop: EventLoop, depth: Int = 256,
+                logger: Logger = Logger(label: "hvkit.virtio-blk.uring")) throws(UringBackendError) {
+        self.disk = disk
+        self.loop = eventLoop
+        self.logger = logger
+        do {
+            completions = try EventFD(nonBlocking: true)
+        } catch {
+            throw .eventFD(error)
+        }
+        let raw = UnsafeMutablePointer<hvd_uring>.allocate(capacity: 1)
+        var step: Int32 = 0
+        let result = unsafe hvd_uring_setup(UInt32(clamping: max(depth, 1)), disk.fileDescriptor.rawValue,
+                                            completions.fileDescriptor.rawValue, raw, &step)
+        guard result == 0 else {
+            unsafe raw.deallocate()
+            throw Self.setupError(step: step, errno: Errno(rawValue: -result))
+        }
+        ring = unsafe Ring(raw: raw)
+        self.depth = unsafe Int(raw.pointee.sq_entries)
+        // Capture the pieces, not self: the loop's handler must not keep the backend alive.
+        let reaper = Reaper()
+        do {
+            registration = try eventLoop.register(completions.fileDescriptor) { reaper.backend?.reapAvailable() }
+        } catch {
+            unsafe hvd_uring_close(raw)
+            unsafe raw.deallocate()
+            throw .eventFD(error)
+        }
+        reaper.backend = self
+    }
+
+    deinit {
+        loop.unregister(registration)
+        offload.shutdown()
+        drain()
+        unsafe hvd_uring_close(ring.raw)
+        unsafe ring.raw.deallocate()
+    }
+
+    /// The error for a setup that failed at `step` (hvd_uring_setup's numbering) with `errno`.
+    static func setupError(step: Int32, errno: Errno) -> UringBackendError {
+        if step == 0 {
+            switch errno {
+            case .permissionDenied, .notPermitted:
+                let value = (try? HostFile.read(FilePath("/proc/sys/kernel/io_uring_disabled"), upTo: 16))
+                    .flatMap { Int(String(decoding: $0, as: UTF8.self).filter(\.isNumber)) }
+                return .disabled(sysctl: value)
+            case .noFunction: return .unsupported("the kernel has no io_uring (ENOSYS)")
+            case .notSupported: return .unsupported("the kernel is older than Linux 5.11 (no timed waits)")
+            default: return .setup(step: "io_uring_setup", errno)
+            }
+        }
+        let steps = ["io_uring_setup", "mapping the rings", "registering the disk", "registering the eventfd",
+                     "restricting the ring", "enabling the ring"]
+        if step == 4, errno == .invalidArgument { return .unsupported("the kernel cannot restrict a ring (Linux 5.10)") }
+        return .setup(step: steps[Int(min(max(step, 0), 5))], errno)
+    }
+
+    /// The image's capacity in bytes.
+    public var capacity: UInt64 { disk.capacity }
+    /// Whether the image was opened read-only.
+    public var isReadOnly: Bool { disk.isReadOnly }
+    /// The image's cache mode.
+    public var cacheMode: BlockCacheMode { disk.cacheMode }
+    /// Discard punches holes in a writable image.
+    public var supportsDiscard: Bool { !disk.isReadOnly }
+    /// Operations in the ring and not yet reaped, plus the backlog and those being delivered.
+    public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count + $0.delivering } }
+
+    /// Where completions go (the device).
+    public func setCompletionSink(_ sink: any BlockCompletionSink) {
+        state.withLock { $0.sink.sink = sink }
+    }
+
+    /// Queues `requests` in the ring (up to ``depth`` in flight, the rest in a backlog), submits
+    /// them with one io_uring_enter, and delivers on this thread what completed meanwhile.
+    public func submit(_ requests: [BlockRequest]) {
+        var finished: [BlockCompletion] = []
+        var prepared: [Slot] = []
+        var offloaded: [(token: UInt64, operation: @Sendable (DiskImage) -> BlockStatus)] = []
+        for request in requests {
+            switch request.operation {
+            case let .read(offset, buffers):
+                prepared.append(makeSlot(request.token, .read, buffers, offset: offset))
+            case let .write(offset, buffers):
+                guard !disk.isReadOnly else {
+                    finished.append(BlockCompletion(token: request.token, status: .ioError))
+                    continue
+                }
+                prepared.append(makeSlot(request.token, .write, buffers, offset: offset))
+            case .flush:
+                if disk.cacheMode == .unsafe {
+                    // Unsafe mode never syncs: a flush is refused, never acknowledged without being durable.
+                    finished.append(BlockCompletion(token: request.token, status: .unsupported))
+                } else {
+                    prepared.append(unsafe Slot(token: request.token, kind: .flush, offset: 0, vectors: nil, vectorCount: 0, expectedBytes: 0))
+                }
+            case let .discard(offset, length):
+                offloaded.append((request.token, { disk in disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true) }))
+            case let .writeZeroes(offset, length, mayUnmap):
+                offloaded.append((request.token, { disk in disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap) }))
+            }
+        }
+        state.withLock { state in
+            state.backlog.append(contentsOf: prepared)
+            state.delivering += finished.count + offloaded.count
+        }
+        for (token, operation) in offloaded {
+            offload.run { [self] in deliver([BlockCompletion(token: token, status: operation(disk))]) }
+        }
+        deliver(finished)
+        if !prepared.isEmpty {
+            submitBacklog()
+            reap()
+        }
+    }
+
+    /// Waits until every submitted request has completed and been delivered.
+    public func drain() {
+        while pendingCount > 0 {
+            submitBacklog()
+            if state.withLock({ !$0.inFlight.isEmpty }) {
+                // Timed: another thread may reap the last completion between the check and the wait.
+                _ = unsafe hvd_uring_wait(ring.raw, 10_000_000)
+            } else {
+                usleep(100)  // only completions on their way to the device: they are nearly there
+            }
+            reap()
+        }
+    }
+
+    // MARK: Submission
+
+    private func makeSlot(_ token: UInt64, _ kind: Kind, _ buffers: GuestBuffers, offset: UInt64) -> Slot {
+        let count = unsafe buffers.buffers.count
+        let vectors = UnsafeMutablePointer<iovec>.allocate(capacity: max(count, 1))
+        // SAFETY: `vectors` holds `count` entries. The buffers were checked against guest RAM
+        // when the request was parsed (GuestBuffers), and the device keeps that memory mapped
+        // and the chain unused until this slot completes; the slot frees the vectors.
+        for unsafe (index, buffer) in unsafe buffers.buffers.enumerated() {
+            unsafe (vectors + index).initialize(to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
+        }
+        return unsafe Slot(token: token, kind: kind, offset: offset, vectors: vectors, vectorCount: count, expectedBytes: buffers.byteCount)
+    }
+
+    /// Moves what fits from the backlog into the ring and submits it, with everything queued
+    /// before that an earlier enter did not take. Entries the kernel did not take (it was
+    /// busy) stay queued for the next enter, which every submission and completion makes.
+    private func submitBacklog() {
+        submission.withLock { submission in
+            while true {
+                let space = unsafe Int(hvd_uring_space(ring.raw))
+                let batch: [(UInt64, Slot)] = state.withLock { state in
+                    let room = min(depth - state.inFlight.count, state.backlog.count, space)
+                    guard room > 0 else { return [] }
+                    let batch = state.backlog.prefix(room).map { slot in
+                        defer { state.nextID &+= 1 }
+                        return (state.nextID, slot)
+                    }
+                    state.backlog.removeFirst(room)
+                    // Recorded before the enter: a completion may be reaped before it returns.
+                    for (id, slot) in batch { state.inFlight[id] = slot }
+                    return batch
+                }
+                for (id, slot) in batch {
+                    // Space was counted above, under this lock, so queuing cannot fail.
+                    switch slot.kind {
+                    case .read, .write:
+                        _ = unsafe hvd_uring_queue_rw(ring.raw, slot.kind == .write ? 1 : 0, slot.vectors, UInt32(slot.vectorCount), slot.offset, id)
+                    case .flush:
+                        _ = unsafe hvd_uring_queue_fdatasync(ring.raw, id)
+                    }
+                }
+                submission.unsubmitted += batch.count
+                guard submission.unsubmitted > 0 else { return }
+                let result = unsafe hvd_uring_enter(ring.raw, UInt32(submission.unsubmitted), 0)
+                if result >= 0 {
+                    submission.unsubmitted -= Int(result)
+                } else if result != -EINTR {
+                    // EAGAIN or EBUSY: the kernel is short of room for now; what is queued goes
+                    // with the next enter, after completions free room.
+                    if result != -EAGAIN && result != -EBUSY {
+                        logger.error("io_uring_enter failed", metadata: ["errno": "\(Errno(rawValue: -result))"])
+                    }
+                    return
+                }
+                if batch.isEmpty { return }
+            }
+        }
+    }
+
+    /// Hands `completions` to the device, then stops counting them as pending.
+    private func deliver(_ completions: [BlockCompletion]) {
+        guard !completions.isEmpty else { return }
+        state.withLock { $0.sink.sink }?.blockOperationsCompleted(completions)
+        state.withLock { $0.delivering -= completions.count }
+    }
+
+    /// Queues an operation the ring's restrictions forbid (a NOP), submits it, waits for it and
+    /// returns its result: -EACCES when the restrictions hold. For the tests.
+    func submitForbiddenOperation() -> Int32 {
+        submission.withLock { _ in
+            _ = unsafe hvd_uring_queue_nop(ring.raw, UInt64.max)
+            _ = unsafe hvd_uring_enter(ring.raw, 1, 0)
+        }
+        return completion.withLock { _ in
+            var identifier: UInt64 = 0, result: Int32 = 0
+            for _ in 0..<100 {
+                _ = unsafe hvd_uring_wait(ring.raw, 10_000_000)
+                if unsafe hvd_uring_reap(ring.raw, &identifier, &result, 1) == 1 { return result }
+            }
+            return 0
+        }
+    }
+
+    // MARK: Completion
+
+    private final class Reaper: @unchecked Sendable {
+        // Written once in init before the loop can call the handler.
+        weak var backend: UringBlockBackend?
+    }
+
+    private func reapAvailable() {
+        _ = try? completions.consume()
+        reap()
+    }
+
+    /// Delivers every completion in the ring, and submits what waited for room.
+    private func reap() {
+        var reaped = false
+        unsafe withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 64) { identifiers in
+            unsafe withUnsafeTemporaryAllocation(of: Int32.self, capacity: 64) { results in
+                while true {
+                    let (count, finished): (Int, [BlockCompletion]) = completion.withLock { _ in
+                        let count = unsafe Int(hvd_uring_reap(ring.raw, identifiers.baseAddress, results.baseAddress, UInt32(identifiers.count)))
+                        guard count > 0 else { return (0, []) }
+                        return (count, state.withLock { state in
+                            var finished: [BlockCompletion] = []
+                            for index in 0..<count {
+                                guard let slot = unsafe state.inFlight.removeValue(forKey: identifiers[index]) else { continue }
+                                let result = unsafe Int(results[index])
+                                let status: BlockStatus = result == slot.expectedBytes ? .ok : .ioError
+                                if status != .ok {
+                                    logger.warning("io_uring operation failed", metadata: ["result": "\(result)", "expected": "\(slot.expectedBytes)"])
+                                }
+                                finished.append(BlockCompletion(token: slot.token, status: status))
+                                unsafe slot.vectors?.deallocate()
+                            }
+                            state.delivering += finished.count
+                            return finished
+                        })
+                    }
+                    guard count > 0 else { return }
+                    reaped = true
+                    deliver(finished)
+                }
+            }
+        }
+        if reaped, state.withLock({ !$0.backlog.isEmpty }) { submitBacklog() }
+    }
+}
