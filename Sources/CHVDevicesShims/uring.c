@@ -76,6 +76,7 @@ int hvd_uring_setup(unsigned entries, int file, int event_fd, hvd_uring *ring, i
     ring->cq_head = (unsigned *)(cq + params.cq_off.head);
     ring->cq_tail = (unsigned *)(cq + params.cq_off.tail);
     ring->cq_mask = *(unsigned *)(cq + params.cq_off.ring_mask);
+    ring->cq_flags = (unsigned *)(cq + params.cq_off.flags);
     ring->cqes = cq + params.cq_off.cqes;
 
     // The disk is the ring's only file (index 0), and completions signal `event_fd`.
@@ -184,6 +185,16 @@ int hvd_uring_queue_nop(hvd_uring *ring, uint64_t user_data) {
     entry->user_data = user_data;
     publish(ring, index);
     return 0;
+}
+
+void hvd_uring_set_quiet(hvd_uring *ring, int quiet) {
+    if (quiet) {
+        __atomic_fetch_or(ring->cq_flags, IORING_CQ_EVENTFD_DISABLED, __ATOMIC_SEQ_CST);
+    } else {
+        __atomic_fetch_and(ring->cq_flags, ~IORING_CQ_EVENTFD_DISABLED, __ATOMIC_SEQ_CST);
+    }
+    // Ordered before the reap that follows, which must see every entry posted while quiet.
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 int hvd_uring_enter(hvd_uring *ring, unsigned to_submit, unsigned wait_for) {

@@ -43,7 +43,7 @@ typedef struct hvd_uring {
     unsigned sq_entries, cq_entries;
     unsigned *sq_head, *sq_tail, *sq_array;
     unsigned sq_mask;
-    unsigned *cq_head, *cq_tail;
+    unsigned *cq_head, *cq_tail, *cq_flags;
     unsigned cq_mask;
     void *cqes;
     void *sq_map, *cq_map, *sqe_map;
@@ -70,6 +70,10 @@ int hvd_uring_queue_rw(hvd_uring *ring, int write, const struct iovec *vectors, 
 int hvd_uring_queue_fdatasync(hvd_uring *ring, uint64_t user_data);
 /// Queues a NOP, an operation the restrictions forbid: for the test that they hold. 0, or -EBUSY.
 int hvd_uring_queue_nop(hvd_uring *ring, uint64_t user_data);
+/// Stops (quiet 1) or restarts (0) the eventfd's signals (IORING_CQ_EVENTFD_DISABLED): a
+/// submitter that reaps what completes while it submits keeps the event loop from waking for
+/// it, and reaps again after restarting, for anything posted while they were off.
+void hvd_uring_set_quiet(hvd_uring *ring, int quiet);
 /// io_uring_enter: submits `to_submit` queued entries and, with `wait_for` > 0, waits for that
 /// many completions. The number submitted, or -errno.
 int hvd_uring_enter(hvd_uring *ring, unsigned to_submit, unsigned wait_for);

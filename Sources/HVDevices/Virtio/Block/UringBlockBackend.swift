@@ -32,8 +32,9 @@ public enum UringBackendError: Error, Hashable, Sendable, CustomStringConvertibl
 /// A ``BlockBackend`` on io_uring, through its system calls (no liburing): reads, writes and
 /// flushes (`IORING_OP_FSYNC` with DATASYNC) go straight from and into guest RAM, many in flight
 /// at once. The thread that submits also reaps what completed while it submitted (page-cache
-/// hits complete inside `io_uring_enter`), so those need no hand-off; what completes later
-/// signals an eventfd that an `EventLoop` serves. Discard and write-zeroes run on a worker of
+/// hits complete inside `io_uring_enter`), with the ring's eventfd quiet meanwhile, so those
+/// need no hand-off and wake no other thread; what completes later signals the eventfd, which
+/// an `EventLoop` serves. Discard and write-zeroes run on a worker of
 /// the backend's own, as with ``AIOBlockBackend``.
 ///
 /// io_uring runs its operations outside the calling thread's seccomp filter, so the ring is
@@ -206,7 +207,13 @@ public final class UringBlockBackend: BlockBackend {
         }
         deliver(finished)
         if !prepared.isEmpty {
+            // The eventfd is quiet while this thread submits and reaps what completed meanwhile
+            // (page-cache hits complete inside io_uring_enter): the event loop need not wake
+            // for those. What was posted before the signals came back is reaped here after.
+            unsafe hvd_uring_set_quiet(ring.raw, 1)
             submitBacklog()
+            reap()
+            unsafe hvd_uring_set_quiet(ring.raw, 0)
             reap()
         }
     }
