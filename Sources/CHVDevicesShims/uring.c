@@ -187,6 +187,12 @@ int hvd_uring_queue_nop(hvd_uring *ring, uint64_t user_data) {
     return 0;
 }
 
+void hvd_uring_unqueue(hvd_uring *ring, unsigned count) {
+    // Without SQPOLL the kernel reads entries only inside io_uring_enter, which the caller
+    // serializes with this: entries it did not take can be withdrawn.
+    STORE_RELEASE(ring->sq_tail, *ring->sq_tail - count);
+}
+
 void hvd_uring_set_quiet(hvd_uring *ring, int quiet) {
     if (quiet) {
         __atomic_fetch_or(ring->cq_flags, IORING_CQ_EVENTFD_DISABLED, __ATOMIC_SEQ_CST);

@@ -70,6 +70,9 @@ int hvd_uring_queue_rw(hvd_uring *ring, int write, const struct iovec *vectors, 
 int hvd_uring_queue_fdatasync(hvd_uring *ring, uint64_t user_data);
 /// Queues a NOP, an operation the restrictions forbid: for the test that they hold. 0, or -EBUSY.
 int hvd_uring_queue_nop(hvd_uring *ring, uint64_t user_data);
+/// Withdraws the last `count` queued entries, which no io_uring_enter took (the caller
+/// serializes this with its enters).
+void hvd_uring_unqueue(hvd_uring *ring, unsigned count);
 /// Stops (quiet 1) or restarts (0) the eventfd's signals (IORING_CQ_EVENTFD_DISABLED): a
 /// submitter that reaps what completes while it submits keeps the event loop from waking for
 /// it, and reaps again after restarting, for anything posted while they were off.

@@ -70,8 +70,9 @@ public final class UringBlockBackend: BlockBackend {
         var delivering = 0
     }
 
-    /// The submission side: queued entries not yet taken by a successful io_uring_enter.
-    private struct Submission { var unsubmitted = 0 }
+    /// The submission side: the identifiers of queued entries no io_uring_enter took yet, in
+    /// the order queued (the kernel takes them in that order).
+    private struct Submission { var unsubmitted: [UInt64] = [] }
 
     /// SAFETY: the rings are shared with the kernel; the submission side is used only under
     /// `submission`'s lock, the completion side only under `completion`'s, and the mapping
@@ -211,7 +212,7 @@ public final class UringBlockBackend: BlockBackend {
             // (page-cache hits complete inside io_uring_enter): the event loop need not wake
             // for those. What was posted before the signals came back is reaped here after.
             unsafe hvd_uring_set_quiet(ring.raw, 1)
-            submitBacklog()
+            deliver(submitBacklog())
             reap()
             unsafe hvd_uring_set_quiet(ring.raw, 0)
             reap()
@@ -221,7 +222,7 @@ public final class UringBlockBackend: BlockBackend {
     /// Waits until every submitted request has completed and been delivered.
     public func drain() {
         while pendingCount > 0 {
-            submitBacklog()
+            deliver(submitBacklog())
             if state.withLock({ !$0.inFlight.isEmpty }) {
                 // Timed: another thread may reap the last completion between the check and the wait.
                 _ = unsafe hvd_uring_wait(ring.raw, 10_000_000)
@@ -249,7 +250,8 @@ public final class UringBlockBackend: BlockBackend {
     /// Moves what fits from the backlog into the ring and submits it, with everything queued
     /// before that an earlier enter did not take. Entries the kernel did not take (it was
     /// busy) stay queued for the next enter, which every submission and completion makes.
-    private func submitBacklog() {
+    private func submitBacklog() -> [BlockCompletion] {
+        var failed: [BlockCompletion] = []
         submission.withLock { submission in
             while true {
                 let space = unsafe Int(hvd_uring_space(ring.raw))
@@ -274,22 +276,36 @@ public final class UringBlockBackend: BlockBackend {
                         _ = unsafe hvd_uring_queue_fdatasync(ring.raw, id)
                     }
                 }
-                submission.unsubmitted += batch.count
-                guard submission.unsubmitted > 0 else { return }
-                let result = unsafe hvd_uring_enter(ring.raw, UInt32(submission.unsubmitted), 0)
+                submission.unsubmitted += batch.map(\.0)
+                guard !submission.unsubmitted.isEmpty else { return }
+                let result = unsafe hvd_uring_enter(ring.raw, UInt32(submission.unsubmitted.count), 0)
                 if result >= 0 {
-                    submission.unsubmitted -= Int(result)
+                    submission.unsubmitted.removeFirst(min(Int(result), submission.unsubmitted.count))
+                } else if result == -EAGAIN || result == -EBUSY {
+                    // The kernel is short of room for now; what is queued goes with the next
+                    // enter, after completions free room.
+                    return
                 } else if result != -EINTR {
-                    // EAGAIN or EBUSY: the kernel is short of room for now; what is queued goes
-                    // with the next enter, after completions free room.
-                    if result != -EAGAIN && result != -EBUSY {
-                        logger.error("io_uring_enter failed", metadata: ["errno": "\(Errno(rawValue: -result))"])
+                    // Anything else will not get better: the entries are withdrawn and their
+                    // requests fail, rather than wait for an enter that never succeeds.
+                    logger.error("io_uring_enter failed", metadata: ["errno": "\(Errno(rawValue: -result))"])
+                    let withdrawn = submission.unsubmitted
+                    submission.unsubmitted.removeAll()
+                    unsafe hvd_uring_unqueue(ring.raw, UInt32(withdrawn.count))
+                    failed += state.withLock { state in
+                        let slots = withdrawn.compactMap { state.inFlight.removeValue(forKey: $0) }
+                        state.delivering += slots.count
+                        return slots.map { slot in
+                            unsafe slot.vectors?.deallocate()
+                            return BlockCompletion(token: slot.token, status: .ioError)
+                        }
                     }
                     return
                 }
                 if batch.isEmpty { return }
             }
         }
+        return failed
     }
 
     /// Hands `completions` to the device, then stops counting them as pending.
@@ -298,6 +314,9 @@ public final class UringBlockBackend: BlockBackend {
         state.withLock { $0.sink.sink }?.blockOperationsCompleted(completions)
         state.withLock { $0.delivering -= completions.count }
     }
+
+    /// The ring's descriptor, for the tests that break it.
+    var ringDescriptor: Int32 { unsafe ring.raw.pointee.fd }
 
     /// Queues an operation the ring's restrictions forbid (a NOP), submits it, waits for it and
     /// returns its result: -EACCES when the restrictions hold. For the tests.
@@ -359,6 +378,6 @@ public final class UringBlockBackend: BlockBackend {
                 }
             }
         }
-        if reaped, state.withLock({ !$0.backlog.isEmpty }) { submitBacklog() }
+        if reaped, state.withLock({ !$0.backlog.isEmpty }) { deliver(submitBacklog()) }
     }
 }

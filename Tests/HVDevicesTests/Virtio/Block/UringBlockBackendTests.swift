@@ -98,4 +98,24 @@ struct UringBlockBackendTests {
         #expect("\(UringBlockBackend.setupError(step: 2, errno: .badFileDescriptor))".contains("registering the disk"))
         #expect("\(UringBlockBackend.setupError(step: 0, errno: .notPermitted))".contains("engine aio or sync"))
     }
+
+    /// A ring the kernel stops accepting (here its descriptor replaced by an eventfd, so
+    /// io_uring_enter fails with something other than "busy"): the queued requests are
+    /// withdrawn and fail as I/O errors instead of waiting forever, and drain returns.
+    @Test func requestsARingCannotTakeFailInsteadOfWaiting() throws {
+        let file = try ScratchFile(size: 16 * 512)
+        let events = try EventLoop(name: "uring-broken")
+        defer { events.shutdown() }
+        let backend = try UringBlockBackend(disk: try DiskImage(path: file.path), eventLoop: events, depth: 8)
+        let sink = RecordingSink()
+        backend.setCompletionSink(sink)
+        let impostor = try EventFD(nonBlocking: true)
+        #expect(dup2(impostor.fileDescriptor.rawValue, backend.ringDescriptor) == backend.ringDescriptor)
+        let (memory, reads) = buffers(4, size: 512)
+        defer { memory.deallocate() }
+        backend.submit(reads.enumerated().map { BlockRequest(token: UInt64($0), operation: .read(offset: UInt64($0) * 512, into: $1)) })
+        backend.drain()
+        #expect(sink.completions.withLock { $0.map(\.status) } == [BlockStatus](repeating: .ioError, count: 4))
+        #expect(backend.pendingCount == 0)
+    }
 }
