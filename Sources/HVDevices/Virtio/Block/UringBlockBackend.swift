@@ -321,11 +321,12 @@ public final class UringBlockBackend: BlockBackend {
     /// Queues an operation the ring's restrictions forbid (a NOP), submits it, waits for it and
     /// returns its result: -EACCES when the restrictions hold. For the tests.
     func submitForbiddenOperation() -> Int32 {
-        submission.withLock { _ in
-            _ = unsafe hvd_uring_queue_nop(ring.raw, UInt64.max)
-            _ = unsafe hvd_uring_enter(ring.raw, 1, 0)
-        }
-        return completion.withLock { _ in
+        // The completion side held throughout, so that the event loop cannot reap it first.
+        completion.withLock { _ in
+            submission.withLock { _ in
+                _ = unsafe hvd_uring_queue_nop(ring.raw, UInt64.max)
+                _ = unsafe hvd_uring_enter(ring.raw, 1, 0)
+            }
             var identifier: UInt64 = 0, result: Int32 = 0
             for _ in 0..<100 {
                 _ = unsafe hvd_uring_wait(ring.raw, 10_000_000)
