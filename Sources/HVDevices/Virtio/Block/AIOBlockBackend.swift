@@ -26,7 +26,7 @@ public enum AIOBackendError: Error, Hashable, Sendable, CustomStringConvertible 
 /// zero-range fallocate, writing the zeros, which must not hold a thread that vCPUs or other
 /// devices share. If the file system refuses an AIO fdatasync, flushes fall back to fdatasync
 /// on the submitting thread.
-public final class AIOBlockBackend: BlockBackend {
+public final class AIOBlockBackend: DiskImageBackend {
     /// The image served.
     public let disk: DiskImage
     /// The most operations in flight in the kernel; more wait in a backlog.
@@ -106,14 +106,6 @@ public final class AIOBlockBackend: BlockBackend {
         unsafe io_destroy(context)
     }
 
-    /// The image's capacity in bytes.
-    public var capacity: UInt64 { disk.capacity }
-    /// Whether the image was opened read-only.
-    public var isReadOnly: Bool { disk.isReadOnly }
-    /// The image's cache mode.
-    public var cacheMode: BlockCacheMode { disk.cacheMode }
-    /// Discard punches holes in a writable image.
-    public var supportsDiscard: Bool { !disk.isReadOnly }
     /// Operations submitted to the kernel and not yet reaped, plus the backlog.
     public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count + $0.delivering } }
 
@@ -124,47 +116,21 @@ public final class AIOBlockBackend: BlockBackend {
 
     /// Submits `requests` with io_submit (up to ``depth`` in flight, the rest queued); completions arrive on the event loop or, when they finished at once, on this thread.
     public func submit(_ requests: [BlockRequest]) {
-        var finished: [BlockCompletion] = []
-        var prepared: [Slot] = []
-        var offloaded: [@Sendable (DiskImage) -> BlockStatus] = []
-        var offloadedTokens: [UInt64] = []
         let fdsyncUnsupported = state.withLock { $0.fdsyncUnsupported }
-        for request in requests {
-            switch request.operation {
-            case let .read(offset, buffers):
-                prepared.append(makeSlot(request.token, buffers, offset: offset, write: false))
-            case let .write(offset, buffers):
-                guard !disk.isReadOnly else {
-                    finished.append(BlockCompletion(token: request.token, status: .ioError))
-                    continue
-                }
-                prepared.append(makeSlot(request.token, buffers, offset: offset, write: true))
-            case .flush:
-                if disk.cacheMode == .unsafe {
-                    // Unsafe mode never syncs: a flush is refused, never acknowledged without being durable.
-                    finished.append(BlockCompletion(token: request.token, status: .unsupported))
-                } else if fdsyncUnsupported {
-                    finished.append(BlockCompletion(token: request.token, status: disk.synchronize()))
-                } else {
-                    prepared.append(makeFlushSlot(request.token))
-                }
-            case let .discard(offset, length):
-                offloaded.append { disk in disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true) }
-                offloadedTokens.append(request.token)
-            case let .writeZeroes(offset, length, mayUnmap):
-                offloaded.append { disk in disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap) }
-                offloadedTokens.append(request.token)
-            }
-        }
+        let sorted = SortedRequests<Slot>(requests, disk: disk, transfer: { token, write, buffers, offset in
+            makeSlot(token, buffers, offset: offset, write: write)
+        }, flush: { token in
+            fdsyncUnsupported ? .done(disk.synchronize()) : .queue(makeFlushSlot(token))
+        })
+        var finished = sorted.finished
+        let (prepared, offloaded) = (sorted.queued, sorted.offloaded)
         state.withLock { state in
             state.backlog.append(contentsOf: prepared)
             // Offloaded operations count as on their way to the device until delivered.
             state.delivering += finished.count + offloaded.count
         }
-        for (operation, token) in zip(offloaded, offloadedTokens) {
-            offload.run { [self] in
-                deliver([BlockCompletion(token: token, status: operation(disk))])
-            }
+        for (token, operation) in offloaded {
+            offload.run { [self] in deliver([BlockCompletion(token: token, status: operation(disk))]) }
         }
         finished += submitBacklog()
         deliver(finished)

@@ -105,6 +105,24 @@ public protocol BlockBackend: AnyObject, Sendable {
     func drain()
 }
 
+/// A backend serving one ``DiskImage``: the disk's capacity, read-only flag and cache mode are
+/// the backend's, and discard is offered on a writable image (it punches holes).
+public protocol DiskImageBackend: BlockBackend {
+    /// The image served.
+    var disk: DiskImage { get }
+}
+
+extension DiskImageBackend {
+    /// The image's capacity in bytes.
+    public var capacity: UInt64 { disk.capacity }
+    /// Whether the image was opened read-only.
+    public var isReadOnly: Bool { disk.isReadOnly }
+    /// The image's cache mode.
+    public var cacheMode: BlockCacheMode { disk.cacheMode }
+    /// Discard punches holes in a writable image.
+    public var supportsDiscard: Bool { !disk.isReadOnly }
+}
+
 extension BlockOperation {
     /// The data bytes the operation moves between guest memory and the disk (what a
     /// bandwidth limit counts): the buffers of a read or write, none otherwise.
@@ -112,6 +130,56 @@ extension BlockOperation {
         switch self {
         case let .read(_, buffers), let .write(_, buffers): UInt64(buffers.byteCount)
         default: 0
+        }
+    }
+}
+
+/// A batch of requests sorted the way the queueing backends (``AIOBlockBackend``,
+/// ``UringBlockBackend``) serve them: transfers and flushes for the kernel, what is answered at
+/// once (a write to a read-only disk, a flush in unsafe mode, which is refused rather than
+/// acknowledged without being durable), and discards and write-zeroes, which a worker runs.
+struct SortedRequests<Queued> {
+    /// What a backend does with a flush.
+    enum Flush {
+        /// Queue it for the kernel.
+        case queue(Queued)
+        /// It finished here, with this status.
+        case done(BlockStatus)
+    }
+
+    var queued: [Queued] = []
+    var finished: [BlockCompletion] = []
+    var offloaded: [(token: UInt64, operation: @Sendable (DiskImage) -> BlockStatus)] = []
+
+    /// Sorts `requests` for `disk`; `transfer` makes the kernel operation of a read (`write`
+    /// false) or write, `flush` decides a flush (in modes that sync).
+    init(_ requests: [BlockRequest], disk: DiskImage,
+         transfer: (_ token: UInt64, _ write: Bool, GuestBuffers, _ offset: UInt64) -> Queued,
+         flush: (_ token: UInt64) -> Flush) {
+        for request in requests {
+            switch request.operation {
+            case let .read(offset, buffers):
+                queued.append(transfer(request.token, false, buffers, offset))
+            case let .write(offset, buffers):
+                guard !disk.isReadOnly else {
+                    finished.append(BlockCompletion(token: request.token, status: .ioError))
+                    continue
+                }
+                queued.append(transfer(request.token, true, buffers, offset))
+            case .flush:
+                guard disk.cacheMode != .unsafe else {
+                    finished.append(BlockCompletion(token: request.token, status: .unsupported))
+                    continue
+                }
+                switch flush(request.token) {
+                case let .queue(operation): queued.append(operation)
+                case let .done(status): finished.append(BlockCompletion(token: request.token, status: status))
+                }
+            case let .discard(offset, length):
+                offloaded.append((request.token, { disk in disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true) }))
+            case let .writeZeroes(offset, length, mayUnmap):
+                offloaded.append((request.token, { disk in disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap) }))
+            }
         }
     }
 }

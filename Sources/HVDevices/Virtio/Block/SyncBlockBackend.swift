@@ -8,7 +8,7 @@ import Synchronization
 /// at a time per queue. Discard and write-zeroes, which on a file system without a zero-range
 /// fallocate write every zero (up to 32 MiB a request), run on a worker thread of the
 /// backend's own instead, so that they cannot hold a thread vCPUs or other devices share.
-public final class SyncBlockBackend: BlockBackend {
+public final class SyncBlockBackend: DiskImageBackend {
     /// The image served.
     public let disk: DiskImage
     private let sink = Locked(WeakCompletionSink())
@@ -21,14 +21,6 @@ public final class SyncBlockBackend: BlockBackend {
         self.disk = disk
     }
 
-    /// The image's capacity in bytes.
-    public var capacity: UInt64 { disk.capacity }
-    /// Whether the image was opened read-only.
-    public var isReadOnly: Bool { disk.isReadOnly }
-    /// The image's cache mode.
-    public var cacheMode: BlockCacheMode { disk.cacheMode }
-    /// Discard punches holes in a writable image.
-    public var supportsDiscard: Bool { !disk.isReadOnly }
 
     /// Where completions go (the device).
     public func setCompletionSink(_ sink: any BlockCompletionSink) {

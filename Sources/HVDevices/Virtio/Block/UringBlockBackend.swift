@@ -41,7 +41,7 @@ public enum UringBackendError: Error, Hashable, Sendable, CustomStringConvertibl
 /// restricted before it is enabled: its only file is the disk (every operation must name it
 /// as a registered file), its only operations readv, writev and fsync, and nothing can be
 /// registered afterwards.
-public final class UringBlockBackend: BlockBackend {
+public final class UringBlockBackend: DiskImageBackend {
     /// The image served.
     public let disk: DiskImage
     /// The most operations in flight in the kernel; more wait in a backlog.
@@ -154,14 +154,6 @@ public final class UringBlockBackend: BlockBackend {
         return .setup(step: steps[Int(min(max(step, 0), 5))], errno)
     }
 
-    /// The image's capacity in bytes.
-    public var capacity: UInt64 { disk.capacity }
-    /// Whether the image was opened read-only.
-    public var isReadOnly: Bool { disk.isReadOnly }
-    /// The image's cache mode.
-    public var cacheMode: BlockCacheMode { disk.cacheMode }
-    /// Discard punches holes in a writable image.
-    public var supportsDiscard: Bool { !disk.isReadOnly }
     /// Operations in the ring and not yet reaped, plus the backlog and those being delivered.
     public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count + $0.delivering } }
 
@@ -173,32 +165,12 @@ public final class UringBlockBackend: BlockBackend {
     /// Queues `requests` in the ring (up to ``depth`` in flight, the rest in a backlog), submits
     /// them with one io_uring_enter, and delivers on this thread what completed meanwhile.
     public func submit(_ requests: [BlockRequest]) {
-        var finished: [BlockCompletion] = []
-        var prepared: [Slot] = []
-        var offloaded: [(token: UInt64, operation: @Sendable (DiskImage) -> BlockStatus)] = []
-        for request in requests {
-            switch request.operation {
-            case let .read(offset, buffers):
-                prepared.append(makeSlot(request.token, .read, buffers, offset: offset))
-            case let .write(offset, buffers):
-                guard !disk.isReadOnly else {
-                    finished.append(BlockCompletion(token: request.token, status: .ioError))
-                    continue
-                }
-                prepared.append(makeSlot(request.token, .write, buffers, offset: offset))
-            case .flush:
-                if disk.cacheMode == .unsafe {
-                    // Unsafe mode never syncs: a flush is refused, never acknowledged without being durable.
-                    finished.append(BlockCompletion(token: request.token, status: .unsupported))
-                } else {
-                    prepared.append(unsafe Slot(token: request.token, kind: .flush, offset: 0, vectors: nil, vectorCount: 0, expectedBytes: 0))
-                }
-            case let .discard(offset, length):
-                offloaded.append((request.token, { disk in disk.deallocate(offset: offset, length: length, zero: false, mayUnmap: true) }))
-            case let .writeZeroes(offset, length, mayUnmap):
-                offloaded.append((request.token, { disk in disk.deallocate(offset: offset, length: length, zero: true, mayUnmap: mayUnmap) }))
-            }
-        }
+        let sorted = SortedRequests<Slot>(requests, disk: disk, transfer: { token, write, buffers, offset in
+            makeSlot(token, write ? .write : .read, buffers, offset: offset)
+        }, flush: { token in
+            .queue(unsafe Slot(token: token, kind: .flush, offset: 0, vectors: nil, vectorCount: 0, expectedBytes: 0))
+        })
+        let (prepared, finished, offloaded) = (sorted.queued, sorted.finished, sorted.offloaded)
         state.withLock { state in
             state.backlog.append(contentsOf: prepared)
             state.delivering += finished.count + offloaded.count
