@@ -145,6 +145,7 @@ public final class UringBlockBackend: DiskImageBackend {
                 return .disabled(sysctl: value)
             case .noFunction: return .unsupported("the kernel has no io_uring (ENOSYS)")
             case .notSupported: return .unsupported("the kernel is older than Linux 5.11 (no timed waits)")
+            case .invalidArgument: return .unsupported("io_uring_setup refused a disabled, restrictable ring (Linux 5.10 has them)")
             default: return .setup(step: "io_uring_setup", errno)
             }
         }

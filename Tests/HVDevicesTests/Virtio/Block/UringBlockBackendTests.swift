@@ -95,6 +95,7 @@ struct UringBlockBackendTests {
         #expect("\(UringBlockBackend.setupError(step: 0, errno: .noFunction))".contains("no io_uring"))
         #expect("\(UringBlockBackend.setupError(step: 0, errno: .notSupported))".contains("5.11"))
         #expect("\(UringBlockBackend.setupError(step: 4, errno: .invalidArgument))".contains("5.10"))
+        #expect("\(UringBlockBackend.setupError(step: 0, errno: .invalidArgument))".contains("5.10"))
         #expect("\(UringBlockBackend.setupError(step: 2, errno: .badFileDescriptor))".contains("registering the disk"))
         #expect("\(UringBlockBackend.setupError(step: 0, errno: .notPermitted))".contains("engine aio or sync"))
     }
