@@ -203,9 +203,9 @@ public final class EventLoop: Sendable {
             if let value = result.withLock({ $0 }) { return value }
             do {
                 // A loop that stopped first never runs the work, so the wait wakes up now and
-                // then to check.
+                // then to check; work that ran just before the loop stopped still gives its result.
                 while try done.consume() == nil {
-                    guard !loop.stopping.load(ordering: .acquiring) else { return nil }
+                    guard !loop.stopping.load(ordering: .acquiring) else { return result.withLock { $0 } }
                     var waiter = pollfd(fd: done.fileDescriptor.rawValue, events: Int16(POLLIN), revents: 0)
                     _ = unsafe poll(&waiter, 1, 50)
                 }
