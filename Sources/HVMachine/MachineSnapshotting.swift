@@ -289,9 +289,7 @@ extension Machine {
         }
         for (index, (name, device)) in devices.enumerated() {
             do throws(SnapshotError) {
-                let section = try snapshot.archive.section(Self.deviceSection(index, name))
-                var decoder = try section.decoder(newestVersion: device.snapshotVersion)
-                try device.restoreState(from: &decoder, version: section.version)
+                try snapshot.archive.section(Self.deviceSection(index, name)).restore(into: device)
             } catch {
                 throw MachineError(.restore, device: name, error)
             }
@@ -304,10 +302,7 @@ extension Machine {
                 throw MachineError(.restore, device: Self.hypercallSection,
                                    reason: "the saved guest makes hypercalls: give its services again (restore(hypercalls:))")
             }
-            do throws(SnapshotError) {
-                var decoder = try section.decoder(newestVersion: dispatcher.snapshotVersion)
-                try dispatcher.restoreState(from: &decoder, version: section.version)
-            } catch {
+            do throws(SnapshotError) { try section.restore(into: dispatcher) } catch {
                 throw MachineError(.restore, device: Self.hypercallSection, error)
             }
         }

@@ -22,6 +22,13 @@ public struct SnapshotSection: Sendable, Hashable {
         }
         return SnapshotDecoder(payload, context: "\(name) section")
     }
+
+    /// Puts the section back into `part`, which wrote it: checks that `part` reads the
+    /// section's version, then has it restore itself from the payload at that version.
+    public func restore(into part: some SnapshotStateful) throws(SnapshotError) {
+        var decoder = try decoder(newestVersion: part.snapshotVersion)
+        try part.restoreState(from: &decoder, version: version)
+    }
 }
 
 /// The state file of a snapshot: a header (magic, format version, the producer, a table of
