@@ -42,14 +42,13 @@ public final class AIOBlockBackend: DiskImageBackend {
         let isFlush: Bool
     }
 
-    private struct State {
+    private struct State: QueuedBlockState {
         var sink = WeakCompletionSink()
+        /// By the iocb's address, which its completion names.
         var inFlight: [UInt: Slot] = [:]
         var backlog: [Slot] = []
-        var fdsyncUnsupported = false
-        /// Completions taken out of flight (or made without it) and not yet handed to the
-        /// device: counted as pending, so that drain() (and so a device reset) waits for them.
         var delivering = 0
+        var fdsyncUnsupported = false
     }
 
     /// SAFETY: an AIO context is a kernel handle; io_submit and io_getevents may be called on
@@ -106,13 +105,11 @@ public final class AIOBlockBackend: DiskImageBackend {
         unsafe io_destroy(context)
     }
 
-    /// Operations submitted to the kernel and not yet reaped, plus the backlog.
-    public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count + $0.delivering } }
+    /// Operations submitted to the kernel and not yet reaped, plus the backlog and those being delivered.
+    public var pendingCount: Int { state.pendingCount }
 
     /// Where completions go (the device).
-    public func setCompletionSink(_ sink: any BlockCompletionSink) {
-        state.withLock { $0.sink.sink = sink }
-    }
+    public func setCompletionSink(_ sink: any BlockCompletionSink) { state.setSink(sink) }
 
     /// Submits `requests` with io_submit (up to ``depth`` in flight, the rest queued); completions arrive on the event loop or, when they finished at once, on this thread.
     public func submit(_ requests: [BlockRequest]) {
@@ -130,10 +127,10 @@ public final class AIOBlockBackend: DiskImageBackend {
             state.delivering += finished.count + offloaded.count
         }
         for (token, operation) in offloaded {
-            offload.run { [self] in deliver([BlockCompletion(token: token, status: operation(disk))]) }
+            offload.run { [self] in state.deliver([BlockCompletion(token: token, status: operation(disk))]) }
         }
         finished += submitBacklog()
-        deliver(finished)
+        state.deliver(finished)
         // Buffered I/O often completes inside io_submit: reap it here rather than hand it to
         // the event loop's thread (a wake-up and a lock hand-off per batch).
         if !prepared.isEmpty { reap(minimum: 0, timeoutNanoseconds: 0) }
@@ -142,7 +139,7 @@ public final class AIOBlockBackend: DiskImageBackend {
     /// Waits until every submitted request has completed and been delivered.
     public func drain() {
         while pendingCount > 0 {
-            deliver(submitBacklog())
+            state.deliver(submitBacklog())
             reap(minimum: 1, timeoutNanoseconds: 10_000_000)
         }
     }
@@ -236,15 +233,6 @@ public final class AIOBlockBackend: DiskImageBackend {
         }
     }
 
-    /// Hands `completions` to the device, then stops counting them as pending. Every
-    /// completion was counted in `delivering` when it was made, under the lock that took it out
-    /// of flight, so a drain cannot see zero while one is on its way to the device.
-    private func deliver(_ completions: [BlockCompletion]) {
-        guard !completions.isEmpty else { return }
-        state.withLock { $0.sink.sink }?.blockOperationsCompleted(completions)
-        state.withLock { $0.delivering -= completions.count }
-    }
-
     // MARK: Completion
 
     private final class Reaper: @unchecked Sendable {
@@ -284,7 +272,7 @@ public final class AIOBlockBackend: DiskImageBackend {
                     state.delivering += finished.count
                 }
                 finished += submitBacklog()
-                deliver(finished)
+                state.deliver(finished)
                 if count < events.count { return }
             }
         }

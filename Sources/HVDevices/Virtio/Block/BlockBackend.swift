@@ -134,6 +134,39 @@ extension BlockOperation {
     }
 }
 
+/// What the queueing backends (``AIOBlockBackend``, ``UringBlockBackend``) keep under their
+/// one lock: where completions go, the operations in the kernel (by the key their completion
+/// names) and those waiting for room, and the completions on their way to the device.
+protocol QueuedBlockState {
+    associatedtype Key: Hashable
+    associatedtype Slot
+    var sink: WeakCompletionSink { get set }
+    var inFlight: [Key: Slot] { get set }
+    var backlog: [Slot] { get set }
+    /// Completions taken out of flight (or made without it) and not yet handed to the device:
+    /// counted as pending, so that drain() (and so a device reset) waits for them.
+    var delivering: Int { get set }
+}
+
+extension Locked where Value: QueuedBlockState {
+    /// Operations in the kernel, waiting for room, or on their way to the device.
+    var pendingCount: Int { withLock { $0.inFlight.count + $0.backlog.count + $0.delivering } }
+
+    /// Where completions go (the device).
+    func setSink(_ sink: any BlockCompletionSink) {
+        withLock { $0.sink.sink = sink }
+    }
+
+    /// Hands `completions` to the device, then stops counting them as pending. Every
+    /// completion was counted in `delivering` when it was made, under the lock that took it out
+    /// of flight, so a drain cannot see zero while one is on its way to the device.
+    func deliver(_ completions: [BlockCompletion]) {
+        guard !completions.isEmpty else { return }
+        withLock { $0.sink.sink }?.blockOperationsCompleted(completions)
+        withLock { $0.delivering -= completions.count }
+    }
+}
+
 /// A batch of requests sorted the way the queueing backends (``AIOBlockBackend``,
 /// ``UringBlockBackend``) serve them: transfers and flushes for the kernel, what is answered at
 /// once (a write to a read-only disk, a flush in unsafe mode, which is refused rather than

@@ -60,14 +60,13 @@ public final class UringBlockBackend: DiskImageBackend {
         let expectedBytes: Int
     }
 
-    private struct State {
+    private struct State: QueuedBlockState {
         var sink = WeakCompletionSink()
+        /// By the identifier its entry's user_data carries.
         var inFlight: [UInt64: Slot] = [:]
         var backlog: [Slot] = []
-        var nextID: UInt64 = 1
-        /// Completions taken out of flight and not yet handed to the device (see
-        /// ``AIOBlockBackend``): counted as pending so that drain() waits for them.
         var delivering = 0
+        var nextID: UInt64 = 1
     }
 
     /// The submission side: the identifiers of queued entries no io_uring_enter took yet, in
@@ -156,12 +155,10 @@ public final class UringBlockBackend: DiskImageBackend {
     }
 
     /// Operations in the ring and not yet reaped, plus the backlog and those being delivered.
-    public var pendingCount: Int { state.withLock { $0.inFlight.count + $0.backlog.count + $0.delivering } }
+    public var pendingCount: Int { state.pendingCount }
 
     /// Where completions go (the device).
-    public func setCompletionSink(_ sink: any BlockCompletionSink) {
-        state.withLock { $0.sink.sink = sink }
-    }
+    public func setCompletionSink(_ sink: any BlockCompletionSink) { state.setSink(sink) }
 
     /// Queues `requests` in the ring (up to ``depth`` in flight, the rest in a backlog), submits
     /// them with one io_uring_enter, and delivers on this thread what completed meanwhile.
@@ -177,15 +174,15 @@ public final class UringBlockBackend: DiskImageBackend {
             state.delivering += finished.count + offloaded.count
         }
         for (token, operation) in offloaded {
-            offload.run { [self] in deliver([BlockCompletion(token: token, status: operation(disk))]) }
+            offload.run { [self] in state.deliver([BlockCompletion(token: token, status: operation(disk))]) }
         }
-        deliver(finished)
+        state.deliver(finished)
         if !prepared.isEmpty {
             // The eventfd is quiet while this thread submits and reaps what completed meanwhile
             // (page-cache hits complete inside io_uring_enter): the event loop need not wake
             // for those. What was posted before the signals came back is reaped here after.
             unsafe hvd_uring_set_quiet(ring.raw, 1)
-            deliver(submitBacklog())
+            state.deliver(submitBacklog())
             reap()
             unsafe hvd_uring_set_quiet(ring.raw, 0)
             reap()
@@ -195,7 +192,7 @@ public final class UringBlockBackend: DiskImageBackend {
     /// Waits until every submitted request has completed and been delivered.
     public func drain() {
         while pendingCount > 0 {
-            deliver(submitBacklog())
+            state.deliver(submitBacklog())
             if state.withLock({ !$0.inFlight.isEmpty }) {
                 // Timed: another thread may reap the last completion between the check and the wait.
                 _ = unsafe hvd_uring_wait(ring.raw, 10_000_000)
@@ -281,13 +278,6 @@ public final class UringBlockBackend: DiskImageBackend {
         return failed
     }
 
-    /// Hands `completions` to the device, then stops counting them as pending.
-    private func deliver(_ completions: [BlockCompletion]) {
-        guard !completions.isEmpty else { return }
-        state.withLock { $0.sink.sink }?.blockOperationsCompleted(completions)
-        state.withLock { $0.delivering -= completions.count }
-    }
-
     /// The ring's descriptor, for the tests that break it.
     var ringDescriptor: Int32 { unsafe ring.raw.pointee.fd }
 
@@ -348,10 +338,10 @@ public final class UringBlockBackend: DiskImageBackend {
                     }
                     guard count > 0 else { return }
                     reaped = true
-                    deliver(finished)
+                    state.deliver(finished)
                 }
             }
         }
-        if reaped, state.withLock({ !$0.backlog.isEmpty }) { deliver(submitBacklog()) }
+        if reaped, state.withLock({ !$0.backlog.isEmpty }) { state.deliver(submitBacklog()) }
     }
 }
