@@ -36,11 +36,7 @@ final class SnapshotSubject {
 
     /// minivmm's hypercall services for its built-in guest, which a restore gets again.
     static func services(_ console: any ByteSink) throws -> HypercallTable {
-        var table = HypercallTable()
-        for service: any ParavirtService in [ConsoleService(output: console), ClockService(), RandomService(), LifecycleService()] {
-            try table.install(service)
-        }
-        return table
+        try .essentials(console: console)
     }
 
     /// Fills RAM from 16 MiB to its end with a pattern, so that every page there is saved.

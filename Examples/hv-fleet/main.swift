@@ -146,11 +146,7 @@ struct FleetVM {
         configuration.interruptControllers = false
         configuration.sharedEventLoop = events
         machine = try Machine(configuration)
-        var table = HypercallTable()
-        for service: any ParavirtService in [ConsoleService(output: console), ClockService(), RandomService(), LifecycleService()] {
-            try table.install(service)
-        }
-        try machine.load(.unikernel(image: GuestImages.hello, hypercalls: table))
+        try machine.load(.unikernel(image: GuestImages.hello, hypercalls: try .essentials(console: console)))
     }
 }
 

@@ -196,10 +196,7 @@ final class MicroVM {
 
         // The built-in guest's hypercall services; a restored one gets them again (a Linux
         // guest makes no hypercalls, and they are not in its way).
-        var table = HypercallTable()
-        for service: any ParavirtService in [ConsoleService(output: options.console), ClockService(), RandomService(), LifecycleService()] {
-            try table.install(service)
-        }
+        let table = try HypercallTable.essentials(console: options.console)
         let kind: String
         if let snapshot {
             try machine.restore(hypercalls: options.kernel == nil ? table : nil)

@@ -1,3 +1,5 @@
+import HVCore
+
 /// The set of hypercalls a VM offers: built-in services and the embedding program's own.
 /// Built before the dispatcher and fixed once the dispatcher has it, so dispatch reads it
 /// without a lock.
@@ -58,5 +60,20 @@ extension HypercallTable {
     /// Installs a service's hypercalls (``ParavirtService/install(into:)``).
     public mutating func install(_ service: some ParavirtService) throws(HypercallTableError) {
         try service.install(into: &self)
+    }
+}
+
+extension HypercallTable {
+    /// A table with the services every HVKit unikernel guest starts from: the console (its
+    /// bytes go to `console`), the clocks, host randomness and the lifecycle calls (exit,
+    /// abort). The built-in guests of `GuestImages` need no more; add a service for anything
+    /// else the guest calls.
+    public static func essentials(console: any ByteSink) throws(HypercallTableError) -> HypercallTable {
+        var table = HypercallTable()
+        try table.install(ConsoleService(output: console))
+        try table.install(ClockService())
+        try table.install(RandomService())
+        try table.install(LifecycleService())
+        return table
     }
 }
