@@ -49,6 +49,7 @@ public final class AIOBlockBackend: DiskImageBackend {
         var backlog: [Slot] = []
         var delivering = 0
         var fdsyncUnsupported = false
+        var inFlightCount: Int { inFlight.count }
     }
 
     /// SAFETY: an AIO context is a kernel handle; io_submit and io_getevents may be called on

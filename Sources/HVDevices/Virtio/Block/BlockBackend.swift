@@ -138,10 +138,10 @@ extension BlockOperation {
 /// one lock: where completions go, the operations in the kernel (by the key their completion
 /// names) and those waiting for room, and the completions on their way to the device.
 protocol QueuedBlockState {
-    associatedtype Key: Hashable
     associatedtype Slot
     var sink: WeakCompletionSink { get set }
-    var inFlight: [Key: Slot] { get set }
+    /// Operations in the kernel.
+    var inFlightCount: Int { get }
     var backlog: [Slot] { get set }
     /// Completions taken out of flight (or made without it) and not yet handed to the device:
     /// counted as pending, so that drain() (and so a device reset) waits for them.
@@ -150,7 +150,7 @@ protocol QueuedBlockState {
 
 extension Locked where Value: QueuedBlockState {
     /// Operations in the kernel, waiting for room, or on their way to the device.
-    var pendingCount: Int { withLock { $0.inFlight.count + $0.backlog.count + $0.delivering } }
+    var pendingCount: Int { withLock { $0.inFlightCount + $0.backlog.count + $0.delivering } }
 
     /// Where completions go (the device).
     func setSink(_ sink: any BlockCompletionSink) {

@@ -60,13 +60,44 @@ public final class UringBlockBackend: DiskImageBackend {
         let expectedBytes: Int
     }
 
+    /// The operations in the ring, by the identifier their entry's user_data carries: an index
+    /// into a table as large as the ring, so that recording and finding an operation is an
+    /// array access (the dictionary it replaced hashed twice per request).
+    private struct InFlightTable {
+        private var slots: [Slot?]
+        private var free: [Int]
+
+        init(capacity: Int) {
+            slots = Array(repeating: nil, count: capacity)
+            free = Array((0..<capacity).reversed())
+        }
+
+        var count: Int { slots.count - free.count }
+        var isEmpty: Bool { free.count == slots.count }
+
+        /// Records `slot` and returns its identifier; nil when the table is full.
+        mutating func insert(_ slot: Slot) -> UInt64? {
+            guard let index = free.popLast() else { return nil }
+            slots[index] = slot
+            return UInt64(index)
+        }
+
+        /// Takes the operation `identifier` names; nil for one not in flight (a completion
+        /// the backend did not queue).
+        mutating func remove(_ identifier: UInt64) -> Slot? {
+            guard identifier < UInt64(slots.count), let slot = slots[Int(identifier)] else { return nil }
+            slots[Int(identifier)] = nil
+            free.append(Int(identifier))
+            return slot
+        }
+    }
+
     private struct State: QueuedBlockState {
         var sink = WeakCompletionSink()
-        /// By the identifier its entry's user_data carries.
-        var inFlight: [UInt64: Slot] = [:]
+        var inFlight: InFlightTable
         var backlog: [Slot] = []
         var delivering = 0
-        var nextID: UInt64 = 1
+        var inFlightCount: Int { inFlight.count }
     }
 
     /// The submission side: the identifiers of queued entries no io_uring_enter took yet, in
@@ -82,7 +113,7 @@ public final class UringBlockBackend: DiskImageBackend {
     private let completions: EventFD
     private let loop: EventLoop
     private let registration: EventLoop.Registration
-    private let state = Locked(State())
+    private let state: Locked<State>
     private let submission = Locked(Submission())
     private let completion = Locked(())
     private let offload = OffloadWorker(name: "hv-blk-offload")
@@ -114,6 +145,7 @@ public final class UringBlockBackend: DiskImageBackend {
         }
         ring = unsafe Ring(raw: raw)
         self.depth = unsafe Int(raw.pointee.sq_entries)
+        state = Locked(State(inFlight: InFlightTable(capacity: self.depth)))
         // Capture the pieces, not self: the loop's handler must not keep the backend alive.
         let reaper = Reaper()
         do {
@@ -228,13 +260,10 @@ public final class UringBlockBackend: DiskImageBackend {
                 let batch: [(UInt64, Slot)] = state.withLock { state in
                     let room = min(depth - state.inFlight.count, state.backlog.count, space)
                     guard room > 0 else { return [] }
-                    let batch = state.backlog.prefix(room).map { slot in
-                        defer { state.nextID &+= 1 }
-                        return (state.nextID, slot)
-                    }
-                    state.backlog.removeFirst(room)
                     // Recorded before the enter: a completion may be reaped before it returns.
-                    for (id, slot) in batch { state.inFlight[id] = slot }
+                    // The table has room: room is at most depth less what is in flight.
+                    let batch = state.backlog.prefix(room).compactMap { slot in state.inFlight.insert(slot).map { ($0, slot) } }
+                    state.backlog.removeFirst(batch.count)
                     return batch
                 }
                 for (id, slot) in batch {
@@ -263,7 +292,7 @@ public final class UringBlockBackend: DiskImageBackend {
                     submission.unsubmitted.removeAll()
                     unsafe hvd_uring_unqueue(ring.raw, UInt32(withdrawn.count))
                     failed += state.withLock { state in
-                        let slots = withdrawn.compactMap { state.inFlight.removeValue(forKey: $0) }
+                        let slots = withdrawn.compactMap { state.inFlight.remove($0) }
                         state.delivering += slots.count
                         return slots.map { slot in
                             unsafe slot.vectors?.deallocate()
@@ -323,7 +352,7 @@ public final class UringBlockBackend: DiskImageBackend {
                         return (count, state.withLock { state in
                             var finished: [BlockCompletion] = []
                             for index in 0..<count {
-                                guard let slot = unsafe state.inFlight.removeValue(forKey: identifiers[index]) else { continue }
+                                guard let slot = unsafe state.inFlight.remove(identifiers[index]) else { continue }
                                 let result = unsafe Int(results[index])
                                 let status: BlockStatus = result == slot.expectedBytes ? .ok : .ioError
                                 if status != .ok {
