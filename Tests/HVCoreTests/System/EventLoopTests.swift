@@ -126,7 +126,9 @@ import Testing
         #expect(eventually { started.withLock { $0 } })
         let second = try #require(loop.submit { 2 })
         let stopper = try HostThread(name: "stopper") { loop.shutdown() }
-        usleep(20_000)
+        // The first work is let go only once the shutdown has begun (a stopping loop takes no
+        // more work): a fixed sleep here was too short under ThreadSanitizer.
+        #expect(eventually { loop.submit { 0 } == nil })
         blocker.withLock { $0 = false }
         stopper.join()
         #expect(first.wait() == 1)
