@@ -8,10 +8,6 @@ public final class GuestMemoryMmap: GuestMemory {
     public let regions: [GuestMemoryRegion]
     /// Each region's guest range, in the order of ``regions`` (sorted by address).
     public let ramRanges: [GuestAddressRange]
-    /// What every guest access needs of a region, in the order of ``regions``: plain values, so
-    /// the lookup on each access neither retains nor releases a region (that reference
-    /// counting was a tenth of a virtio-blk request's CPU time in the VMM).
-    private let windows: [RegionWindow]
 
     /// The host's page size, which every region start and size must be a multiple of.
     public static var pageSize: UInt64 { UInt64(sysconf(Int32(_SC_PAGESIZE))) }
@@ -32,7 +28,6 @@ public final class GuestMemoryMmap: GuestMemory {
         }
         self.regions = regions
         self.ramRanges = regions.map(\.range)
-        self.windows = regions.map(RegionWindow.init)
     }
 
     /// One anonymous region of `size` bytes at guest address 0.
@@ -106,15 +101,9 @@ public final class GuestMemoryMmap: GuestMemory {
         at address: GuestAddress, length: UInt64, for access: MemoryAccess
     ) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
         let requested = try GuestAddressRange(start: address, length: length)
-        guard let index = indexOfRange(containing: address, in: windows, range: { $0.range }) else {
+        guard let region = region(containing: address) else {
             throw .outOfBounds(address: address, length: length)
         }
-        let window = windows[index]
-        if window.range.contains(requested), access == .read || !window.isSpecial {
-            // The common case, and no region object touched.
-            return unsafe window.buffer(at: address, length: length)
-        }
-        let region = regions[index]
         guard region.range.contains(requested) else {
             // Distinguish a hole from a neighbouring region, because callers that can split
             // a copy (see GuestMemory.read(into:from:)) handle only the second.
@@ -128,32 +117,5 @@ public final class GuestMemoryMmap: GuestMemory {
             region.writeLog?.mark(offset: address.rawValue - region.range.start.rawValue, length: length)
         }
         return unsafe region.buffer(at: address, length: length)
-    }
-}
-
-/// A region as the access path sees it: its range, where it is mapped, and whether a write
-/// needs the region itself (read-only, or logged).
-private struct RegionWindow {
-    let range: GuestAddressRange
-    let hostAddress: UInt
-    /// Read-only or logging writes: a write goes the slow way, through the region.
-    let isSpecial: Bool
-
-    init(_ region: GuestMemoryRegion) {
-        range = region.range
-        hostAddress = region.hostAddress
-        isSpecial = region.isReadOnly || region.writeLog != nil
-    }
-
-    /// `length` bytes at `address`, which the caller checked lie inside `range`.
-    func buffer(at address: GuestAddress, length: UInt64) -> UnsafeMutableRawBufferPointer {
-        let offset = address.rawValue &- range.start.rawValue
-        // Checked again where the pointer is made, as GuestMemoryRegion.buffer(at:length:)
-        // does, so that no mistake of a caller can reach past the mapping.
-        precondition(address >= range.start && offset <= range.length && length <= range.length - offset,
-                     "host buffer \(address)+\(length) outside region \(range)")
-        // SAFETY: [offset, offset + length) lies inside the region's mapping, which lives as
-        // long as the GuestMemoryMmap that holds both the region and this window.
-        return unsafe UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: hostAddress &+ UInt(offset)), count: Int(length))
     }
 }
