@@ -79,9 +79,6 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	sh Scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-## Builds hv-bench (and minivmm, which three figures run) as release binaries with the Swift
-## runtime linked in, and runs it. banner_vs_qemu's baseline is QEMU, installed here.
-## Pass figures with NAMES="pio_exit vm_create"; JSON=1 for one JSON object per line.
 ## How a start-up-sensitive VMM is built: release, the Swift runtime linked in, and generic type
 ## metadata reached through the compiler's direct accessors instead of mangled names. A
 ## mangled name is resolved at run time, and resolving a Dictionary or Set type checks its key's
@@ -89,6 +86,10 @@ fuzz: deps
 ## the first time each key type is seen: 0.6 ms of minivmm's start-up went there. Any program
 ## that builds on HVKit can pass the same flags to `swift build`.
 RELEASE_BUILD := -c release --static-swift-stdlib -Xswiftc -Xfrontend -Xswiftc -disable-concrete-type-metadata-mangled-name-accessors
+
+## Builds hv-bench (and minivmm, which three figures run) as release binaries with the Swift
+## runtime linked in, and runs it. banner_vs_qemu's baseline is QEMU, installed here.
+## Pass figures with NAMES="pio_exit vm_create"; JSON=1 for one JSON object per line.
 bench: deps
 	@dpkg -s qemu-system-x86 >/dev/null 2>&1 || { echo "installing qemu-system-x86 (banner_vs_qemu's baseline)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends qemu-system-x86; }

@@ -1,5 +1,6 @@
 import Glibc
 import GuestImages
+import HVDevicesTesting
 import HVMachine
 
 // What one more VM costs a process that runs many: the figure behind "many VMs on a few
@@ -20,7 +21,9 @@ func fleetRSSPerVMFigure(vmCount: Int = 100) throws -> Figure {
     // One VM run first and let go, so that what any first VM sets up once for the whole
     // process (KVM's supported CPUID, the guest image parsed, lazily bound symbols) is in
     // the baseline and not charged to the hundred.
-    try runFleetVM(FleetMember(events: events), on: scheduler)
+    let first = try FleetMember(events: events)
+    try first.machine.start(on: scheduler)
+    _ = first.machine.wait()
 
     let before = try processStatus()
     var fleet: [FleetMember] = []
@@ -29,7 +32,7 @@ func fleetRSSPerVMFigure(vmCount: Int = 100) throws -> Figure {
     for member in fleet { try member.machine.start(on: scheduler) }
     for member in fleet {
         let reason = member.machine.wait().stopReason
-        guard member.console.bytes.withLock({ !$0.isEmpty }) else {
+        guard !member.console.bytes.isEmpty else {
             throw BenchError.unexpected("a fleet VM said nothing before it stopped (\(reason))")
         }
     }
@@ -52,7 +55,7 @@ func fleetRSSPerVMFigure(vmCount: Int = 100) throws -> Figure {
 /// One fleet VM: the built-in guest loaded with its services, its console kept.
 private struct FleetMember {
     let machine: Machine
-    let console = CollectedConsole()
+    let console = CollectingSink()
 
     init(events: EventLoop) throws {
         var configuration = MachineConfiguration(memorySize: 8 << 20)
@@ -61,15 +64,4 @@ private struct FleetMember {
         machine = try Machine(configuration)
         try machine.load(.unikernel(image: GuestImages.hello, hypercalls: try .essentials(console: console)))
     }
-}
-
-private func runFleetVM(_ member: FleetMember, on scheduler: VCPUScheduler) throws {
-    try member.machine.start(on: scheduler)
-    _ = member.machine.wait()
-}
-
-/// What a fleet guest wrote to its console.
-private final class CollectedConsole: ByteSink {
-    let bytes = Locked<[UInt8]>([])
-    func write(_ buffer: UnsafeRawBufferPointer) { bytes.withLock { $0.append(contentsOf: buffer) } }
 }

@@ -29,14 +29,9 @@ final class SnapshotSubject {
         try machine.addLegacyDevices(console: FileDescriptorSink(output))
         try machine.addDisk(path: disk)
         try machine.addConsole(output: FileDescriptorSink(output))
-        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try Self.services(FileDescriptorSink(output)),
+        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try .essentials(console: FileDescriptorSink(output)),
                                     argument: 8 << 20))
         try machine.start()
-    }
-
-    /// minivmm's hypercall services for its built-in guest, which a restore gets again.
-    static func services(_ console: any ByteSink) throws -> HypercallTable {
-        try .essentials(console: console)
     }
 
     /// Fills RAM from 16 MiB to its end with a pattern, so that every page there is saved.
@@ -229,7 +224,7 @@ func cloneRSSFigure() throws -> Figure {
         try clone.addLegacyDevices(console: FileDescriptorSink(output))
         try clone.addDisk(path: disk)
         try clone.addConsole(output: FileDescriptorSink(output))
-        try clone.restore(hypercalls: try SnapshotSubject.services(FileDescriptorSink(output)))
+        try clone.restore(hypercalls: try .essentials(console: FileDescriptorSink(output)))
         return clone
     }
     let fresh = try measure {
@@ -237,7 +232,7 @@ func cloneRSSFigure() throws -> Figure {
         try machine.addLegacyDevices(console: FileDescriptorSink(output))
         try machine.addDisk(path: disk)
         try machine.addConsole(output: FileDescriptorSink(output))
-        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try SnapshotSubject.services(FileDescriptorSink(output)),
+        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try .essentials(console: FileDescriptorSink(output)),
                                     argument: 8 << 20))
         return machine
     }

@@ -404,11 +404,8 @@ struct MachineSnapshotProcessTests {
         // its hypercall services for a guest without a kernel.
         let machine = try Machine(MachineConfiguration(memorySize: 16 << 20))
         try machine.addLegacyDevices(console: CollectingSink())
-        var table = HypercallTable()
-        for service: any ParavirtService in [ConsoleService(output: CollectingSink()), ClockService(), RandomService(), LifecycleService()] {
-            try table.install(service)
-        }
-        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: table, argument: MachineSnapshotTests.record.rawValue))
+        try machine.load(.unikernel(image: GuestImages.timerTicks, hypercalls: try .essentials(console: CollectingSink()),
+                                    argument: MachineSnapshotTests.record.rawValue))
         try machine.start()
         try #require(waitUntil(seconds: 120) { try MachineSnapshotTests.ticks(machine) >= 3 })
         try machine.snapshot(to: first, leavePaused: true)

@@ -135,8 +135,8 @@ extension BlockOperation {
 }
 
 /// What the queueing backends (``AIOBlockBackend``, ``UringBlockBackend``) keep under their
-/// one lock: where completions go, the operations in the kernel (by the key their completion
-/// names) and those waiting for room, and the completions on their way to the device.
+/// one lock: where completions go, how many operations are in the kernel, those waiting for
+/// room, and the completions on their way to the device.
 protocol QueuedBlockState {
     associatedtype Slot
     var sink: WeakCompletionSink { get set }

@@ -21,7 +21,6 @@ public final class SyncBlockBackend: DiskImageBackend {
         self.disk = disk
     }
 
-
     /// Where completions go (the device).
     public func setCompletionSink(_ sink: any BlockCompletionSink) {
         self.sink.withLock { $0.sink = sink }
