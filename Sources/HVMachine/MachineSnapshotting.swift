@@ -158,9 +158,30 @@ extension Machine {
         var pages: [[UInt64]] = []
         for (index, slot) in memorySlots.enumerated() {
             let dirty = try during(.snapshot) { try vm.dirtyPages(slot: slot) }
-            pages.append(Array(Set(dirty).union(index < written.count ? written[index] : [])).sorted())
+            pages.append(Self.union(ascending: dirty, index < written.count ? written[index] : []))
         }
         return pages
+    }
+
+    /// The pages in either list, ascending and each once. Both logs come out of bitmaps in
+    /// ascending order, so one merge pass does what hashing every page into a set and sorting
+    /// the union did (a millisecond for a full 128 MiB machine).
+    static func union(ascending first: [UInt64], _ second: [UInt64]) -> [UInt64] {
+        var merged: [UInt64] = []
+        merged.reserveCapacity(first.count + second.count)
+        var (i, j) = (0, 0)
+        while i < first.count || j < second.count {
+            let next: UInt64
+            if j == second.count || (i < first.count && first[i] <= second[j]) {
+                next = first[i]
+                i += 1
+            } else {
+                next = second[j]
+                j += 1
+            }
+            if merged.last != next { merged.append(next) }
+        }
+        return merged
     }
 
     /// The section of the hypercall dispatcher's state (its shared-memory channel), present
