@@ -138,7 +138,9 @@ public struct DriverQueue: Sendable {
     /// The used elements the device added since the last call.
     public mutating func takeUsed() throws -> [(id: UInt32, length: UInt32)] {
         let end = try usedIndex
-        var result: [(UInt32, UInt32)] = []
+        // Labelled as returned: an unlabelled array would be converted element by element.
+        var result: [(id: UInt32, length: UInt32)] = []
+        guard lastUsedSeen != end else { return result }
         while lastUsedSeen != end {
             let element = GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(lastUsedSeen % size))
             result.append((try memory.read(UInt32.self, at: element), try memory.read(UInt32.self, at: GuestAddress(element.rawValue + 4))))

@@ -69,7 +69,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     private let throttled = Locked<[BlockRequest]>([])
     private let parser: BlockRequestParser
     private let active = Locked<LockedVirtqueue?>(nil)
-    private let pending = Locked<[UInt64: Pending]>([:])
+    private let pending: Locked<PendingTable>
     private let logger: Logger
     /// Guest-caused events, logged rate-limited and counted.
     public let guestEvents: GuestEventLog
@@ -96,6 +96,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
         guestEvents = GuestEventLog(logger: logger)
         let queue = SplitQueue(maxSize: queueSize)
         queueMaxSizes = [queue.maxSize]
+        pending = Locked(PendingTable(capacity: Int(queue.maxSize)))
         var features: VirtioFeatures = VirtioFeatures.transportDefaults.union([.blockSegmentMax, .blockSize])
         if backend.isReadOnly { features.insert(.blockReadOnly) }
         if backend.cacheMode != .unsafe { features.insert(.blockFlush) }
@@ -118,6 +119,36 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
 
     /// Requests handed to the backend and not finished.
     public var pendingCount: Int { pending.withLock { $0.count } }
+
+    /// The requests handed to the backend, by their token: the chain's head, which is below the
+    /// queue's size and names one chain in flight at a time (the queue refuses a head that is
+    /// already taken), so a table of that size replaces a dictionary hashed twice per request.
+    private struct PendingTable {
+        private var entries: [Pending?]
+        private(set) var count = 0
+
+        init(capacity: Int) { entries = Array(repeating: nil, count: capacity) }
+
+        mutating func insert(_ entry: Pending, for token: UInt64) {
+            guard token < UInt64(entries.count) else { return }
+            if entries[Int(token)] == nil { count += 1 }
+            entries[Int(token)] = entry
+        }
+
+        /// Takes the request `token` names; nil for one not pending (a completion after a reset).
+        mutating func remove(_ token: UInt64) -> Pending? {
+            guard token < UInt64(entries.count), let entry = entries[Int(token)] else { return nil }
+            entries[Int(token)] = nil
+            count -= 1
+            return entry
+        }
+
+        mutating func removeAll() {
+            guard count > 0 else { return }
+            for index in entries.indices { entries[index] = nil }
+            count = 0
+        }
+    }
 
     /// Takes the request queue.
     public func activate(_ activation: VirtioActivation) throws(VirtioDeviceError) {
@@ -231,7 +262,7 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
             default: break
             }
             pending.withLock {
-                $0[token] = Pending(queue: queue, statusAddress: statusAddress, usedLength: usedLength, bytesRead: read, bytesWritten: written)
+                $0.insert(Pending(queue: queue, statusAddress: statusAddress, usedLength: usedLength, bytesRead: read, bytesWritten: written), for: token)
             }
             requests.append(BlockRequest(token: token, operation: operation))
             return .pending
@@ -251,13 +282,15 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
     /// Writes each request's status byte and returns the chains to the driver, at most one
     /// interrupt per batch.
     public func blockOperationsCompleted(_ results: [BlockCompletion]) {
-        let finished = pending.withLock { pending in
-            results.compactMap { result in pending.removeValue(forKey: result.token).map { (result, $0) } }
-        }
-        // Nearly always one queue: group with a linear scan instead of a dictionary.
-        var batches: [(queue: LockedVirtqueue, completions: [(head: UInt16, length: UInt32)])] = []
+        // One array for the whole batch: the requests of one batch belong to the one queue
+        // the device serves (a reset, which changes it, waits for every request first), and
+        // a change of queue, were it to happen, completes what came before it on its own queue.
+        var queue: LockedVirtqueue?
+        var completions: [(head: UInt16, length: UInt32)] = []
+        completions.reserveCapacity(results.count)
         var (completed, failed, read, written): (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-        for (result, request) in finished {
+        for result in results {
+            guard let request = pending.withLock({ $0.remove(result.token) }) else { continue }
             if result.status == .ok {
                 completed += 1
                 read += request.bytesRead
@@ -267,14 +300,14 @@ public final class BlockDevice: VirtioDevice, BlockCompletionSink {
             }
             let written = writeStatus(result.status, at: request.statusAddress, in: request.queue.memory)
             let length: UInt32 = written ? (result.status == .ok ? request.usedLength : 1) : 0
-            let completion = (head: UInt16(truncatingIfNeeded: result.token), length: length)
-            if let index = batches.firstIndex(where: { $0.queue === request.queue }) {
-                batches[index].completions.append(completion)
-            } else {
-                batches.append((request.queue, [completion]))
+            if let current = queue, current !== request.queue {
+                current.complete(completions)
+                completions.removeAll(keepingCapacity: true)
             }
+            queue = request.queue
+            completions.append((head: UInt16(truncatingIfNeeded: result.token), length: length))
         }
-        for batch in batches { batch.queue.complete(batch.completions) }
+        if let queue, !completions.isEmpty { queue.complete(completions) }
         // One update per batch, off the guest's exit path.
         if completed > 0 { completedRequests.add(completed, ordering: .relaxed) }
         if failed > 0 { failedRequests.add(failed, ordering: .relaxed) }

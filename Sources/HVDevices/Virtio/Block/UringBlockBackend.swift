@@ -257,25 +257,26 @@ public final class UringBlockBackend: DiskImageBackend {
         submission.withLock { submission in
             while true {
                 let space = unsafe Int(hvd_uring_space(ring.raw))
-                let batch: [(UInt64, Slot)] = state.withLock { state in
+                let queued = state.withLock { state in
                     let room = min(depth - state.inFlight.count, state.backlog.count, space)
-                    guard room > 0 else { return [] }
+                    var taken = 0
                     // Recorded before the enter: a completion may be reaped before it returns.
                     // The table has room: room is at most depth less what is in flight.
-                    let batch = state.backlog.prefix(room).compactMap { slot in state.inFlight.insert(slot).map { ($0, slot) } }
-                    state.backlog.removeFirst(batch.count)
-                    return batch
-                }
-                for (id, slot) in batch {
-                    // Space was counted above, under this lock, so queuing cannot fail.
-                    switch slot.kind {
-                    case .read, .write:
-                        _ = unsafe hvd_uring_queue_rw(ring.raw, slot.kind == .write ? 1 : 0, slot.vectors, UInt32(slot.vectorCount), slot.offset, id)
-                    case .flush:
-                        _ = unsafe hvd_uring_queue_fdatasync(ring.raw, id)
+                    while taken < room, let id = state.inFlight.insert(state.backlog[taken]) {
+                        let slot = state.backlog[taken]
+                        // Space was counted above, under the submission lock, so queuing cannot fail.
+                        switch slot.kind {
+                        case .read, .write:
+                            _ = unsafe hvd_uring_queue_rw(ring.raw, slot.kind == .write ? 1 : 0, slot.vectors, UInt32(slot.vectorCount), slot.offset, id)
+                        case .flush:
+                            _ = unsafe hvd_uring_queue_fdatasync(ring.raw, id)
+                        }
+                        submission.unsubmitted.append(id)
+                        taken += 1
                     }
+                    state.backlog.removeFirst(taken)
+                    return taken
                 }
-                submission.unsubmitted += batch.map(\.0)
                 guard !submission.unsubmitted.isEmpty else { return }
                 let result = unsafe hvd_uring_enter(ring.raw, UInt32(submission.unsubmitted.count), 0)
                 if result >= 0 {
@@ -301,7 +302,7 @@ public final class UringBlockBackend: DiskImageBackend {
                     }
                     return
                 }
-                if batch.isEmpty { return }
+                if queued == 0 { return }
             }
         }
         return failed

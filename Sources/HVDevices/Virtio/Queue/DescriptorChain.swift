@@ -68,26 +68,34 @@ struct SegmentCursor {
         remaining = segments.reduce(0) { $0 + UInt64($1.length) }
     }
 
-    /// Takes the next `count` bytes as guest ranges, or fails without moving.
-    mutating func take(_ count: UInt64) throws(ChainAccessError) -> [(GuestAddress, UInt64)] {
+    /// Moves past the next `count` bytes, calling `body` for each guest piece of them in order
+    /// (no array in between). Fails without moving when the chain holds fewer bytes or `body`
+    /// throws; `body`'s memory errors become ``ChainAccessError/memory(_:)``.
+    mutating func take(
+        _ count: UInt64, _ body: (GuestAddress, UInt64) throws(GuestMemoryError) -> Void
+    ) throws(ChainAccessError) {
         guard count <= remaining else { throw .notEnoughSpace(requested: count, remaining: remaining) }
-        var pieces: [(GuestAddress, UInt64)] = []
+        var walk = self
         var left = count
         while left > 0 {
-            let segment = segments[index]
-            let available = UInt64(segment.length) - offset
+            let segment = walk.segments[walk.index]
+            let available = UInt64(segment.length) - walk.offset
             let piece = min(available, left)
-            // The segment was validated as RAM, so its start plus any offset inside it fits.
-            pieces.append((GuestAddress(segment.address.rawValue + offset), piece))
+            do {
+                // The segment was validated as RAM, so its start plus any offset inside it fits.
+                try body(GuestAddress(segment.address.rawValue + walk.offset), piece)
+            } catch {
+                throw .memory(error)
+            }
             left -= piece
-            offset += piece
-            if offset == UInt64(segment.length) {
-                index += 1
-                offset = 0
+            walk.offset += piece
+            if walk.offset == UInt64(segment.length) {
+                walk.index += 1
+                walk.offset = 0
             }
         }
-        remaining -= count
-        return pieces
+        walk.remaining -= count
+        self = walk
     }
 
     /// Takes the next `count` bytes and calls `copy` for each guest piece with its offset in
@@ -95,8 +103,9 @@ struct SegmentCursor {
     mutating func copy(
         _ count: Int, _ copy: (GuestAddress, _ offset: Int, _ length: Int) throws(GuestMemoryError) -> Void
     ) throws(ChainAccessError) {
-        // Fast path, no temporary array: the bytes sit inside the current segment (headers).
-        if count > 0, index < segments.endIndex, UInt64(segments[index].length) - offset > UInt64(count) {
+        // Fast path, no temporary array: the bytes sit inside the current segment (headers,
+        // which drivers usually give a descriptor of their own that the last field ends).
+        if count > 0, index < segments.endIndex, UInt64(segments[index].length) - offset >= UInt64(count) {
             do {
                 try copy(GuestAddress(segments[index].address.rawValue + offset), 0, count)
             } catch {
@@ -104,15 +113,15 @@ struct SegmentCursor {
             }
             offset += UInt64(count)
             remaining -= UInt64(count)
+            if offset == UInt64(segments[index].length) {
+                index += 1
+                offset = 0
+            }
             return
         }
         var done = 0
-        for (address, length) in try take(UInt64(count)) {
-            do {
-                try copy(address, done, Int(length))
-            } catch {
-                throw .memory(error)
-            }
+        try take(UInt64(count)) { address, length throws(GuestMemoryError) in
+            try copy(address, done, Int(length))
             done += Int(length)
         }
     }
@@ -165,12 +174,12 @@ public struct ChainReader {
     /// Host buffers for the next `count` bytes, for zero-copy I/O from guest memory; the
     /// cursor moves past them.
     public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-        unsafe try hostBuffersForRanges(cursor.take(count), in: memory, for: .read)
+        unsafe try takeHostBuffers(count, from: &cursor, in: memory, for: .read)
     }
 
     /// Moves past `count` bytes.
     public mutating func skip(_ count: UInt64) throws(ChainAccessError) {
-        _ = try cursor.take(count)
+        try cursor.take(count) { _, _ in }
     }
 }
 
@@ -217,23 +226,25 @@ public struct ChainWriter {
     /// Host buffers for the next `count` bytes, for zero-copy I/O into guest memory; they count
     /// as written.
     public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-        let buffers = unsafe try hostBuffersForRanges(cursor.take(count), in: memory, for: .write)
+        let buffers = unsafe try takeHostBuffers(count, from: &cursor, in: memory, for: .write)
         bytesWritten += count
         return unsafe buffers
     }
 }
 
-private func hostBuffersForRanges(
-    _ ranges: [(GuestAddress, UInt64)], in memory: any GuestMemory, for access: MemoryAccess
+private func takeHostBuffers(
+    _ count: UInt64, from cursor: inout SegmentCursor, in memory: any GuestMemory, for access: MemoryAccess
 ) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
     var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
-    // SAFETY: every buffer comes from GuestMemory.unsafeHostBuffers, which checks that it lies
+    // SAFETY: every buffer comes from GuestMemory.unsafeHostBuffer(s), which checks that it lies
     // in RAM that allows `access`; the chain's segments were checked again when it was parsed.
-    for (address, length) in ranges {
-        do {
+    try cursor.take(count) { address, length throws(GuestMemoryError) in
+        // One region nearly always holds a segment; the general call splits one that spans
+        // regions, and reports why a range is refused.
+        if let buffer = unsafe try? memory.unsafeHostBuffer(at: address, length: length, for: access) {
+            unsafe buffers.append(buffer)
+        } else {
             unsafe buffers += try memory.unsafeHostBuffers(at: address, length: length, for: access)
-        } catch {
-            throw .memory(error)
         }
     }
     return unsafe buffers

@@ -169,6 +169,35 @@ struct ChainCursorTests {
         #expect(try memory.read(UInt8.self, at: GuestAddress(0xC000)) == 0xDD)
     }
 
+    /// A read that ends a segment exactly (a request header in a descriptor of its own) moves
+    /// the cursor to the next segment, and a take that cannot be done moves nothing.
+    @Test func readsThatEndASegmentGoOnInTheNext() throws {
+        let memory = try testMemory()
+        var driver = try DriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        try memory.write(Array(1...16) as [UInt8], to: data)
+        try memory.write(Array(17...20) as [UInt8], to: data2)
+        try driver.addChain([(data, 8, false), (GuestAddress(data.rawValue + 8), 8, false), (data2, 4, false)])
+        let chain = try #require(try queue.popChain(in: memory))
+        var reader = chain.reader(in: memory)
+        #expect(try reader.read(UInt64.self) == 0x0807_0605_0403_0201)
+        #expect(try reader.read(UInt32.self) == 0x0C0B_0A09)
+        #expect(try reader.read(UInt32.self) == 0x100F_0E0D)
+        #expect(throws: ChainAccessError.notEnoughSpace(requested: 5, remaining: 4)) { try reader.skip(5) }
+        #expect(reader.remaining == 4)
+        #expect(try reader.readBytes(4) == [17, 18, 19, 20])
+
+        var cursor = SegmentCursor(segments: chain.segments[...])
+        var pieces: [UInt64] = []
+        #expect(throws: ChainAccessError.memory(.outOfBounds(address: data, length: 1))) {
+            try cursor.take(12) { address, length throws(GuestMemoryError) in
+                pieces.append(length)
+                if pieces.count == 2 { throw .outOfBounds(address: data, length: 1) }
+            }
+        }
+        #expect(pieces == [8, 4] && cursor.remaining == 20, "a failed take must not move the cursor")
+    }
+
     @Test func hostBuffersCoverExactlyTheAskedBytes() throws {
         let memory = try testMemory()
         var driver = try DriverQueue(memory: memory, size: 8)
