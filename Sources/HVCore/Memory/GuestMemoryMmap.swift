@@ -8,6 +8,12 @@ public final class GuestMemoryMmap: GuestMemory {
     public let regions: [GuestMemoryRegion]
     /// Each region's guest range, in the order of ``regions`` (sorted by address).
     public let ramRanges: [GuestAddressRange]
+    /// What an access needs of each region, in the order of ``regions``, as plain values: the
+    /// lookup on every access then retains and releases no region object. That reference
+    /// counting was half of a lookup's time (28 ns), and virtio devices look up guest memory
+    /// for every descriptor, ring entry and buffer (about 17 times per block request, 54 times
+    /// per 18-descriptor network frame).
+    private let windows: [RegionWindow]
 
     /// The host's page size, which every region start and size must be a multiple of.
     public static var pageSize: UInt64 { UInt64(sysconf(Int32(_SC_PAGESIZE))) }
@@ -28,6 +34,7 @@ public final class GuestMemoryMmap: GuestMemory {
         }
         self.regions = regions
         self.ramRanges = regions.map(\.range)
+        self.windows = regions.map(RegionWindow.init)
     }
 
     /// One anonymous region of `size` bytes at guest address 0.
@@ -101,9 +108,15 @@ public final class GuestMemoryMmap: GuestMemory {
         at address: GuestAddress, length: UInt64, for access: MemoryAccess
     ) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
         let requested = try GuestAddressRange(start: address, length: length)
-        guard let region = region(containing: address) else {
+        guard let index = indexOfRange(containing: address, in: windows, range: { $0.range }) else {
             throw .outOfBounds(address: address, length: length)
         }
+        let window = windows[index]
+        if window.range.contains(requested), access == .read || !window.writesNeedTheRegion {
+            // The common case, with no region object touched.
+            return unsafe GuestMemoryRegion.hostBuffer(mappedAt: window.hostAddress, range: window.range, at: address, length: length)
+        }
+        let region = regions[index]
         guard region.range.contains(requested) else {
             // Distinguish a hole from a neighbouring region, because callers that can split
             // a copy (see GuestMemory.read(into:from:)) handle only the second.
@@ -117,5 +130,19 @@ public final class GuestMemoryMmap: GuestMemory {
             region.writeLog?.mark(offset: address.rawValue - region.range.start.rawValue, length: length)
         }
         return unsafe region.buffer(at: address, length: length)
+    }
+}
+
+/// A region as the access path sees it: its range, where it is mapped, and whether a write
+/// must go through the region itself (a read-only region refuses it, a logging one records it).
+private struct RegionWindow {
+    let range: GuestAddressRange
+    let hostAddress: UInt
+    let writesNeedTheRegion: Bool
+
+    init(_ region: GuestMemoryRegion) {
+        range = region.range
+        hostAddress = region.hostAddress
+        writesNeedTheRegion = region.isReadOnly || region.writeLog != nil
     }
 }

@@ -218,13 +218,21 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
     /// Host buffer for `[address, address + length)`, which the caller has checked lies in
     /// this region.
     func buffer(at address: GuestAddress, length: UInt64) -> UnsafeMutableRawBufferPointer {
-        // Checked again here, where the pointer is made, so that no caller's mistake can
-        // reach past the mapping: two comparisons on a path that already did the lookup.
+        unsafe Self.hostBuffer(mappedAt: hostAddress, range: range, at: address, length: length)
+    }
+
+    /// Host buffer for `[address, address + length)` of the region of guest `range` mapped at
+    /// `hostAddress`: the one place a pointer into guest RAM is made, for a region or for its
+    /// ``GuestMemoryMmap`` window. The caller has checked the range lies in the region; it is
+    /// checked again here, where the pointer is made, so that no caller's mistake can reach
+    /// past the mapping: two comparisons on a path that already did the lookup.
+    static func hostBuffer(mappedAt hostAddress: UInt, range: GuestAddressRange, at address: GuestAddress,
+                           length: UInt64) -> UnsafeMutableRawBufferPointer {
         let offset = address.rawValue &- range.start.rawValue
         precondition(address >= range.start && offset <= range.length && length <= range.length - offset,
                      "host buffer \(address)+\(length) outside region \(range)")
         // SAFETY: [offset, offset + length) lies inside the mapping of range.length bytes at
-        // base, which lives as long as this region.
-        return unsafe UnsafeMutableRawBufferPointer(start: base + Int(offset), count: Int(length))
+        // hostAddress, which lives as long as the region (and the memory object holding it).
+        return unsafe UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: hostAddress &+ UInt(offset)), count: Int(length))
     }
 }
