@@ -96,12 +96,13 @@ final class BlockBenchRig {
         let type: UInt32 = workload.write ? 1 : 0
         let sectorsPerRequest = UInt64(workload.requestSize / 512)
         let diskSectors = UInt64(ScratchDisk.size / 512)
-        var slotOfHead: [UInt16: Int] = [:]
+        // The driver's own bookkeeping, as a guest's would be: an array by head (the queue has 256).
+        var slotOfHead = [Int?](repeating: nil, count: 256)
         var issued = 0
         var completed = 0
         func issue(_ slot: Int) throws {
             let sector = (UInt64(issued) * sectorsPerRequest) % diskSectors
-            slotOfHead[try add(slot: slot, sector: sector, type: type, size: workload.requestSize)] = slot
+            slotOfHead[Int(try add(slot: slot, sector: sector, type: type, size: workload.requestSize))] = slot
             issued += 1
         }
         let cpuStart = cpuSeconds()
@@ -115,9 +116,10 @@ final class BlockBenchRig {
                 continue
             }
             for element in used {
-                guard let slot = slotOfHead.removeValue(forKey: UInt16(truncatingIfNeeded: element.id)) else {
+                guard element.id < slotOfHead.count, let slot = slotOfHead[Int(element.id)] else {
                     throw BenchError.unexpected("the device used head \(element.id), which is not in flight")
                 }
+                slotOfHead[Int(element.id)] = nil
                 guard try memory.read(UInt8.self, at: GuestAddress(Self.statuses + UInt64(slot))) == 0 else {
                     throw BenchError.unexpected("a request failed with status \(try memory.read(UInt8.self, at: GuestAddress(Self.statuses + UInt64(slot))))")
                 }

@@ -48,10 +48,9 @@ struct BlockRequestParser {
         }
         var reader = chain.reader(in: memory)
         var writer = chain.writer(in: memory)
+        // struct virtio_blk_outhdr { le32 type; le32 reserved; le64 sector; }, read at once.
         guard reader.remaining >= Self.headerSize,
-              let rawType = try? reader.read(UInt32.self),
-              (try? reader.read(UInt32.self)) != nil,
-              let sector = try? reader.read(UInt64.self) else {
+              let (rawType, _, sector) = try? reader.read((UInt32, UInt32, UInt64).self) else {
             return fail(.ioError)
         }
         let dataIn = writer.remaining - 1

@@ -31,37 +31,6 @@ struct UringBlockBackendTests {
         #expect(backend.submitForbiddenOperation() == -EACCES)
     }
 
-    /// Reads and writes through O_DIRECT (the disk, not the page cache, with aligned buffers)
-    /// land where they should, and a flush after them succeeds.
-    @Test func directReadsAndWritesAreExact() throws {
-        let file = try ScratchFile(size: 64 * 4096) { UInt8(truncatingIfNeeded: $0 / 4096 &* 3 &+ $0) }
-        let expected = try file.read(at: 0, count: 64 * 4096)
-        let events = try EventLoop(name: "uring-direct")
-        defer { events.shutdown() }
-        let disk: DiskImage
-        do { disk = try DiskImage(path: file.path, direct: true) } catch {
-            // tmpfs has no O_DIRECT: nothing to prove there.
-            print("O_DIRECT unavailable for \(file.path): \(error)")
-            return
-        }
-        let backend = try UringBlockBackend(disk: disk, eventLoop: events, depth: 16)
-        let sink = RecordingSink()
-        backend.setCompletionSink(sink)
-        let (memory, reads) = buffers(64, size: 4096)
-        defer { memory.deallocate() }
-        backend.submit(reads.enumerated().map { BlockRequest(token: UInt64($0), operation: .read(offset: UInt64($0) * 4096, into: $1)) })
-        backend.drain()
-        #expect(sink.completions.withLock { $0.count == 64 && $0.allSatisfy { $0.status == .ok } })
-        #expect(Array(memory) == expected)
-
-        for index in memory.indices { memory[index] = UInt8(truncatingIfNeeded: index &* 7) }
-        backend.submit(reads.enumerated().map { BlockRequest(token: 100 + UInt64($0), operation: .write(offset: UInt64($0) * 4096, from: $1)) }
-            + [BlockRequest(token: 999, operation: .flush)])
-        backend.drain()
-        #expect(sink.completions.withLock { $0.count == 64 + 65 && $0.allSatisfy { $0.status == .ok } })
-        #expect(try file.read(at: 0, count: 64 * 4096) == Array(memory))
-    }
-
     /// More requests than the ring holds wait in the backlog and all complete; a read past the
     /// file's end (which the device would have refused) comes back short, as an I/O error.
     @Test func aBacklogBeyondTheRingCompletesAndShortReadsFail() throws {
