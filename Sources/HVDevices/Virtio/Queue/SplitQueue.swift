@@ -267,6 +267,7 @@ public struct SplitQueue: Sendable {
             for index in indirectVisits.indices { indirectVisits[index] = 0 }
             chainSerial = 1
         }
+        let table = DescriptorTableReader(memory, at: descriptorTable, entries: UInt32(size))
         var index = head
         while true {
             guard index < size else {
@@ -274,7 +275,7 @@ public struct SplitQueue: Sendable {
             }
             guard directVisits[Int(index)] != chainSerial else { throw .descriptorLoop(index: index, indirect: false) }
             directVisits[Int(index)] = chainSerial
-            let descriptor = try readDescriptor(table: descriptorTable, index: UInt32(index), in: memory)
+            let descriptor = try table.descriptor(UInt32(index))
             let flags = descriptor.descriptorFlags
             if flags.contains(.indirect) {
                 guard indirectEnabled else { throw .indirectNotNegotiated }
@@ -306,6 +307,7 @@ public struct SplitQueue: Sendable {
         if indirectVisits.count < Int(entries) {
             indirectVisits.append(contentsOf: repeatElement(0, count: Int(entries) - indirectVisits.count))
         }
+        let reader = DescriptorTableReader(memory, at: table, entries: entries)
         var index: UInt16 = 0
         while true {
             guard UInt32(index) < entries else {
@@ -313,21 +315,12 @@ public struct SplitQueue: Sendable {
             }
             guard indirectVisits[Int(index)] != chainSerial else { throw .descriptorLoop(index: index, indirect: true) }
             indirectVisits[Int(index)] = chainSerial
-            let descriptor = try readDescriptor(table: table, index: UInt32(index), in: memory)
+            let descriptor = try reader.descriptor(UInt32(index))
             let flags = descriptor.descriptorFlags
             guard !flags.contains(.indirect) else { throw .nestedIndirect }
             builder.append(descriptor, index: index, in: memory)
             guard flags.contains(.next) else { return }
             index = descriptor.next
-        }
-    }
-
-    /// Copies descriptor `index` of `table` out of guest memory: the one and only read of it.
-    private func readDescriptor(table: GuestAddress, index: UInt32, in memory: some GuestMemory) throws(ChainError) -> Descriptor {
-        do {
-            return try memory.read(Descriptor.self, at: table.checkedAdd(UInt64(index) * Descriptor.size))
-        } catch {
-            throw .badBuffer(error)
         }
     }
 
@@ -421,5 +414,42 @@ private struct ChainBuilder {
 
     private mutating func record(_ error: ChainError) {
         if firstError == nil { firstError = error }
+    }
+}
+
+/// A descriptor table as one walk reads it: looked up once, when one region holds the whole
+/// table (always, for tables a driver allocates as one block), rather than once per descriptor
+/// (an 18-descriptor network frame made 18 lookups); otherwise each descriptor is read through
+/// the guest memory API.
+/// SAFETY: `bytes` points into `memory`'s RAM, which the value holds; it lives for one walk.
+@safe private struct DescriptorTableReader<Memory: GuestMemory> {
+    let memory: Memory
+    let address: GuestAddress
+    let entries: UInt32
+    let bytes: UnsafeRawBufferPointer?
+
+    init(_ memory: Memory, at address: GuestAddress, entries: UInt32) {
+        self.memory = memory
+        self.address = address
+        self.entries = entries
+        let found = unsafe try? memory.unsafeHostBuffer(at: address, length: UInt64(entries) * Descriptor.size, for: .read)
+        unsafe bytes = unsafe found.map { unsafe UnsafeRawBufferPointer($0) }
+    }
+
+    /// Copies descriptor `index` out of guest memory: the one and only read of it (the driver
+    /// may change the table meanwhile; the copy is what the device checks and uses).
+    func descriptor(_ index: UInt32) throws(ChainError) -> Descriptor {
+        if let bytes = unsafe bytes, index < entries {
+            // SAFETY: the lookup checked that `bytes` is entries * 16 bytes of guest RAM, and
+            // index < entries; `memory`, held here, keeps the mapping alive.
+            return unsafe withExtendedLifetime(memory) {
+                unsafe bytes.loadUnaligned(fromByteOffset: Int(index) * Int(Descriptor.size), as: Descriptor.self)
+            }
+        }
+        do {
+            return try memory.read(Descriptor.self, at: address.checkedAdd(UInt64(index) * Descriptor.size))
+        } catch {
+            throw .badBuffer(error)
+        }
     }
 }
