@@ -68,6 +68,9 @@ struct SegmentCursor {
         remaining = segments.reduce(0) { $0 + UInt64($1.length) }
     }
 
+    /// Segments not yet wholly taken.
+    var segmentsLeft: Int { segments.endIndex - index }
+
     /// Moves past the next `count` bytes, calling `body` for each guest piece of them in order
     /// (no array in between). Fails without moving when the chain holds fewer bytes or `body`
     /// throws; `body`'s memory errors become ``ChainAccessError/memory(_:)``.
@@ -236,6 +239,8 @@ private func takeHostBuffers(
     _ count: UInt64, from cursor: inout SegmentCursor, in memory: any GuestMemory, for access: MemoryAccess
 ) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
     var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
+    // At most one buffer per segment left (more only where a segment spans regions).
+    unsafe buffers.reserveCapacity(cursor.segmentsLeft)
     // SAFETY: every buffer comes from GuestMemory.unsafeHostBuffer(s), which checks that it lies
     // in RAM that allows `access`; the chain's segments were checked again when it was parsed.
     try cursor.take(count) { address, length throws(GuestMemoryError) in
