@@ -54,18 +54,22 @@ public final class AIOBlockBackend: DiskImageBackend {
         var backlog: [Slot] = []
         var delivering = 0
         var fdsyncUnsupported = false
-        /// Operations in flight that signal no eventfd (buffered reads and writes).
-        var quietInFlight = 0
+        /// Operations that signal no eventfd (buffered reads and writes) which io_submit took,
+        /// so that they are complete, and nobody reaped yet: whoever sees one reaps it, and
+        /// waits for nothing still running. Counted up after io_submit returns and down when
+        /// reaped, so it is below zero for a moment when another thread reaps one first.
+        var quietUnreaped = 0
         var inFlightCount: Int { inFlight.count }
 
         mutating func record(_ slot: Slot) {
             unsafe inFlight[UInt(bitPattern: slot.control)] = slot
-            if !slot.signals { quietInFlight += 1 }
         }
 
-        mutating func remove(_ control: UnsafeMutablePointer<iocb>) -> Slot? {
+        /// Takes `control`'s operation out of flight: one the kernel completed, or (not
+        /// `submitted`) one it never took.
+        mutating func remove(_ control: UnsafeMutablePointer<iocb>, submitted: Bool = true) -> Slot? {
             guard let slot = unsafe inFlight.removeValue(forKey: UInt(bitPattern: control)) else { return nil }
-            if !slot.signals { quietInFlight -= 1 }
+            if submitted, !slot.signals { quietUnreaped -= 1 }
             return slot
         }
     }
@@ -221,6 +225,8 @@ public final class AIOBlockBackend: DiskImageBackend {
                     return unsafe io_submit(context, batch.count - submitted, first + submitted)
                 }
                 if result > 0 {
+                    let quiet = batch[submitted..<(submitted + Int(result))].count { !$0.signals }
+                    if quiet > 0 { state.withLock { $0.quietUnreaped += quiet } }
                     submitted += Int(result)
                     continue
                 }
@@ -229,7 +235,7 @@ public final class AIOBlockBackend: DiskImageBackend {
                     // The kernel is full: the rest waits, and completions submit it later.
                     let rest = batch[submitted...]
                     state.withLock { state in
-                        for slot in rest { _ = unsafe state.remove(slot.control) }
+                        for slot in rest { _ = unsafe state.remove(slot.control, submitted: false) }
                         state.backlog.insert(contentsOf: rest, at: 0)
                     }
                     return failed
@@ -239,7 +245,7 @@ public final class AIOBlockBackend: DiskImageBackend {
                 submitted += 1
                 let unsupportedFlush = slot.isFlush && result == -EINVAL
                 state.withLock { state in
-                    _ = unsafe state.remove(slot.control)
+                    _ = unsafe state.remove(slot.control, submitted: false)
                     state.delivering += 1
                     if unsupportedFlush { state.fdsyncUnsupported = true }
                 }
@@ -277,10 +283,10 @@ public final class AIOBlockBackend: DiskImageBackend {
                 let count = unsafe io_getevents(context, minimum, events.count, events.baseAddress, &timeout)
                 if count == -EINTR { continue }
                 guard count > 0 else {
-                    // Quiet operations wake nobody, so whoever finds them in flight reaps
-                    // them. They completed inside io_submit: their events are there, unless
-                    // another thread took them first (then the count is back to zero).
-                    guard count == 0, state.withLock({ $0.quietInFlight }) > 0 else { return }
+                    // Quiet operations wake nobody, so whoever finds one unreaped reaps it.
+                    // It completed inside io_submit: its event is there, unless another
+                    // thread is taking it this moment (then the count drops to zero).
+                    guard count == 0, state.withLock({ $0.quietUnreaped }) > 0 else { return }
                     (minimum, timeoutNanoseconds) = (1, 1_000_000)
                     continue
                 }
@@ -302,7 +308,7 @@ public final class AIOBlockBackend: DiskImageBackend {
                 }
                 finished += submitBacklog()
                 state.deliver(finished)
-                if count < events.count, state.withLock({ $0.quietInFlight }) == 0 { return }
+                if count < events.count, state.withLock({ $0.quietUnreaped }) <= 0 { return }
                 timeoutNanoseconds = 0
             }
         }
