@@ -85,10 +85,14 @@ final class BlockBenchRig {
         try memory.write(sector, at: GuestAddress(header.rawValue + 8))
         let data = GuestAddress(Self.data + UInt64(slot * size))
         let status = GuestAddress(Self.statuses + UInt64(slot))
+        // Each slot has three descriptors of its own: requests complete out of order (io_uring
+        // hands buffered writes to its workers), so a table taken in turn would overwrite a
+        // chain still in flight, and reuse its head.
+        let first = UInt16(slot * 3)
         if type == 4 {
-            return try queue.addChain([(header, 16, false), (status, 1, true)])
+            return try queue.addChain([(header, 16, false), (status, 1, true)], at: first)
         }
-        return try queue.addChain([(header, 16, false), (data, UInt32(size), type == 0), (status, 1, true)])
+        return try queue.addChain([(header, 16, false), (data, UInt32(size), type == 0), (status, 1, true)], at: first)
     }
 
     /// Runs `workload` with `depth` requests outstanding; returns wall and CPU seconds.
@@ -109,12 +113,18 @@ final class BlockBenchRig {
         let start = nowNanoseconds()
         for slot in 0..<min(workload.depth, workload.requests) { try issue(slot) }
         mmio.notify(0)
+        var lastProgress = nowNanoseconds()
         while completed < workload.requests {
             let used = try queue.takeUsed()
             if used.isEmpty {
+                // A device that stopped (a broken queue) must end the figure, not spin forever.
+                guard nowNanoseconds() - lastProgress < 10e9 else {
+                    throw BenchError.unexpected("no request completed for 10 s (\(completed) of \(workload.requests) done)")
+                }
                 sched_yield()
                 continue
             }
+            lastProgress = nowNanoseconds()
             for element in used {
                 guard element.id < slotOfHead.count, let slot = slotOfHead[Int(element.id)] else {
                     throw BenchError.unexpected("the device used head \(element.id), which is not in flight")

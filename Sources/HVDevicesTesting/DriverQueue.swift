@@ -96,9 +96,24 @@ public struct DriverQueue: Sendable {
 
     /// Writes a chain of direct descriptors for `buffers` (readable ones should come first)
     /// into free table slots, publishes it, and returns its head.
+    ///
+    /// Descriptors are taken in turn around the table, as if chains came back in the order
+    /// they were added: a driver whose requests complete out of order keeps each in-flight
+    /// chain's descriptors with ``addChain(_:at:)`` instead.
     @discardableResult
     public mutating func addChain(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)]) throws -> UInt16 {
-        let head = nextFreeDescriptor
+        let head = try addChain(buffers, at: nextFreeDescriptor)
+        nextFreeDescriptor = (head &+ UInt16(buffers.count)) % size
+        return head
+    }
+
+    /// Writes a chain of direct descriptors for `buffers` from descriptor `first` on (wrapping
+    /// around the table), publishes it, and returns its head (`first`): for a driver that gives
+    /// each request slot descriptors of its own, so that no chain still in flight is
+    /// overwritten whatever order the device completes them in.
+    @discardableResult
+    public mutating func addChain(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)], at first: UInt16) throws -> UInt16 {
+        let head = first % size
         // The table looked up once, as a guest driver stores into its own table: a benchmark
         // charges the driver's work to the device it measures.
         let table = unsafe try memory.unsafeHostBuffer(at: descriptorTable, length: 16 * UInt64(size), for: .write)
@@ -113,7 +128,6 @@ public struct DriverQueue: Sendable {
                 unsafe table.storeBytes(of: descriptor, toByteOffset: 16 * Int(index), as: Descriptor.self)
             }
         }
-        nextFreeDescriptor = (head &+ UInt16(buffers.count)) % size
         try publish(head)
         return head
     }

@@ -132,6 +132,32 @@ struct SplitQueueTests {
         #expect(try driver.usedFlags == 0)
     }
 
+    /// A driver that gives each request slot its own descriptors can reuse a slot whose chain
+    /// came back while an older chain is still in flight: completions out of order (as an
+    /// io_uring backend's buffered writes give them) never meet a reused head.
+    @Test func chainsAtFixedDescriptorsMayCompleteOutOfOrder() throws {
+        let memory = try testMemory()
+        var driver = try DriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        #expect(try driver.addChain([(data, 16, false), (data2, 1, true)], at: 0) == 0)
+        #expect(try driver.addChain([(data, 16, false), (data2, 1, true)], at: 2) == 2)
+        let first = try #require(try queue.popChain(in: memory))
+        let second = try #require(try queue.popChain(in: memory))
+        try queue.addUsed(head: second.head, length: 1, in: memory)
+        #expect(try driver.takeUsed().map(\.id) == [2])
+        for _ in 0..<5 {
+            // Slot 1 again and again while slot 0's chain stays in flight.
+            #expect(try driver.addChain([(data, 16, false), (data2, 1, true)], at: 2) == 2)
+            let again = try #require(try queue.popChain(in: memory))
+            #expect(again.head == 2 && again.segments.count == 2)
+            try queue.addUsed(head: again.head, length: 1, in: memory)
+            #expect(try driver.takeUsed().map(\.id) == [2])
+        }
+        try queue.addUsed(head: first.head, length: 1, in: memory)
+        #expect(try driver.takeUsed().map(\.id) == [0])
+        #expect(queue.inFlightCount == 0 && queue.fault == nil)
+    }
+
     @Test func resetForgetsEverything() throws {
         let memory = try testMemory()
         var driver = try DriverQueue(memory: memory, size: 8)
