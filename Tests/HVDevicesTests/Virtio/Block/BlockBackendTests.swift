@@ -59,6 +59,13 @@ private final class SlowSink: BlockCompletionSink {
 }
 
 extension BlockBackendTests {
+    /// An AIO or an io_uring backend (`kind` is one of them) on `disk`.
+    static func queueingBackend(_ kind: BackendKind, disk: DiskImage, eventLoop: EventLoop, depth: Int) throws -> any QueueingBackend {
+        kind == .aio
+            ? try AIOBlockBackend(disk: disk, eventLoop: eventLoop, depth: depth)
+            : try UringBlockBackend(disk: disk, eventLoop: eventLoop, depth: depth)
+    }
+
     /// drain() (what a device reset waits on) must not return while completions are still on
     /// their way to the device: they were once taken out of flight before delivery, so a reset
     /// could return while a completion still wrote a used entry into a re-initialised ring.
@@ -68,9 +75,7 @@ extension BlockBackendTests {
         let events = try EventLoop(name: "drain-test")
         defer { events.shutdown() }
         let disk = try DiskImage(path: file.path)
-        let backend: any QueueingBackend = kind == .aio
-            ? try AIOBlockBackend(disk: disk, eventLoop: events, depth: 64)
-            : try UringBlockBackend(disk: disk, eventLoop: events, depth: 64)
+        let backend = try Self.queueingBackend(kind, disk: disk, eventLoop: events, depth: 64)
         let sink = SlowSink()
         backend.setCompletionSink(sink)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * 4096, alignment: 4096)
@@ -127,9 +132,7 @@ extension BlockBackendTests {
         let events = try EventLoop(name: "direct-test")
         defer { events.shutdown() }
         let disk = try DiskImage(path: file.path, direct: true)
-        let backend: any QueueingBackend = kind == .aio
-            ? try AIOBlockBackend(disk: disk, eventLoop: events, depth: 16)
-            : try UringBlockBackend(disk: disk, eventLoop: events, depth: 16)
+        let backend = try Self.queueingBackend(kind, disk: disk, eventLoop: events, depth: 16)
         let sink = ThreadRecordingSink()
         backend.setCompletionSink(sink)
         let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 4096, alignment: 4096)
