@@ -35,23 +35,11 @@ public final class AIOBlockBackend: DiskImageBackend {
     /// The most operations in flight in the kernel; more wait in a backlog.
     public let depth: Int
 
-    /// One submitted operation: the iocb and iovecs the kernel reads until it completes.
-    /// SAFETY: the slot owns both allocations; they move between threads only inside `state`.
-    @safe private struct Slot: @unchecked Sendable {
-        let token: UInt64
-        let control: UnsafeMutablePointer<iocb>
-        let vectors: UnsafeMutablePointer<iovec>?
-        let expectedBytes: Int
-        let isFlush: Bool
-        /// Whether its completion signals the eventfd; a quiet one is reaped by whoever submits.
-        let signals: Bool
-    }
-
     private struct State: QueuedBlockState {
         var sink = WeakCompletionSink()
-        /// By the iocb's address, which its completion names.
-        var inFlight: [UInt: Slot] = [:]
-        var backlog: [Slot] = []
+        /// The operations in the kernel, found by the iocb address their completion names.
+        var table: AIOControlTable
+        var backlog: [AIOOperation] = []
         var delivering = 0
         var fdsyncUnsupported = false
         /// Operations that signal no eventfd (buffered reads and writes) which io_submit took,
@@ -59,18 +47,14 @@ public final class AIOBlockBackend: DiskImageBackend {
         /// waits for nothing still running. Counted up after io_submit returns and down when
         /// reaped, so it is below zero for a moment when another thread reaps one first.
         var quietUnreaped = 0
-        var inFlightCount: Int { inFlight.count }
-
-        mutating func record(_ slot: Slot) {
-            unsafe inFlight[UInt(bitPattern: slot.control)] = slot
-        }
+        var inFlightCount: Int { table.count }
 
         /// Takes `control`'s operation out of flight: one the kernel completed, or (not
         /// `submitted`) one it never took.
-        mutating func remove(_ control: UnsafeMutablePointer<iocb>, submitted: Bool = true) -> Slot? {
-            guard let slot = unsafe inFlight.removeValue(forKey: UInt(bitPattern: control)) else { return nil }
-            if submitted, !slot.signals { quietUnreaped -= 1 }
-            return slot
+        mutating func remove(_ control: UnsafeMutablePointer<iocb>, submitted: Bool = true) -> AIOControlTable.Entry? {
+            guard let entry = unsafe table.remove(control) else { return nil }
+            if submitted, !entry.signals { quietUnreaped -= 1 }
+            return entry
         }
     }
 
@@ -83,7 +67,7 @@ public final class AIOBlockBackend: DiskImageBackend {
     private let completions: EventFD
     private let loop: EventLoop
     private let registration: EventLoop.Registration
-    private let state = Locked(State())
+    private let state: Locked<State>
     private let offload = OffloadWorker(name: "hv-blk-offload")
     private let logger: Logger
 
@@ -96,6 +80,7 @@ public final class AIOBlockBackend: DiskImageBackend {
                 logger: Logger = Logger(label: "hvkit.virtio-blk.aio")) throws(AIOBackendError) {
         self.disk = disk
         self.depth = max(depth, 1)
+        state = Locked(State(table: AIOControlTable(capacity: self.depth)))
         self.loop = eventLoop
         self.logger = logger
         var context: io_context_t?
@@ -126,6 +111,8 @@ public final class AIOBlockBackend: DiskImageBackend {
         offload.shutdown()
         drain()
         unsafe io_destroy(context)
+        // The kernel reads iocbs and iovecs until the context is gone.
+        state.withLock { $0.table.deallocate() }
     }
 
     /// Operations submitted to the kernel and not yet reaped, plus the backlog and those being delivered.
@@ -137,10 +124,10 @@ public final class AIOBlockBackend: DiskImageBackend {
     /// Submits `requests` with io_submit (up to ``depth`` in flight, the rest queued); completions arrive on the event loop or, when they finished at once, on this thread.
     public func submit(_ requests: [BlockRequest]) {
         let fdsyncUnsupported = state.withLock { $0.fdsyncUnsupported }
-        let sorted = SortedRequests<Slot>(requests, disk: disk, transfer: { token, write, buffers, offset in
-            makeSlot(token, buffers, offset: offset, write: write)
+        let sorted = SortedRequests<AIOOperation>(requests, disk: disk, transfer: { token, write, buffers, offset in
+            AIOOperation.transfer(token, write: write, buffers, offset: offset)
         }, flush: { token in
-            fdsyncUnsupported ? .done(disk.synchronize()) : .queue(makeFlushSlot(token))
+            fdsyncUnsupported ? .done(disk.synchronize()) : .queue(AIOOperation.flush(token))
         })
         var finished = sorted.finished
         let (prepared, offloaded) = (sorted.queued, sorted.offloaded)
@@ -169,35 +156,11 @@ public final class AIOBlockBackend: DiskImageBackend {
 
     // MARK: Submission
 
-    private func makeSlot(_ token: UInt64, _ buffers: GuestBuffers, offset: UInt64, write: Bool) -> Slot {
-        let control = UnsafeMutablePointer<iocb>.allocate(capacity: 1)
-        unsafe control.initialize(to: iocb())
-        let count = unsafe buffers.buffers.count
-        let vectors = UnsafeMutablePointer<iovec>.allocate(capacity: max(count, 1))
-        // SAFETY: `vectors` holds `count` entries. The buffers were checked against guest RAM
-        // when the request was parsed (GuestBuffers), and the device keeps that memory mapped
-        // and the chain unused until this slot completes; the slot frees both allocations.
-        for unsafe (index, buffer) in unsafe buffers.buffers.enumerated() {
-            unsafe (vectors + index).initialize(to: iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
-        }
-        if write {
-            unsafe io_prep_pwritev(control, disk.fileDescriptor.rawValue, vectors, Int32(count), Int64(offset))
-        } else {
-            unsafe io_prep_preadv(control, disk.fileDescriptor.rawValue, vectors, Int32(count), Int64(offset))
-        }
-        // Buffered I/O completes inside io_submit, whose caller reaps it: no eventfd.
-        if disk.isDirect { unsafe io_set_eventfd(control, completions.fileDescriptor.rawValue) }
-        return unsafe Slot(token: token, control: control, vectors: vectors, expectedBytes: buffers.byteCount, isFlush: false,
-                           signals: disk.isDirect)
-    }
-
-    private func makeFlushSlot(_ token: UInt64) -> Slot {
-        let control = UnsafeMutablePointer<iocb>.allocate(capacity: 1)
-        unsafe control.initialize(to: iocb())
-        unsafe io_prep_fdsync(control, disk.fileDescriptor.rawValue)
-        unsafe io_set_eventfd(control, completions.fileDescriptor.rawValue)
-        // An AIO fdatasync runs on a kernel worker: it completes later and signals.
-        return unsafe Slot(token: token, control: control, vectors: nil, expectedBytes: 0, isFlush: true, signals: true)
+    /// Whether `operation`'s completion signals the eventfd. Buffered I/O completes inside
+    /// io_submit, whose caller reaps it; an AIO fdatasync runs on a kernel worker and direct
+    /// I/O in the device, so those complete later and signal.
+    private func signals(_ operation: AIOOperation) -> Bool {
+        operation.kind == .flush || disk.isDirect
     }
 
     /// Moves what fits from the backlog into flight under the lock, then calls io_submit
@@ -205,60 +168,74 @@ public final class AIOBlockBackend: DiskImageBackend {
     /// thread must not wait for that). Returns operations the kernel refused, completed here.
     private func submitBacklog() -> [BlockCompletion] {
         var failed: [BlockCompletion] = []
-        while true {
-            let batch: [Slot] = state.withLock { state in
-                let room = min(depth - state.inFlight.count, state.backlog.count)
-                guard room > 0 else { return [] }
-                let batch = Array(state.backlog.prefix(room))
-                state.backlog.removeFirst(room)
-                // Recorded before io_submit: a completion may be reaped before it returns.
-                for slot in batch { state.record(slot) }
-                return batch
-            }
-            if batch.isEmpty { return failed }
-            var controls: [UnsafeMutablePointer<iocb>?] = unsafe batch.map(unsafe \.control)
-            var submitted = 0
-            while submitted < batch.count {
-                let result = unsafe controls.withUnsafeMutableBufferPointer { buffer -> Int32 in
-                    // The batch is not empty, so neither is its buffer.
-                    guard let first = buffer.baseAddress else { return -EINVAL }
-                    return unsafe io_submit(context, batch.count - submitted, first + submitted)
-                }
-                if result > 0 {
-                    let quiet = batch[submitted..<(submitted + Int(result))].count { !$0.signals }
-                    if quiet > 0 { state.withLock { $0.quietUnreaped += quiet } }
-                    submitted += Int(result)
-                    continue
-                }
-                if result == -EINTR { continue }
-                if result == -EAGAIN {
-                    // The kernel is full: the rest waits, and completions submit it later.
-                    let rest = batch[submitted...]
-                    state.withLock { state in
-                        for slot in rest { _ = unsafe state.remove(slot.control, submitted: false) }
-                        state.backlog.insert(contentsOf: rest, at: 0)
-                    }
-                    return failed
-                }
-                // The first remaining operation was refused; complete it and go on.
-                let slot = batch[submitted]
-                submitted += 1
-                let unsupportedFlush = slot.isFlush && result == -EINVAL
-                state.withLock { state in
-                    _ = unsafe state.remove(slot.control, submitted: false)
-                    state.delivering += 1
-                    if unsupportedFlush { state.fdsyncUnsupported = true }
-                }
-                if unsupportedFlush {
-                    logger.info("AIO fdatasync unsupported on \(disk.path); flushing synchronously")
-                    failed.append(BlockCompletion(token: slot.token, status: disk.synchronize()))
-                } else {
-                    logger.error("io_submit failed", metadata: ["errno": "\(Errno(rawValue: -result))"])
-                    failed.append(BlockCompletion(token: slot.token, status: .ioError))
-                }
-                release(slot)
+        // A batch's iocb addresses, as io_submit takes them, and which of them signal: on the
+        // stack, as this runs after every submission and completion.
+        unsafe withUnsafeTemporaryAllocation(of: UnsafeMutablePointer<iocb>?.self, capacity: 64) { controls in
+            unsafe withUnsafeTemporaryAllocation(of: Bool.self, capacity: 64) { signalling in
+                while unsafe submitBatch(controls, signalling, failed: &failed) {}
             }
         }
+        return failed
+    }
+
+    /// Moves up to a batch from the backlog into flight and submits it; false once there is
+    /// nothing to move or the kernel is full (the rest waits for completions to submit it).
+    private func submitBatch(_ controls: UnsafeMutableBufferPointer<UnsafeMutablePointer<iocb>?>,
+                             _ signalling: UnsafeMutableBufferPointer<Bool>, failed: inout [BlockCompletion]) -> Bool {
+        let taken = state.withLock { state in
+            let room = min(depth - state.table.count, state.backlog.count, controls.count)
+            var taken = 0
+            // Recorded before io_submit: a completion may be reaped before it returns.
+            while taken < room {
+                let operation = state.backlog[taken]
+                let signals = signals(operation)
+                guard let control = unsafe state.table.insert(operation, file: disk.fileDescriptor.rawValue,
+                                                              eventFD: completions.fileDescriptor.rawValue, signals: signals) else { break }
+                unsafe controls[taken] = unsafe control
+                unsafe signalling[taken] = signals
+                taken += 1
+            }
+            state.backlog.removeFirst(taken)
+            return taken
+        }
+        guard taken > 0, let first = unsafe controls.baseAddress else { return false }
+        var submitted = 0
+        while submitted < taken {
+            let result = unsafe io_submit(context, taken - submitted, first + submitted)
+            if result > 0 {
+                let quiet = unsafe signalling[submitted..<(submitted + Int(result))].count { !$0 }
+                if quiet > 0 { state.withLock { $0.quietUnreaped += quiet } }
+                submitted += Int(result)
+                continue
+            }
+            if result == -EINTR { continue }
+            if result == -EAGAIN {
+                // The kernel is full: the rest waits, and completions submit it later.
+                state.withLock { state in
+                    let rest = unsafe controls[submitted..<taken].compactMap { unsafe $0.flatMap { unsafe state.remove($0, submitted: false) } }
+                    state.backlog.insert(contentsOf: rest.map(\.operation), at: 0)
+                }
+                return false
+            }
+            // The first remaining operation was refused; complete it and go on.
+            guard let control = unsafe controls[submitted] else { return false }
+            submitted += 1
+            let refused = state.withLock { state -> AIOControlTable.Entry? in
+                let entry = unsafe state.remove(control, submitted: false)
+                state.delivering += 1
+                if entry?.operation.kind == .flush, result == -EINVAL { state.fdsyncUnsupported = true }
+                return entry
+            }
+            guard let operation = refused?.operation else { continue }
+            if operation.kind == .flush, result == -EINVAL {
+                logger.info("AIO fdatasync unsupported on \(disk.path); flushing synchronously")
+                failed.append(BlockCompletion(token: operation.token, status: disk.synchronize()))
+            } else {
+                logger.error("io_submit failed", metadata: ["errno": "\(Errno(rawValue: -result))"])
+                failed.append(BlockCompletion(token: operation.token, status: .ioError))
+            }
+        }
+        return true
     }
 
     // MARK: Completion
@@ -295,14 +272,13 @@ public final class AIOBlockBackend: DiskImageBackend {
                 state.withLock { state in
                     for unsafe event in unsafe events[..<Int(count)] {
                         guard let control = unsafe event.obj,
-                              let slot = unsafe state.remove(control) else { continue }
+                              let operation = unsafe state.remove(control)?.operation else { continue }
                         let result = unsafe Int(bitPattern: UInt(event.res))
-                        let status: BlockStatus = result == slot.expectedBytes ? .ok : .ioError
+                        let status: BlockStatus = result == operation.expectedBytes ? .ok : .ioError
                         if status != .ok {
-                            logger.warning("AIO operation failed", metadata: ["result": "\(result)", "expected": "\(slot.expectedBytes)"])
+                            logger.warning("AIO operation failed", metadata: ["result": "\(result)", "expected": "\(operation.expectedBytes)"])
                         }
-                        finished.append(BlockCompletion(token: slot.token, status: status))
-                        release(slot)
+                        finished.append(BlockCompletion(token: operation.token, status: status))
                     }
                     state.delivering += finished.count
                 }
@@ -312,10 +288,5 @@ public final class AIOBlockBackend: DiskImageBackend {
                 timeoutNanoseconds = 0
             }
         }
-    }
-
-    private func release(_ slot: Slot) {
-        unsafe slot.control.deallocate()
-        unsafe slot.vectors?.deallocate()
     }
 }
