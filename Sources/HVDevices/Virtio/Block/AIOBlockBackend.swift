@@ -24,11 +24,11 @@ public enum AIOBackendError: Error, Hashable, Sendable, CustomStringConvertible 
 /// the disk. On a disk opened without O_DIRECT the kernel does a read or write inside
 /// io_submit (only direct I/O is asynchronous, fs/aio.c), so those carry no eventfd: the
 /// submitting thread reaps them at once, and the event loop's thread is not woken for each
-/// (that wake-up cost as much as 40% of a 64 KiB read's copy). Discard and write-zeroes (which AIO has no operation for) run on a worker thread of
-/// the backend's own, started on first use: fallocate, or where the file system has no
-/// zero-range fallocate, writing the zeros, which must not hold a thread that vCPUs or other
-/// devices share. If the file system refuses an AIO fdatasync, flushes fall back to fdatasync
-/// on the submitting thread.
+/// (that wake-up cost as much as 40% of a 64 KiB read's copy). Discard and write-zeroes
+/// (which AIO has no operation for) run on a worker thread of the backend's own, started on
+/// first use: fallocate, or where the file system has no zero-range fallocate, writing the
+/// zeros, which must not hold a thread that vCPUs or other devices share. If the file system
+/// refuses an AIO fdatasync, flushes fall back to fdatasync on the submitting thread.
 public final class AIOBlockBackend: DiskImageBackend {
     /// The image served.
     public let disk: DiskImage
@@ -220,13 +220,14 @@ public final class AIOBlockBackend: DiskImageBackend {
             // The first remaining operation was refused; complete it and go on.
             guard let control = unsafe controls[submitted] else { return false }
             submitted += 1
-            let refused = state.withLock { state -> AIOControlTable.Entry? in
-                let entry = unsafe state.remove(control, submitted: false)
+            let refused = state.withLock { state -> AIOOperation? in
+                guard let operation = unsafe state.remove(control, submitted: false)?.operation else { return nil }
+                // Counted until delivered below, with the others this call returns.
                 state.delivering += 1
-                if entry?.operation.kind == .flush, result == -EINVAL { state.fdsyncUnsupported = true }
-                return entry
+                if operation.kind == .flush, result == -EINVAL { state.fdsyncUnsupported = true }
+                return operation
             }
-            guard let operation = refused?.operation else { continue }
+            guard let operation = refused else { continue }
             if operation.kind == .flush, result == -EINVAL {
                 logger.info("AIO fdatasync unsupported on \(disk.path); flushing synchronously")
                 failed.append(BlockCompletion(token: operation.token, status: disk.synchronize()))

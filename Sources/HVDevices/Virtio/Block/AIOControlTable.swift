@@ -24,10 +24,10 @@ import Glibc
     }
 }
 
-/// The operations of an ``AIOBlockBackend`` in the kernel, in a table as large as its AIO
-/// context: each entry has an iocb and room for a few iovecs, allocated once with the backend,
-/// and a completion finds its entry from the iocb address it carries, by arithmetic. Before it,
-/// every request allocated its iocb and iovecs and was found in a dictionary, hashed twice.
+/// The operations of an ``AIOBlockBackend`` in the kernel: an ``InFlightTable`` as large as its
+/// AIO context, whose every entry has an iocb and room for a few iovecs, allocated once with
+/// the backend; a completion finds its entry from the iocb address it carries, by arithmetic.
+/// Before it, every request allocated its iocb and iovecs.
 /// SAFETY: the table owns both allocations and frees them once (``deallocate()``), after the
 /// AIO context that reads them is destroyed; it moves between threads only inside the
 /// backend's lock.
@@ -44,55 +44,48 @@ import Glibc
         let extraVectors: UnsafeMutablePointer<iovec>?
     }
 
-    let capacity: Int
+    private var entries: InFlightTable<Entry>
     private let controls: UnsafeMutablePointer<iocb>
     private let vectors: UnsafeMutablePointer<iovec>
-    private var entries: [Entry?]
-    private var free: [Int]
 
     init(capacity: Int) {
-        self.capacity = max(capacity, 1)
-        unsafe controls = .allocate(capacity: self.capacity)
-        unsafe controls.initialize(repeating: iocb(), count: self.capacity)
-        unsafe vectors = .allocate(capacity: self.capacity * Self.inlineVectors)
-        unsafe vectors.initialize(repeating: iovec(), count: self.capacity * Self.inlineVectors)
-        entries = Array(repeating: nil, count: self.capacity)
-        free = Array((0..<self.capacity).reversed())
+        entries = InFlightTable(capacity: capacity)
+        let capacity = entries.capacity
+        unsafe controls = .allocate(capacity: capacity)
+        unsafe controls.initialize(repeating: iocb(), count: capacity)
+        unsafe vectors = .allocate(capacity: capacity * Self.inlineVectors)
+        unsafe vectors.initialize(repeating: iovec(), count: capacity * Self.inlineVectors)
     }
 
     /// Frees the iocbs and iovecs: only once the AIO context is destroyed, as the kernel may
     /// read them until then.
     func deallocate() {
-        for case let entry? in entries { unsafe entry.extraVectors?.deallocate() }
+        for unsafe entry in unsafe entries.elements { unsafe entry.extraVectors?.deallocate() }
         unsafe controls.deallocate()
         unsafe vectors.deallocate()
     }
 
     /// Operations in the table.
-    var count: Int { capacity - free.count }
+    var count: Int { entries.count }
 
     /// Prepares `operation`'s iocb on `file` in a free entry (with `eventFD` when it `signals`)
     /// and returns it; nil when every entry is in use.
     mutating func insert(_ operation: AIOOperation, file: Int32, eventFD: Int32, signals: Bool) -> UnsafeMutablePointer<iocb>? {
-        guard let index = free.popLast() else { return nil }
+        let buffers = unsafe operation.buffers?.buffers ?? []
+        let count = unsafe buffers.count
+        let extra = count > Self.inlineVectors ? UnsafeMutablePointer<iovec>.allocate(capacity: count) : nil
+        guard let index = unsafe entries.insert(Entry(operation: operation, signals: signals, extraVectors: extra)) else {
+            unsafe extra?.deallocate()
+            return nil
+        }
         // SAFETY: index < capacity, so the iocb and its inline iovecs lie inside the allocations.
         let control = unsafe controls + index
         unsafe control.pointee = iocb()
-        var extra: UnsafeMutablePointer<iovec>?
         switch operation.kind {
         case .flush:
             unsafe io_prep_fdsync(control, file)
         case .read, .write:
-            let buffers = unsafe operation.buffers?.buffers ?? []
-            let count = unsafe buffers.count
-            let target: UnsafeMutablePointer<iovec>
-            if count <= Self.inlineVectors {
-                unsafe target = unsafe vectors + index * Self.inlineVectors
-            } else {
-                let allocated = UnsafeMutablePointer<iovec>.allocate(capacity: count)
-                unsafe extra = unsafe allocated
-                unsafe target = unsafe allocated
-            }
+            let target = unsafe extra ?? (vectors + index * Self.inlineVectors)
             // SAFETY: `target` holds buffers.count iovecs; the buffers were checked against
             // guest RAM when the request was parsed (see AIOOperation).
             for unsafe (position, buffer) in unsafe buffers.enumerated() {
@@ -105,7 +98,6 @@ import Glibc
             }
         }
         if signals { unsafe io_set_eventfd(control, eventFD) }
-        unsafe entries[index] = Entry(operation: operation, signals: signals, extraVectors: extra)
         return unsafe control
     }
 
@@ -114,9 +106,7 @@ import Glibc
     mutating func remove(_ control: UnsafeMutablePointer<iocb>) -> Entry? {
         let stride = unsafe MemoryLayout<iocb>.stride
         let offset = unsafe Int(bitPattern: control) &- Int(bitPattern: controls)
-        guard offset >= 0, offset % stride == 0, offset / stride < capacity, let entry = unsafe entries[offset / stride] else { return nil }
-        entries[offset / stride] = nil
-        free.append(offset / stride)
+        guard offset >= 0, offset % stride == 0, let entry = unsafe entries.remove(at: offset / stride) else { return nil }
         unsafe entry.extraVectors?.deallocate()
         return entry
     }

@@ -60,41 +60,10 @@ public final class UringBlockBackend: DiskImageBackend {
         let expectedBytes: Int
     }
 
-    /// The operations in the ring, by the identifier their entry's user_data carries: an index
-    /// into a table as large as the ring, so that recording and finding an operation is an
-    /// array access (the dictionary it replaced hashed twice per request).
-    private struct InFlightTable {
-        private var slots: [Slot?]
-        private var free: [Int]
-
-        init(capacity: Int) {
-            slots = Array(repeating: nil, count: capacity)
-            free = Array((0..<capacity).reversed())
-        }
-
-        var count: Int { slots.count - free.count }
-        var isEmpty: Bool { free.count == slots.count }
-
-        /// Records `slot` and returns its identifier; nil when the table is full.
-        mutating func insert(_ slot: Slot) -> UInt64? {
-            guard let index = free.popLast() else { return nil }
-            slots[index] = slot
-            return UInt64(index)
-        }
-
-        /// Takes the operation `identifier` names; nil for one not in flight (a completion
-        /// the backend did not queue).
-        mutating func remove(_ identifier: UInt64) -> Slot? {
-            guard identifier < UInt64(slots.count), let slot = slots[Int(identifier)] else { return nil }
-            slots[Int(identifier)] = nil
-            free.append(Int(identifier))
-            return slot
-        }
-    }
-
     private struct State: QueuedBlockState {
         var sink = WeakCompletionSink()
-        var inFlight: InFlightTable
+        /// The operations in the ring, by the index their entry's user_data carries.
+        var inFlight: InFlightTable<Slot>
         var backlog: [Slot] = []
         var delivering = 0
         var inFlightCount: Int { inFlight.count }
@@ -145,7 +114,7 @@ public final class UringBlockBackend: DiskImageBackend {
         }
         ring = unsafe Ring(raw: raw)
         self.depth = unsafe Int(raw.pointee.sq_entries)
-        state = Locked(State(inFlight: InFlightTable(capacity: self.depth)))
+        state = Locked(State(inFlight: InFlightTable<Slot>(capacity: self.depth)))
         // Capture the pieces, not self: the loop's handler must not keep the backend alive.
         let reaper = Reaper()
         do {
@@ -262,7 +231,8 @@ public final class UringBlockBackend: DiskImageBackend {
                     var taken = 0
                     // Recorded before the enter: a completion may be reaped before it returns.
                     // The table has room: room is at most depth less what is in flight.
-                    while taken < room, let id = state.inFlight.insert(state.backlog[taken]) {
+                    while taken < room, let index = state.inFlight.insert(state.backlog[taken]) {
+                        let id = UInt64(index)
                         let slot = state.backlog[taken]
                         // Space was counted above, under the submission lock, so queuing cannot fail.
                         switch slot.kind {
@@ -293,7 +263,7 @@ public final class UringBlockBackend: DiskImageBackend {
                     submission.unsubmitted.removeAll()
                     unsafe hvd_uring_unqueue(ring.raw, UInt32(withdrawn.count))
                     failed += state.withLock { state in
-                        let slots = withdrawn.compactMap { state.inFlight.remove($0) }
+                        let slots = withdrawn.compactMap { state.inFlight.remove(at: Int(truncatingIfNeeded: $0)) }
                         state.delivering += slots.count
                         return slots.map { slot in
                             unsafe slot.vectors?.deallocate()
@@ -353,7 +323,7 @@ public final class UringBlockBackend: DiskImageBackend {
                         return (count, state.withLock { state in
                             var finished: [BlockCompletion] = []
                             for index in 0..<count {
-                                guard let slot = unsafe state.inFlight.remove(identifiers[index]) else { continue }
+                                guard let slot = unsafe state.inFlight.remove(at: Int(truncatingIfNeeded: identifiers[index])) else { continue }
                                 let result = unsafe Int(results[index])
                                 let status: BlockStatus = result == slot.expectedBytes ? .ok : .ioError
                                 if status != .ok {
