@@ -148,9 +148,9 @@ void hvb_line_buffer_stdout(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
 }
 
-long hvb_c_writev_frames(int fd, const struct iovec *pieces, int iovcnt, long count) {
+long hvb_c_writev_frames(int fd, const struct iovec *pieces, int iovcnt, int slots, long count) {
     for (long frame = 0; frame < count; frame++) {
-        if (writev(fd, pieces, iovcnt) < 0) return -errno;
+        if (writev(fd, pieces + (frame % slots) * iovcnt, iovcnt) < 0) return -errno;
     }
     return count;
 }

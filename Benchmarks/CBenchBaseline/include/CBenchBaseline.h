@@ -22,9 +22,11 @@ double hvb_c_vm_loop(const uint8_t *code, size_t code_size, int count);
 
 struct iovec;
 
-// Writes `count` frames to `fd` (a tap), each one writev of the same `iovcnt` pieces, as a
-// plain C VMM's transmit loop would. Returns the frames written, or a negative errno value.
-long hvb_c_writev_frames(int fd, const struct iovec *pieces, int iovcnt, long count);
+// Writes `count` frames to `fd` (a tap), each one writev of `iovcnt` pieces, as a plain C
+// VMM's transmit loop would: `pieces` holds `slots` frames' pieces one after the other, taken
+// in turn, so the loop reads the same buffers as a device with that many frames in flight.
+// Returns the frames written, or a negative errno value.
+long hvb_c_writev_frames(int fd, const struct iovec *pieces, int iovcnt, int slots, long count);
 
 // Reads up to `count` frames from the non-blocking `fd` (a tap), one readv each into `pieces`,
 // stopping early when none is left. Returns the frames read, or a negative errno value.

@@ -31,6 +31,13 @@ public protocol GuestMemory: Sendable {
     /// may do better (``GuestMemoryMmap`` gives whole pages of private anonymous RAM back to
     /// the kernel to zero them).
     func fill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError)
+
+    /// Identifies the host mapping behind the buffers ``unsafeHostBuffer(at:length:for:)``
+    /// returns, or nil (the default) when there is none to name. Two values with the same
+    /// identity translate every guest range to the same host buffer, so a translation made
+    /// through one holds for the other while either is alive: a virtio chain checked through
+    /// the queue's memory keeps its host addresses for the device's reads of it.
+    var hostMappingIdentity: ObjectIdentifier? { get }
 }
 
 extension GuestMemory {
@@ -157,6 +164,9 @@ extension GuestMemory {
     public func fill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {
         try storeFill(value, at: address, length: length)
     }
+
+    /// No identity: translations are not reused.
+    public var hostMappingIdentity: ObjectIdentifier? { nil }
 
     /// ``fill(_:at:length:)`` by storing every byte.
     func storeFill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {

@@ -67,6 +67,9 @@ public final class GuestMemoryMmap: GuestMemory {
         return resident
     }
 
+    /// This object: its regions stay mapped at the same host addresses for its whole life.
+    public var hostMappingIdentity: ObjectIdentifier? { ObjectIdentifier(self) }
+
     /// Fills `length` bytes at `address` with `value`, refusing what ``GuestMemory``'s accessors
     /// refuse. Zeroing gives the whole pages of private anonymous regions back to the kernel
     /// (MADV_DONTNEED), which zero-fills them on their next touch: one system call instead of a

@@ -27,6 +27,15 @@ struct GuestMemoryMmapTests {
         #expect(memory.ramRanges.count == 4)
     }
 
+    /// Each mapping names itself, so translations made through it can be told from another's.
+    @Test func eachMappingHasItsOwnIdentity() throws {
+        let memory = try layoutWithHoles()
+        let other = try layoutWithHoles()
+        #expect(memory.hostMappingIdentity == ObjectIdentifier(memory))
+        #expect(memory.hostMappingIdentity != other.hostMappingIdentity)
+        #expect((memory as any GuestMemory).hostMappingIdentity == ObjectIdentifier(memory))
+    }
+
     /// Zeroing gives whole private anonymous pages back (they leave the resident set) and
     /// stores the partial pages at the ends; shared (memfd) pages are stored to. Nothing outside
     /// the range changes, in either kind of region, and a range across two adjacent regions

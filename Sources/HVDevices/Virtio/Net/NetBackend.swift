@@ -57,20 +57,22 @@ public enum NetBackendError: Error, Hashable, Sendable, CustomStringConvertible 
 }
 
 /// readv and writev of whole frames on a non-blocking descriptor that keeps frame boundaries
-/// (a tap, a SOCK_SEQPACKET socket): what the descriptor-backed backends share.
+/// (a tap, a SOCK_SEQPACKET socket): what the descriptor-backed backends share. The backend's
+/// name is made only for an error: a tap's is an interpolated string, which cost more than a
+/// tenth of the device's own time per frame when it was made for every one.
 enum FrameIO {
     static func receive(
-        _ descriptor: FileDescriptor, into buffers: UnsafeBufferPointer<iovec>, backend: String
+        _ descriptor: FileDescriptor, into buffers: UnsafeBufferPointer<iovec>, backend: @autoclosure () -> String
     ) throws(NetBackendError) -> Int? {
         guard let base = buffers.baseAddress else { return nil }
         while true {
             let count = unsafe readv(descriptor.rawValue, base, Int32(clamping: buffers.count))
             if count > 0 { return count }
-            if count == 0 { throw .closed(backend: backend) }
+            if count == 0 { throw .closed(backend: backend()) }
             switch errno {
             case EINTR: continue
             case EAGAIN: return nil
-            case let code: throw .io(backend: backend, operation: "readv", Errno(rawValue: code))
+            case let code: throw .io(backend: backend(), operation: "readv", Errno(rawValue: code))
             }
         }
     }
@@ -80,7 +82,7 @@ enum FrameIO {
     /// MSG_NOSIGNAL, because writev to a socket whose peer closed raises SIGPIPE, which would
     /// end the whole VMM.
     static func transmit(
-        _ descriptor: FileDescriptor, _ buffers: UnsafeBufferPointer<iovec>, isSocket: Bool, backend: String
+        _ descriptor: FileDescriptor, _ buffers: UnsafeBufferPointer<iovec>, isSocket: Bool, backend: @autoclosure () -> String
     ) throws(NetBackendError) -> Int? {
         guard let base = buffers.baseAddress else { return 0 }
         var message = unsafe msghdr()
@@ -94,8 +96,8 @@ enum FrameIO {
             switch errno {
             case EINTR: continue
             case EAGAIN, ENOBUFS: return nil
-            case EPIPE, ECONNRESET: throw .closed(backend: backend)
-            case let code: throw .io(backend: backend, operation: isSocket ? "sendmsg" : "writev", Errno(rawValue: code))
+            case EPIPE, ECONNRESET: throw .closed(backend: backend())
+            case let code: throw .io(backend: backend(), operation: isSocket ? "sendmsg" : "writev", Errno(rawValue: code))
             }
         }
     }

@@ -9,6 +9,46 @@ public struct ChainSegment: Hashable, Sendable {
     public let length: UInt32
     /// Whether the device writes this buffer (VIRTQ_DESC_F_WRITE).
     public let isWritable: Bool
+    /// Where a device-readable buffer starts in the host, as the check of the chain found it,
+    /// when one region holds the buffer: the chain's readers then translate it without a
+    /// second lookup (see ``DescriptorChain/reader(in:)``). Nil for device-writable buffers,
+    /// whose translation goes through the memory each time so that a write log sees the write.
+    let hostAddress: HostAddress?
+
+    init(address: GuestAddress, length: UInt32, isWritable: Bool, hostAddress: HostAddress? = nil) {
+        self.address = address
+        self.length = length
+        self.isWritable = isWritable
+        self.hostAddress = hostAddress
+    }
+
+    /// Segments are equal when they describe the same guest buffer.
+    public static func == (lhs: ChainSegment, rhs: ChainSegment) -> Bool {
+        lhs.address == rhs.address && lhs.length == rhs.length && lhs.isWritable == rhs.isWritable
+    }
+
+    /// Hashes the guest buffer the segment describes.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(address)
+        hasher.combine(length)
+        hasher.combine(isWritable)
+    }
+}
+
+/// A host address inside guest RAM, kept with a chain's segment between its check and its use.
+/// SAFETY: only ``DescriptorChain/reader(in:)`` turns it back into a pointer, and only for the
+/// memory object whose lookup produced it, which the reader holds.
+@safe struct HostAddress: Sendable {
+    let bits: UInt
+
+    init(_ pointer: UnsafeMutableRawPointer) {
+        bits = UInt(bitPattern: pointer)
+    }
+
+    /// The pointer, `offset` bytes further on.
+    func pointer(advancedBy offset: UInt64) -> UnsafeMutableRawPointer? {
+        unsafe UnsafeMutableRawPointer(bitPattern: bits + UInt(offset))
+    }
 }
 
 /// A validated descriptor chain taken from a ``SplitQueue``: the buffers the driver offered for
@@ -23,10 +63,23 @@ public struct DescriptorChain: Sendable {
     public let readableLength: UInt64
     /// Bytes the device may write.
     public let writableLength: UInt64
+    /// The memory object whose lookups gave the segments' host addresses (nil: none were kept).
+    let translatedBy: ObjectIdentifier?
 
-    /// A cursor over the device-readable buffers.
+    init(head: UInt16, segments: [ChainSegment], readableLength: UInt64, writableLength: UInt64,
+         translatedBy: ObjectIdentifier? = nil) {
+        self.head = head
+        self.segments = segments
+        self.readableLength = readableLength
+        self.writableLength = writableLength
+        self.translatedBy = translatedBy
+    }
+
+    /// A cursor over the device-readable buffers. With the memory the chain was taken in, the
+    /// host addresses found when it was checked are used again.
     public func reader(in memory: any GuestMemory) -> ChainReader {
-        ChainReader(memory: memory, segments: segments[..<firstWritableIndex])
+        let reusesTranslations = translatedBy != nil && memory.hostMappingIdentity == translatedBy
+        return ChainReader(memory: memory, segments: segments[..<firstWritableIndex], reusesTranslations: reusesTranslations)
     }
 
     /// A cursor over the device-writable buffers.
@@ -77,6 +130,16 @@ struct SegmentCursor {
     mutating func take(
         _ count: UInt64, _ body: (GuestAddress, UInt64) throws(GuestMemoryError) -> Void
     ) throws(ChainAccessError) {
+        try takePieces(count) { segment, offset, length throws(GuestMemoryError) in
+            // The segment was validated as RAM, so its start plus any offset inside it fits.
+            try body(GuestAddress(segment.address.rawValue + offset), length)
+        }
+    }
+
+    /// ``take(_:_:)``, handing `body` each piece as its segment, the offset in it and a length.
+    mutating func takePieces(
+        _ count: UInt64, _ body: (ChainSegment, UInt64, UInt64) throws(GuestMemoryError) -> Void
+    ) throws(ChainAccessError) {
         guard count <= remaining else { throw .notEnoughSpace(requested: count, remaining: remaining) }
         var walk = self
         var left = count
@@ -85,8 +148,7 @@ struct SegmentCursor {
             let available = UInt64(segment.length) - walk.offset
             let piece = min(available, left)
             do {
-                // The segment was validated as RAM, so its start plus any offset inside it fits.
-                try body(GuestAddress(segment.address.rawValue + walk.offset), piece)
+                try body(segment, walk.offset, piece)
             } catch {
                 throw .memory(error)
             }
@@ -135,10 +197,13 @@ struct SegmentCursor {
 public struct ChainReader {
     private let memory: any GuestMemory
     private var cursor: SegmentCursor
+    /// Whether the segments' host addresses came from `memory` (see ``ChainSegment``).
+    private let reusesTranslations: Bool
 
-    init(memory: any GuestMemory, segments: ArraySlice<ChainSegment>) {
+    init(memory: any GuestMemory, segments: ArraySlice<ChainSegment>, reusesTranslations: Bool = false) {
         self.memory = memory
         cursor = SegmentCursor(segments: segments)
+        self.reusesTranslations = reusesTranslations
     }
 
     /// Bytes not yet read.
@@ -177,7 +242,20 @@ public struct ChainReader {
     /// Host buffers for the next `count` bytes, for zero-copy I/O from guest memory; the
     /// cursor moves past them.
     public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-        unsafe try takeHostBuffers(count, from: &cursor, in: memory, for: .read)
+        guard reusesTranslations else { return unsafe try takeHostBuffers(count, from: &cursor, in: memory, for: .read) }
+        var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
+        unsafe buffers.reserveCapacity(cursor.segmentsLeft)
+        let memory = self.memory
+        try cursor.takePieces(count) { segment, offset, length throws(GuestMemoryError) in
+            // SAFETY: the host address is `memory`'s own translation of the segment, checked
+            // when the chain was taken; offset + length stays inside the segment.
+            if let start = unsafe segment.hostAddress?.pointer(advancedBy: offset) {
+                unsafe buffers.append(UnsafeMutableRawBufferPointer(start: start, count: Int(length)))
+            } else {
+                unsafe buffers += try memory.unsafeHostBuffers(at: GuestAddress(segment.address.rawValue + offset), length: length, for: .read)
+            }
+        }
+        return unsafe buffers
     }
 
     /// Moves past `count` bytes.

@@ -44,6 +44,9 @@ public struct SplitQueue: Sendable {
     private var directVisits: [UInt32]
     private var indirectVisits: [UInt32]
     private var chainSerial: UInt32 = 0
+    /// Segments in the last chain taken: room reserved for the next one, which a driver
+    /// usually shapes alike (an 18-buffer network frame grew its array four times otherwise).
+    private var lastChainSegments = 4
 
     /// A queue of at most `maxSize` entries; `maxSize` is rounded down to a power of two and
     /// clamped to 1...32768.
@@ -247,16 +250,18 @@ public struct SplitQueue: Sendable {
     /// or an oversized chain is remembered and the walk goes on, so the chain's last buffer is
     /// still found and, if it is valid writable RAM, offered as the status byte to report in.
     private mutating func parseChain(head: UInt16, in memory: some GuestMemory) throws(MalformedChain) -> DescriptorChain {
-        var builder = ChainBuilder(head: head)
+        var builder = ChainBuilder(head: head, reserving: lastChainSegments)
         do throws(ChainError) {
             try walkChain(head: head, into: &builder, in: memory)
         } catch {
             throw MalformedChain(head: head, error: error, statusByte: nil)
         }
+        // Bounded: no chain is longer than a table (at most 32768) plus an indirect table.
+        lastChainSegments = max(builder.segments.count, 1)
         if let error = builder.firstError {
             throw MalformedChain(head: head, error: error, statusByte: builder.trailingWritableByte)
         }
-        return builder.chain
+        return builder.chain(translatedBy: memory)
     }
 
     private mutating func walkChain(head: UInt16, into builder: inout ChainBuilder, in memory: some GuestMemory) throws(ChainError) {
@@ -378,13 +383,16 @@ private struct ChainBuilder {
     /// The last non-empty buffer seen, if it was writable guest RAM: its last byte.
     var trailingWritableByte: GuestAddress?
 
-    init(head: UInt16) {
+    init(head: UInt16, reserving capacity: Int) {
         self.head = head
-        segments.reserveCapacity(4)
+        segments.reserveCapacity(capacity)
     }
 
-    var chain: DescriptorChain {
-        DescriptorChain(head: head, segments: segments, readableLength: readableLength, writableLength: writableLength)
+    func chain(translatedBy memory: some GuestMemory) -> DescriptorChain {
+        // Host addresses are kept for memory with an identity a reader can check (see
+        // DescriptorChain.reader(in:)).
+        DescriptorChain(head: head, segments: segments, readableLength: readableLength, writableLength: writableLength,
+                        translatedBy: memory.hostMappingIdentity)
     }
 
     /// Validates one buffer descriptor and adds it. Zero-length buffers carry nothing and are
@@ -396,8 +404,15 @@ private struct ChainBuilder {
         guard descriptor.length > 0 else { return }
         let address = GuestAddress(descriptor.address)
         let length = UInt64(descriptor.length)
+        var hostAddress: HostAddress?
         do {
-            try memory.validateRange(address, length: length, for: writable ? .write : .read)
+            // One region nearly always holds a buffer: one lookup, with no chunk walk; the
+            // general check splits one that spans regions and says why a range is refused.
+            if let buffer = unsafe try? memory.unsafeHostBuffer(at: address, length: length, for: writable ? .write : .read) {
+                if !writable, let base = unsafe buffer.baseAddress { hostAddress = unsafe HostAddress(base) }
+            } else {
+                try memory.validateRange(address, length: length, for: writable ? .write : .read)
+            }
             // Validated, so the last byte's address cannot overflow.
             trailingWritableByte = writable ? GuestAddress(address.rawValue + length - 1) : nil
         } catch {
@@ -409,7 +424,7 @@ private struct ChainBuilder {
         if writable { writableLength += length } else { readableLength += length }
         if readableLength + writableLength > SplitQueue.maxChainBytes { record(.chainTooLarge) }
         guard firstError == nil else { return }
-        segments.append(ChainSegment(address: address, length: descriptor.length, isWritable: writable))
+        segments.append(ChainSegment(address: address, length: descriptor.length, isWritable: writable, hostAddress: hostAddress))
     }
 
     private mutating func record(_ error: ChainError) {

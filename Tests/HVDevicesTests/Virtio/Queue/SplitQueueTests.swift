@@ -224,6 +224,50 @@ struct ChainCursorTests {
         #expect(pieces == [8, 4] && cursor.remaining == 20, "a failed take must not move the cursor")
     }
 
+    /// The host addresses found when a chain is checked are used again only by a reader over
+    /// the very memory that found them: another memory with the same layout (a restored VM's,
+    /// say) reads its own bytes, and a memory without an identity looks every buffer up.
+    @Test func readersReuseTranslationsOnlyInTheMemoryThatMadeThem() throws {
+        let memory = try testMemory()
+        let other = try testMemory()
+        var driver = try DriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        try memory.write([1, 2, 3, 4] as [UInt8], to: data)
+        try other.write([9, 9, 9, 9] as [UInt8], to: data)
+        try driver.addChain([(data, 4, false)])
+        let chain = try #require(try queue.popChain(in: memory))
+        #expect(chain.translatedBy == memory.hostMappingIdentity)
+        #expect(chain.segments.first?.hostAddress != nil)
+        for (reading, expected) in [(memory, [1, 2, 3, 4] as [UInt8]), (other, [9, 9, 9, 9])] {
+            var reader = chain.reader(in: reading)
+            let buffers = try reader.hostBuffers(4)
+            #expect(buffers.count == 1 && Array(UnsafeRawBufferPointer(buffers[0])) == expected)
+        }
+        var plain = chain.reader(in: MemoryWithoutIdentity(base: memory))
+        #expect(try plain.hostBuffers(4).map { Array(UnsafeRawBufferPointer($0)) } == [[1, 2, 3, 4]])
+    }
+
+    /// A readable buffer across two touching regions keeps no host address: it is translated
+    /// piece by piece, one host buffer per region.
+    @Test func aReadableBufferAcrossRegionsIsTranslatedInPieces() throws {
+        let memory = try GuestMemoryMmap([
+            MemoryRegionSpec(start: GuestAddress(0), size: 1 << 20),
+            MemoryRegionSpec(start: GuestAddress(1 << 20), size: 1 << 20),
+        ])
+        var driver = try DriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        let start = GuestAddress((1 << 20) - 8)
+        try memory.write(Array(1...16) as [UInt8], to: start)
+        try driver.addChain([(data, 4, false), (start, 16, false)])
+        let chain = try #require(try queue.popChain(in: memory))
+        #expect(chain.segments.map { $0.hostAddress != nil } == [true, false])
+        var reader = chain.reader(in: memory)
+        try reader.skip(6)
+        let buffers = try reader.hostBuffers(14)
+        #expect(buffers.map(\.count) == [6, 8])
+        #expect(buffers.flatMap { Array(UnsafeRawBufferPointer($0)) } == Array(3...16))
+    }
+
     @Test func hostBuffersCoverExactlyTheAskedBytes() throws {
         let memory = try testMemory()
         var driver = try DriverQueue(memory: memory, size: 8)
@@ -234,5 +278,16 @@ struct ChainCursorTests {
         let buffers = try writer.hostBuffers(150)
         #expect(buffers.map(\.count) == [100, 50])
         #expect(writer.remaining == 50 && writer.bytesWritten == 150)
+    }
+}
+
+/// Guest memory that forwards to another but names no host mapping, as a memory that is not
+/// an object would.
+private struct MemoryWithoutIdentity: GuestMemory {
+    let base: GuestMemoryMmap
+    var ramRanges: [GuestAddressRange] { base.ramRanges }
+
+    func unsafeHostBuffer(at address: GuestAddress, length: UInt64, for access: MemoryAccess) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        unsafe try base.unsafeHostBuffer(at: address, length: length, for: access)
     }
 }
