@@ -85,12 +85,15 @@ final class NetBenchRig {
     /// Transmits `count` frames of `frameLength` bytes with all slots in flight; wall and CPU seconds.
     func transmit(count: Int, frameLength: Int) throws -> (wall: Double, cpu: Double) {
         let before = device.counts.transmittedFrames
-        var slotOfHead: [UInt16: Int] = [:]
+        // Each slot's pieces made once, as a driver keeps its buffers; the descriptors are
+        // written again for every frame.
+        let slotPieces = (0..<Self.slots).map { pieces(slot: $0, frameLength: frameLength) }
+        var slotOfHead = [Int](repeating: -1, count: Int(transmitQueue.size))
         var issued = 0
         let cpuStart = cpuSeconds()
         let start = nowNanoseconds()
         func issue(_ slot: Int) throws {
-            slotOfHead[try transmitQueue.addChain(pieces(slot: slot, frameLength: frameLength))] = slot
+            slotOfHead[Int(try transmitQueue.addChain(slotPieces[slot]))] = slot
             issued += 1
         }
         let inFlight = min(framesInFlight(frameLength: frameLength), count)
@@ -101,9 +104,12 @@ final class NetBenchRig {
             let used = try transmitQueue.takeUsed()
             if used.isEmpty { sched_yield(); continue }
             for element in used {
-                guard let slot = slotOfHead.removeValue(forKey: UInt16(truncatingIfNeeded: element.id)) else {
+                let head = Int(element.id)
+                guard head < slotOfHead.count, slotOfHead[head] >= 0 else {
                     throw BenchError.unexpected("the device used head \(element.id), which is not in flight")
                 }
+                let slot = slotOfHead[head]
+                slotOfHead[head] = -1
                 completed += 1
                 if issued < count { try issue(slot) }
             }

@@ -181,6 +181,7 @@ extension GuestMemory {
     // MARK: Plain values
 
     /// Reads a plain value (no references) stored at `address`, in host byte order.
+    @inlinable
     public func read<T: BitwiseCopyable>(_ type: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
         let size = MemoryLayout<T>.size
         guard size > 0 else { throw .zeroLength(address: address) }
@@ -195,6 +196,7 @@ extension GuestMemory {
     }
 
     /// Writes a plain value at `address`, in host byte order.
+    @inlinable
     public func write<T: BitwiseCopyable>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let size = MemoryLayout<T>.size
         guard size > 0 else { throw .zeroLength(address: address) }
@@ -212,6 +214,7 @@ extension GuestMemory {
 
     // MARK: Atomics (ring indices)
 
+    @usableFromInline
     func atomicPointer(at address: GuestAddress, size: UInt64, for access: MemoryAccess) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         guard address.isAligned(to: size) else { throw .misaligned(address: address, alignment: size) }
         // Naturally aligned and at most 8 bytes: never spans two pages, so never two regions.
@@ -223,6 +226,7 @@ extension GuestMemory {
     }
 
     /// An atomic load with acquire ordering of a naturally aligned `UInt16`.
+    @inlinable
     public func loadAcquire(_ type: UInt16.Type, at address: GuestAddress) throws(GuestMemoryError) -> UInt16 {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             unsafe hv_load_acquire_u16(try atomicPointer(at: address, size: 2, for: .read))
@@ -230,6 +234,7 @@ extension GuestMemory {
     }
 
     /// An atomic load with acquire ordering of a naturally aligned `UInt32`.
+    @inlinable
     public func loadAcquire(_ type: UInt32.Type, at address: GuestAddress) throws(GuestMemoryError) -> UInt32 {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             unsafe hv_load_acquire_u32(try atomicPointer(at: address, size: 4, for: .read))
@@ -237,6 +242,7 @@ extension GuestMemory {
     }
 
     /// An atomic load with acquire ordering of a naturally aligned `UInt64`.
+    @inlinable
     public func loadAcquire(_ type: UInt64.Type, at address: GuestAddress) throws(GuestMemoryError) -> UInt64 {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             unsafe hv_load_acquire_u64(try atomicPointer(at: address, size: 8, for: .read))
@@ -244,6 +250,7 @@ extension GuestMemory {
     }
 
     /// An atomic store with release ordering of a naturally aligned `UInt16`.
+    @inlinable
     public func storeRelease(_ value: UInt16, at address: GuestAddress) throws(GuestMemoryError) {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             unsafe hv_store_release_u16(try atomicPointer(at: address, size: 2, for: .write), value)
@@ -251,6 +258,7 @@ extension GuestMemory {
     }
 
     /// An atomic store with release ordering of a naturally aligned `UInt32`.
+    @inlinable
     public func storeRelease(_ value: UInt32, at address: GuestAddress) throws(GuestMemoryError) {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             unsafe hv_store_release_u32(try atomicPointer(at: address, size: 4, for: .write), value)
@@ -258,6 +266,7 @@ extension GuestMemory {
     }
 
     /// An atomic store with release ordering of a naturally aligned `UInt64`.
+    @inlinable
     public func storeRelease(_ value: UInt64, at address: GuestAddress) throws(GuestMemoryError) {
         try withExtendedLifetime(self) { () throws(GuestMemoryError) in
             unsafe hv_store_release_u64(try atomicPointer(at: address, size: 8, for: .write), value)
@@ -271,7 +280,7 @@ extension GuestMemory {
 
 /// Runs `body`, whose only thrown errors are `GuestMemoryError`s passed through a standard
 /// library closure API that is `rethrows` rather than typed-throws, and restores the type.
-@inline(__always)
+@inline(__always) @usableFromInline
 func narrowingError<R>(_ body: () throws -> R) throws(GuestMemoryError) -> R {
     do {
         return try body()

@@ -213,6 +213,22 @@ public struct ChainReader {
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(ChainAccessError) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         let memory = self.memory
+        if reusesTranslations {
+            var done = 0
+            try cursor.takePieces(UInt64(buffer.count)) { segment, offset, length throws(GuestMemoryError) in
+                // SAFETY: the host address is `memory`'s own translation of the segment, which
+                // this reader holds; offset + length stays inside the segment, and done + length
+                // inside `buffer`.
+                if let source = unsafe segment.hostAddress?.pointer(advancedBy: offset) {
+                    unsafe (base + done).copyMemory(from: source, byteCount: Int(length))
+                } else {
+                    unsafe try memory.read(into: UnsafeMutableRawBufferPointer(start: base + done, count: Int(length)),
+                                           from: GuestAddress(segment.address.rawValue + offset))
+                }
+                done += Int(length)
+            }
+            return
+        }
         try cursor.copy(buffer.count) { address, offset, length throws(GuestMemoryError) in
             unsafe try memory.read(into: UnsafeMutableRawBufferPointer(start: base + offset, count: length), from: address)
         }

@@ -266,6 +266,13 @@ struct ChainCursorTests {
         let buffers = try reader.hostBuffers(14)
         #expect(buffers.map(\.count) == [6, 8])
         #expect(buffers.flatMap { Array(UnsafeRawBufferPointer($0)) } == Array(3...16))
+
+        // Copies go through the kept address where there is one and through the memory where not.
+        try memory.write([0xA1, 0xA2, 0xA3, 0xA4] as [UInt8], to: data)
+        var copier = chain.reader(in: memory)
+        #expect(try copier.readBytes(3) == [0xA1, 0xA2, 0xA3])
+        #expect(try copier.readBytes(17) == [0xA4] + Array(1...16))
+        #expect(copier.remaining == 0)
     }
 
     @Test func hostBuffersCoverExactlyTheAskedBytes() throws {
