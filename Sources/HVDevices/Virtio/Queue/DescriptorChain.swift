@@ -109,20 +109,52 @@ public enum ChainAccessError: Error, Hashable, Sendable, CustomStringConvertible
 }
 
 /// Walks a list of segments: the position shared by ``ChainReader`` and ``ChainWriter``.
+///
+/// The readers and writers walk it piece by piece in plain loops, with no closure that would
+/// have to capture (and retain and release) their guest memory for every access.
 struct SegmentCursor {
     let segments: ArraySlice<ChainSegment>
-    private var index: Int
-    private var offset: UInt64 = 0
-    private(set) var remaining: UInt64
+    /// Where the cursor is: a failed take puts it back.
+    struct Position {
+        fileprivate var index: Int
+        fileprivate var offset: UInt64 = 0
+        fileprivate(set) var remaining: UInt64
+    }
+
+    var position: Position
 
     init(segments: ArraySlice<ChainSegment>) {
         self.segments = segments
-        index = segments.startIndex
-        remaining = segments.reduce(0) { $0 + UInt64($1.length) }
+        position = Position(index: segments.startIndex, remaining: segments.reduce(0) { $0 + UInt64($1.length) })
     }
 
+    /// Bytes not yet taken.
+    var remaining: UInt64 { position.remaining }
+
     /// Segments not yet wholly taken.
-    var segmentsLeft: Int { segments.endIndex - index }
+    var segmentsLeft: Int { segments.endIndex - position.index }
+
+    /// The next piece of at most `limit` bytes (at least one byte is left, and `limit` > 0): its
+    /// segment, where it starts in the segment, and its length.
+    func nextPiece(upTo limit: UInt64) -> (segment: ChainSegment, offset: UInt64, length: UInt64) {
+        let segment = segments[position.index]
+        return (segment, position.offset, min(UInt64(segment.length) - position.offset, limit))
+    }
+
+    /// Moves past `length` bytes of the current segment (a piece ``nextPiece(upTo:)`` gave).
+    mutating func advance(_ length: UInt64) {
+        position.offset += length
+        position.remaining -= length
+        if position.offset == UInt64(segments[position.index].length) {
+            position.index += 1
+            position.offset = 0
+        }
+    }
+
+    /// Checks that `count` bytes are left.
+    func require(_ count: UInt64) throws(ChainAccessError) {
+        guard count <= remaining else { throw .notEnoughSpace(requested: count, remaining: remaining) }
+    }
 
     /// Moves past the next `count` bytes, calling `body` for each guest piece of them in order
     /// (no array in between). Fails without moving when the chain holds fewer bytes or `body`
@@ -130,64 +162,20 @@ struct SegmentCursor {
     mutating func take(
         _ count: UInt64, _ body: (GuestAddress, UInt64) throws(GuestMemoryError) -> Void
     ) throws(ChainAccessError) {
-        try takePieces(count) { segment, offset, length throws(GuestMemoryError) in
-            // The segment was validated as RAM, so its start plus any offset inside it fits.
-            try body(GuestAddress(segment.address.rawValue + offset), length)
-        }
-    }
-
-    /// ``take(_:_:)``, handing `body` each piece as its segment, the offset in it and a length.
-    mutating func takePieces(
-        _ count: UInt64, _ body: (ChainSegment, UInt64, UInt64) throws(GuestMemoryError) -> Void
-    ) throws(ChainAccessError) {
-        guard count <= remaining else { throw .notEnoughSpace(requested: count, remaining: remaining) }
-        var walk = self
+        try require(count)
+        let start = position
         var left = count
         while left > 0 {
-            let segment = walk.segments[walk.index]
-            let available = UInt64(segment.length) - walk.offset
-            let piece = min(available, left)
+            let piece = nextPiece(upTo: left)
             do {
-                try body(segment, walk.offset, piece)
+                // The segment was validated as RAM, so its start plus any offset inside it fits.
+                try body(GuestAddress(piece.segment.address.rawValue + piece.offset), piece.length)
             } catch {
+                position = start
                 throw .memory(error)
             }
-            left -= piece
-            walk.offset += piece
-            if walk.offset == UInt64(segment.length) {
-                walk.index += 1
-                walk.offset = 0
-            }
-        }
-        walk.remaining -= count
-        self = walk
-    }
-
-    /// Takes the next `count` bytes and calls `copy` for each guest piece with its offset in
-    /// the caller's buffer; memory errors become ``ChainAccessError/memory(_:)``.
-    mutating func copy(
-        _ count: Int, _ copy: (GuestAddress, _ offset: Int, _ length: Int) throws(GuestMemoryError) -> Void
-    ) throws(ChainAccessError) {
-        // Fast path, no temporary array: the bytes sit inside the current segment (headers,
-        // which drivers usually give a descriptor of their own that the last field ends).
-        if count > 0, index < segments.endIndex, UInt64(segments[index].length) - offset >= UInt64(count) {
-            do {
-                try copy(GuestAddress(segments[index].address.rawValue + offset), 0, count)
-            } catch {
-                throw .memory(error)
-            }
-            offset += UInt64(count)
-            remaining -= UInt64(count)
-            if offset == UInt64(segments[index].length) {
-                index += 1
-                offset = 0
-            }
-            return
-        }
-        var done = 0
-        try take(UInt64(count)) { address, length throws(GuestMemoryError) in
-            try copy(address, done, Int(length))
-            done += Int(length)
+            advance(piece.length)
+            left -= piece.length
         }
     }
 }
@@ -212,25 +200,27 @@ public struct ChainReader {
     /// Fills `buffer` from the chain.
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(ChainAccessError) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-        let memory = self.memory
-        if reusesTranslations {
-            var done = 0
-            try cursor.takePieces(UInt64(buffer.count)) { segment, offset, length throws(GuestMemoryError) in
-                // SAFETY: the host address is `memory`'s own translation of the segment, which
-                // this reader holds; offset + length stays inside the segment, and done + length
-                // inside `buffer`.
-                if let source = unsafe segment.hostAddress?.pointer(advancedBy: offset) {
-                    unsafe (base + done).copyMemory(from: source, byteCount: Int(length))
-                } else {
-                    unsafe try memory.read(into: UnsafeMutableRawBufferPointer(start: base + done, count: Int(length)),
-                                           from: GuestAddress(segment.address.rawValue + offset))
+        try cursor.require(UInt64(buffer.count))
+        let start = cursor.position
+        var done = 0
+        while done < buffer.count {
+            let piece = cursor.nextPiece(upTo: UInt64(buffer.count - done))
+            // SAFETY: a kept host address is `memory`'s own translation of the segment, which
+            // this reader holds; offset + length stays inside the segment, done + length
+            // inside `buffer`.
+            if reusesTranslations, let source = unsafe piece.segment.hostAddress?.pointer(advancedBy: piece.offset) {
+                unsafe (base + done).copyMemory(from: source, byteCount: Int(piece.length))
+            } else {
+                do {
+                    unsafe try memory.read(into: UnsafeMutableRawBufferPointer(start: base + done, count: Int(piece.length)),
+                                           from: GuestAddress(piece.segment.address.rawValue + piece.offset))
+                } catch {
+                    cursor.position = start
+                    throw .memory(error)
                 }
-                done += Int(length)
             }
-            return
-        }
-        try cursor.copy(buffer.count) { address, offset, length throws(GuestMemoryError) in
-            unsafe try memory.read(into: UnsafeMutableRawBufferPointer(start: base + offset, count: length), from: address)
+            cursor.advance(piece.length)
+            done += Int(piece.length)
         }
     }
 
@@ -258,25 +248,18 @@ public struct ChainReader {
     /// Host buffers for the next `count` bytes, for zero-copy I/O from guest memory; the
     /// cursor moves past them.
     public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-        guard reusesTranslations else { return unsafe try takeHostBuffers(count, from: &cursor, in: memory, for: .read) }
-        var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
-        unsafe buffers.reserveCapacity(cursor.segmentsLeft)
-        let memory = self.memory
-        try cursor.takePieces(count) { segment, offset, length throws(GuestMemoryError) in
-            // SAFETY: the host address is `memory`'s own translation of the segment, checked
-            // when the chain was taken; offset + length stays inside the segment.
-            if let start = unsafe segment.hostAddress?.pointer(advancedBy: offset) {
-                unsafe buffers.append(UnsafeMutableRawBufferPointer(start: start, count: Int(length)))
-            } else {
-                unsafe buffers += try memory.unsafeHostBuffers(at: GuestAddress(segment.address.rawValue + offset), length: length, for: .read)
-            }
-        }
-        return unsafe buffers
+        unsafe try takeHostBuffers(count, from: &cursor, in: memory, for: .read, reusingTranslations: reusesTranslations)
     }
 
     /// Moves past `count` bytes.
     public mutating func skip(_ count: UInt64) throws(ChainAccessError) {
-        try cursor.take(count) { _, _ in }
+        try cursor.require(count)
+        var left = count
+        while left > 0 {
+            let piece = cursor.nextPiece(upTo: left)
+            cursor.advance(piece.length)
+            left -= piece.length
+        }
     }
 }
 
@@ -298,9 +281,21 @@ public struct ChainWriter {
     /// Writes `bytes`.
     public mutating func write(_ bytes: UnsafeRawBufferPointer) throws(ChainAccessError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        let memory = self.memory
-        try cursor.copy(bytes.count) { address, offset, length throws(GuestMemoryError) in
-            unsafe try memory.write(UnsafeRawBufferPointer(start: base + offset, count: length), to: address)
+        try cursor.require(UInt64(bytes.count))
+        let start = cursor.position
+        var done = 0
+        while done < bytes.count {
+            let piece = cursor.nextPiece(upTo: UInt64(bytes.count - done))
+            do {
+                // Through the memory, which checks the access and logs the write.
+                unsafe try memory.write(UnsafeRawBufferPointer(start: base + done, count: Int(piece.length)),
+                                        to: GuestAddress(piece.segment.address.rawValue + piece.offset))
+            } catch {
+                cursor.position = start
+                throw .memory(error)
+            }
+            cursor.advance(piece.length)
+            done += Int(piece.length)
         }
         bytesWritten += UInt64(bytes.count)
     }
@@ -323,28 +318,48 @@ public struct ChainWriter {
     /// Host buffers for the next `count` bytes, for zero-copy I/O into guest memory; they count
     /// as written.
     public mutating func hostBuffers(_ count: UInt64) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-        let buffers = unsafe try takeHostBuffers(count, from: &cursor, in: memory, for: .write)
+        let buffers = unsafe try takeHostBuffers(count, from: &cursor, in: memory, for: .write, reusingTranslations: false)
         bytesWritten += count
         return unsafe buffers
     }
 }
 
+/// The host buffers for the next `count` bytes of `cursor`'s segments, which it moves past.
+/// With `reusingTranslations`, a segment's kept host address stands for its lookup.
 private func takeHostBuffers(
-    _ count: UInt64, from cursor: inout SegmentCursor, in memory: any GuestMemory, for access: MemoryAccess
+    _ count: UInt64, from cursor: inout SegmentCursor, in memory: any GuestMemory, for access: MemoryAccess,
+    reusingTranslations: Bool
 ) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
+    try cursor.require(count)
     var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
     // At most one buffer per segment left (more only where a segment spans regions).
     unsafe buffers.reserveCapacity(cursor.segmentsLeft)
-    // SAFETY: every buffer comes from GuestMemory.unsafeHostBuffer(s), which checks that it lies
-    // in RAM that allows `access`; the chain's segments were checked again when it was parsed.
-    try cursor.take(count) { address, length throws(GuestMemoryError) in
-        // One region nearly always holds a segment; the general call splits one that spans
-        // regions, and reports why a range is refused.
-        if let buffer = unsafe try? memory.unsafeHostBuffer(at: address, length: length, for: access) {
-            unsafe buffers.append(buffer)
+    let start = cursor.position
+    var left = count
+    while left > 0 {
+        let piece = cursor.nextPiece(upTo: left)
+        // SAFETY: a kept host address is `memory`'s own translation of the segment (the caller
+        // checked); every other buffer comes from GuestMemory.unsafeHostBuffer(s), which checks
+        // that it lies in RAM that allows `access`.
+        if reusingTranslations, let base = unsafe piece.segment.hostAddress?.pointer(advancedBy: piece.offset) {
+            unsafe buffers.append(UnsafeMutableRawBufferPointer(start: base, count: Int(piece.length)))
         } else {
-            unsafe buffers += try memory.unsafeHostBuffers(at: address, length: length, for: access)
+            let address = GuestAddress(piece.segment.address.rawValue + piece.offset)
+            // One region nearly always holds a segment; the general call splits one that spans
+            // regions, and reports why a range is refused.
+            if let buffer = unsafe try? memory.unsafeHostBuffer(at: address, length: piece.length, for: access) {
+                unsafe buffers.append(buffer)
+            } else {
+                do {
+                    unsafe buffers += try memory.unsafeHostBuffers(at: address, length: piece.length, for: access)
+                } catch {
+                    cursor.position = start
+                    throw .memory(error)
+                }
+            }
         }
+        cursor.advance(piece.length)
+        left -= piece.length
     }
     return unsafe buffers
 }
