@@ -167,7 +167,6 @@ func vsockThroughputFigure(rounds: Int) throws -> Figure {
         pair.append(mebibytes / (try socketPairTransfer(bytes)))
         inbound.append(mebibytes / (try rig.hostToGuest(bytes)))
         outbound.append(mebibytes / (try rig.guestToHost(bytes)))
-        if getenv("HVB_TRACE") != nil { print("pair \(Int(pair.last!)) in \(Int(inbound.last!)) out \(Int(outbound.last!))\n", terminator: "") }
     }
     let both = 2 / (1 / median(inbound) + 1 / median(outbound))
     return Figure(name: "vsock_stream_throughput", value: both, baseline: median(pair), unit: "MiB/s",

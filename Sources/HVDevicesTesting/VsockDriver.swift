@@ -168,10 +168,14 @@ public final class VsockDriver {
         var headers: [VsockHeader] = []
         for used in try receiveQueue.takeUsed() {
             let address = receiveBufferAddress(Int(used.id) % receiveBufferCount)
-            guard used.length >= UInt32(VsockHeader.size),
-                  let header = VsockHeader(bytes: try memory.readBytes(at: address, count: VsockHeader.size)) else {
-                throw VsockDriverError.shortPacket(used.length)
-            }
+            // Decoded from a stack copy, as a driver reads a header in place: no array each.
+            let decoded = used.length >= UInt32(VsockHeader.size)
+                ? try unsafe withUnsafeTemporaryAllocation(byteCount: VsockHeader.size, alignment: 8) { copy in
+                    unsafe try memory.read(into: copy, from: address)
+                    return unsafe VsockHeader(loading: UnsafeRawBufferPointer(copy))
+                }
+                : nil
+            guard let header = decoded else { throw VsockDriverError.shortPacket(used.length) }
             headers.append(header)
             postedReceiveBuffers -= 1
         }

@@ -151,6 +151,17 @@ struct SegmentCursor {
         }
     }
 
+    /// Moves past `count` bytes, or fails without moving when fewer are left.
+    mutating func skip(_ count: UInt64) throws(ChainAccessError) {
+        try require(count)
+        var left = count
+        while left > 0 {
+            let piece = nextPiece(upTo: left)
+            advance(piece.length)
+            left -= piece.length
+        }
+    }
+
     /// Checks that `count` bytes are left.
     func require(_ count: UInt64) throws(ChainAccessError) {
         guard count <= remaining else { throw .notEnoughSpace(requested: count, remaining: remaining) }
@@ -253,13 +264,7 @@ public struct ChainReader {
 
     /// Moves past `count` bytes.
     public mutating func skip(_ count: UInt64) throws(ChainAccessError) {
-        try cursor.require(count)
-        var left = count
-        while left > 0 {
-            let piece = cursor.nextPiece(upTo: left)
-            cursor.advance(piece.length)
-            left -= piece.length
-        }
+        try cursor.skip(count)
     }
 }
 
@@ -313,6 +318,11 @@ public struct ChainWriter {
             do throws(ChainAccessError) { unsafe try write(buffer) } catch { failure = error }
         }
         if let failure { throw failure }
+    }
+
+    /// Moves past `count` bytes without writing them; they do not count as written.
+    public mutating func skip(_ count: UInt64) throws(ChainAccessError) {
+        try cursor.skip(count)
     }
 
     /// Host buffers for the next `count` bytes, for zero-copy I/O into guest memory; they count

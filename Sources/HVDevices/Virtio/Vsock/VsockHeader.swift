@@ -83,14 +83,15 @@ public struct VsockHeader: Hashable, Sendable {
 
     /// The header in the first 44 of `bytes`; nil when there are fewer.
     public init?(bytes: some Collection<UInt8>) {
-        let decoded = unsafe bytes.withContiguousStorageIfAvailable { unsafe Self(contiguous: UnsafeRawBufferPointer($0)) }
-        guard let header = unsafe decoded ?? Array(bytes.prefix(Self.size)).withUnsafeBytes({ unsafe Self(contiguous: $0) }) else { return nil }
+        let decoded = unsafe bytes.withContiguousStorageIfAvailable { unsafe Self(loading: UnsafeRawBufferPointer($0)) }
+        guard let header = unsafe decoded ?? Array(bytes.prefix(Self.size)).withUnsafeBytes({ unsafe Self(loading: $0) }) else { return nil }
         self = header
     }
 
-    /// Decodes the fields with one unaligned little-endian load each (a generic byte loop cost
-    /// a fifth of the data path's CPU).
-    private init?(contiguous raw: UnsafeRawBufferPointer) {
+    /// The header in the first 44 bytes of `raw`; nil when there are fewer. Decodes the fields
+    /// with one unaligned little-endian load each (a generic byte loop cost a fifth of the data
+    /// path's CPU).
+    public init?(loading raw: UnsafeRawBufferPointer) {
         guard raw.count >= Self.size else { return nil }
         func load<T: FixedWidthInteger>(_: T.Type, _ offset: Int) -> T {
             // SAFETY: offset + size(T) <= 44 <= raw.count, checked above.
@@ -111,23 +112,37 @@ public struct VsockHeader: Hashable, Sendable {
     /// The 44 bytes, little-endian.
     public var bytes: [UInt8] {
         unsafe [UInt8](unsafeUninitializedCapacity: Self.size) { buffer, initialized in
-            let raw = unsafe UnsafeMutableRawBufferPointer(buffer)
-            func store<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
-                // SAFETY: offset + size(T) <= 44, the buffer's capacity.
-                unsafe raw.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
-            }
-            store(sourceCID, 0)
-            store(destinationCID, 8)
-            store(sourcePort, 16)
-            store(destinationPort, 20)
-            store(length, 24)
-            store(type, 28)
-            store(operationCode, 30)
-            store(flags, 32)
-            store(bufferAllocation, 36)
-            store(forwardCount, 40)
+            unsafe store(into: UnsafeMutableRawBufferPointer(buffer))
             initialized = Self.size
         }
+    }
+
+    /// Calls `body` with the 44 bytes, little-endian, on the stack (no array).
+    func withBytes<Result, Failure: Error>(
+        _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        try unsafe withUnsafeTemporaryAllocation(byteCount: Self.size, alignment: 8) { buffer throws(Failure) -> Result in
+            unsafe store(into: buffer)
+            return try unsafe body(UnsafeRawBufferPointer(buffer))
+        }
+    }
+
+    /// Stores the 44 bytes at the start of `raw`, which holds at least that many.
+    private func store(into raw: UnsafeMutableRawBufferPointer) {
+        func store<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
+            // SAFETY: offset + size(T) <= 44 <= raw.count.
+            unsafe raw.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+        }
+        store(sourceCID, 0)
+        store(destinationCID, 8)
+        store(sourcePort, 16)
+        store(destinationPort, 20)
+        store(length, 24)
+        store(type, 28)
+        store(operationCode, 30)
+        store(flags, 32)
+        store(bufferAllocation, 36)
+        store(forwardCount, 40)
     }
 
     /// The operation; nil for a code the specification does not define.

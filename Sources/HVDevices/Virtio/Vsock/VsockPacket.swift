@@ -27,9 +27,20 @@ import HVCore
             throw .malformed("\(chain.readableLength) bytes is less than a packet header")
         }
         var reader = chain.reader(in: memory)
-        let copied: [UInt8]
-        do { copied = try reader.readBytes(VsockHeader.size) } catch { throw .memory("\(error)") }
-        guard let header = VsockHeader(bytes: copied) else { throw .malformed("no header") }
+        // The header copied to the stack and decoded there: no array per packet.
+        let decoded = unsafe withUnsafeTemporaryAllocation(byteCount: VsockHeader.size, alignment: 8) {
+            copy -> Result<VsockHeader?, ChainAccessError> in
+            Result { () throws(ChainAccessError) in
+                unsafe try reader.read(into: copy)
+                return unsafe VsockHeader(loading: UnsafeRawBufferPointer(copy))
+            }
+        }
+        let header: VsockHeader
+        switch decoded {
+        case let .success(value?): header = value
+        case .success(nil): throw .malformed("no header")
+        case let .failure(error): throw .memory("\(error)")
+        }
         guard header.length <= Self.maximumDataLength else {
             throw .malformed("\(header.length) bytes of data is more than the \(Self.maximumDataLength) a packet may carry")
         }
@@ -94,12 +105,12 @@ public enum VsockReceivePacket {
         do {
             // The data first, so that the header can say how much of it came.
             var skip = writer
-            _ = unsafe try skip.hostBuffers(UInt64(VsockHeader.size))
+            try skip.skip(UInt64(VsockHeader.size))
             let buffers = unsafe try skip.hostBuffers(UInt64(limit))
             let count = min(unsafe fill(buffers), limit)
             guard var written = header(count) else { return nil }
             written.length = count
-            try writer.write(written.bytes)
+            try unsafe written.withBytes { bytes throws(ChainAccessError) in unsafe try writer.write(bytes) }
             return UInt32(VsockHeader.size) + count
         } catch {
             throw .memory("\(error)")
@@ -116,32 +127,38 @@ public enum VsockReceivePacket {
         into chains: some Collection<DescriptorChain>, in memory: any GuestMemory, dataLimit: UInt32,
         fill: ([UnsafeMutableRawBufferPointer]) -> UInt32, header: (UInt32) -> VsockHeader?
     ) throws(VsockPacketError) -> [(head: UInt16, length: UInt32)] {
-        var places: [(chain: DescriptorChain, room: UInt32)] = []
+        // Each chain's writer, still at its header, and the room after it.
+        var places: [(writer: ChainWriter, head: UInt16, room: UInt32)] = []
         var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
         var left = dataLimit
         for chain in chains where left > 0 {
             try checkShape(chain)
             let room = UInt32(min(UInt64(min(left, VsockTransmitPacket.maximumDataLength)), chain.writableLength - UInt64(VsockHeader.size)))
             guard room > 0 else { continue }
-            var writer = chain.writer(in: memory)
+            let writer = chain.writer(in: memory)
+            var data = writer
             do {
-                _ = unsafe try writer.hostBuffers(UInt64(VsockHeader.size))
-                unsafe buffers += try writer.hostBuffers(UInt64(room))
+                try data.skip(UInt64(VsockHeader.size))
+                unsafe buffers += try data.hostBuffers(UInt64(room))
             } catch {
                 throw .memory("\(error)")
             }
-            places.append((chain, room))
+            places.append((writer, chain.head, room))
             left -= room
         }
         var filled = min(unsafe fill(buffers), dataLimit - left)
         var used: [(head: UInt16, length: UInt32)] = []
-        for place in places where filled > 0 {
+        used.reserveCapacity(places.count)
+        for var place in places where filled > 0 {
             let share = min(filled, place.room)
             guard var written = header(share) else { break }
             written.length = share
-            var writer = place.chain.writer(in: memory)
-            do { try writer.write(written.bytes) } catch { throw .memory("\(error)") }
-            used.append((place.chain.head, UInt32(VsockHeader.size) + share))
+            do {
+                try unsafe written.withBytes { bytes throws(ChainAccessError) in unsafe try place.writer.write(bytes) }
+            } catch {
+                throw .memory("\(error)")
+            }
+            used.append((place.head, UInt32(VsockHeader.size) + share))
             filled -= share
         }
         return used

@@ -1,4 +1,4 @@
-import HVDevices
+@testable import HVDevices
 import HVTestSupport
 import Testing
 
@@ -20,6 +20,8 @@ import Testing
             let bytes = header.bytes
             #expect(bytes.count == VsockHeader.size)
             #expect(VsockHeader(bytes: bytes) == header)
+            #expect(bytes.withUnsafeBytes { VsockHeader(loading: $0) } == header)
+            #expect(header.withBytes { Array($0) } == bytes)
         }
         // Little-endian: the low byte of the source CID comes first.
         var header = VsockHeader()
@@ -30,6 +32,7 @@ import Testing
     @Test("a short buffer is no header; a longer one is read from its start", arguments: [0, 1, 43])
     func shortBuffers(count: Int) {
         #expect(VsockHeader(bytes: [UInt8](repeating: 0xFF, count: count)) == nil)
+        #expect([UInt8](repeating: 0xFF, count: count).withUnsafeBytes { VsockHeader(loading: $0) } == nil)
     }
 
     @Test func trailingBytesAreIgnored() {
