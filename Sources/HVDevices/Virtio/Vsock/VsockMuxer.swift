@@ -431,7 +431,7 @@ import SystemPackage
         }
         let key = Key(hostPort: header.destinationPort, guestPort: header.sourcePort)
         if batch.key != nil, header.operation != .readWrite || batch.key != key { flush(&batch, &state, &after) }
-        guard var entry = state.connections[key] else {
+        guard let index = state.connections.index(forKey: key) else {
             if header.operation == .request, header.type == VsockHeader.streamType {
                 openGuestInitiated(header, key, &state, &after)
             } else if header.operation != .reset {
@@ -441,9 +441,9 @@ import SystemPackage
             }
             return false
         }
-        let reaction = entry.connection.guestSent(header)
-        state.connections[key] = entry
-        if let id = state.connections[key]?.endpoint { markReady(id, &state) }
+        // The entry is changed where it is: one hash of the key per packet, not three.
+        let reaction = state.connections.values[index].connection.guestSent(header)
+        if let id = state.connections.values[index].endpoint { markReady(id, &state) }
         if case let .deliver(bytes) = reaction {
             batch.key = key
             unsafe batch.data += packet.data
@@ -728,8 +728,10 @@ import SystemPackage
     }
 
     private func markReady(_ id: UInt64, _ state: inout State) {
-        guard let slot = state.slots[id], !slot.listed, slot.endpoint.mayRead, !slot.endpoint.endOfFile else { return }
-        state.slots[id]?.listed = true
+        // Looked at in place, once per guest packet: no copy of the slot, one hash.
+        guard let index = state.slots.index(forKey: id), !state.slots.values[index].listed,
+              state.slots.values[index].endpoint.mayRead, !state.slots.values[index].endpoint.endOfFile else { return }
+        state.slots.values[index].listed = true
         state.ready.append(id)
     }
 
