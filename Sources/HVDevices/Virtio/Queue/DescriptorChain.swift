@@ -162,6 +162,31 @@ struct SegmentCursor {
         }
     }
 
+    /// Moves `count` bytes between the chain and a caller's buffer, piece by piece: `move` gets
+    /// `memory` (an argument, not a capture, so that no piece copies it), each piece's segment,
+    /// its offset there and its length, and the bytes done before it. Fails without moving when
+    /// fewer bytes are left or `move` fails.
+    @inline(__always)
+    mutating func transfer(
+        _ count: Int, in memory: any GuestMemory,
+        _ move: (any GuestMemory, ChainSegment, _ offset: UInt64, _ length: Int, _ done: Int) throws(GuestMemoryError) -> Void
+    ) throws(ChainAccessError) {
+        try require(UInt64(count))
+        let start = position
+        var done = 0
+        while done < count {
+            let piece = nextPiece(upTo: UInt64(count - done))
+            do {
+                try move(memory, piece.segment, piece.offset, Int(piece.length), done)
+            } catch {
+                position = start
+                throw .memory(error)
+            }
+            advance(piece.length)
+            done += Int(piece.length)
+        }
+    }
+
     /// Checks that `count` bytes are left.
     func require(_ count: UInt64) throws(ChainAccessError) {
         guard count <= remaining else { throw .notEnoughSpace(requested: count, remaining: remaining) }
@@ -211,27 +236,17 @@ public struct ChainReader {
     /// Fills `buffer` from the chain.
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(ChainAccessError) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
-        try cursor.require(UInt64(buffer.count))
-        let start = cursor.position
-        var done = 0
-        while done < buffer.count {
-            let piece = cursor.nextPiece(upTo: UInt64(buffer.count - done))
+        let reuses = reusesTranslations
+        try cursor.transfer(buffer.count, in: memory) { memory, segment, offset, length, done throws(GuestMemoryError) in
             // SAFETY: a kept host address is `memory`'s own translation of the segment, which
             // this reader holds; offset + length stays inside the segment, done + length
             // inside `buffer`.
-            if reusesTranslations, let source = unsafe piece.segment.hostAddress?.pointer(advancedBy: piece.offset) {
-                unsafe (base + done).copyMemory(from: source, byteCount: Int(piece.length))
+            if reuses, let source = unsafe segment.hostAddress?.pointer(advancedBy: offset) {
+                unsafe (base + done).copyMemory(from: source, byteCount: length)
             } else {
-                do {
-                    unsafe try memory.read(into: UnsafeMutableRawBufferPointer(start: base + done, count: Int(piece.length)),
-                                           from: GuestAddress(piece.segment.address.rawValue + piece.offset))
-                } catch {
-                    cursor.position = start
-                    throw .memory(error)
-                }
+                unsafe try memory.read(into: UnsafeMutableRawBufferPointer(start: base + done, count: length),
+                                       from: GuestAddress(segment.address.rawValue + offset))
             }
-            cursor.advance(piece.length)
-            done += Int(piece.length)
         }
     }
 
@@ -286,21 +301,10 @@ public struct ChainWriter {
     /// Writes `bytes`.
     public mutating func write(_ bytes: UnsafeRawBufferPointer) throws(ChainAccessError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        try cursor.require(UInt64(bytes.count))
-        let start = cursor.position
-        var done = 0
-        while done < bytes.count {
-            let piece = cursor.nextPiece(upTo: UInt64(bytes.count - done))
-            do {
-                // Through the memory, which checks the access and logs the write.
-                unsafe try memory.write(UnsafeRawBufferPointer(start: base + done, count: Int(piece.length)),
-                                        to: GuestAddress(piece.segment.address.rawValue + piece.offset))
-            } catch {
-                cursor.position = start
-                throw .memory(error)
-            }
-            cursor.advance(piece.length)
-            done += Int(piece.length)
+        try cursor.transfer(bytes.count, in: memory) { memory, segment, offset, length, done throws(GuestMemoryError) in
+            // Through the memory, which checks the access and logs the write.
+            unsafe try memory.write(UnsafeRawBufferPointer(start: base + done, count: length),
+                                    to: GuestAddress(segment.address.rawValue + offset))
         }
         bytesWritten += UInt64(bytes.count)
     }
