@@ -88,9 +88,7 @@ public struct DriverQueue: Sendable {
     }
 
     /// The descriptor index the next chain's head will take.
-    public var nextDescriptor: UInt16 {
-        get throws { nextFreeDescriptor }
-    }
+    public var nextDescriptor: UInt16 { nextFreeDescriptor }
 
     // MARK: Chains
 
@@ -117,7 +115,7 @@ public struct DriverQueue: Sendable {
         // The table looked up once, as a guest driver stores into its own table: a benchmark
         // charges the driver's work to the device it measures.
         let table = unsafe try memory.unsafeHostBuffer(at: descriptorTable, length: 16 * UInt64(size), for: .write)
-        try withExtendedLifetime(memory) {
+        withExtendedLifetime(memory) {
             for (offset, buffer) in buffers.enumerated() {
                 let index = (head &+ UInt16(offset)) % size
                 let last = offset == buffers.count - 1

@@ -201,7 +201,7 @@ public final class VsockDriver {
         var posted = 0
         while postedReceiveBuffers < receiveBufferCount, posted < limit ?? .max {
             // One-descriptor chains, used in order: descriptor slots and buffers cycle together.
-            let slot = Int(try receiveQueue.nextDescriptor) % receiveBufferCount
+            let slot = Int(receiveQueue.nextDescriptor) % receiveBufferCount
             try receiveQueue.addChain([(receiveBufferAddress(slot), receiveBufferSize, true)])
             postedReceiveBuffers += 1
             posted += 1
@@ -218,7 +218,7 @@ public final class VsockDriver {
     /// Posts `count` event buffers (4 bytes each).
     public func postEventBuffers(_ count: Int) throws {
         for _ in 0..<count {
-            let address = GuestAddress(eventArea.rawValue + UInt64(try eventQueue.nextDescriptor) * 8)
+            let address = GuestAddress(eventArea.rawValue + UInt64(eventQueue.nextDescriptor) * 8)
             try eventQueue.addChain([(address, 4, true)])
             postedEventBuffers += 1
         }

@@ -127,41 +127,50 @@ public enum VsockReceivePacket {
         into chains: some Collection<DescriptorChain>, in memory: any GuestMemory, dataLimit: UInt32,
         fill: ([UnsafeMutableRawBufferPointer]) -> UInt32, header: (UInt32) -> VsockHeader?
     ) throws(VsockPacketError) -> [(head: UInt16, length: UInt32)] {
-        // Each chain's writer, still at its header, and the room after it.
-        var places: [(writer: ChainWriter, head: UInt16, room: UInt32)] = []
+        var places: [(chain: DescriptorChain, room: UInt32)] = []
         var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
         var left = dataLimit
         for chain in chains where left > 0 {
             try checkShape(chain)
             let room = UInt32(min(UInt64(min(left, VsockTransmitPacket.maximumDataLength)), chain.writableLength - UInt64(VsockHeader.size)))
             guard room > 0 else { continue }
-            let writer = chain.writer(in: memory)
-            var data = writer
+            var writer = chain.writer(in: memory)
             do {
-                try data.skip(UInt64(VsockHeader.size))
-                unsafe buffers += try data.hostBuffers(UInt64(room))
+                try writer.skip(UInt64(VsockHeader.size))
+                unsafe buffers += try writer.hostBuffers(UInt64(room))
             } catch {
                 throw .memory("\(error)")
             }
-            places.append((writer, chain.head, room))
+            places.append((chain, room))
             left -= room
         }
         var filled = min(unsafe fill(buffers), dataLimit - left)
         var used: [(head: UInt16, length: UInt32)] = []
         used.reserveCapacity(places.count)
-        for var place in places where filled > 0 {
+        for place in places where filled > 0 {
             let share = min(filled, place.room)
             guard var written = header(share) else { break }
             written.length = share
-            do {
-                try unsafe written.withBytes { bytes throws(ChainAccessError) in unsafe try place.writer.write(bytes) }
-            } catch {
-                throw .memory("\(error)")
-            }
-            used.append((place.head, UInt32(VsockHeader.size) + share))
+            try writeHeader(written, into: place.chain, in: memory)
+            used.append((place.chain.head, UInt32(VsockHeader.size) + share))
             filled -= share
         }
         return used
+    }
+
+    /// Writes `header` at the start of `chain`: straight into its first buffer when the header
+    /// fits there (Linux gives a header and its data one buffer), through a writer otherwise.
+    private static func writeHeader(_ header: VsockHeader, into chain: DescriptorChain, in memory: any GuestMemory) throws(VsockPacketError) {
+        do {
+            if let first = chain.segments.first, first.length >= UInt32(VsockHeader.size) {
+                try unsafe header.withBytes { bytes throws(GuestMemoryError) in unsafe try memory.write(bytes, to: first.address) }
+            } else {
+                var writer = chain.writer(in: memory)
+                try unsafe header.withBytes { bytes throws(ChainAccessError) in unsafe try writer.write(bytes) }
+            }
+        } catch {
+            throw .memory("\(error)")
+        }
     }
 
     private static func checkShape(_ chain: DescriptorChain) throws(VsockPacketError) {
