@@ -280,7 +280,7 @@ public struct SplitQueue: Sendable {
             }
             guard directVisits[Int(index)] != chainSerial else { throw .descriptorLoop(index: index, indirect: false) }
             directVisits[Int(index)] = chainSerial
-            let descriptor = try table.descriptor(UInt32(index))
+            let descriptor = try table.descriptor(UInt32(index), in: memory)
             let flags = descriptor.descriptorFlags
             if flags.contains(.indirect) {
                 guard indirectEnabled else { throw .indirectNotNegotiated }
@@ -320,7 +320,7 @@ public struct SplitQueue: Sendable {
             }
             guard indirectVisits[Int(index)] != chainSerial else { throw .descriptorLoop(index: index, indirect: true) }
             indirectVisits[Int(index)] = chainSerial
-            let descriptor = try reader.descriptor(UInt32(index))
+            let descriptor = try reader.descriptor(UInt32(index), in: memory)
             let flags = descriptor.descriptorFlags
             guard !flags.contains(.indirect) else { throw .nestedIndirect }
             builder.append(descriptor, index: index, in: memory)
@@ -435,16 +435,16 @@ private struct ChainBuilder {
 /// A descriptor table as one walk reads it: looked up once, when one region holds the whole
 /// table (always, for tables a driver allocates as one block), rather than once per descriptor
 /// (an 18-descriptor network frame made 18 lookups); otherwise each descriptor is read through
-/// the guest memory API.
-/// SAFETY: `bytes` points into `memory`'s RAM, which the value holds; it lives for one walk.
-@safe private struct DescriptorTableReader<Memory: GuestMemory> {
-    let memory: Memory
+/// the guest memory API. The walk passes its memory to every read rather than the reader
+/// holding a reference of its own, which cost a retain and a release per chain.
+/// SAFETY: `bytes` points into the RAM of the memory it was made with, which the walk holds
+/// (and passes to ``descriptor(_:in:)``) for as long as it uses the reader.
+@safe private struct DescriptorTableReader {
     let address: GuestAddress
     let entries: UInt32
     let bytes: UnsafeRawBufferPointer?
 
-    init(_ memory: Memory, at address: GuestAddress, entries: UInt32) {
-        self.memory = memory
+    init(_ memory: some GuestMemory, at address: GuestAddress, entries: UInt32) {
         self.address = address
         self.entries = entries
         let found = unsafe try? memory.unsafeHostBuffer(at: address, length: UInt64(entries) * Descriptor.size, for: .read)
@@ -452,11 +452,12 @@ private struct ChainBuilder {
     }
 
     /// Copies descriptor `index` out of guest memory: the one and only read of it (the driver
-    /// may change the table meanwhile; the copy is what the device checks and uses).
-    func descriptor(_ index: UInt32) throws(ChainError) -> Descriptor {
+    /// may change the table meanwhile; the copy is what the device checks and uses). `memory`
+    /// must be the memory the reader was made with.
+    func descriptor(_ index: UInt32, in memory: some GuestMemory) throws(ChainError) -> Descriptor {
         if let bytes = unsafe bytes, index < entries {
             // SAFETY: the lookup checked that `bytes` is entries * 16 bytes of guest RAM, and
-            // index < entries; `memory`, held here, keeps the mapping alive.
+            // index < entries; `memory`, held by the caller, keeps the mapping alive.
             return unsafe withExtendedLifetime(memory) {
                 unsafe bytes.loadUnaligned(fromByteOffset: Int(index) * Int(Descriptor.size), as: Descriptor.self)
             }
