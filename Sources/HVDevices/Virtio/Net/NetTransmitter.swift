@@ -158,7 +158,6 @@ final class NetTransmitter: Sendable {
         // The header lives on the stack from the guest's copy to the backend: no allocation.
         let sent = unsafe try withUnsafeTemporaryAllocation(byteCount: NetHeader.size, alignment: 2) {
             headerBuffer throws(TransmitRefusal) -> Result<Bool, NetBackendError> in
-            let buffers: [UnsafeMutableRawBufferPointer]
             do {
                 unsafe try reader.read(into: headerBuffer)
                 guard let copied = unsafe NetHeader(loading: UnsafeRawBufferPointer(headerBuffer)) else { throw TransmitRefusal.malformed("no header") }
@@ -166,14 +165,31 @@ final class NetTransmitter: Sendable {
                 // DATA_VALID means something only on receive; the other end must not take it as said.
                 header.flags &= ~NetHeader.dataValid
                 unsafe header.store(into: headerBuffer)
-                unsafe buffers = unsafe try reader.hostBuffers(UInt64(frameLength))
             } catch let error as TransmitRefusal {
                 throw error
             } catch {
                 throw .malformed("\(error)")
             }
+            let header = unsafe iovec(iov_base: headerBuffer.baseAddress, iov_len: NetHeader.size)
+            // Nearly always: the frame's iovecs straight from the host addresses the chain's
+            // check kept, behind the header's, with no lookup and no array.
+            let fast = unsafe withUnsafeTemporaryAllocation(of: iovec.self, capacity: chain.segments.count + 1) {
+                vectors -> Result<Bool, NetBackendError>? in
+                guard let count = unsafe chain.readableIOVectors(from: UInt64(NetHeader.size), in: memory, into: vectors, at: 1) else { return nil }
+                unsafe vectors[0] = header
+                return Result { () throws(NetBackendError) in
+                    unsafe try backend.transmit(UnsafeBufferPointer(rebasing: vectors[..<(count + 1)]))
+                }
+            }
+            if let fast { return fast }
+            let buffers: [UnsafeMutableRawBufferPointer]
+            do {
+                unsafe buffers = unsafe try reader.hostBuffers(UInt64(frameLength))
+            } catch {
+                throw .malformed("\(error)")
+            }
             return unsafe withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count + 1) { vectors in
-                unsafe vectors[0] = unsafe iovec(iov_base: headerBuffer.baseAddress, iov_len: NetHeader.size)
+                unsafe vectors[0] = header
                 for unsafe (index, buffer) in unsafe buffers.enumerated() {
                     unsafe vectors[index + 1] = unsafe iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
                 }

@@ -1,3 +1,4 @@
+import Glibc
 import HVCore
 
 /// One buffer of a chain, already checked to be guest RAM (writable RAM when the device writes
@@ -65,30 +66,64 @@ public struct DescriptorChain: Sendable {
     public let writableLength: UInt64
     /// The memory object whose lookups gave the segments' host addresses (nil: none were kept).
     let translatedBy: ObjectIdentifier?
+    /// How many segments are readable: they come first (the queue refuses chains where they
+    /// do not), so this is also where the writable ones start.
+    let readableSegmentCount: Int
 
     init(head: UInt16, segments: [ChainSegment], readableLength: UInt64, writableLength: UInt64,
-         translatedBy: ObjectIdentifier? = nil) {
+         translatedBy: ObjectIdentifier? = nil, readableSegmentCount: Int? = nil) {
         self.head = head
         self.segments = segments
         self.readableLength = readableLength
         self.writableLength = writableLength
         self.translatedBy = translatedBy
+        self.readableSegmentCount = readableSegmentCount ?? segments.firstIndex(where: \.isWritable) ?? segments.endIndex
     }
 
     /// A cursor over the device-readable buffers. With the memory the chain was taken in, the
     /// host addresses found when it was checked are used again.
     public func reader(in memory: any GuestMemory) -> ChainReader {
-        let reusesTranslations = translatedBy != nil && memory.hostMappingIdentity == translatedBy
-        return ChainReader(memory: memory, segments: segments[..<firstWritableIndex], reusesTranslations: reusesTranslations)
+        ChainReader(memory: memory, segments: segments[..<readableSegmentCount], total: readableLength,
+                    reusesTranslations: reusesTranslations(in: memory))
     }
 
     /// A cursor over the device-writable buffers.
     public func writer(in memory: any GuestMemory) -> ChainWriter {
-        ChainWriter(memory: memory, segments: segments[firstWritableIndex...])
+        ChainWriter(memory: memory, segments: segments[readableSegmentCount...], total: writableLength)
     }
 
-    /// Readable segments come first (the queue refuses chains where they do not).
-    private var firstWritableIndex: Int { segments.firstIndex(where: \.isWritable) ?? segments.endIndex }
+    /// Whether the segments' kept host addresses are `memory`'s own.
+    private func reusesTranslations(in memory: any GuestMemory) -> Bool {
+        translatedBy != nil && memory.hostMappingIdentity == translatedBy
+    }
+
+    /// Writes into `vectors`, from index `start` on, an iovec for each readable segment's bytes
+    /// from `offset` (into the readable part) on, from the host addresses the chain's check
+    /// kept, and returns how many it wrote: for a gather (`writev`) straight from guest memory
+    /// with no lookup and no array. Nil, with nothing to go by, when `memory` is not the one
+    /// that checked the chain, a segment has no kept address (it spans regions), `offset` is
+    /// beyond the readable bytes, or `vectors` is too short; ``ChainReader/hostBuffers(_:)``
+    /// then does the general work.
+    func readableIOVectors(from offset: UInt64, in memory: any GuestMemory,
+                           into vectors: UnsafeMutableBufferPointer<iovec>, at start: Int) -> Int? {
+        guard offset <= readableLength, reusesTranslations(in: memory) else { return nil }
+        var skip = offset
+        var count = 0
+        for segment in segments[..<readableSegmentCount] {
+            let length = UInt64(segment.length)
+            if skip >= length {
+                skip -= length
+                continue
+            }
+            guard start + count < vectors.count, let base = unsafe segment.hostAddress?.pointer(advancedBy: skip) else { return nil }
+            // SAFETY: the kept address is `memory`'s own translation of the segment, checked
+            // when the chain was taken; skip < length keeps the iovec inside the segment.
+            unsafe vectors[start + count] = unsafe iovec(iov_base: base, iov_len: Int(length - skip))
+            skip = 0
+            count += 1
+        }
+        return count
+    }
 }
 
 /// Why a read from or a write to a chain's buffers failed.
@@ -123,9 +158,10 @@ struct SegmentCursor {
 
     var position: Position
 
-    init(segments: ArraySlice<ChainSegment>) {
+    /// A cursor at the start of `segments`, which hold `total` bytes (summed when nil).
+    init(segments: ArraySlice<ChainSegment>, total: UInt64? = nil) {
         self.segments = segments
-        position = Position(index: segments.startIndex, remaining: segments.reduce(0) { $0 + UInt64($1.length) })
+        position = Position(index: segments.startIndex, remaining: total ?? segments.reduce(0) { $0 + UInt64($1.length) })
     }
 
     /// Bytes not yet taken.
@@ -224,9 +260,9 @@ public struct ChainReader {
     /// Whether the segments' host addresses came from `memory` (see ``ChainSegment``).
     private let reusesTranslations: Bool
 
-    init(memory: any GuestMemory, segments: ArraySlice<ChainSegment>, reusesTranslations: Bool = false) {
+    init(memory: any GuestMemory, segments: ArraySlice<ChainSegment>, total: UInt64, reusesTranslations: Bool) {
         self.memory = memory
-        cursor = SegmentCursor(segments: segments)
+        cursor = SegmentCursor(segments: segments, total: total)
         self.reusesTranslations = reusesTranslations
     }
 
@@ -290,9 +326,9 @@ public struct ChainWriter {
     /// Bytes written so far: what the device reports as the used length.
     public private(set) var bytesWritten: UInt64 = 0
 
-    init(memory: any GuestMemory, segments: ArraySlice<ChainSegment>) {
+    init(memory: any GuestMemory, segments: ArraySlice<ChainSegment>, total: UInt64) {
         self.memory = memory
-        cursor = SegmentCursor(segments: segments)
+        cursor = SegmentCursor(segments: segments, total: total)
     }
 
     /// Room left.

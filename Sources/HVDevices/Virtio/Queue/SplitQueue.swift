@@ -378,6 +378,8 @@ private struct ChainBuilder {
     var readableLength: UInt64 = 0
     var writableLength: UInt64 = 0
     var sawWritable = false
+    /// Readable segments kept (they come before the writable ones in a well-formed chain).
+    var readableSegmentCount = 0
     /// The first thing wrong with a buffer; the walk goes on to find the chain's end.
     var firstError: ChainError?
     /// The last non-empty buffer seen, if it was writable guest RAM: its last byte.
@@ -392,7 +394,7 @@ private struct ChainBuilder {
         // Host addresses are kept for memory with an identity a reader can check (see
         // DescriptorChain.reader(in:)).
         DescriptorChain(head: head, segments: segments, readableLength: readableLength, writableLength: writableLength,
-                        translatedBy: memory.hostMappingIdentity)
+                        translatedBy: memory.hostMappingIdentity, readableSegmentCount: readableSegmentCount)
     }
 
     /// Validates one buffer descriptor and adds it. Zero-length buffers carry nothing and are
@@ -425,6 +427,7 @@ private struct ChainBuilder {
         if readableLength + writableLength > SplitQueue.maxChainBytes { record(.chainTooLarge) }
         guard firstError == nil else { return }
         segments.append(ChainSegment(address: address, length: descriptor.length, isWritable: writable, hostAddress: hostAddress))
+        if !writable { readableSegmentCount += 1 }
     }
 
     private mutating func record(_ error: ChainError) {

@@ -1,3 +1,4 @@
+import Glibc
 import HVCore
 @testable import HVDevices
 import HVDevicesTesting
@@ -247,6 +248,33 @@ struct ChainCursorTests {
         #expect(try plain.hostBuffers(4).map { Array(UnsafeRawBufferPointer($0)) } == [[1, 2, 3, 4]])
     }
 
+    /// A gather straight from the kept addresses covers exactly the readable bytes after the
+    /// offset, and declines (nil) whatever it cannot do without the general path.
+    @Test func readableIOVectorsCoverTheBytesAfterTheOffset() throws {
+        let memory = try testMemory()
+        var driver = try DriverQueue(memory: memory, size: 8)
+        var queue = try driver.makeDeviceQueue()
+        try memory.write(Array(1...16) as [UInt8], to: data)
+        try memory.write(Array(17...24) as [UInt8], to: data2)
+        try driver.addChain([(data, 12, false), (GuestAddress(data.rawValue + 12), 4, false), (data2, 8, false), (GuestAddress(0xB000), 4, true)])
+        let chain = try #require(try queue.popChain(in: memory))
+        func gather(from offset: UInt64, in memory: any GuestMemory, capacity: Int = 8) -> [[UInt8]]? {
+            let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: capacity)
+            defer { vectors.deallocate() }
+            guard let count = chain.readableIOVectors(from: offset, in: memory, into: vectors, at: 1) else { return nil }
+            return vectors[1..<(1 + count)].map { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
+        }
+        #expect(gather(from: 12, in: memory) == [[13, 14, 15, 16], Array(17...24)])
+        #expect(gather(from: 14, in: memory) == [[15, 16], Array(17...24)])
+        #expect(gather(from: 16, in: memory) == [Array(17...24)])
+        #expect(gather(from: 24, in: memory) == [])
+        #expect(gather(from: 0, in: memory) == [Array(1...12), [13, 14, 15, 16], Array(17...24)], "the writable buffer is not part of it")
+        #expect(gather(from: 25, in: memory) == nil, "beyond the readable bytes")
+        #expect(gather(from: 0, in: memory, capacity: 3) == nil, "too few vectors")
+        #expect(gather(from: 12, in: try testMemory()) == nil, "another memory's addresses are not these")
+        #expect(gather(from: 12, in: MemoryWithoutIdentity(base: memory)) == nil)
+    }
+
     /// A readable buffer across two touching regions keeps no host address: it is translated
     /// piece by piece, one host buffer per region.
     @Test func aReadableBufferAcrossRegionsIsTranslatedInPieces() throws {
@@ -261,6 +289,9 @@ struct ChainCursorTests {
         try driver.addChain([(data, 4, false), (start, 16, false)])
         let chain = try #require(try queue.popChain(in: memory))
         #expect(chain.segments.map { $0.hostAddress != nil } == [true, false])
+        let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: 4)
+        defer { vectors.deallocate() }
+        #expect(chain.readableIOVectors(from: 6, in: memory, into: vectors, at: 0) == nil, "the spanning buffer has no kept address")
         var reader = chain.reader(in: memory)
         try reader.skip(6)
         let buffers = try reader.hostBuffers(14)
