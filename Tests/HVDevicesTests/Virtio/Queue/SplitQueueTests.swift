@@ -199,13 +199,8 @@ struct ChainCursorTests {
     /// A read that ends a segment exactly (a request header in a descriptor of its own) moves
     /// the cursor to the next segment, and a take that cannot be done moves nothing.
     @Test func readsThatEndASegmentGoOnInTheNext() throws {
-        let memory = try testMemory()
-        var driver = try DriverQueue(memory: memory, size: 8)
-        var queue = try driver.makeDeviceQueue()
-        try memory.write(Array(1...16) as [UInt8], to: data)
-        try memory.write(Array(17...20) as [UInt8], to: data2)
-        try driver.addChain([(data, 8, false), (GuestAddress(data.rawValue + 8), 8, false), (data2, 4, false)])
-        let chain = try #require(try queue.popChain(in: memory))
+        let (memory, chain) = try takenChain([(data, 8, false), (GuestAddress(data.rawValue + 8), 8, false), (data2, 4, false)],
+                                             contents: [(data, Array(1...16)), (data2, Array(17...20))])
         var reader = chain.reader(in: memory)
         #expect(try reader.read(UInt64.self) == 0x0807_0605_0403_0201)
         #expect(try reader.read(UInt32.self) == 0x0C0B_0A09)
@@ -251,13 +246,8 @@ struct ChainCursorTests {
     /// A gather straight from the kept addresses covers exactly the readable bytes after the
     /// offset, and declines (nil) whatever it cannot do without the general path.
     @Test func readableIOVectorsCoverTheBytesAfterTheOffset() throws {
-        let memory = try testMemory()
-        var driver = try DriverQueue(memory: memory, size: 8)
-        var queue = try driver.makeDeviceQueue()
-        try memory.write(Array(1...16) as [UInt8], to: data)
-        try memory.write(Array(17...24) as [UInt8], to: data2)
-        try driver.addChain([(data, 12, false), (GuestAddress(data.rawValue + 12), 4, false), (data2, 8, false), (GuestAddress(0xB000), 4, true)])
-        let chain = try #require(try queue.popChain(in: memory))
+        let (memory, chain) = try takenChain([(data, 12, false), (GuestAddress(data.rawValue + 12), 4, false), (data2, 8, false), (GuestAddress(0xB000), 4, true)],
+                                             contents: [(data, Array(1...16)), (data2, Array(17...24))])
         func gather(from offset: UInt64, in memory: any GuestMemory, capacity: Int = 8) -> [[UInt8]]? {
             let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: capacity)
             defer { vectors.deallocate() }
@@ -328,4 +318,17 @@ private struct MemoryWithoutIdentity: GuestMemory {
     func unsafeHostBuffer(at address: GuestAddress, length: UInt64, for access: MemoryAccess) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
         unsafe try base.unsafeHostBuffer(at: address, length: length, for: access)
     }
+}
+
+/// The chain of `buffers` a fresh queue in a fresh ``testMemory()`` hands over, after
+/// `contents` were written there.
+private func takenChain(
+    _ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)], contents: [(GuestAddress, [UInt8])]
+) throws -> (memory: GuestMemoryMmap, chain: DescriptorChain) {
+    let memory = try testMemory()
+    var driver = try DriverQueue(memory: memory, size: 8)
+    var queue = try driver.makeDeviceQueue()
+    for (address, bytes) in contents { try memory.write(bytes, to: address) }
+    try driver.addChain(buffers)
+    return (memory, try #require(try queue.popChain(in: memory)))
 }
