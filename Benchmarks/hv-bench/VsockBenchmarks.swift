@@ -5,15 +5,21 @@ import HVDevicesTesting
 import SystemPackage
 
 // virtio-vsock through the device's whole stream path: the test kit's driver plays the guest
-// in this process (receive buffers of 4 KiB as Linux posts them, 4 KiB packets out, credit
-// updates as a reader that keeps up sends them, the data taken in place), the host end is a real socket served by the
-// device's event loop. Baselines: the same bytes through a Unix socket pair in 4 KiB reads and
+// in this process (receive buffers of 4 KiB as Linux posts them, 4 KiB packets out, a 256 KiB
+// receive buffer with credit updates as Linux's transport sends them, the data taken in place),
+// the host end is a real socket served by the device's event loop. Baselines: the same bytes through a Unix socket pair in 4 KiB reads and
 // writes, and the same one-line exchange over a plain Unix socket, in the same run.
 
 /// A vsock device, its driver, and one connection the driver opened to an in-process
 /// listener, whose host end this rig holds.
 private final class VsockBenchRig {
     static let chunk = 4096
+    /// The guest's receive buffer for the connection (its buf_alloc), and how little of it may
+    /// be left unannounced before the driver sends a credit update: Linux's transport's values
+    /// (VIRTIO_VSOCK_DEFAULT_BUF_SIZE, and an update once the free space it last announced
+    /// falls under VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
+    static let bufferAllocation: UInt32 = 256 << 10
+    static let creditUpdateThreshold = Int(bufferAllocation) - (64 << 10)
     let memory: GuestMemoryMmap
     let loop: EventLoop
     let device: VsockDevice
@@ -35,7 +41,7 @@ private final class VsockBenchRig {
         driver = try VsockDriver(device: device, memory: memory, interruptLine: NoInterrupt())
         let accepted = Locked<FileDescriptor?>(nil)
         device.listen(port: hostPort) { descriptor in accepted.withLock { $0 = descriptor } }
-        try driver.send(driver.header(.request, from: guestPort, to: hostPort))
+        try driver.send(driver.header(.request, from: guestPort, to: hostPort, bufferAllocation: Self.bufferAllocation))
         let answer = try driver.receive(for: 5) { !$0.isEmpty }
         guard answer.first?.header.operation == .response, let descriptor = accepted.withLock({ $0 }) else {
             throw BenchError.unexpected("the vsock connection did not open")
@@ -50,7 +56,8 @@ private final class VsockBenchRig {
     }
 
     /// Host to guest: a thread writes `bytes` into the host end; the driver takes them from
-    /// its receive buffers, telling the device what it consumed every 32 KiB. Seconds.
+    /// its receive buffers, telling the device what it consumed as Linux's transport does
+    /// (``creditUpdateThreshold``). Seconds.
     func hostToGuest(_ bytes: Int) throws -> Double {
         let host = self.host
         let start = nowNanoseconds()
@@ -70,16 +77,18 @@ private final class VsockBenchRig {
                 received += Int(header.length)
                 unacknowledged += Int(header.length)
             }
-            if unacknowledged >= 32 << 10 {
+            if unacknowledged >= Self.creditUpdateThreshold {
                 consumed &+= UInt32(unacknowledged)
                 unacknowledged = 0
-                try driver.send(driver.header(.creditUpdate, from: guestPort, to: hostPort, forwardCount: consumed))
+                try driver.send(driver.header(.creditUpdate, from: guestPort, to: hostPort, bufferAllocation: Self.bufferAllocation,
+                                              forwardCount: consumed))
             }
         }
         let seconds = (nowNanoseconds() - start) / 1e9
         writer.join()
         consumed &+= UInt32(unacknowledged)
-        try driver.send(driver.header(.creditUpdate, from: guestPort, to: hostPort, forwardCount: consumed))
+        try driver.send(driver.header(.creditUpdate, from: guestPort, to: hostPort, bufferAllocation: Self.bufferAllocation,
+                                      forwardCount: consumed))
         return seconds
     }
 
@@ -103,7 +112,8 @@ private final class VsockBenchRig {
             var room = allocation - inFlight
             while room >= Self.chunk, sent < bytes, batch.count < 16 {
                 let count = min(Self.chunk, bytes - sent)
-                batch.append((driver.header(.readWrite, from: guestPort, to: hostPort, forwardCount: consumed), count == Self.chunk ? payload : tail))
+                batch.append((driver.header(.readWrite, from: guestPort, to: hostPort, bufferAllocation: Self.bufferAllocation,
+                                            forwardCount: consumed), count == Self.chunk ? payload : tail))
                 sent += count
                 sentTotal &+= UInt32(count)
                 room -= count
@@ -170,7 +180,7 @@ func vsockThroughputFigure(rounds: Int) throws -> Figure {
     }
     let both = 2 / (1 / median(inbound) + 1 / median(outbound))
     return Figure(name: "vsock_stream_throughput", value: both, baseline: median(pair), unit: "MiB/s",
-                  note: "16 MiB each way through one connection, driver side in process with 4 KiB buffers and packets: host to guest \(Int(median(inbound))) MiB/s, guest to host \(Int(median(outbound))) MiB/s (their harmonic mean), vs a Unix socket pair in 4 KiB reads and writes")
+                  note: "16 MiB each way through one connection, driver side in process with 4 KiB buffers and packets and Linux's credit policy: host to guest \(Int(median(inbound))) MiB/s, guest to host \(Int(median(outbound))) MiB/s (their harmonic mean), vs a Unix socket pair in 4 KiB reads and writes")
 }
 
 /// Microseconds from a host program's `CONNECT` to its `OK`, the guest's driver answering in
