@@ -153,8 +153,8 @@ extension GuestMemory {
     @inlinable
     public func write(_ bytes: some Collection<UInt8>, to address: GuestAddress) throws(GuestMemoryError) {
         // Arrays and other contiguous collections are written from where they are.
-        let written = try narrowingError {
-            unsafe try bytes.withContiguousStorageIfAvailable { buffer in unsafe try write(UnsafeRawBufferPointer(buffer), to: address) }
+        let written: Void? = try narrowingError {
+            try bytes.withContiguousStorageIfAvailable { buffer in unsafe try write(UnsafeRawBufferPointer(buffer), to: address) }
         }
         guard written == nil else { return }
         let array = Array(bytes)

@@ -198,12 +198,12 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
     func zero(_ chunk: UnsafeMutableRawBufferPointer) {
         let page = 4096
         guard isAnonymous, !options.contains(.hugePages), chunk.count >= 4 * page,
-              let base = unsafe chunk.baseAddress else {
+              let base = chunk.baseAddress else {
             // SAFETY: the caller checked the chunk lies in this region's writable mapping.
             unsafe chunk.initializeMemory(as: UInt8.self, repeating: 0)
             return
         }
-        let start = unsafe Int(bitPattern: base)
+        let start = Int(bitPattern: base)
         let end = start + chunk.count
         let firstWhole = (start + page - 1) & ~(page - 1), lastWhole = end & ~(page - 1)
         // SAFETY: [start, end) is the checked chunk and firstWhole <= lastWhole lie inside it

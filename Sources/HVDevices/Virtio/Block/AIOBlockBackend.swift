@@ -198,7 +198,7 @@ public final class AIOBlockBackend: DiskImageBackend {
             state.backlog.removeFirst(taken)
             return taken
         }
-        guard taken > 0, let first = unsafe controls.baseAddress else { return false }
+        guard taken > 0, let first = controls.baseAddress else { return false }
         var submitted = 0
         while submitted < taken {
             let result = unsafe io_submit(context, taken - submitted, first + submitted)

@@ -16,11 +16,11 @@ import Glibc
     let expectedBytes: Int
 
     static func transfer(_ token: UInt64, write: Bool, _ buffers: GuestBuffers, offset: UInt64) -> AIOOperation {
-        unsafe AIOOperation(token: token, kind: write ? .write : .read, offset: offset, buffers: buffers, expectedBytes: buffers.byteCount)
+        AIOOperation(token: token, kind: write ? .write : .read, offset: offset, buffers: buffers, expectedBytes: buffers.byteCount)
     }
 
     static func flush(_ token: UInt64) -> AIOOperation {
-        unsafe AIOOperation(token: token, kind: .flush, offset: 0, buffers: nil, expectedBytes: 0)
+        AIOOperation(token: token, kind: .flush, offset: 0, buffers: nil, expectedBytes: 0)
     }
 }
 
@@ -60,7 +60,7 @@ import Glibc
     /// Frees the iocbs and iovecs: only once the AIO context is destroyed, as the kernel may
     /// read them until then.
     func deallocate() {
-        for unsafe entry in unsafe entries.elements { unsafe entry.extraVectors?.deallocate() }
+        for entry in entries.elements { unsafe entry.extraVectors?.deallocate() }
         unsafe controls.deallocate()
         unsafe vectors.deallocate()
     }
@@ -106,7 +106,7 @@ import Glibc
     mutating func remove(_ control: UnsafeMutablePointer<iocb>) -> Entry? {
         let stride = unsafe MemoryLayout<iocb>.stride
         let offset = unsafe Int(bitPattern: control) &- Int(bitPattern: controls)
-        guard offset >= 0, offset % stride == 0, let entry = unsafe entries.remove(at: offset / stride) else { return nil }
+        guard offset >= 0, offset % stride == 0, let entry = entries.remove(at: offset / stride) else { return nil }
         unsafe entry.extraVectors?.deallocate()
         return entry
     }

@@ -411,7 +411,7 @@ private struct ChainBuilder {
             // One region nearly always holds a buffer: one lookup, with no chunk walk; the
             // general check splits one that spans regions and says why a range is refused.
             if let buffer = unsafe try? memory.unsafeHostBuffer(at: address, length: length, for: writable ? .write : .read) {
-                if !writable, let base = unsafe buffer.baseAddress { hostAddress = unsafe HostAddress(base) }
+                if !writable, let base = buffer.baseAddress { hostAddress = unsafe HostAddress(base) }
             } else {
                 try memory.validateRange(address, length: length, for: writable ? .write : .read)
             }
@@ -451,7 +451,7 @@ private struct ChainBuilder {
         self.address = address
         self.entries = entries
         let found = unsafe try? memory.unsafeHostBuffer(at: address, length: UInt64(entries) * Descriptor.size, for: .read)
-        unsafe bytes = unsafe found.map { unsafe UnsafeRawBufferPointer($0) }
+        unsafe bytes = unsafe found.map { UnsafeRawBufferPointer($0) }
     }
 
     /// Copies descriptor `index` out of guest memory: the one and only read of it (the driver
@@ -461,7 +461,7 @@ private struct ChainBuilder {
         if let bytes = unsafe bytes, index < entries {
             // SAFETY: the lookup checked that `bytes` is entries * 16 bytes of guest RAM, and
             // index < entries; `memory`, held by the caller, keeps the mapping alive.
-            return unsafe withExtendedLifetime(memory) {
+            return withExtendedLifetime(memory) {
                 unsafe bytes.loadUnaligned(fromByteOffset: Int(index) * Int(Descriptor.size), as: Descriptor.self)
             }
         }

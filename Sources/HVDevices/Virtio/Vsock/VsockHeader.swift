@@ -83,7 +83,7 @@ public struct VsockHeader: Hashable, Sendable {
 
     /// The header in the first 44 of `bytes`; nil when there are fewer.
     public init?(bytes: some Collection<UInt8>) {
-        let decoded = unsafe bytes.withContiguousStorageIfAvailable { unsafe Self(loading: UnsafeRawBufferPointer($0)) }
+        let decoded = bytes.withContiguousStorageIfAvailable { unsafe Self(loading: UnsafeRawBufferPointer($0)) }
         guard let header = unsafe decoded ?? Array(bytes.prefix(Self.size)).withUnsafeBytes({ unsafe Self(loading: $0) }) else { return nil }
         self = header
     }
