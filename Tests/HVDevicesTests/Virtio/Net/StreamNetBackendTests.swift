@@ -107,10 +107,11 @@ struct StreamNetBackendTests {
         let stream = try StreamRig()
         try stream.rig.postReceiveBuffers(2)
         try stream.peerWrite([0x7F, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 64))
-        usleep(20_000)
+        // The event loop reads the length on its own thread: wait for its verdict (a fixed
+        // 20 ms was not always enough on a loaded host).
+        #expect(waitUntil { stream.rig.device.guestEvents.count(of: "backend-error") >= 1 })
         #expect(stream.rig.device.counts.receivedFrames == 0)
-        #expect(stream.rig.device.guestEvents.count(of: "backend-error") >= 1)
-        #expect(!stream.rig.device.isWatchingBackend)
+        #expect(waitUntil { !stream.rig.device.isWatchingBackend })
     }
 }
 
