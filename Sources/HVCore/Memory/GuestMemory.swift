@@ -36,8 +36,10 @@ public protocol GuestMemory: Sendable {
     /// returns, or nil (the default) when there is none to name. Two values with the same
     /// identity translate every guest range to the same host buffer, so a translation made
     /// through one holds for the other while either is alive: a virtio chain checked through
-    /// the queue's memory keeps its host addresses for the device's reads of it.
-    var hostMappingIdentity: ObjectIdentifier? { get }
+    /// the queue's memory keeps its host addresses for the device's reads of it. A backend
+    /// that keeps its regions mapped at the same host addresses for its whole life takes one
+    /// ``HostMappingIdentity/next()`` when it is made.
+    var hostMappingIdentity: HostMappingIdentity? { get }
 }
 
 extension GuestMemory {
@@ -172,7 +174,7 @@ extension GuestMemory {
     }
 
     /// No identity: translations are not reused.
-    public var hostMappingIdentity: ObjectIdentifier? { nil }
+    public var hostMappingIdentity: HostMappingIdentity? { nil }
 
     /// ``fill(_:at:length:)`` by storing every byte.
     func storeFill(_ value: UInt8, at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {

@@ -14,6 +14,9 @@ public final class GuestMemoryMmap: GuestMemory {
     /// for every descriptor, ring entry and buffer (about 17 times per block request, 54 times
     /// per 18-descriptor network frame).
     private let windows: [RegionWindow]
+    /// This mapping's own identity: its regions stay mapped at the same host addresses for its
+    /// whole life.
+    public let hostMappingIdentity: HostMappingIdentity?
 
     /// The host's page size, which every region start and size must be a multiple of.
     public static var pageSize: UInt64 { UInt64(sysconf(Int32(_SC_PAGESIZE))) }
@@ -35,6 +38,7 @@ public final class GuestMemoryMmap: GuestMemory {
         self.regions = regions
         self.ramRanges = regions.map(\.range)
         self.windows = regions.map(RegionWindow.init)
+        hostMappingIdentity = .next()
     }
 
     /// One anonymous region of `size` bytes at guest address 0.
@@ -66,9 +70,6 @@ public final class GuestMemoryMmap: GuestMemory {
         }
         return resident
     }
-
-    /// This object: its regions stay mapped at the same host addresses for its whole life.
-    public var hostMappingIdentity: ObjectIdentifier? { ObjectIdentifier(self) }
 
     /// Fills `length` bytes at `address` with `value`, refusing what ``GuestMemory``'s accessors
     /// refuse. Zeroing gives the whole pages of private anonymous regions back to the kernel

@@ -27,13 +27,20 @@ struct GuestMemoryMmapTests {
         #expect(memory.ramRanges.count == 4)
     }
 
-    /// Each mapping names itself, so translations made through it can be told from another's.
+    /// Each mapping has an identity of its own, never given to another, even one made where a
+    /// freed one was: translations made through one can be told from another's.
     @Test func eachMappingHasItsOwnIdentity() throws {
         let memory = try layoutWithHoles()
         let other = try layoutWithHoles()
-        #expect(memory.hostMappingIdentity == ObjectIdentifier(memory))
-        #expect(memory.hostMappingIdentity != other.hostMappingIdentity)
-        #expect((memory as any GuestMemory).hostMappingIdentity == ObjectIdentifier(memory))
+        let identity = try #require(memory.hostMappingIdentity)
+        #expect(identity != other.hostMappingIdentity)
+        #expect((memory as any GuestMemory).hostMappingIdentity == identity)
+        var seen: Set<HostMappingIdentity> = [identity]
+        for _ in 0..<20 {
+            // Made and freed in turn, so the allocator may well hand out the same object address.
+            let next = try #require(try GuestMemoryMmap(size: 1 << 20).hostMappingIdentity)
+            #expect(seen.insert(next).inserted, "\(next) was given before")
+        }
     }
 
     /// Zeroing gives whole private anonymous pages back (they leave the resident set) and

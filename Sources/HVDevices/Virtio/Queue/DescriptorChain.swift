@@ -64,14 +64,14 @@ public struct DescriptorChain: Sendable {
     public let readableLength: UInt64
     /// Bytes the device may write.
     public let writableLength: UInt64
-    /// The memory object whose lookups gave the segments' host addresses (nil: none were kept).
-    let translatedBy: ObjectIdentifier?
+    /// The mapping whose lookups gave the segments' host addresses (nil: none were kept).
+    let translatedBy: HostMappingIdentity?
     /// How many segments are readable: they come first (the queue refuses chains where they
     /// do not), so this is also where the writable ones start.
     let readableSegmentCount: Int
 
     init(head: UInt16, segments: [ChainSegment], readableLength: UInt64, writableLength: UInt64,
-         translatedBy: ObjectIdentifier? = nil, readableSegmentCount: Int? = nil) {
+         translatedBy: HostMappingIdentity? = nil, readableSegmentCount: Int? = nil) {
         self.head = head
         self.segments = segments
         self.readableLength = readableLength
