@@ -126,8 +126,8 @@ final class NetTransmitter: Sendable {
         chain.readableLength > UInt64(NetHeader.size) ? chain.readableLength - UInt64(NetHeader.size) : 0
     }
 
-    /// Frames and bytes sent by one call, added to the device's counters once at its end: an
-    /// atomic add per frame and counter cost more than the rest of the frame's bookkeeping.
+    /// Frames and bytes sent by one call, added to the device's counters once at its end rather
+    /// than with two locked instructions per frame (the counters are read between calls).
     private struct SentTally {
         var frames: UInt64 = 0
         var bytes: UInt64 = 0

@@ -37,8 +37,10 @@ public struct ChainSegment: Hashable, Sendable {
 }
 
 /// A host address inside guest RAM, kept with a chain's segment between its check and its use.
-/// SAFETY: only ``DescriptorChain/reader(in:)`` turns it back into a pointer, and only for the
-/// memory object whose lookup produced it, which the reader holds.
+/// SAFETY: it is turned back into a pointer only for the mapping whose lookup produced it (the
+/// chain's ``HostMappingIdentity``, compared by ``DescriptorChain/reader(in:)`` and
+/// ``DescriptorChain/readableIOVectors(from:in:into:at:)``), while that memory is held by the
+/// reader or the caller.
 @safe struct HostAddress: Sendable {
     let bits: UInt
 
@@ -145,8 +147,9 @@ public enum ChainAccessError: Error, Hashable, Sendable, CustomStringConvertible
 
 /// Walks a list of segments: the position shared by ``ChainReader`` and ``ChainWriter``.
 ///
-/// The readers and writers walk it piece by piece in plain loops, with no closure that would
-/// have to capture (and retain and release) their guest memory for every access.
+/// The readers and writers walk it piece by piece (``transfer(_:in:_:)``), handing their guest
+/// memory to each piece as an argument: a closure that captured it would retain and release it
+/// for every access.
 struct SegmentCursor {
     let segments: ArraySlice<ChainSegment>
     /// Where the cursor is: a failed take puts it back.

@@ -160,7 +160,7 @@ public final class LockedVirtqueue: Sendable {
         let deadline = budget.timeSlice.map(HostClock.monotonicDeadline(after:))
         var taken = 0
         var exhausted = false
-        // Counted here and published once: an atomic add per chain cost as much as a lookup.
+        // Counted here and published once, rather than with a locked instruction per chain.
         var completed: UInt64 = 0
         defer { if completed > 0 { completedChains.add(completed, ordering: .relaxed) } }
         do throws(VirtqueueError) {
