@@ -58,8 +58,8 @@ public enum NetBackendError: Error, Hashable, Sendable, CustomStringConvertible 
 
 /// readv and writev of whole frames on a non-blocking descriptor that keeps frame boundaries
 /// (a tap, a SOCK_SEQPACKET socket): what the descriptor-backed backends share. The backend's
-/// name is made only for an error: a tap's is an interpolated string, which cost more than a
-/// tenth of the device's own time per frame when it was made for every one.
+/// name is made only for an error: a tap's is an interpolated string, which cost a few percent
+/// of the device's own time per frame when it was made for every one.
 enum FrameIO {
     static func receive(
         _ descriptor: FileDescriptor, into buffers: UnsafeBufferPointer<iovec>, backend: @autoclosure () -> String

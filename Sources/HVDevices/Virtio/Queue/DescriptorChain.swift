@@ -16,13 +16,6 @@ public struct ChainSegment: Hashable, Sendable {
     /// whose translation goes through the memory each time so that a write log sees the write.
     let hostAddress: HostAddress?
 
-    init(address: GuestAddress, length: UInt32, isWritable: Bool, hostAddress: HostAddress? = nil) {
-        self.address = address
-        self.length = length
-        self.isWritable = isWritable
-        self.hostAddress = hostAddress
-    }
-
     /// Segments are equal when they describe the same guest buffer.
     public static func == (lhs: ChainSegment, rhs: ChainSegment) -> Bool {
         lhs.address == rhs.address && lhs.length == rhs.length && lhs.isWritable == rhs.isWritable
@@ -71,16 +64,6 @@ public struct DescriptorChain: Sendable {
     /// How many segments are readable: they come first (the queue refuses chains where they
     /// do not), so this is also where the writable ones start.
     let readableSegmentCount: Int
-
-    init(head: UInt16, segments: [ChainSegment], readableLength: UInt64, writableLength: UInt64,
-         translatedBy: HostMappingIdentity? = nil, readableSegmentCount: Int? = nil) {
-        self.head = head
-        self.segments = segments
-        self.readableLength = readableLength
-        self.writableLength = writableLength
-        self.translatedBy = translatedBy
-        self.readableSegmentCount = readableSegmentCount ?? segments.firstIndex(where: \.isWritable) ?? segments.endIndex
-    }
 
     /// A cursor over the device-readable buffers. With the memory the chain was taken in, the
     /// host addresses found when it was checked are used again.
@@ -207,51 +190,29 @@ struct SegmentCursor {
     /// fewer bytes are left or `move` fails.
     @inline(__always)
     mutating func transfer(
-        _ count: Int, in memory: any GuestMemory,
+        _ count: UInt64, in memory: any GuestMemory,
         _ move: (any GuestMemory, ChainSegment, _ offset: UInt64, _ length: Int, _ done: Int) throws(GuestMemoryError) -> Void
     ) throws(ChainAccessError) {
-        try require(UInt64(count))
+        try require(count)
         let start = position
-        var done = 0
+        // At most the chain's bytes (under 2^47): these fit an Int.
+        var done: UInt64 = 0
         while done < count {
-            let piece = nextPiece(upTo: UInt64(count - done))
+            let piece = nextPiece(upTo: count - done)
             do {
-                try move(memory, piece.segment, piece.offset, Int(piece.length), done)
+                try move(memory, piece.segment, piece.offset, Int(piece.length), Int(done))
             } catch {
                 position = start
                 throw .memory(error)
             }
             advance(piece.length)
-            done += Int(piece.length)
+            done += piece.length
         }
     }
 
     /// Checks that `count` bytes are left.
     func require(_ count: UInt64) throws(ChainAccessError) {
         guard count <= remaining else { throw .notEnoughSpace(requested: count, remaining: remaining) }
-    }
-
-    /// Moves past the next `count` bytes, calling `body` for each guest piece of them in order
-    /// (no array in between). Fails without moving when the chain holds fewer bytes or `body`
-    /// throws; `body`'s memory errors become ``ChainAccessError/memory(_:)``.
-    mutating func take(
-        _ count: UInt64, _ body: (GuestAddress, UInt64) throws(GuestMemoryError) -> Void
-    ) throws(ChainAccessError) {
-        try require(count)
-        let start = position
-        var left = count
-        while left > 0 {
-            let piece = nextPiece(upTo: left)
-            do {
-                // The segment was validated as RAM, so its start plus any offset inside it fits.
-                try body(GuestAddress(piece.segment.address.rawValue + piece.offset), piece.length)
-            } catch {
-                position = start
-                throw .memory(error)
-            }
-            advance(piece.length)
-            left -= piece.length
-        }
     }
 }
 
@@ -276,7 +237,7 @@ public struct ChainReader {
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(ChainAccessError) {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         let reuses = reusesTranslations
-        try cursor.transfer(buffer.count, in: memory) { memory, segment, offset, length, done throws(GuestMemoryError) in
+        try cursor.transfer(UInt64(buffer.count), in: memory) { memory, segment, offset, length, done throws(GuestMemoryError) in
             // SAFETY: a kept host address is `memory`'s own translation of the segment, which
             // this reader holds; offset + length stays inside the segment, done + length
             // inside `buffer`.
@@ -340,7 +301,7 @@ public struct ChainWriter {
     /// Writes `bytes`.
     public mutating func write(_ bytes: UnsafeRawBufferPointer) throws(ChainAccessError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        try cursor.transfer(bytes.count, in: memory) { memory, segment, offset, length, done throws(GuestMemoryError) in
+        try cursor.transfer(UInt64(bytes.count), in: memory) { memory, segment, offset, length, done throws(GuestMemoryError) in
             // Through the memory, which checks the access and logs the write.
             unsafe try memory.write(UnsafeRawBufferPointer(start: base + done, count: length),
                                     to: GuestAddress(segment.address.rawValue + offset))
@@ -383,36 +344,25 @@ private func takeHostBuffers(
     _ count: UInt64, from cursor: inout SegmentCursor, in memory: any GuestMemory, for access: MemoryAccess,
     reusingTranslations: Bool
 ) throws(ChainAccessError) -> [UnsafeMutableRawBufferPointer] {
-    try cursor.require(count)
     var buffers: [UnsafeMutableRawBufferPointer] = unsafe []
     // At most one buffer per segment left (more only where a segment spans regions).
     unsafe buffers.reserveCapacity(cursor.segmentsLeft)
-    let start = cursor.position
-    var left = count
-    while left > 0 {
-        let piece = cursor.nextPiece(upTo: left)
+    try cursor.transfer(count, in: memory) { memory, segment, offset, length, _ throws(GuestMemoryError) in
         // SAFETY: a kept host address is `memory`'s own translation of the segment (the caller
         // checked); every other buffer comes from GuestMemory.unsafeHostBuffer(s), which checks
         // that it lies in RAM that allows `access`.
-        if reusingTranslations, let base = unsafe piece.segment.hostAddress?.pointer(advancedBy: piece.offset) {
-            unsafe buffers.append(UnsafeMutableRawBufferPointer(start: base, count: Int(piece.length)))
-        } else {
-            let address = GuestAddress(piece.segment.address.rawValue + piece.offset)
-            // One region nearly always holds a segment; the general call splits one that spans
-            // regions, and reports why a range is refused.
-            if let buffer = unsafe try? memory.unsafeHostBuffer(at: address, length: piece.length, for: access) {
-                unsafe buffers.append(buffer)
-            } else {
-                do {
-                    unsafe buffers += try memory.unsafeHostBuffers(at: address, length: piece.length, for: access)
-                } catch {
-                    cursor.position = start
-                    throw .memory(error)
-                }
-            }
+        if reusingTranslations, let base = unsafe segment.hostAddress?.pointer(advancedBy: offset) {
+            unsafe buffers.append(UnsafeMutableRawBufferPointer(start: base, count: length))
+            return
         }
-        cursor.advance(piece.length)
-        left -= piece.length
+        let address = GuestAddress(segment.address.rawValue + offset)
+        // One region nearly always holds a segment; the general call splits one that spans
+        // regions, and reports why a range is refused.
+        if let buffer = unsafe try? memory.unsafeHostBuffer(at: address, length: UInt64(length), for: access) {
+            unsafe buffers.append(buffer)
+        } else {
+            unsafe buffers += try memory.unsafeHostBuffers(at: address, length: UInt64(length), for: access)
+        }
     }
     return unsafe buffers
 }

@@ -45,7 +45,7 @@ public struct SplitQueue: Sendable {
     private var indirectVisits: [UInt32]
     private var chainSerial: UInt32 = 0
     /// Segments in the last chain taken: room reserved for the next one, which a driver
-    /// usually shapes alike (an 18-buffer network frame grew its array four times otherwise).
+    /// usually shapes alike (an 18-buffer network frame allocated its array four times otherwise).
     private var lastChainSegments = 4
 
     /// A queue of at most `maxSize` entries; `maxSize` is rounded down to a power of two and

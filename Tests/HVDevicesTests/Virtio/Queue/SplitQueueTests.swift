@@ -212,8 +212,8 @@ struct ChainCursorTests {
         var cursor = SegmentCursor(segments: chain.segments[...])
         var pieces: [UInt64] = []
         #expect(throws: ChainAccessError.memory(.outOfBounds(address: data, length: 1))) {
-            try cursor.take(12) { address, length throws(GuestMemoryError) in
-                pieces.append(length)
+            try cursor.transfer(12, in: memory) { _, _, _, length, _ throws(GuestMemoryError) in
+                pieces.append(UInt64(length))
                 if pieces.count == 2 { throw .outOfBounds(address: data, length: 1) }
             }
         }
