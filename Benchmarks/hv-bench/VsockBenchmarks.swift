@@ -7,8 +7,9 @@ import SystemPackage
 // virtio-vsock through the device's whole stream path: the test kit's driver plays the guest
 // in this process (receive buffers of 4 KiB as Linux posts them, 4 KiB packets out, a 256 KiB
 // receive buffer with credit updates as Linux's transport sends them, the data taken in place),
-// the host end is a real socket served by the device's event loop. Baselines: the same bytes through a Unix socket pair in 4 KiB reads and
-// writes, and the same one-line exchange over a plain Unix socket, in the same run.
+// the host end is a real socket served by the device's event loop. Baselines: the same bytes
+// through a Unix socket pair in 4 KiB reads and writes, and the same one-line exchange over a
+// plain Unix socket, in the same run.
 
 /// A vsock device, its driver, and one connection the driver opened to an in-process
 /// listener, whose host end this rig holds.

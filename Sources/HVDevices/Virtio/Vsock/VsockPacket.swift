@@ -101,20 +101,20 @@ public enum VsockReceivePacket {
     ) throws(VsockPacketError) -> UInt32? {
         try checkShape(chain)
         let limit = UInt32(min(UInt64(dataLimit), chain.writableLength - UInt64(VsockHeader.size)))
-        var writer = chain.writer(in: memory)
+        // The data first, so that the header can say how much of it came.
+        var data = chain.writer(in: memory)
+        let buffers: [UnsafeMutableRawBufferPointer]
         do {
-            // The data first, so that the header can say how much of it came.
-            var skip = writer
-            try skip.skip(UInt64(VsockHeader.size))
-            let buffers = unsafe try skip.hostBuffers(UInt64(limit))
-            let count = min(unsafe fill(buffers), limit)
-            guard var written = header(count) else { return nil }
-            written.length = count
-            try unsafe written.withBytes { bytes throws(ChainAccessError) in unsafe try writer.write(bytes) }
-            return UInt32(VsockHeader.size) + count
+            try data.skip(UInt64(VsockHeader.size))
+            unsafe buffers = try data.hostBuffers(UInt64(limit))
         } catch {
             throw .memory("\(error)")
         }
+        let count = min(unsafe fill(buffers), limit)
+        guard var written = header(count) else { return nil }
+        written.length = count
+        try writeHeader(written, into: chain, in: memory)
+        return UInt32(VsockHeader.size) + count
     }
 
     /// Reads data for several packets at once: `fill` gets the data places of `chains` in
