@@ -1,6 +1,9 @@
 import Synchronization
 
 /// What a virtio-net device has moved and dropped since it was created.
+///
+/// Transmitted frames are added once per batch, after the batch went out: a peer can see a
+/// frame a moment before these counts include it.
 public struct NetDeviceCounts: Sendable, Hashable {
     /// Frames written into the guest's receive buffers.
     public var receivedFrames: UInt64
