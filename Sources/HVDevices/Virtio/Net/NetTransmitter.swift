@@ -23,6 +23,10 @@ final class NetTransmitter: Sendable {
         var throttled: [DescriptorChain] = []
         /// Whether a timer is armed to release them.
         var timerArmed = false
+        /// The frames gathered and not yet written.
+        var batch = TransmitBatch()
+        /// The chains taken whose frames were written or dropped, to give back to the driver.
+        var finished: [(head: UInt16, length: UInt32)] = []
     }
 
     /// The shortest frame a backend takes: an Ethernet header.
@@ -65,20 +69,18 @@ final class NetTransmitter: Sendable {
         state.withLock { state in
             guard let queue = state.queue, state.throttled.isEmpty else { return }
             let memory = queue.memory
-            var sent = SentTally()
-            defer { sent.publish(to: counters) }
             queue.processAvailable(budget: budget) { chain in
-                guard let rateLimiter else {
-                    transmit(chain, in: memory, state, counting: &sent)
-                    return .used(length: 0)
+                if let rateLimiter {
+                    guard state.throttled.isEmpty, rateLimiter.consume(bytes: Self.frameBytes(chain)) else {
+                        state.throttled.append(chain)
+                        return .pending
+                    }
                 }
-                guard state.throttled.isEmpty, rateLimiter.consume(bytes: Self.frameBytes(chain)) else {
-                    state.throttled.append(chain)
-                    return .pending
-                }
-                transmit(chain, in: memory, state, counting: &sent)
-                return .used(length: 0)
+                gather(chain, in: memory, &state)
+                // Completed once its frame is written (see TransmitBatch).
+                return .pending
             }
+            writeGathered(&state, completingIn: queue)
             armTimer(&state)
         }
     }
@@ -100,14 +102,11 @@ final class NetTransmitter: Sendable {
         let drained = state.withLock { state -> Bool in
             state.timerArmed = false
             guard let queue = state.queue, let rateLimiter else { return false }
-            var completions: [(head: UInt16, length: UInt32)] = []
-            var sent = SentTally()
-            defer { sent.publish(to: counters) }
             while let first = state.throttled.first, rateLimiter.consume(bytes: Self.frameBytes(first)) {
-                transmit(state.throttled.removeFirst(), in: queue.memory, state, counting: &sent)
-                completions.append((first.head, 0))
+                state.throttled.removeFirst()
+                gather(first, in: queue.memory, &state)
             }
-            if !completions.isEmpty { queue.complete(completions) }
+            writeGathered(&state, completingIn: queue)
             armTimer(&state)
             return state.throttled.isEmpty
         }
@@ -126,35 +125,59 @@ final class NetTransmitter: Sendable {
         chain.readableLength > UInt64(NetHeader.size) ? chain.readableLength - UInt64(NetHeader.size) : 0
     }
 
-    /// Frames and bytes sent by one call, added to the device's counters once at its end rather
-    /// than with two locked instructions per frame (the counters are read between calls).
-    private struct SentTally {
-        var frames: UInt64 = 0
-        var bytes: UInt64 = 0
-
-        func publish(to counters: NetCounters) {
-            guard frames > 0 else { return }
-            counters.transmittedFrames.add(frames, ordering: .relaxed)
-            counters.transmittedBytes.add(bytes, ordering: .relaxed)
+    /// Adds the frame in `chain` to the batch (writing the batch first when it is full), or
+    /// drops it if it is malformed; either way its chain is completed after the next write.
+    private func gather(_ chain: DescriptorChain, in memory: any GuestMemory, _ state: inout State) {
+        if state.batch.isFull { writeBatch(state.batch) }
+        do throws(TransmitRefusal) {
+            try Self.gather(chain, in: memory, features: state.features, frameLimit: state.frameLimit, into: state.batch)
+        } catch {
+            drop(error, head: chain.head)
         }
+        state.finished.append((chain.head, 0))
     }
 
-    private func transmit(_ chain: DescriptorChain, in memory: any GuestMemory, _ state: State, counting sent: inout SentTally) {
-        do throws(TransmitRefusal) {
-            let bytes = try send(chain, in: memory, state)
-            sent.frames += 1
-            sent.bytes += UInt64(bytes)
-        } catch {
-            counters.droppedTransmitFrames.add(1, ordering: .relaxed)
-            switch error {
-            case let .malformed(reason):
-                events.record("malformed-transmit", "dropped a malformed transmit frame",
-                              metadata: ["head": "\(chain.head)", "reason": "\(reason)"])
-            case let .backend(error):
-                events.record("backend-error", "network backend failed on transmit", metadata: ["error": "\(error)"])
-            case .backendFull:
-                events.record("transmit-full", level: .debug, "network backend full, frame dropped")
+    /// Writes what was gathered, then gives the driver back every chain taken, with used
+    /// length 0, which tells it only that the buffers are free.
+    private func writeGathered(_ state: inout State, completingIn queue: LockedVirtqueue) {
+        writeBatch(state.batch)
+        guard !state.finished.isEmpty else { return }
+        queue.complete(state.finished)
+        state.finished.removeAll(keepingCapacity: true)
+    }
+
+    /// Writes the batch's frames back to back; the frames and bytes sent are added to the
+    /// device's counters once, rather than with two locked instructions per frame.
+    private func writeBatch(_ batch: TransmitBatch) {
+        guard !batch.isEmpty else { return }
+        var frames: UInt64 = 0
+        var bytes: UInt64 = 0
+        batch.write(to: backend) { length, result in
+            switch result {
+            case .success(true):
+                frames += 1
+                bytes += UInt64(length)
+            case .success(false):
+                drop(.backendFull, head: nil)
+            case let .failure(error):
+                drop(.backend(error), head: nil)
             }
+        }
+        guard frames > 0 else { return }
+        counters.transmittedFrames.add(frames, ordering: .relaxed)
+        counters.transmittedBytes.add(bytes, ordering: .relaxed)
+    }
+
+    private func drop(_ refusal: TransmitRefusal, head: UInt16?) {
+        counters.droppedTransmitFrames.add(1, ordering: .relaxed)
+        switch refusal {
+        case let .malformed(reason):
+            events.record("malformed-transmit", "dropped a malformed transmit frame",
+                          metadata: ["head": "\(head.map(String.init) ?? "?")", "reason": "\(reason)"])
+        case let .backend(error):
+            events.record("backend-error", "network backend failed on transmit", metadata: ["error": "\(error)"])
+        case .backendFull:
+            events.record("transmit-full", level: .debug, "network backend full, frame dropped")
         }
     }
 
@@ -164,65 +187,54 @@ final class NetTransmitter: Sendable {
         case backendFull
     }
 
-    /// Sends the frame in `chain`; returns its length (without the header).
-    private func send(_ chain: DescriptorChain, in memory: any GuestMemory, _ state: State) throws(TransmitRefusal) -> Int {
+    /// Checks the frame in `chain` and adds it to `batch`: its header copied out of the chain
+    /// and checked, then its bytes' iovecs in guest memory.
+    private static func gather(
+        _ chain: DescriptorChain, in memory: any GuestMemory, features: VirtioFeatures, frameLimit: Int,
+        into batch: TransmitBatch
+    ) throws(TransmitRefusal) {
         guard chain.writableLength == 0 else { throw .malformed("the chain has device-writable descriptors") }
-        guard chain.readableLength >= UInt64(NetHeader.size + Self.minimumFrameLength) else {
+        guard chain.readableLength >= UInt64(NetHeader.size + minimumFrameLength) else {
             throw .malformed("\(chain.readableLength) bytes is less than a header and an Ethernet header")
         }
-        guard chain.readableLength <= UInt64(state.frameLimit) else {
-            throw .malformed("\(chain.readableLength) bytes is more than the \(state.frameLimit) allowed")
+        guard chain.readableLength <= UInt64(frameLimit) else {
+            throw .malformed("\(chain.readableLength) bytes is more than the \(frameLimit) allowed")
         }
         let frameLength = Int(chain.readableLength) - NetHeader.size
-        var reader = chain.reader(in: memory)
-        // The header lives on the stack from the guest's copy to the backend: no allocation.
-        let sent = unsafe try withUnsafeTemporaryAllocation(byteCount: NetHeader.size, alignment: 2) {
-            headerBuffer throws(TransmitRefusal) -> Result<Bool, NetBackendError> in
-            do {
-                unsafe try reader.read(into: headerBuffer)
-                guard let copied = unsafe NetHeader(loading: UnsafeRawBufferPointer(headerBuffer)) else { throw TransmitRefusal.malformed("no header") }
-                var header = try copied.validatedForTransmit(frameLength: frameLength, negotiated: state.features)
-                // DATA_VALID means something only on receive; the other end must not take it as said.
-                header.flags &= ~NetHeader.dataValid
-                unsafe header.store(into: headerBuffer)
-            } catch let error as TransmitRefusal {
-                throw error
+        try unsafe batch.add(length: frameLength) { headerSlot, vectors throws(TransmitRefusal) in
+            var reader = chain.reader(in: memory)
+            do throws(ChainAccessError) {
+                unsafe try reader.read(into: headerSlot)
             } catch {
                 throw .malformed("\(error)")
             }
-            let header = unsafe iovec(iov_base: headerBuffer.baseAddress, iov_len: NetHeader.size)
+            guard let copied = unsafe NetHeader(loading: UnsafeRawBufferPointer(headerSlot)) else { throw .malformed("no header") }
+            var header: NetHeader
+            do throws(NetHeader.TransmitError) {
+                header = try copied.validatedForTransmit(frameLength: frameLength, negotiated: features)
+            } catch {
+                throw .malformed("\(error)")
+            }
+            // DATA_VALID means something only on receive; the other end must not take it as said.
+            header.flags &= ~NetHeader.dataValid
+            unsafe header.store(into: headerSlot)
             // Nearly always: the frame's iovecs straight from the host addresses the chain's
-            // check kept, behind the header's, with no lookup and no array.
-            let fast = unsafe withUnsafeTemporaryAllocation(of: iovec.self, capacity: chain.segments.count + 1) {
-                vectors -> Result<Bool, NetBackendError>? in
-                guard let count = unsafe chain.readableIOVectors(from: UInt64(NetHeader.size), in: memory, into: vectors, at: 1) else { return nil }
-                unsafe vectors[0] = header
-                return Result { () throws(NetBackendError) in
-                    unsafe try backend.transmit(UnsafeBufferPointer(rebasing: vectors[..<(count + 1)]))
-                }
+            // check kept, with no lookup.
+            let start = unsafe vectors.count
+            let room = chain.readableSegmentCount
+            unsafe vectors.append(contentsOf: unsafe repeatElement(iovec(), count: room))
+            let kept = unsafe vectors.withUnsafeMutableBufferPointer { all in
+                unsafe chain.readableIOVectors(from: UInt64(NetHeader.size), in: memory, into: all, at: start)
             }
-            if let fast { return fast }
-            let buffers: [UnsafeMutableRawBufferPointer]
-            do {
-                unsafe buffers = unsafe try reader.hostBuffers(UInt64(frameLength))
+            unsafe vectors.removeLast(room - (kept ?? 0))
+            guard kept == nil else { return }
+            do throws(ChainAccessError) {
+                for unsafe buffer in unsafe try reader.hostBuffers(UInt64(frameLength)) {
+                    unsafe vectors.append(unsafe iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
+                }
             } catch {
                 throw .malformed("\(error)")
             }
-            return unsafe withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count + 1) { vectors in
-                unsafe vectors[0] = header
-                for unsafe (index, buffer) in unsafe buffers.enumerated() {
-                    unsafe vectors[index + 1] = unsafe iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-                }
-                return Result { () throws(NetBackendError) in unsafe try backend.transmit(UnsafeBufferPointer(vectors)) }
-            }
-        }
-        switch sent {
-        case .success(true):
-            return frameLength
-        case .success(false):
-            throw .backendFull
-        case let .failure(error):
-            throw .backend(error)
         }
     }
 }

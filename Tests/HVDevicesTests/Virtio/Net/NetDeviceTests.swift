@@ -378,15 +378,32 @@ struct NetDeviceHostileTests {
         #expect(!rig.peerHasFrame)
     }
 
-    /// A driver that keeps re-posting the same transmit chain cannot hold the notified thread
-    /// beyond its budget: one notification takes at most the budget.
+    /// A driver that queues more than a notification's budget cannot hold the notified thread
+    /// beyond it: one notification takes at most the budget.
     @Test func oneTransmitNotificationTakesAtMostItsBudget() throws {
         let rig = try NetRig(budget: NotificationBudget(chains: 8, timeSlice: nil))
+        try rig.memory.write(NetHeader().bytes + testFrame(length: 60), to: GuestAddress(2 << 20))
+        for head in 0..<UInt16(40) {
+            try rig.transmitQueue.writeDescriptor(head, Descriptor(address: 2 << 20, length: 72, flags: []))
+            try rig.transmitQueue.publish(head)
+        }
+        rig.device.queueNotified(NetDevice.transmitQueue)
+        #expect(rig.device.counts.transmittedFrames == 8)
+        #expect(try rig.transmitQueue.takeUsed().count == 8)
+    }
+
+    /// A driver that posts a chain again before the device gave it back breaks the queue: its
+    /// frame is gathered, not yet written, so the head is still the device's. The first
+    /// posting was well formed, and its frame goes out.
+    @Test func aTransmitHeadPostedTwiceBreaksTheQueue() throws {
+        let rig = try NetRig()
         try rig.memory.write(NetHeader().bytes + testFrame(length: 60), to: GuestAddress(2 << 20))
         try rig.transmitQueue.writeDescriptor(0, Descriptor(address: 2 << 20, length: 72, flags: []))
         for _ in 0..<40 { try rig.transmitQueue.publish(0) }
         rig.device.queueNotified(NetDevice.transmitQueue)
-        #expect(rig.device.counts.transmittedFrames == 8)
+        #expect(rig.needsReset)
+        #expect(rig.device.counts.transmittedFrames == 1)
+        #expect(try rig.peerReceive() == NetHeader().bytes + testFrame(length: 60))
     }
 }
 

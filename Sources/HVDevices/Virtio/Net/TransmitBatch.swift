@@ -1,0 +1,74 @@
+import Glibc
+
+/// Frames a transmit call has checked and gathered but not yet written: each one's checked
+/// header and the iovecs of its bytes in guest memory.
+///
+/// The transmitter gathers a notification's frames first and then writes them back to back,
+/// rather than walking a chain between every two writes. The host kernel's write path then
+/// stays warm in the CPU's caches from one frame to the next: with 64 KiB frames on a tap,
+/// its writes took 10–15% longer when the device's own work came between them. The chains
+/// go back to the driver only after their frames are written, since the iovecs point into
+/// the guest's buffers.
+///
+/// Used only under the transmitter's lock.
+@safe final class TransmitBatch {
+    /// The most frames gathered before they are written.
+    static let capacity = 64
+
+    /// The checked headers, one slot per frame: the frames' first iovecs point here.
+    private let headers: UnsafeMutableRawBufferPointer
+    /// Every gathered frame's iovecs, header first, one frame after another.
+    private var vectors: [iovec]
+    /// Where each frame's iovecs end in `vectors`, and its length without the header.
+    private var frames: [(vectorsEnd: Int, length: Int)] = []
+
+    init() {
+        // SAFETY: freed in deinit; iovecs into it live only until the batch is written.
+        unsafe headers = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.capacity * NetHeader.size, alignment: 8)
+        unsafe vectors = []
+        unsafe vectors.reserveCapacity(Self.capacity * 20)
+        frames.reserveCapacity(Self.capacity)
+    }
+
+    deinit { unsafe headers.deallocate() }
+
+    var isEmpty: Bool { frames.isEmpty }
+    var isFull: Bool { frames.count == Self.capacity }
+
+    /// Gathers one frame of `length` bytes (without the header): `fill` stores its checked
+    /// header into the slot it is given and appends the frame's iovecs. If `fill` throws,
+    /// nothing of the frame stays.
+    func add<E: Error>(
+        length: Int, _ fill: (_ header: UnsafeMutableRawBufferPointer, _ vectors: inout [iovec]) throws(E) -> Void
+    ) throws(E) {
+        precondition(!isFull, "a full transmit batch must be written before another frame is added")
+        let start = unsafe vectors.count
+        // SAFETY: the slot is inside `headers`, since frames.count < capacity.
+        let header = unsafe UnsafeMutableRawBufferPointer(rebasing: headers[(frames.count * NetHeader.size)...].prefix(NetHeader.size))
+        unsafe vectors.append(unsafe iovec(iov_base: header.baseAddress, iov_len: NetHeader.size))
+        do throws(E) {
+            try unsafe fill(header, &vectors)
+        } catch {
+            unsafe vectors.removeSubrange(start...)
+            throw error
+        }
+        frames.append((unsafe vectors.count, length))
+    }
+
+    /// Writes the gathered frames in order, telling `written` each one's length and what
+    /// became of it, and empties the batch.
+    func write(
+        to backend: any NetBackend, _ written: (_ length: Int, _ result: Result<Bool, NetBackendError>) -> Void
+    ) {
+        var start = 0
+        unsafe vectors.withUnsafeBufferPointer { all in
+            for (end, length) in frames {
+                let frame = unsafe UnsafeBufferPointer(rebasing: all[start..<end])
+                written(length, Result { () throws(NetBackendError) in unsafe try backend.transmit(frame) })
+                start = end
+            }
+        }
+        unsafe vectors.removeAll(keepingCapacity: true)
+        frames.removeAll(keepingCapacity: true)
+    }
+}
