@@ -146,6 +146,19 @@ enum IOVectors {
         return result
     }
 
+    /// Stores `byte` at `offset` into the bytes `vectors` cover; nothing if they are shorter.
+    static func store(_ byte: UInt8, at offset: Int, in vectors: [iovec]) {
+        var skip = offset
+        for unsafe vector in unsafe vectors {
+            guard unsafe skip >= vector.iov_len else {
+                // SAFETY: skip < iov_len, inside the device's buffer (guest RAM it checked writable).
+                unsafe vector.iov_base?.storeBytes(of: byte, toByteOffset: skip, as: UInt8.self)
+                return
+            }
+            unsafe skip -= vector.iov_len
+        }
+    }
+
     /// Copies `bytes` into `vectors` in order, as far as they reach.
     static func copy(_ bytes: [UInt8], into vectors: [iovec]) {
         var offset = 0

@@ -25,10 +25,14 @@ import Synchronization
         let capacity: Int
     }
 
-    private struct State {
+    @safe private struct State {
         var queue: LockedVirtqueue?
-        var held: [HeldChain] = []
+        /// Oldest first. A slice, so that the chains a frame used leave from the front without
+        /// moving the rest.
+        var held: ArraySlice<HeldChain> = []
         var heldCapacity = 0
+        /// The iovecs of one read, kept between reads.
+        var readVectors: [iovec] = unsafe []
         var mergeable = false
         /// The largest frame, header included, the backend may hand over now.
         var frameLimit = 0
@@ -131,7 +135,15 @@ import Synchronization
                 return
             }
             var completions: [(head: UInt16, length: UInt32)] = []
-            defer { if !completions.isEmpty { queue.complete(completions) } }
+            // Counted here and published once, before the frames are announced.
+            var received: (frames: UInt64, bytes: UInt64) = (0, 0)
+            defer {
+                if received.frames > 0 {
+                    counters.receivedFrames.add(received.frames, ordering: .relaxed)
+                    counters.receivedBytes.add(received.bytes, ordering: .relaxed)
+                }
+                if !completions.isEmpty { queue.complete(completions) }
+            }
             let limit = max(budget.chains ?? Int(queue.size), 1)
             let deadline = budget.timeSlice.map(HostClock.monotonicDeadline(after:))
             var frames = 0
@@ -161,29 +173,31 @@ import Synchronization
                                   metadata: ["bytes": "\(length)", "room": "\(capacity)"])
                     continue
                 }
+                // The frame's chains, each with its share, go to the completions.
+                let frameStart = completions.count
                 var left = length
-                var frame: [(head: UInt16, length: UInt32)] = []
                 for chain in state.held.prefix(chainCount) where left > 0 {
                     let share = min(left, chain.capacity)
-                    frame.append((chain.head, UInt32(share)))
+                    completions.append((chain.head, UInt32(share)))
                     left -= share
+                    state.heldCapacity -= chain.capacity
                 }
-                unsafe Self.writeBufferCount(UInt16(frame.count), into: state.held[0].buffers)
-                state.heldCapacity -= state.held.prefix(frame.count).reduce(0) { $0 + $1.capacity }
-                state.held.removeFirst(frame.count)
+                let chainsUsed = completions.count - frameStart
+                if let first = state.held.first { unsafe Self.writeBufferCount(UInt16(chainsUsed), into: first.buffers) }
+                state.held.removeFirst(chainsUsed)
                 frames += 1
-                counters.receivedFrames.add(1, ordering: .relaxed)
                 let bytes = UInt64(length - NetHeader.size)
-                counters.receivedBytes.add(bytes, ordering: .relaxed)
+                received.frames += 1
+                received.bytes += bytes
                 if let rateLimiter, !rateLimiter.consume(bytes: bytes) {
                     // The frame waits in the guest's buffers, unannounced, and nothing more is
                     // read until the timer hands it over.
-                    state.deferred.append((frame, bytes))
+                    state.deferred.append((Array(completions[frameStart...]), bytes))
+                    completions.removeSubrange(frameStart...)
                     watch(false, &state)
                     armTimer(&state)
                     return
                 }
-                completions += frame
             }
         }
     }
@@ -227,11 +241,12 @@ import Synchronization
     /// Reads one frame into `chains` and the spare byte. nil when none waits (the receiver
     /// watches the backend for the next) or the backend failed (it stops watching).
     private func receive(into chains: ArraySlice<HeldChain>, _ state: inout State) -> Int? {
-        var vectors = unsafe chains.flatMap(unsafe \.buffers)
-        unsafe vectors.append(iovec(iov_base: spareByte, iov_len: 1))
+        unsafe state.readVectors.removeAll(keepingCapacity: true)
+        for chain in chains { unsafe state.readVectors += chain.buffers }
+        unsafe state.readVectors.append(iovec(iov_base: spareByte, iov_len: 1))
         let result: Int?
         do {
-            result = unsafe try vectors.withUnsafeBufferPointer { vectors throws(NetBackendError) in unsafe try backend.receive(into: vectors) }
+            result = unsafe try state.readVectors.withUnsafeBufferPointer { vectors throws(NetBackendError) in unsafe try backend.receive(into: vectors) }
         } catch {
             if case .closed = error { state.closed = true }
             // Not read again until the driver's next notification, so a failing backend cannot spin.
@@ -284,7 +299,7 @@ import Synchronization
     /// Writes num_buffers (header bytes 10 and 11, little-endian) into a chain's buffers,
     /// which the header may straddle (every receive chain has room for the header).
     private static func writeBufferCount(_ count: UInt16, into buffers: [iovec]) {
-        unsafe IOVectors.copy([UInt8(truncatingIfNeeded: count), UInt8(truncatingIfNeeded: count >> 8)],
-                       into: IOVectors.dropping(10, from: buffers))
+        unsafe IOVectors.store(UInt8(truncatingIfNeeded: count), at: 10, in: buffers)
+        unsafe IOVectors.store(UInt8(truncatingIfNeeded: count >> 8), at: 11, in: buffers)
     }
 }

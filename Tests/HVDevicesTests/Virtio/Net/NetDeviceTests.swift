@@ -213,6 +213,38 @@ struct NetDeviceTests {
         #expect(try NetHeader(bytes: rig.contents(ofReceiveChain: used[6].id, length: 12))?.bufferCount == 1)
     }
 
+    /// A header that straddles a chain's buffers gets num_buffers across them: bytes 10 and 11
+    /// of a chain of 7-, 4- and 1515-byte buffers, apart in memory, are in the second and third.
+    @Test func numBuffersIsWrittenAcrossBuffersTheHeaderStraddles() throws {
+        let rig = try NetRig(mtu: 9000)
+        let pieces: [UInt32] = [7, 4, 1515]
+        var chains: [UInt16: [(GuestAddress, UInt32)]] = [:]
+        for chain in 0..<8 {
+            var buffers: [(GuestAddress, UInt32)] = []
+            for (index, length) in pieces.enumerated() {
+                let address = GuestAddress((2 << 20) + 0x40000 + UInt64(chain) * 0x2000 + UInt64(index) * 0x800)
+                try rig.memory.fill(0xEE, at: address, length: UInt64(length))
+                buffers.append((address, length))
+            }
+            chains[try rig.receiveQueue.addChain(buffers.map { ($0.0, $0.1, true) })] = buffers
+        }
+        rig.mmio.notify(UInt32(NetDevice.receiveQueue))
+        let frame = testFrame(length: 9000, seed: 3)
+        try rig.peerSend(frame)
+        let used = try rig.waitForReceived(6)
+        try #require(used.count == 6)
+        var bytes: [UInt8] = []
+        for entry in used {
+            var left = Int(entry.length)
+            for (address, length) in try #require(chains[UInt16(entry.id)]) where left > 0 {
+                bytes += try rig.memory.readBytes(at: address, count: min(left, Int(length)))
+                left -= Int(length)
+            }
+        }
+        #expect(NetHeader(bytes: bytes)?.bufferCount == 6)
+        #expect(Array(bytes.dropFirst(NetHeader.size)) == frame)
+    }
+
     /// Without MRG_RXBUF a frame larger than the buffer is dropped and counted; the buffer is
     /// kept for the next frame, which fits.
     @Test func aFrameThatDoesNotFitIsDroppedAndItsBufferKept() throws {
