@@ -1,6 +1,6 @@
 /// Binary search over items sorted by non-overlapping address ranges: the index of the item
 /// whose range contains `address`, or nil. Shared by guest memory (regions) and buses (devices).
-@inline(__always)
+@inlinable @inline(__always)
 func indexOfRange<Item>(
     containing address: GuestAddress, in items: [Item], range: (Item) -> GuestAddressRange
 ) -> Int? {

@@ -13,7 +13,7 @@ public final class GuestMemoryMmap: GuestMemory {
     /// counting was half of a lookup's time (28 ns), and virtio devices look up guest memory
     /// for every descriptor, ring entry and buffer (about 17 times per block request, 54 times
     /// per 18-descriptor network frame).
-    private let windows: [RegionWindow]
+    @usableFromInline let windows: [RegionWindow]
     /// This mapping's own identity: its regions stay mapped at the same host addresses for its
     /// whole life.
     public let hostMappingIdentity: HostMappingIdentity?
@@ -108,6 +108,11 @@ public final class GuestMemoryMmap: GuestMemory {
     }
 
     /// A host pointer to `length` bytes of guest RAM at `address`, checked to lie inside one region that allows `access`. Valid while this memory object lives; the guest may change the bytes at any time.
+    ///
+    /// Inlinable: the common case (one region holds the range and the access needs nothing of
+    /// it) is a search of plain values that inlines into a device's queue walk, which checks
+    /// every descriptor with it. The rest is out of line.
+    @inlinable
     public func unsafeHostBuffer(
         at address: GuestAddress, length: UInt64, for access: MemoryAccess
     ) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
@@ -120,6 +125,16 @@ public final class GuestMemoryMmap: GuestMemory {
             // The common case, with no region object touched.
             return unsafe GuestMemoryRegion.hostBuffer(mappedAt: window.hostAddress, range: window.range, at: address, length: length)
         }
+        return try unsafe regionHostBuffer(index: index, requested: requested, for: access)
+    }
+
+    /// ``unsafeHostBuffer(at:length:for:)`` through region `index`, the one holding the
+    /// range's start: a range that leaves it, or a write the region refuses or records.
+    @usableFromInline
+    func regionHostBuffer(
+        index: Int, requested: GuestAddressRange, for access: MemoryAccess
+    ) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        let address = requested.start, length = requested.length
         let region = regions[index]
         guard region.range.contains(requested) else {
             // Distinguish a hole from a neighbouring region, because callers that can split
@@ -139,10 +154,10 @@ public final class GuestMemoryMmap: GuestMemory {
 
 /// A region as the access path sees it: its range, where it is mapped, and whether a write
 /// must go through the region itself (a read-only region refuses it, a logging one records it).
-private struct RegionWindow {
-    let range: GuestAddressRange
-    let hostAddress: UInt
-    let writesNeedTheRegion: Bool
+@usableFromInline struct RegionWindow: Sendable {
+    @usableFromInline let range: GuestAddressRange
+    @usableFromInline let hostAddress: UInt
+    @usableFromInline let writesNeedTheRegion: Bool
 
     init(_ region: GuestMemoryRegion) {
         range = region.range

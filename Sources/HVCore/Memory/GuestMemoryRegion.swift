@@ -226,6 +226,7 @@ public enum MemoryMappingError: Error, Hashable, Sendable, CustomStringConvertib
     /// ``GuestMemoryMmap`` window. The caller has checked the range lies in the region; it is
     /// checked again here, where the pointer is made, so that no caller's mistake can reach
     /// past the mapping: two comparisons on a path that already did the lookup.
+    @inlinable
     static func hostBuffer(mappedAt hostAddress: UInt, range: GuestAddressRange, at address: GuestAddress,
                            length: UInt64) -> UnsafeMutableRawBufferPointer {
         let offset = address.rawValue &- range.start.rawValue
