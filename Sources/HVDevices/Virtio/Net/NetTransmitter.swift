@@ -3,7 +3,8 @@ import HVCore
 import Synchronization
 
 /// The transmit path of a virtio-net device: each chain the driver queues becomes one frame
-/// the backend sends, gathered with one `writev` from the guest's buffers.
+/// the backend sends, gathered with one `writev` from the guest's buffers. A notification's
+/// frames are checked and gathered first, then written back to back (``TransmitBatch``).
 ///
 /// The header is copied out of the chain once and checked (``NetHeader/validatedForTransmit(frameLength:negotiated:)``);
 /// the backend gets that checked copy, never the guest's bytes, so nothing unchecked reaches

@@ -162,6 +162,27 @@ struct NetDeviceTests {
         #expect(rig.device.counts.transmittedFrames == 1 && rig.device.counts.transmittedBytes == UInt64(length))
     }
 
+    /// More frames in one notification than a transmit batch holds: each full batch is written
+    /// before the next is gathered, every frame goes out once, in order, and every chain
+    /// comes back. A malformed frame among them is dropped without holding up the rest.
+    @Test func oneNotificationOfMoreFramesThanABatchSendsThemAllInOrder() throws {
+        let rig = try NetRig()
+        let count = TransmitBatch.capacity + 8
+        for index in 0..<count {
+            let address = GuestAddress((2 << 20) + UInt64(index) * 0x200)
+            let length = index == 5 ? 4 : 60 + index
+            try rig.memory.write(NetHeader().bytes + testFrame(length: length, seed: UInt8(index)).prefix(length), to: address)
+            try rig.transmitQueue.addChain([(address, UInt32(NetHeader.size + length), false)])
+        }
+        rig.mmio.notify(UInt32(NetDevice.transmitQueue))
+        for index in 0..<count where index != 5 {
+            #expect(try rig.peerReceive() == NetHeader().bytes + testFrame(length: 60 + index, seed: UInt8(index)), "frame \(index)")
+        }
+        #expect(!rig.peerHasFrame)
+        #expect(try rig.transmitQueue.takeUsed().count == count)
+        #expect(rig.device.counts.transmittedFrames == UInt64(count - 1) && rig.device.counts.droppedTransmitFrames == 1)
+    }
+
     @Test func transmitSendsTheCheckedHeaderNotTheGuestsBytes() throws {
         let rig = try NetRig()
         var header = NetHeader()
