@@ -153,15 +153,15 @@ final class NetTransmitter: Sendable {
         guard !batch.isEmpty else { return }
         var frames: UInt64 = 0
         var bytes: UInt64 = 0
-        batch.write(to: backend) { length, result in
+        batch.write(to: backend) { head, length, result in
             switch result {
             case .success(true):
                 frames += 1
                 bytes += UInt64(length)
             case .success(false):
-                drop(.backendFull, head: nil)
+                drop(.backendFull, head: head)
             case let .failure(error):
-                drop(.backend(error), head: nil)
+                drop(.backend(error), head: head)
             }
         }
         guard frames > 0 else { return }
@@ -169,16 +169,17 @@ final class NetTransmitter: Sendable {
         counters.transmittedBytes.add(bytes, ordering: .relaxed)
     }
 
-    private func drop(_ refusal: TransmitRefusal, head: UInt16?) {
+    /// Counts and logs a frame that was not sent; its chain still goes back to the driver.
+    private func drop(_ refusal: TransmitRefusal, head: UInt16) {
         counters.droppedTransmitFrames.add(1, ordering: .relaxed)
         switch refusal {
         case let .malformed(reason):
             events.record("malformed-transmit", "dropped a malformed transmit frame",
-                          metadata: ["head": "\(head.map(String.init) ?? "?")", "reason": "\(reason)"])
+                          metadata: ["head": "\(head)", "reason": "\(reason)"])
         case let .backend(error):
-            events.record("backend-error", "network backend failed on transmit", metadata: ["error": "\(error)"])
+            events.record("backend-error", "network backend failed on transmit", metadata: ["head": "\(head)", "error": "\(error)"])
         case .backendFull:
-            events.record("transmit-full", level: .debug, "network backend full, frame dropped")
+            events.record("transmit-full", level: .debug, "network backend full, frame dropped", metadata: ["head": "\(head)"])
         }
     }
 
@@ -202,7 +203,7 @@ final class NetTransmitter: Sendable {
             throw .malformed("\(chain.readableLength) bytes is more than the \(frameLimit) allowed")
         }
         let frameLength = Int(chain.readableLength) - NetHeader.size
-        try unsafe batch.add(length: frameLength) { headerSlot, vectors throws(TransmitRefusal) in
+        try unsafe batch.add(head: chain.head, length: frameLength) { headerSlot, vectors throws(TransmitRefusal) in
             var reader = chain.reader(in: memory)
             do throws(ChainAccessError) {
                 unsafe try reader.read(into: headerSlot)

@@ -24,8 +24,8 @@ import Glibc
     // run-time exclusivity checks (a few percent of the device's time per frame) are off.
     /// Every gathered frame's iovecs, header first, one frame after another.
     @exclusivity(unchecked) private var vectors: [iovec]
-    /// Where each frame's iovecs end in `vectors`, and its length without the header.
-    @exclusivity(unchecked) private var frames: [(vectorsEnd: Int, length: Int)] = []
+    /// Each frame's chain, where its iovecs end in `vectors`, and its length without the header.
+    @exclusivity(unchecked) private var frames: [(head: UInt16, vectorsEnd: Int, length: Int)] = []
 
     init() {
         // SAFETY: freed in deinit; iovecs into it live only until the batch is written.
@@ -40,11 +40,11 @@ import Glibc
     var isEmpty: Bool { unsafe frames.isEmpty }
     var isFull: Bool { unsafe frames.count == Self.capacity }
 
-    /// Gathers one frame of `length` bytes (without the header): `fill` stores its checked
-    /// header into the slot it is given and appends the frame's iovecs. If `fill` throws,
-    /// nothing of the frame stays.
+    /// Gathers the frame of chain `head`, `length` bytes without the header: `fill` stores its
+    /// checked header into the slot it is given and appends the frame's iovecs. If `fill`
+    /// throws, nothing of the frame stays.
     func add<E: Error>(
-        length: Int, _ fill: (_ header: UnsafeMutableRawBufferPointer, _ vectors: inout [iovec]) throws(E) -> Void
+        head: UInt16, length: Int, _ fill: (_ header: UnsafeMutableRawBufferPointer, _ vectors: inout [iovec]) throws(E) -> Void
     ) throws(E) {
         precondition(!isFull, "a full transmit batch must be written before another frame is added")
         let start = unsafe vectors.count
@@ -57,19 +57,19 @@ import Glibc
             unsafe vectors.removeSubrange(start...)
             throw error
         }
-        unsafe frames.append((vectors.count, length))
+        unsafe frames.append((head, vectors.count, length))
     }
 
-    /// Writes the gathered frames in order, telling `written` each one's length and what
-    /// became of it, and empties the batch.
+    /// Writes the gathered frames in order, telling `written` each one's chain, length and
+    /// what became of it, and empties the batch.
     func write(
-        to backend: any NetBackend, _ written: (_ length: Int, _ result: Result<Bool, NetBackendError>) -> Void
+        to backend: any NetBackend, _ written: (_ head: UInt16, _ length: Int, _ result: Result<Bool, NetBackendError>) -> Void
     ) {
         var start = 0
         unsafe vectors.withUnsafeBufferPointer { all in
-            for (end, length) in unsafe frames {
+            for (head, end, length) in unsafe frames {
                 let frame = unsafe UnsafeBufferPointer(rebasing: all[start..<end])
-                written(length, Result { () throws(NetBackendError) in unsafe try backend.transmit(frame) })
+                written(head, length, Result { () throws(NetBackendError) in unsafe try backend.transmit(frame) })
                 start = end
             }
         }
