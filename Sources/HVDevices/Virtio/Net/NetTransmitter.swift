@@ -222,14 +222,7 @@ final class NetTransmitter: Sendable {
             unsafe header.store(into: headerSlot)
             // Nearly always: the frame's iovecs straight from the host addresses the chain's
             // check kept, with no lookup.
-            let start = unsafe vectors.count
-            let room = chain.readableSegmentCount
-            unsafe vectors.append(contentsOf: unsafe repeatElement(iovec(), count: room))
-            let kept = unsafe vectors.withUnsafeMutableBufferPointer { all in
-                unsafe chain.readableIOVectors(from: UInt64(NetHeader.size), in: memory, into: all, at: start)
-            }
-            unsafe vectors.removeLast(room - (kept ?? 0))
-            guard kept == nil else { return }
+            if unsafe chain.appendReadableIOVectors(from: UInt64(NetHeader.size), in: memory, to: &vectors) { return }
             do throws(ChainAccessError) {
                 for unsafe buffer in unsafe try reader.hostBuffers(UInt64(frameLength)) {
                     unsafe vectors.append(unsafe iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))

@@ -82,32 +82,32 @@ public struct DescriptorChain: Sendable {
         translatedBy != nil && memory.hostMappingIdentity == translatedBy
     }
 
-    /// Writes into `vectors`, from index `start` on, an iovec for each readable segment's bytes
-    /// from `offset` (into the readable part) on, from the host addresses the chain's check
-    /// kept, and returns how many it wrote: for a gather (`writev`) straight from guest memory
-    /// with no lookup and no array. Nil, with nothing to go by, when `memory` is not the one
-    /// that checked the chain, a segment has no kept address (it spans regions), `offset` is
-    /// beyond the readable bytes, or `vectors` is too short; ``ChainReader/hostBuffers(_:)``
-    /// then does the general work.
-    func readableIOVectors(from offset: UInt64, in memory: any GuestMemory,
-                           into vectors: UnsafeMutableBufferPointer<iovec>, at start: Int) -> Int? {
-        guard offset <= readableLength, reusesTranslations(in: memory) else { return nil }
+    /// Appends to `vectors` an iovec for each readable segment's bytes from `offset` (into the
+    /// readable part) on, from the host addresses the chain's check kept: for a gather
+    /// (`writev`) straight from guest memory with no lookup. False, with nothing appended, when
+    /// `memory` is not the one that checked the chain, a segment has no kept address (it spans
+    /// regions) or `offset` is beyond the readable bytes; ``ChainReader/hostBuffers(_:)`` then
+    /// does the general work.
+    func appendReadableIOVectors(from offset: UInt64, in memory: any GuestMemory, to vectors: inout [iovec]) -> Bool {
+        guard offset <= readableLength, reusesTranslations(in: memory) else { return false }
+        let start = unsafe vectors.count
         var skip = offset
-        var count = 0
         for segment in segments[..<readableSegmentCount] {
             let length = UInt64(segment.length)
             if skip >= length {
                 skip -= length
                 continue
             }
-            guard start + count < vectors.count, let base = unsafe segment.hostAddress?.pointer(advancedBy: skip) else { return nil }
+            guard let base = unsafe segment.hostAddress?.pointer(advancedBy: skip) else {
+                unsafe vectors.removeSubrange(start...)
+                return false
+            }
             // SAFETY: the kept address is `memory`'s own translation of the segment, checked
             // when the chain was taken; skip < length keeps the iovec inside the segment.
-            unsafe vectors[start + count] = unsafe iovec(iov_base: base, iov_len: Int(length - skip))
+            unsafe vectors.append(iovec(iov_base: base, iov_len: Int(length - skip)))
             skip = 0
-            count += 1
         }
-        return count
+        return true
     }
 }
 

@@ -244,15 +244,20 @@ struct ChainCursorTests {
     }
 
     /// A gather straight from the kept addresses covers exactly the readable bytes after the
-    /// offset, and declines (nil) whatever it cannot do without the general path.
+    /// offset, after what the array held, and declines (nil, appending nothing) whatever it
+    /// cannot do without the general path.
     @Test func readableIOVectorsCoverTheBytesAfterTheOffset() throws {
         let (memory, chain) = try takenChain([(data, 12, false), (GuestAddress(data.rawValue + 12), 4, false), (data2, 8, false), (GuestAddress(0xB000), 4, true)],
                                              contents: [(data, Array(1...16)), (data2, Array(17...24))])
-        func gather(from offset: UInt64, in memory: any GuestMemory, capacity: Int = 8) -> [[UInt8]]? {
-            let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: capacity)
-            defer { vectors.deallocate() }
-            guard let count = chain.readableIOVectors(from: offset, in: memory, into: vectors, at: 1) else { return nil }
-            return vectors[1..<(1 + count)].map { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
+        let header = iovec(iov_base: nil, iov_len: 12)
+        func gather(from offset: UInt64, in memory: any GuestMemory) -> [[UInt8]]? {
+            var vectors = [header]
+            guard chain.appendReadableIOVectors(from: offset, in: memory, to: &vectors) else {
+                #expect(vectors.count == 1 && vectors[0].iov_len == 12, "a declined gather appended nothing")
+                return nil
+            }
+            #expect(vectors[0].iov_len == 12 && vectors[0].iov_base == nil, "what the array held stays first")
+            return vectors.dropFirst().map { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
         }
         #expect(gather(from: 12, in: memory) == [[13, 14, 15, 16], Array(17...24)])
         #expect(gather(from: 14, in: memory) == [[15, 16], Array(17...24)])
@@ -260,7 +265,6 @@ struct ChainCursorTests {
         #expect(gather(from: 24, in: memory) == [])
         #expect(gather(from: 0, in: memory) == [Array(1...12), [13, 14, 15, 16], Array(17...24)], "the writable buffer is not part of it")
         #expect(gather(from: 25, in: memory) == nil, "beyond the readable bytes")
-        #expect(gather(from: 0, in: memory, capacity: 3) == nil, "too few vectors")
         #expect(gather(from: 12, in: try testMemory()) == nil, "another memory's addresses are not these")
         #expect(gather(from: 12, in: MemoryWithoutIdentity(base: memory)) == nil)
     }
@@ -279,9 +283,10 @@ struct ChainCursorTests {
         try driver.addChain([(data, 4, false), (start, 16, false)])
         let chain = try #require(try queue.popChain(in: memory))
         #expect(chain.segments.map { $0.hostAddress != nil } == [true, false])
-        let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: 4)
-        defer { vectors.deallocate() }
-        #expect(chain.readableIOVectors(from: 6, in: memory, into: vectors, at: 0) == nil, "the spanning buffer has no kept address")
+        var vectors: [iovec] = []
+        #expect(!chain.appendReadableIOVectors(from: 6, in: memory, to: &vectors), "the spanning buffer has no kept address")
+        #expect(!chain.appendReadableIOVectors(from: 2, in: memory, to: &vectors))
+        #expect(vectors.isEmpty, "the iovec of the buffer before it was taken back")
         var reader = chain.reader(in: memory)
         try reader.skip(6)
         let buffers = try reader.hostBuffers(14)
